@@ -1,0 +1,2 @@
+//! The `locktrace` command.
+fn main() {}

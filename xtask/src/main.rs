@@ -1,0 +1,39 @@
+//! locktrace's developer tasks. `cargo xtask --help` lists them.
+//!
+//! Everything a fresh machine needs is installed by `setup`; `test` and `vm` call it first.
+mod setup;
+mod vm;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "locktrace developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install every missing prerequisite (toolchains, bpf-linker, Debian packages). Idempotent.
+    Setup,
+    /// Boot stock Debian kernels under qemu and run the in-guest tests.
+    Vm(vm::VmArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup => setup::run(),
+        Task::Vm(args) => setup::run().and_then(|()| vm::run(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

