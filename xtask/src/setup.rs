@@ -2,5 +2,5 @@
 
 /// Installs every missing prerequisite.
 pub fn run() -> anyhow::Result<()> {
-    Ok(())
+    crate::vm::install_prerequisites()
 }
