@@ -1,0 +1,699 @@
+//! The bytes on disk: magic, version, chunk framing and the encoding of every record.
+//!
+//! Everything is encoded field by field, little-endian, through `bytes`' `BufMut` and decoded
+//! through `Buf` on a byte slice, with every length checked before use. Nothing here does I/O,
+//! so the same bytes decode to the same values on any machine. The layout is specified in the
+//! [module documentation](super).
+
+use bytes::{Buf, BufMut, BytesMut};
+use tracer_common::{EVENT_SIZE, Event};
+
+use super::error::{Corruption, TraceError};
+use super::header::{Header, ProbeStatus};
+use super::record::{DropCounts, EndSummary, Record};
+use crate::symbols::kallsyms::KernelSymbol;
+use crate::symbols::{Frame, StackKey, StackSpace};
+
+/// The first eight bytes of every trace file.
+pub const MAGIC: [u8; 8] = *b"LOCKTRC\0";
+
+/// The format version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Magic, version, header-body length and header-body CRC32.
+pub const FILE_PREFIX_LEN: usize = 20;
+
+/// A chunk's frame header: type, payload length and CRC32.
+pub const CHUNK_HEADER_LEN: usize = 12;
+
+/// The largest header body or chunk payload a reader accepts. Writers stay far below it (see
+/// [`TARGET_PAYLOAD_LEN`]); a larger length field means the field itself is damaged, and
+/// refusing it keeps a corrupt file from making the reader allocate gigabytes.
+pub const MAX_PAYLOAD_LEN: usize = 64 << 20;
+
+/// Writers start a new chunk rather than grow one past this size: 8192 events (896 KiB), so a
+/// file cut short loses at most about a megabyte and readers stream in bounded memory.
+pub const TARGET_PAYLOAD_LEN: usize = 8192 * EVENT_SIZE;
+
+/// The kind of a chunk. Values are part of the format: a retired value is never reused, and 0
+/// is never valid (a zero-filled tail left by a crash must not parse as a chunk).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum ChunkType {
+    /// [`Record::Events`].
+    Events = 1,
+    /// [`Record::Drops`].
+    Drops = 2,
+    /// [`Record::KernelSymbols`].
+    KernelSymbols = 3,
+    /// [`Record::Stacks`].
+    Stacks = 4,
+    /// [`Record::SlabCaches`].
+    SlabCaches = 5,
+    /// [`Record::UserLocks`].
+    UserLocks = 6,
+    /// [`Record::UserFunctions`].
+    UserFunctions = 7,
+    /// [`Record::End`].
+    End = 8,
+}
+
+impl ChunkType {
+    /// Decodes a chunk type; `None` for values this build does not know.
+    pub const fn from_u32(raw: u32) -> Option<ChunkType> {
+        Some(match raw {
+            1 => ChunkType::Events,
+            2 => ChunkType::Drops,
+            3 => ChunkType::KernelSymbols,
+            4 => ChunkType::Stacks,
+            5 => ChunkType::SlabCaches,
+            6 => ChunkType::UserLocks,
+            7 => ChunkType::UserFunctions,
+            8 => ChunkType::End,
+            _ => return None,
+        })
+    }
+
+    /// A short stable name, used in messages.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ChunkType::Events => "events",
+            ChunkType::Drops => "drops",
+            ChunkType::KernelSymbols => "kernel-symbols",
+            ChunkType::Stacks => "stacks",
+            ChunkType::SlabCaches => "slab-caches",
+            ChunkType::UserLocks => "user-locks",
+            ChunkType::UserFunctions => "user-functions",
+            ChunkType::End => "end",
+        }
+    }
+
+    /// The chunk type of a record.
+    pub const fn of(record: &Record) -> ChunkType {
+        match record {
+            Record::Events(_) => ChunkType::Events,
+            Record::Drops(_) => ChunkType::Drops,
+            Record::KernelSymbols(_) => ChunkType::KernelSymbols,
+            Record::Stacks(_) => ChunkType::Stacks,
+            Record::SlabCaches(_) => ChunkType::SlabCaches,
+            Record::UserLocks(_) => ChunkType::UserLocks,
+            Record::UserFunctions(_) => ChunkType::UserFunctions,
+            Record::End(_) => ChunkType::End,
+        }
+    }
+}
+
+impl std::fmt::Display for ChunkType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The CRC32 stored in a chunk's frame header: over the type's four bytes, then the payload.
+pub fn chunk_crc(kind: u32, payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&kind.to_le_bytes());
+    hasher.update(payload);
+    hasher.finalize()
+}
+
+/// A chunk being built: a frame header placeholder followed by the payload, so sealing it
+/// needs no copy.
+pub(crate) struct ChunkBuf {
+    kind: ChunkType,
+    bytes: BytesMut,
+}
+
+impl ChunkBuf {
+    pub(crate) fn new(kind: ChunkType) -> ChunkBuf {
+        let mut bytes = BytesMut::new();
+        bytes.put_bytes(0, CHUNK_HEADER_LEN);
+        ChunkBuf { kind, bytes }
+    }
+
+    pub(crate) fn payload_len(&self) -> usize {
+        self.bytes.len() - CHUNK_HEADER_LEN
+    }
+
+    /// Fills in the frame header and returns the whole chunk, leaving `self` empty.
+    pub(crate) fn seal(&mut self) -> BytesMut {
+        let kind = self.kind as u32;
+        // Bounded by MAX_PAYLOAD_LEN (checked per item by `Framer`, by count for events).
+        let len = self.payload_len() as u32;
+        let crc = chunk_crc(kind, &self.bytes[CHUNK_HEADER_LEN..]);
+        let mut header = &mut self.bytes[..CHUNK_HEADER_LEN];
+        header.put_u32_le(kind);
+        header.put_u32_le(len);
+        header.put_u32_le(crc);
+        std::mem::replace(self, ChunkBuf::new(self.kind)).bytes
+    }
+
+    /// Appends one event to an Events chunk.
+    pub(crate) fn put_event(&mut self, event: &Event) {
+        put_event(&mut self.bytes, event);
+    }
+}
+
+/// Splits a list record over chunks of at most [`TARGET_PAYLOAD_LEN`] bytes (or one item when
+/// a single item is larger).
+struct Framer {
+    current: ChunkBuf,
+    sealed: Vec<BytesMut>,
+}
+
+impl Framer {
+    fn item(&mut self, encode: impl FnOnce(&mut BytesMut)) -> Result<(), TraceError> {
+        let start = self.current.bytes.len();
+        encode(&mut self.current.bytes);
+        let item_len = self.current.bytes.len() - start;
+        if item_len > MAX_PAYLOAD_LEN {
+            return Err(TraceError::RecordTooLarge {
+                what: self.current.kind.name(),
+                len: item_len,
+                max: MAX_PAYLOAD_LEN,
+            });
+        }
+        let had_items = start > CHUNK_HEADER_LEN;
+        if had_items && self.current.payload_len() > TARGET_PAYLOAD_LEN {
+            let item = self.current.bytes.split_off(start);
+            self.sealed.push(self.current.seal());
+            self.current.bytes.extend_from_slice(&item);
+        }
+        Ok(())
+    }
+}
+
+/// Encodes a record as one or more complete chunks, ready to write. A record always yields at
+/// least one chunk, so an empty table reads back as an empty table.
+pub(crate) fn frame_record(record: &Record) -> Result<Vec<BytesMut>, TraceError> {
+    let mut framer = Framer {
+        current: ChunkBuf::new(ChunkType::of(record)),
+        sealed: Vec::new(),
+    };
+    match record {
+        Record::Events(events) => {
+            for event in events {
+                framer.item(|buf| put_event(buf, event))?;
+            }
+        }
+        Record::Drops(drops) => framer.item(|buf| put_drops(buf, drops))?,
+        Record::KernelSymbols(symbols) => {
+            for symbol in symbols {
+                framer.item(|buf| put_kernel_symbol(buf, symbol))?;
+            }
+        }
+        Record::Stacks(stacks) => {
+            for (key, frames) in stacks {
+                framer.item(|buf| put_stack(buf, key, frames))?;
+            }
+        }
+        Record::SlabCaches(caches) => {
+            for (addr, name) in caches {
+                framer.item(|buf| {
+                    buf.put_u64_le(*addr);
+                    put_str(buf, name);
+                })?;
+            }
+        }
+        Record::UserLocks(locks) => {
+            for ((pid, addr), name) in locks {
+                framer.item(|buf| {
+                    buf.put_u32_le(*pid);
+                    buf.put_u64_le(*addr);
+                    put_str(buf, name);
+                })?;
+            }
+        }
+        Record::UserFunctions(functions) => {
+            for ((pid, addr), frame) in functions {
+                framer.item(|buf| {
+                    buf.put_u32_le(*pid);
+                    buf.put_u64_le(*addr);
+                    put_frame(buf, frame);
+                })?;
+            }
+        }
+        Record::End(summary) => framer.item(|buf| {
+            buf.put_u64_le(summary.events_written);
+            buf.put_u64_le(summary.duration_ns);
+        })?,
+    }
+    let mut chunks = framer.sealed;
+    chunks.push(framer.current.seal());
+    Ok(chunks)
+}
+
+/// Decodes a chunk payload whose frame (type, length, CRC) has already been checked.
+pub(crate) fn decode_payload(kind: ChunkType, payload: &[u8]) -> Result<Record, Corruption> {
+    let mut dec = Decoder { buf: payload };
+    let record = match kind {
+        ChunkType::Events => {
+            if payload.len() % EVENT_SIZE != 0 {
+                return Err(Corruption::Malformed(
+                    "events payload is not a whole number of events",
+                ));
+            }
+            let mut events = Vec::with_capacity(payload.len() / EVENT_SIZE);
+            while !dec.buf.is_empty() {
+                events.push(dec.event()?);
+            }
+            Record::Events(events)
+        }
+        ChunkType::Drops => {
+            let monotonic_ns = dec.u64()?;
+            let count = dec.u32()?;
+            let mut counts = Vec::new();
+            for _ in 0..count {
+                counts.push((dec.string()?, dec.u64()?));
+            }
+            Record::Drops(DropCounts {
+                monotonic_ns,
+                counts,
+            })
+        }
+        ChunkType::KernelSymbols => Record::KernelSymbols(dec.until_empty(|dec| {
+            Ok(KernelSymbol {
+                addr: dec.u64()?,
+                kind: char::from_u32(dec.u32()?)
+                    .ok_or(Corruption::Malformed("symbol type is not a character"))?,
+                name: dec.string()?,
+                module: dec.option(Decoder::string)?,
+            })
+        })?),
+        ChunkType::Stacks => Record::Stacks(dec.until_empty(|dec| {
+            let space = match dec.u32()? {
+                0 => StackSpace::Kernel,
+                1 => StackSpace::User,
+                _ => return Err(Corruption::Malformed("unknown stack space")),
+            };
+            let key = StackKey {
+                space,
+                pid: dec.u32()?,
+                id: dec.i32()?,
+            };
+            let count = dec.u32()?;
+            let mut frames = Vec::new();
+            for _ in 0..count {
+                frames.push(dec.frame()?);
+            }
+            Ok((key, frames))
+        })?),
+        ChunkType::SlabCaches => {
+            Record::SlabCaches(dec.until_empty(|dec| Ok((dec.u64()?, dec.string()?)))?)
+        }
+        ChunkType::UserLocks => {
+            Record::UserLocks(dec.until_empty(|dec| Ok(((dec.u32()?, dec.u64()?), dec.string()?)))?)
+        }
+        ChunkType::UserFunctions => Record::UserFunctions(
+            dec.until_empty(|dec| Ok(((dec.u32()?, dec.u64()?), dec.frame()?)))?,
+        ),
+        ChunkType::End => Record::End(EndSummary {
+            events_written: dec.u64()?,
+            duration_ns: dec.u64()?,
+        }),
+    };
+    if !dec.buf.is_empty() {
+        return Err(Corruption::Malformed(
+            "bytes left over after the last field",
+        ));
+    }
+    Ok(record)
+}
+
+/// Encodes the file prefix and header body. The version written is the header's, which the
+/// writer has checked equals [`FORMAT_VERSION`].
+pub(crate) fn encode_file_header(header: &Header) -> Result<BytesMut, TraceError> {
+    let mut body = BytesMut::new();
+    put_str(&mut body, &header.kernel_release);
+    put_str(&mut body, &header.boot_id);
+    put_str(&mut body, &header.hostname);
+    body.put_u64_le(header.start_unix_ns);
+    body.put_u64_le(header.start_monotonic_ns);
+    body.put_u32_le(header.command_line.len() as u32);
+    for arg in &header.command_line {
+        put_str(&mut body, arg);
+    }
+    body.put_u32_le(header.probes.len() as u32);
+    for probe in &header.probes {
+        put_str(&mut body, &probe.name);
+        put_str(&mut body, &probe.kind);
+        body.put_u8(u8::from(probe.attached));
+        put_str(&mut body, &probe.detail);
+    }
+    if body.len() > MAX_PAYLOAD_LEN {
+        return Err(TraceError::RecordTooLarge {
+            what: "header",
+            len: body.len(),
+            max: MAX_PAYLOAD_LEN,
+        });
+    }
+    let mut out = BytesMut::with_capacity(FILE_PREFIX_LEN + body.len());
+    out.put_slice(&MAGIC);
+    out.put_u32_le(header.format_version);
+    out.put_u32_le(body.len() as u32);
+    out.put_u32_le(crc32fast::hash(&body));
+    out.put_slice(&body);
+    Ok(out)
+}
+
+/// Decodes a header body whose CRC has been checked.
+pub(crate) fn decode_header_body(format_version: u32, body: &[u8]) -> Result<Header, Corruption> {
+    let mut dec = Decoder { buf: body };
+    let kernel_release = dec.string()?;
+    let boot_id = dec.string()?;
+    let hostname = dec.string()?;
+    let start_unix_ns = dec.u64()?;
+    let start_monotonic_ns = dec.u64()?;
+    let mut command_line = Vec::new();
+    for _ in 0..dec.u32()? {
+        command_line.push(dec.string()?);
+    }
+    let mut probes = Vec::new();
+    for _ in 0..dec.u32()? {
+        probes.push(ProbeStatus {
+            name: dec.string()?,
+            kind: dec.string()?,
+            attached: match dec.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(Corruption::Malformed("probe attached flag is not 0 or 1")),
+            },
+            detail: dec.string()?,
+        });
+    }
+    if !dec.buf.is_empty() {
+        return Err(Corruption::Malformed("bytes left over after the header"));
+    }
+    Ok(Header {
+        format_version,
+        kernel_release,
+        boot_id,
+        hostname,
+        start_unix_ns,
+        start_monotonic_ns,
+        command_line,
+        probes,
+    })
+}
+
+/// Encodes one event: its fields in declaration order, little-endian, [`EVENT_SIZE`] bytes.
+fn put_event(buf: &mut impl BufMut, event: &Event) {
+    buf.put_u64_le(event.timestamp_ns);
+    buf.put_u64_le(event.lock_addr);
+    buf.put_u64_le(event.caller);
+    buf.put_u64_le(event.arg);
+    buf.put_u64_le(event.arg2);
+    buf.put_u64_le(event.slab_cache);
+    buf.put_u32_le(event.kind);
+    buf.put_u32_le(event.lock_kind);
+    buf.put_u32_le(event.flags);
+    buf.put_u32_le(event.cpu);
+    buf.put_u32_le(event.pid);
+    buf.put_u32_le(event.tid);
+    buf.put_u32_le(event.irqs);
+    buf.put_u32_le(event.context);
+    buf.put_u32_le(event.preempt_count);
+    buf.put_i32_le(event.kernel_stack_id);
+    buf.put_i32_le(event.user_stack_id);
+    buf.put_u32_le(event.reserved);
+    buf.put_slice(&event.comm);
+}
+
+/// Strings: u32 byte length, then UTF-8. Lengths above `u32::MAX` cannot occur: every item
+/// and header is checked against [`MAX_PAYLOAD_LEN`] after encoding.
+fn put_str(buf: &mut BytesMut, s: &str) {
+    buf.put_u32_le(s.len() as u32);
+    buf.put_slice(s.as_bytes());
+}
+
+/// Options: a u8 tag (0 absent, 1 present), then the value.
+fn put_option<T>(buf: &mut BytesMut, value: Option<T>, put: impl FnOnce(&mut BytesMut, T)) {
+    match value {
+        None => buf.put_u8(0),
+        Some(value) => {
+            buf.put_u8(1);
+            put(buf, value);
+        }
+    }
+}
+
+fn put_frame(buf: &mut BytesMut, frame: &Frame) {
+    buf.put_u64_le(frame.addr);
+    put_option(buf, frame.function.as_deref(), put_str);
+    buf.put_u64_le(frame.offset);
+    put_option(buf, frame.file.as_deref(), put_str);
+    put_option(buf, frame.line, BufMut::put_u32_le);
+}
+
+fn put_kernel_symbol(buf: &mut BytesMut, symbol: &KernelSymbol) {
+    buf.put_u64_le(symbol.addr);
+    buf.put_u32_le(u32::from(symbol.kind));
+    put_str(buf, &symbol.name);
+    put_option(buf, symbol.module.as_deref(), put_str);
+}
+
+fn put_stack(buf: &mut BytesMut, key: &StackKey, frames: &[Frame]) {
+    buf.put_u32_le(match key.space {
+        StackSpace::Kernel => 0,
+        StackSpace::User => 1,
+    });
+    buf.put_u32_le(key.pid);
+    buf.put_i32_le(key.id);
+    buf.put_u32_le(frames.len() as u32);
+    for frame in frames {
+        put_frame(buf, frame);
+    }
+}
+
+fn put_drops(buf: &mut BytesMut, drops: &DropCounts) {
+    buf.put_u64_le(drops.monotonic_ns);
+    buf.put_u32_le(drops.counts.len() as u32);
+    for (name, value) in &drops.counts {
+        put_str(buf, name);
+        buf.put_u64_le(*value);
+    }
+}
+
+/// Reads fields from a payload, failing with [`Corruption::Malformed`] instead of panicking
+/// when the payload is shorter than its fields claim.
+struct Decoder<'a> {
+    buf: &'a [u8],
+}
+
+const SHORT: Corruption = Corruption::Malformed("a field runs past the end of the payload");
+
+impl Decoder<'_> {
+    fn u8(&mut self) -> Result<u8, Corruption> {
+        self.buf.try_get_u8().map_err(|_| SHORT)
+    }
+
+    fn u32(&mut self) -> Result<u32, Corruption> {
+        self.buf.try_get_u32_le().map_err(|_| SHORT)
+    }
+
+    fn i32(&mut self) -> Result<i32, Corruption> {
+        self.buf.try_get_i32_le().map_err(|_| SHORT)
+    }
+
+    fn u64(&mut self) -> Result<u64, Corruption> {
+        self.buf.try_get_u64_le().map_err(|_| SHORT)
+    }
+
+    fn string(&mut self) -> Result<String, Corruption> {
+        let len = self.u32()? as usize;
+        if len > self.buf.len() {
+            return Err(SHORT);
+        }
+        let (text, rest) = self.buf.split_at(len);
+        self.buf = rest;
+        String::from_utf8(text.to_vec())
+            .map_err(|_| Corruption::Malformed("a string is not valid UTF-8"))
+    }
+
+    fn option<T>(
+        &mut self,
+        read: impl FnOnce(&mut Self) -> Result<T, Corruption>,
+    ) -> Result<Option<T>, Corruption> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => read(self).map(Some),
+            _ => Err(Corruption::Malformed("an option tag is not 0 or 1")),
+        }
+    }
+
+    /// Items packed back to back until the payload ends (so lists can be split over chunks
+    /// without a count to fix up).
+    fn until_empty<T>(
+        &mut self,
+        mut read: impl FnMut(&mut Self) -> Result<T, Corruption>,
+    ) -> Result<Vec<T>, Corruption> {
+        let mut items = Vec::new();
+        while !self.buf.is_empty() {
+            items.push(read(self)?);
+        }
+        Ok(items)
+    }
+
+    fn frame(&mut self) -> Result<Frame, Corruption> {
+        Ok(Frame {
+            addr: self.u64()?,
+            function: self.option(Self::string)?,
+            offset: self.u64()?,
+            file: self.option(Self::string)?,
+            line: self.option(Self::u32)?,
+        })
+    }
+
+    fn event(&mut self) -> Result<Event, Corruption> {
+        let mut event = Event {
+            timestamp_ns: self.u64()?,
+            lock_addr: self.u64()?,
+            caller: self.u64()?,
+            arg: self.u64()?,
+            arg2: self.u64()?,
+            slab_cache: self.u64()?,
+            kind: self.u32()?,
+            lock_kind: self.u32()?,
+            flags: self.u32()?,
+            cpu: self.u32()?,
+            pid: self.u32()?,
+            tid: self.u32()?,
+            irqs: self.u32()?,
+            context: self.u32()?,
+            preempt_count: self.u32()?,
+            kernel_stack_id: self.i32()?,
+            user_stack_id: self.i32()?,
+            reserved: self.u32()?,
+            comm: [0; 16],
+        };
+        self.buf
+            .try_copy_to_slice(&mut event.comm)
+            .map_err(|_| SHORT)?;
+        Ok(event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload_of(chunk: &[u8]) -> &[u8] {
+        &chunk[CHUNK_HEADER_LEN..]
+    }
+
+    fn sample_stacks() -> Record {
+        Record::Stacks(vec![(
+            StackKey::user(42, 3),
+            vec![
+                Frame {
+                    addr: 0x401000,
+                    function: Some("main".into()),
+                    offset: 0x10,
+                    file: Some("main.c".into()),
+                    line: Some(12),
+                },
+                Frame::unresolved(0x402000),
+            ],
+        )])
+    }
+
+    #[test]
+    fn chunk_type_values_are_stable() {
+        for (raw, kind) in [
+            (1, ChunkType::Events),
+            (2, ChunkType::Drops),
+            (3, ChunkType::KernelSymbols),
+            (4, ChunkType::Stacks),
+            (5, ChunkType::SlabCaches),
+            (6, ChunkType::UserLocks),
+            (7, ChunkType::UserFunctions),
+            (8, ChunkType::End),
+        ] {
+            assert_eq!(kind as u32, raw);
+            assert_eq!(ChunkType::from_u32(raw), Some(kind));
+        }
+        assert_eq!(
+            ChunkType::from_u32(0),
+            None,
+            "a zero-filled tail is not a chunk"
+        );
+        assert_eq!(ChunkType::from_u32(9), None);
+    }
+
+    #[test]
+    fn sealed_chunk_frames_type_length_and_crc() {
+        let record = Record::SlabCaches(vec![(0xdead, "kmalloc-64".into())]);
+        let chunks = frame_record(&record).unwrap();
+        assert_eq!(chunks.len(), 1);
+        let mut frame = &chunks[0][..CHUNK_HEADER_LEN];
+        let payload = payload_of(&chunks[0]);
+        assert_eq!(frame.get_u32_le(), ChunkType::SlabCaches as u32);
+        assert_eq!(frame.get_u32_le() as usize, payload.len());
+        assert_eq!(frame.get_u32_le(), chunk_crc(5, payload));
+        assert_eq!(decode_payload(ChunkType::SlabCaches, payload), Ok(record));
+    }
+
+    #[test]
+    fn every_prefix_of_a_payload_is_rejected_without_panicking() {
+        let chunks = frame_record(&sample_stacks()).unwrap();
+        let payload = payload_of(&chunks[0]);
+        for len in 1..payload.len() {
+            assert!(
+                decode_payload(ChunkType::Stacks, &payload[..len]).is_err(),
+                "prefix of {len} bytes"
+            );
+        }
+        assert!(decode_payload(ChunkType::Events, &[0; EVENT_SIZE - 1]).is_err());
+        assert!(
+            decode_payload(ChunkType::End, &[0; 17]).is_err(),
+            "trailing byte"
+        );
+    }
+
+    #[test]
+    fn long_tables_are_split_into_chunks_that_each_decode() {
+        let names: Vec<(u64, String)> = (0..40_000u64)
+            .map(|i| (i, format!("cache-with-a-longish-name-{i}")))
+            .collect();
+        let chunks = frame_record(&Record::SlabCaches(names.clone())).unwrap();
+        assert!(chunks.len() > 1);
+        let mut back = Vec::new();
+        for chunk in &chunks {
+            assert!(payload_of(chunk).len() <= TARGET_PAYLOAD_LEN);
+            match decode_payload(ChunkType::SlabCaches, payload_of(chunk)).unwrap() {
+                Record::SlabCaches(part) => back.extend(part),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(back, names);
+    }
+
+    #[test]
+    fn empty_tables_still_make_a_chunk() {
+        let chunks = frame_record(&Record::KernelSymbols(Vec::new())).unwrap();
+        assert_eq!(chunks.len(), 1);
+        assert_eq!(chunks[0].len(), CHUNK_HEADER_LEN);
+    }
+
+    #[test]
+    fn header_body_round_trips() {
+        let header = Header {
+            format_version: FORMAT_VERSION,
+            kernel_release: "6.12.0".into(),
+            boot_id: "b".into(),
+            hostname: "h".into(),
+            start_unix_ns: 1,
+            start_monotonic_ns: 2,
+            command_line: vec!["locktrace".into(), "record".into()],
+            probes: vec![ProbeStatus {
+                name: "mutex_lock".into(),
+                kind: "fexit".into(),
+                attached: true,
+                detail: String::new(),
+            }],
+        };
+        let bytes = encode_file_header(&header).unwrap();
+        let body = &bytes[FILE_PREFIX_LEN..];
+        assert_eq!(decode_header_body(FORMAT_VERSION, body), Ok(header));
+    }
+}

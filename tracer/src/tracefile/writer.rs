@@ -1,0 +1,164 @@
+//! Writing a trace file: the header once, then chunks as the session produces records.
+//!
+//! Each chunk is built whole in a `BytesMut` and handed to the kernel with one `write_all`, so
+//! a killed recorder leaves complete chunks followed by at most one partial chunk, which
+//! readers detect. Events are batched into chunks of [`TARGET_PAYLOAD_LEN`] bytes whatever
+//! the caller's batch size.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use tracer_common::{EVENT_SIZE, Event};
+
+use super::error::{IoOp, TraceError};
+use super::format::{
+    ChunkBuf, ChunkType, FORMAT_VERSION, TARGET_PAYLOAD_LEN, encode_file_header, frame_record,
+};
+use super::header::Header;
+use super::record::{EndSummary, Record};
+
+/// Writes a recording. Create it with [`TraceWriter::create`], feed it records, and end with
+/// [`TraceWriter::finish`]. A writer dropped without `finish` still writes its buffered events,
+/// leaving a valid file that readers report as unfinished.
+///
+/// After a write error the file ends in a partial chunk; readers return everything before it.
+pub struct TraceWriter {
+    path: PathBuf,
+    file: File,
+    /// Events not yet written, already encoded into an Events chunk.
+    pending: ChunkBuf,
+    events_written: u64,
+}
+
+impl TraceWriter {
+    /// Creates (or truncates) `path` with mode 0600, since the file holds kernel addresses, and
+    /// writes the header. An existing file with looser permissions is tightened to 0600.
+    pub fn create(path: &Path, header: &Header) -> Result<TraceWriter, TraceError> {
+        if header.format_version != FORMAT_VERSION {
+            return Err(TraceError::UnsupportedVersion {
+                found: header.format_version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let prefix = encode_file_header(header)?;
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|err| TraceError::io(IoOp::Create, path, err))?;
+        let mode = file
+            .metadata()
+            .map_err(|err| TraceError::io(IoOp::SetPermissions, path, err))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(|err| TraceError::io(IoOp::SetPermissions, path, err))?;
+        }
+        let mut writer = TraceWriter {
+            path: path.to_path_buf(),
+            file,
+            pending: ChunkBuf::new(ChunkType::Events),
+            events_written: 0,
+        };
+        writer.write_bytes(&prefix)?;
+        Ok(writer)
+    }
+
+    /// Writes one record. Events are buffered like [`TraceWriter::write_events`]; any other
+    /// record first writes the buffered events, so the file keeps the order of the calls.
+    /// A large table may be split over several chunks of its kind.
+    ///
+    /// [`Record::End`] belongs to [`TraceWriter::finish`]: readers stop at the first End chunk.
+    pub fn write(&mut self, record: &Record) -> Result<(), TraceError> {
+        if let Record::Events(events) = record {
+            return self.write_events(events);
+        }
+        self.write_pending()?;
+        for chunk in frame_record(record)? {
+            self.write_bytes(&chunk)?;
+        }
+        Ok(())
+    }
+
+    /// Appends events, writing a chunk each time [`TARGET_PAYLOAD_LEN`] bytes of them have
+    /// accumulated. Call [`TraceWriter::flush`] to write a partial batch now.
+    pub fn write_events(&mut self, events: &[Event]) -> Result<(), TraceError> {
+        for event in events {
+            self.pending.put_event(event);
+            self.events_written += 1;
+            if self.pending.payload_len() >= TARGET_PAYLOAD_LEN {
+                self.write_pending()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes buffered events to the file, so a reader (or a crash) sees everything passed
+    /// so far. Does not wait for the disk; [`TraceWriter::finish`] does.
+    pub fn flush(&mut self) -> Result<(), TraceError> {
+        self.write_pending()?;
+        self.file
+            .flush()
+            .map_err(|err| TraceError::io(IoOp::Sync, &self.path, err))
+    }
+
+    /// Writes the buffered events and the End chunk, then waits until the file is on disk.
+    /// `summary.events_written` should be [`TraceWriter::events_written`].
+    pub fn finish(mut self, summary: EndSummary) -> Result<(), TraceError> {
+        self.write(&Record::End(summary))?;
+        self.file
+            .sync_all()
+            .map_err(|err| TraceError::io(IoOp::Sync, &self.path, err))
+    }
+
+    /// Events accepted so far, including those still buffered.
+    pub fn events_written(&self) -> u64 {
+        self.events_written
+    }
+
+    /// The file being written.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn write_pending(&mut self) -> Result<(), TraceError> {
+        if self.pending.payload_len() == 0 {
+            return Ok(());
+        }
+        let lost = (self.pending.payload_len() / EVENT_SIZE) as u64;
+        let chunk = self.pending.seal();
+        self.write_bytes(&chunk).inspect_err(|_| {
+            self.events_written -= lost;
+        })
+    }
+
+    fn write_bytes(&mut self, bytes: &[u8]) -> Result<(), TraceError> {
+        self.file
+            .write_all(bytes)
+            .map_err(|err| TraceError::io(IoOp::Write, &self.path, err))
+    }
+}
+
+impl Drop for TraceWriter {
+    /// Writes buffered events so an unfinished recording loses nothing it was given. Errors
+    /// cannot be reported here; call [`TraceWriter::flush`] or [`TraceWriter::finish`] to see
+    /// them.
+    fn drop(&mut self) {
+        let _ = self.write_pending();
+    }
+}
+
+impl std::fmt::Debug for TraceWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TraceWriter")
+            .field("path", &self.path)
+            .field("events_written", &self.events_written)
+            .field("pending_bytes", &self.pending.payload_len())
+            .finish()
+    }
+}
