@@ -1,1 +1,646 @@
-//! placeholder
+//! The trace file on real files: round trips, files cut short or corrupted at every offset,
+//! permissions, and the exact bytes of the event encoding.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use tempfile::TempDir;
+use tracer::symbols::kallsyms::KernelSymbol;
+use tracer::symbols::{Frame, StackKey, Symbols};
+use tracer::tracefile::{
+    CHUNK_HEADER_LEN, ChunkType, Corruption, DropCounts, EndSummary, FILE_PREFIX_LEN,
+    FORMAT_VERSION, Header, IoOp, ProbeStatus, Record, TraceError, TraceReader, TraceWriter,
+    Truncation, apply_to_symbols, chunk_crc,
+};
+use tracer_common::{EVENT_SIZE, Event};
+
+fn header() -> Header {
+    Header {
+        format_version: FORMAT_VERSION,
+        kernel_release: "6.12.48+deb13-amd64".into(),
+        boot_id: "0f6b2a47-3c1e-4a7e-9a55-2b8e9d0c1f10".into(),
+        hostname: "testbox".into(),
+        start_unix_ns: 1_750_000_000_123_456_789,
+        start_monotonic_ns: 98_765_432_100,
+        command_line: vec![
+            "locktrace".into(),
+            "record".into(),
+            "-o".into(),
+            "t.lt".into(),
+        ],
+        probes: vec![
+            ProbeStatus {
+                name: "mutex_lock".into(),
+                kind: "fexit".into(),
+                attached: true,
+                detail: String::new(),
+            },
+            ProbeStatus {
+                name: "lock_acquired".into(),
+                kind: "tp_btf".into(),
+                attached: false,
+                detail: "CONFIG_LOCK_STAT is off".into(),
+            },
+        ],
+    }
+}
+
+/// An event whose every field differs from its neighbours' and from zero.
+fn event(i: u64) -> Event {
+    let small = i as u32;
+    let mut comm = [0u8; 16];
+    comm[..7].copy_from_slice(b"worker-");
+    comm[7] = b'a' + (i % 26) as u8;
+    Event {
+        timestamp_ns: 1_000_000 + i,
+        lock_addr: 0xffff_8880_0000_0000 + i * 64,
+        caller: 0xffff_ffff_8100_0000 + i,
+        arg: i * 3,
+        arg2: u64::MAX - i,
+        slab_cache: 0xffff_8880_1000_0000 + i,
+        kind: 1 + (small % 11),
+        lock_kind: small % 10,
+        flags: small & 0x7f,
+        cpu: small % 64,
+        pid: 1000 + small,
+        tid: 2000 + small,
+        irqs: small % 3,
+        context: small % 5,
+        preempt_count: 0x100 * (small % 4),
+        kernel_stack_id: -(i as i32) - 1,
+        user_stack_id: i as i32,
+        reserved: 0xa5a5_0000 | small,
+        comm,
+    }
+}
+
+fn frame(addr: u64, function: &str) -> Frame {
+    Frame {
+        addr,
+        function: Some(function.into()),
+        offset: 0x1c,
+        file: Some("kernel/locking/mutex.c".into()),
+        line: Some(281),
+    }
+}
+
+/// One record of every kind except End, each small.
+fn every_record() -> Vec<Record> {
+    vec![
+        Record::Events((0..3).map(event).collect()),
+        Record::KernelSymbols(vec![
+            KernelSymbol {
+                addr: 0xffff_ffff_8100_0000,
+                kind: 'T',
+                name: "mutex_lock".into(),
+                module: None,
+            },
+            KernelSymbol {
+                addr: 0xffff_ffff_c000_1000,
+                kind: 'd',
+                name: "lt_seed_lock".into(),
+                module: Some("locktrace_test".into()),
+            },
+        ]),
+        Record::Stacks(vec![
+            (
+                StackKey::kernel(7),
+                vec![
+                    frame(0xffff_ffff_8100_001c, "mutex_lock"),
+                    Frame::unresolved(1),
+                ],
+            ),
+            (StackKey::user(1234, -3), vec![]),
+        ]),
+        Record::SlabCaches(vec![(0xffff_8880_1000_0000, "kmalloc-64".into())]),
+        Record::UserLocks(vec![((1234, 0x5555_0000_4010), "big_lock".into())]),
+        Record::UserFunctions(vec![(
+            (1234, 0x5555_0000_1234),
+            frame(0x5555_0000_1234, "worker"),
+        )]),
+        Record::Drops(DropCounts {
+            monotonic_ns: 98_765_999_999,
+            counts: vec![("ring_full".into(), 12), ("ring_lost".into(), 3)],
+        }),
+        Record::Events((3..5).map(event).collect()),
+    ]
+}
+
+fn summary() -> EndSummary {
+    EndSummary {
+        events_written: 5,
+        duration_ns: 1_500_000_000,
+    }
+}
+
+/// Writes `records` and, when `finish` is set, the End chunk; returns the path.
+fn write_file(dir: &TempDir, name: &str, records: &[Record], finish: bool) -> PathBuf {
+    let path = dir.path().join(name);
+    let mut writer = TraceWriter::create(&path, &header()).unwrap();
+    for record in records {
+        writer.write(record).unwrap();
+    }
+    if finish {
+        writer.finish(summary()).unwrap();
+    }
+    path
+}
+
+/// Everything a reader yields: the records, the error it ended with, and `damage()`.
+struct ReadBack {
+    records: Vec<Record>,
+    error: Option<TraceError>,
+    damage: Option<TraceError>,
+}
+
+fn read_back(path: &Path) -> Result<ReadBack, TraceError> {
+    let mut reader = TraceReader::open(path)?;
+    let mut records = Vec::new();
+    let mut error = None;
+    for item in reader.by_ref() {
+        match item {
+            Ok(record) => records.push(record),
+            Err(err) => {
+                assert!(error.is_none(), "the reader yields at most one error");
+                error = Some(err);
+            }
+        }
+    }
+    assert!(reader.next().is_none(), "the reader stays finished");
+    Ok(ReadBack {
+        records,
+        error,
+        damage: reader.damage().cloned(),
+    })
+}
+
+/// Offsets where each chunk starts, and the file's end, parsed by hand from the framing.
+fn chunk_boundaries(bytes: &[u8]) -> Vec<usize> {
+    let header_len = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+    let mut at = FILE_PREFIX_LEN + header_len;
+    let mut boundaries = vec![at];
+    while at < bytes.len() {
+        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        at += CHUNK_HEADER_LEN + len;
+        boundaries.push(at);
+    }
+    assert_eq!(at, bytes.len());
+    boundaries
+}
+
+#[test]
+fn round_trip_preserves_the_header_and_every_record() {
+    let dir = TempDir::new().unwrap();
+    let records = every_record();
+    let path = write_file(&dir, "all.lt", &records, true);
+
+    let mut reader = TraceReader::open(&path).unwrap();
+    assert_eq!(reader.header(), &header());
+    let back: Vec<Record> = reader.by_ref().map(Result::unwrap).collect();
+    let mut expected = records.clone();
+    expected.push(Record::End(summary()));
+    assert_eq!(
+        back, expected,
+        "events byte-exact, every field of every record"
+    );
+    assert!(reader.damage().is_none());
+    assert_eq!(reader.end(), Some(&summary()));
+    assert_eq!(reader.events_read(), 5);
+
+    let mut symbols = Symbols::default();
+    let applied = back
+        .iter()
+        .filter(|record| apply_to_symbols(record, &mut symbols))
+        .count();
+    assert_eq!(applied, 5);
+    assert_eq!(
+        symbols.kernel.data(0xffff_ffff_c000_1008).unwrap().0.name,
+        "lt_seed_lock"
+    );
+    assert_eq!(symbols.user_locks[&(1234, 0x5555_0000_4010)], "big_lock");
+}
+
+#[test]
+fn events_are_batched_into_bounded_chunks_in_order() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("many.lt");
+    let events: Vec<Event> = (0..20_000).map(event).collect();
+    let mut writer = TraceWriter::create(&path, &header()).unwrap();
+    for batch in events.chunks(7) {
+        writer.write_events(batch).unwrap();
+    }
+    assert_eq!(writer.events_written(), 20_000);
+    let written = writer.events_written();
+    writer
+        .finish(EndSummary {
+            events_written: written,
+            duration_ns: 1,
+        })
+        .unwrap();
+
+    let read = read_back(&path).unwrap();
+    assert!(read.damage.is_none());
+    let mut back = Vec::new();
+    for record in &read.records[..read.records.len() - 1] {
+        let Record::Events(batch) = record else {
+            panic!("expected events, got {record:?}");
+        };
+        assert!(batch.len() <= 8192, "chunk of {} events", batch.len());
+        back.extend_from_slice(batch);
+    }
+    assert_eq!(read.records.len(), 4, "three event chunks and the end");
+    assert_eq!(back, events);
+}
+
+#[test]
+fn flush_makes_buffered_events_readable() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("flush.lt");
+    let mut writer = TraceWriter::create(&path, &header()).unwrap();
+    writer.write_events(&[event(1), event(2)]).unwrap();
+    writer.flush().unwrap();
+
+    let read = read_back(&path).unwrap();
+    assert_eq!(read.records, vec![Record::Events(vec![event(1), event(2)])]);
+    assert!(matches!(read.damage, Some(TraceError::Unfinished { .. })));
+    drop(writer);
+}
+
+#[test]
+fn a_writer_dropped_without_finish_leaves_a_readable_unfinished_file() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("dropped.lt");
+    let mut writer = TraceWriter::create(&path, &header()).unwrap();
+    writer.write(&every_record()[1]).unwrap();
+    writer.write_events(&[event(9)]).unwrap();
+    drop(writer);
+
+    let len = fs::metadata(&path).unwrap().len();
+    let read = read_back(&path).unwrap();
+    assert_eq!(
+        read.records,
+        vec![every_record()[1].clone(), Record::Events(vec![event(9)])]
+    );
+    assert!(
+        read.error.is_none(),
+        "missing End is not damage to any byte"
+    );
+    match read.damage {
+        Some(TraceError::Unfinished { offset }) => assert_eq!(offset, len),
+        other => panic!("expected Unfinished, got {other:?}"),
+    }
+}
+
+#[test]
+fn every_truncation_yields_exactly_the_complete_chunks_before_the_cut() {
+    let dir = TempDir::new().unwrap();
+    let records = every_record();
+    let full = fs::read(write_file(&dir, "full.lt", &records, true)).unwrap();
+    let boundaries = chunk_boundaries(&full);
+    let mut expected = records.clone();
+    expected.push(Record::End(summary()));
+    assert_eq!(boundaries.len(), expected.len() + 1);
+    let header_end = boundaries[0];
+    let cut_path = dir.path().join("cut.lt");
+
+    for cut in 0..=full.len() {
+        fs::write(&cut_path, &full[..cut]).unwrap();
+        if cut < header_end {
+            let err = TraceReader::open(&cut_path).unwrap_err();
+            let (offset, what) = if cut < FILE_PREFIX_LEN {
+                (0, Truncation::FilePrefix)
+            } else {
+                (FILE_PREFIX_LEN as u64, Truncation::HeaderBody)
+            };
+            assert!(
+                matches!(err, TraceError::Truncated { offset: o, what: w } if o == offset && w == what),
+                "cut at {cut}: {err:?}"
+            );
+            continue;
+        }
+        let read = read_back(&cut_path).unwrap();
+        let complete = boundaries.iter().filter(|&&b| b <= cut).count() - 1;
+        assert_eq!(read.records, expected[..complete], "cut at {cut}");
+        let last = boundaries[complete];
+        if cut == full.len() {
+            assert!(read.damage.is_none(), "the whole file ends cleanly");
+        } else if cut == last {
+            assert!(read.error.is_none(), "cut at {cut}");
+            assert!(
+                matches!(read.damage, Some(TraceError::Unfinished { offset }) if offset == cut as u64),
+                "cut at {cut}: {:?}",
+                read.damage
+            );
+        } else {
+            let what = if cut - last < CHUNK_HEADER_LEN {
+                Truncation::ChunkHeader
+            } else {
+                Truncation::ChunkPayload
+            };
+            let damage = read.damage.expect("damage is reported");
+            assert!(
+                matches!(damage, TraceError::Truncated { offset, what: w } if offset == last as u64 && w == what),
+                "cut at {cut}: {damage:?}"
+            );
+            assert_eq!(read.error.unwrap().to_string(), damage.to_string());
+        }
+    }
+}
+
+#[test]
+fn a_flipped_payload_byte_returns_the_chunks_before_then_names_the_corrupt_chunk() {
+    let dir = TempDir::new().unwrap();
+    let path = write_file(&dir, "flip.lt", &every_record(), true);
+    let mut bytes = fs::read(&path).unwrap();
+    let boundaries = chunk_boundaries(&bytes);
+    bytes[boundaries[2] + CHUNK_HEADER_LEN + 5] ^= 0x40;
+    fs::write(&path, &bytes).unwrap();
+
+    let read = read_back(&path).unwrap();
+    assert_eq!(read.records, every_record()[..2]);
+    let err = read.error.expect("the corrupt chunk is reported");
+    match &err {
+        TraceError::Corrupt {
+            offset,
+            chunk_index,
+            reason: Corruption::CrcMismatch { .. },
+        } => {
+            assert_eq!((*offset, *chunk_index), (boundaries[2] as u64, 2));
+        }
+        other => panic!("expected a CRC mismatch, got {other:?}"),
+    }
+    assert_eq!(read.damage.unwrap().to_string(), err.to_string());
+}
+
+#[test]
+fn no_single_flipped_byte_after_the_header_yields_a_wrong_record() {
+    let dir = TempDir::new().unwrap();
+    let records = every_record();
+    let path = write_file(&dir, "orig.lt", &records, true);
+    let bytes = fs::read(&path).unwrap();
+    let header_end = chunk_boundaries(&bytes)[0];
+    let mut expected = records;
+    expected.push(Record::End(summary()));
+    let flipped = dir.path().join("flipped.lt");
+    for at in header_end..bytes.len() {
+        let mut copy = bytes.clone();
+        copy[at] ^= 0x01;
+        fs::write(&flipped, &copy).unwrap();
+        let read = read_back(&flipped).unwrap();
+        assert!(
+            expected.starts_with(&read.records),
+            "byte {at}: a damaged chunk was accepted"
+        );
+        assert!(read.error.is_some(), "byte {at}: damage went unreported");
+    }
+}
+
+#[test]
+fn a_flipped_magic_is_not_a_trace_file() {
+    let dir = TempDir::new().unwrap();
+    let path = write_file(&dir, "magic.lt", &[], true);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[0] = b'X';
+    fs::write(&path, &bytes).unwrap();
+    match TraceReader::open(&path).unwrap_err() {
+        TraceError::NotATraceFile { path: named } => assert_eq!(named, path),
+        other => panic!("expected NotATraceFile, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_future_version_is_unsupported() {
+    let dir = TempDir::new().unwrap();
+    let path = write_file(&dir, "future.lt", &[], true);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+    fs::write(&path, &bytes).unwrap();
+    match TraceReader::open(&path).unwrap_err() {
+        TraceError::UnsupportedVersion { found, supported } => {
+            assert_eq!((found, supported), (FORMAT_VERSION + 1, FORMAT_VERSION));
+        }
+        other => panic!("expected UnsupportedVersion, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_damaged_header_body_is_a_bad_header() {
+    let dir = TempDir::new().unwrap();
+    let path = write_file(&dir, "header.lt", &[], true);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[FILE_PREFIX_LEN + 6] ^= 0xff;
+    fs::write(&path, &bytes).unwrap();
+    assert!(matches!(
+        TraceReader::open(&path).unwrap_err(),
+        TraceError::BadHeader {
+            reason: Corruption::CrcMismatch { .. },
+            ..
+        }
+    ));
+}
+
+#[test]
+fn an_intact_chunk_of_unknown_type_stops_reading() {
+    let dir = TempDir::new().unwrap();
+    let path = write_file(&dir, "unknown.lt", &every_record()[..1], false);
+    let mut bytes = fs::read(&path).unwrap();
+    let offset = bytes.len() as u64;
+    let payload = [1u8, 2, 3];
+    bytes.extend_from_slice(&99u32.to_le_bytes());
+    bytes.extend_from_slice(&3u32.to_le_bytes());
+    bytes.extend_from_slice(&chunk_crc(99, &payload).to_le_bytes());
+    bytes.extend_from_slice(&payload);
+    fs::write(&path, &bytes).unwrap();
+
+    let read = read_back(&path).unwrap();
+    assert_eq!(read.records, every_record()[..1]);
+    assert!(matches!(
+        read.error,
+        Some(TraceError::Corrupt { offset: o, chunk_index: 1, reason: Corruption::UnknownChunkType(99) }) if o == offset
+    ));
+}
+
+#[test]
+fn data_after_the_end_chunk_is_reported() {
+    let dir = TempDir::new().unwrap();
+    let path = write_file(&dir, "trailing.lt", &[], true);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes.extend_from_slice(&[0; 4]);
+    fs::write(&path, &bytes).unwrap();
+    let read = read_back(&path).unwrap();
+    assert_eq!(read.records, vec![Record::End(summary())]);
+    assert!(matches!(
+        read.error,
+        Some(TraceError::Corrupt {
+            chunk_index: 1,
+            reason: Corruption::TrailingData,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn files_are_created_with_mode_0600() {
+    let dir = TempDir::new().unwrap();
+    let path = write_file(&dir, "mode.lt", &[], true);
+    let mode = fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let existing = dir.path().join("existing.lt");
+    fs::write(&existing, b"old contents").unwrap();
+    fs::set_permissions(&existing, fs::Permissions::from_mode(0o644)).unwrap();
+    TraceWriter::create(&existing, &header())
+        .unwrap()
+        .finish(summary())
+        .unwrap();
+    let mode = fs::metadata(&existing).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "an existing file is tightened");
+    assert!(
+        read_back(&existing).unwrap().damage.is_none(),
+        "and truncated"
+    );
+}
+
+fn assert_create_fails_naming(path: &Path) {
+    let err = TraceWriter::create(path, &header()).unwrap_err();
+    let TraceError::Io {
+        op, path: named, ..
+    } = &err
+    else {
+        panic!("expected an Io error, got {err:?}");
+    };
+    assert_eq!((*op, named.as_path()), (IoOp::Create, path));
+    assert!(err.to_string().contains(&path.display().to_string()));
+    assert!(std::error::Error::source(&err).is_some());
+}
+
+#[test]
+fn creating_where_no_file_can_be_made_is_an_io_error_naming_the_path() {
+    let dir = TempDir::new().unwrap();
+    assert_create_fails_naming(&dir.path().join("missing/dir/trace.lt"));
+
+    let not_a_dir = dir.path().join("plain-file");
+    fs::write(&not_a_dir, b"").unwrap();
+    assert_create_fails_naming(&not_a_dir.join("trace.lt"));
+
+    // Root ignores directory permissions, so this part only means something for other users.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        let locked = dir.path().join("locked");
+        fs::create_dir(&locked).unwrap();
+        fs::set_permissions(&locked, fs::Permissions::from_mode(0o500)).unwrap();
+        assert_create_fails_naming(&locked.join("trace.lt"));
+    }
+}
+
+#[test]
+fn opening_a_missing_file_is_an_io_error_naming_the_path() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("absent.lt");
+    assert!(matches!(
+        TraceReader::open(&path).unwrap_err(),
+        TraceError::Io { op: IoOp::Open, path: named, .. } if named == path
+    ));
+}
+
+#[test]
+fn a_header_of_another_version_is_not_written() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("v2.lt");
+    let header = Header {
+        format_version: FORMAT_VERSION + 1,
+        ..header()
+    };
+    assert!(matches!(
+        TraceWriter::create(&path, &header).unwrap_err(),
+        TraceError::UnsupportedVersion { .. }
+    ));
+    assert!(!path.exists(), "nothing is created");
+}
+
+/// The event of the golden test and its encoding, computed by hand.
+fn golden_event() -> (Event, [u8; EVENT_SIZE]) {
+    let mut comm = [0u8; 16];
+    comm[..11].copy_from_slice(b"kworker/0:1");
+    let event = Event {
+        timestamp_ns: 0x0102_0304_0506_0708,
+        lock_addr: 0xffff_8880_1234_5678,
+        caller: 0xffff_ffff_8123_4567,
+        arg: 1,
+        arg2: 2,
+        slab_cache: 0,
+        kind: 1,
+        lock_kind: 4,
+        flags: 0x11,
+        cpu: 3,
+        pid: 0x1234,
+        tid: 0x1235,
+        irqs: 2,
+        context: 1,
+        preempt_count: 0x201,
+        kernel_stack_id: -1,
+        user_stack_id: 7,
+        reserved: 0,
+        comm,
+    };
+    #[rustfmt::skip]
+    let bytes: [u8; EVENT_SIZE] = [
+        0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, // timestamp_ns
+        0x78, 0x56, 0x34, 0x12, 0x80, 0x88, 0xff, 0xff, // lock_addr
+        0x67, 0x45, 0x23, 0x81, 0xff, 0xff, 0xff, 0xff, // caller
+        0x01, 0, 0, 0, 0, 0, 0, 0,                      // arg
+        0x02, 0, 0, 0, 0, 0, 0, 0,                      // arg2
+        0, 0, 0, 0, 0, 0, 0, 0,                         // slab_cache
+        0x01, 0, 0, 0,                                  // kind: LockAcquire
+        0x04, 0, 0, 0,                                  // lock_kind: Mutex
+        0x11, 0, 0, 0,                                  // flags
+        0x03, 0, 0, 0,                                  // cpu
+        0x34, 0x12, 0, 0,                               // pid
+        0x35, 0x12, 0, 0,                               // tid
+        0x02, 0, 0, 0,                                  // irqs: Disabled
+        0x01, 0, 0, 0,                                  // context: Task
+        0x01, 0x02, 0, 0,                               // preempt_count
+        0xff, 0xff, 0xff, 0xff,                         // kernel_stack_id: -1
+        0x07, 0, 0, 0,                                  // user_stack_id
+        0, 0, 0, 0,                                     // reserved
+        b'k', b'w', b'o', b'r', b'k', b'e', b'r', b'/', // comm
+        b'0', b':', b'1', 0, 0, 0, 0, 0,
+    ];
+    (event, bytes)
+}
+
+#[test]
+fn events_are_encoded_little_endian_field_by_field() {
+    let (event, golden) = golden_event();
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("golden.lt");
+    let mut writer = TraceWriter::create(&path, &header()).unwrap();
+    writer.write_events(&[event]).unwrap();
+    drop(writer);
+
+    let bytes = fs::read(&path).unwrap();
+    let chunk = &bytes[chunk_boundaries(&bytes)[0]..];
+    assert_eq!(
+        &chunk[..8],
+        &[1, 0, 0, 0, 112, 0, 0, 0],
+        "type Events, length 112"
+    );
+    assert_eq!(&chunk[CHUNK_HEADER_LEN..], &golden[..]);
+}
+
+#[test]
+fn hand_written_event_bytes_decode_to_the_event() {
+    let (event, golden) = golden_event();
+    let dir = TempDir::new().unwrap();
+    let path = write_file(&dir, "hand.lt", &[], false);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes.extend_from_slice(&(ChunkType::Events as u32).to_le_bytes());
+    bytes.extend_from_slice(&(EVENT_SIZE as u32).to_le_bytes());
+    bytes.extend_from_slice(&chunk_crc(ChunkType::Events as u32, &golden).to_le_bytes());
+    bytes.extend_from_slice(&golden);
+    fs::write(&path, &bytes).unwrap();
+
+    let read = read_back(&path).unwrap();
+    assert_eq!(read.records, vec![Record::Events(vec![event])]);
+}

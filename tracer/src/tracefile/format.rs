@@ -248,7 +248,7 @@ pub(crate) fn decode_payload(kind: ChunkType, payload: &[u8]) -> Result<Record, 
     let mut dec = Decoder { buf: payload };
     let record = match kind {
         ChunkType::Events => {
-            if payload.len() % EVENT_SIZE != 0 {
+            if !payload.len().is_multiple_of(EVENT_SIZE) {
                 return Err(Corruption::Malformed(
                     "events payload is not a whole number of events",
                 ));
