@@ -490,9 +490,9 @@ pub struct ProbeConfig {
     pub irq_kfunc_valid: u32,
     /// Non-zero when `bpf_get_kmem_cache` was patched in.
     pub kmem_cache_kfunc_valid: u32,
-    /// Only trace this thread group, when non-zero (uprobes attach to all processes when
-    /// tracing everything).
-    pub target_pid: u32,
+    /// locktrace's own thread group: its events are not traced (reading the ring buffer
+    /// takes locks, and tracing that would feed back into the ring).
+    pub self_pid: u32,
 }
 
 /// Markers placed in the `imm` field of the raw kfunc call instructions; user space replaces

@@ -1,10 +1,264 @@
+//! locktrace's eBPF programs. Each entry point is a thin wrapper generated below; the logic
+//! lives in one module per concern:
+//! - `kernel_locks`: spin/rw locks, mutexes and rwsems by fexit (acquire) and fentry (release);
+//! - `allocator`: `pcpu_alloc`, `free_percpu`, `vfree` by fentry or tracepoint, and the
+//!   interrupt and contention tracepoints;
+//! - `user_locks`: pthread mutexes and rwlocks by uprobes;
+//! - `context`, `emit`, `maps`: what every event records, the ring buffer, the maps.
+//!
+//! User space (`tracer::probes`) names every program listed here; keep the two in step.
 #![no_std]
 #![no_main]
+#![feature(asm_experimental_arch)]
 
-use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
+mod allocator;
+mod context;
+mod emit;
+mod kernel_locks;
+mod maps;
+mod user_locks;
 
-#[raw_tracepoint(tracepoint = "sched_switch")]
-pub fn probe(_ctx: RawTracePointContext) -> i32 {
+use aya_ebpf::{
+    macros::{btf_tracepoint, fentry, fexit, uprobe, uretprobe},
+    programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+};
+use kernel_locks::Success;
+use tracer_common::{EventKind, LockKind, flags};
+
+/// fexit programs on kernel acquire functions: (program, function, lock kind, variant flags,
+/// how success is reported).
+macro_rules! acquire {
+    ($($prog:ident => $func:literal, $kind:ident, $variant:expr, $success:ident;)+) => {$(
+        #[fexit(function = $func)]
+        pub fn $prog(ctx: FExitContext) -> i32 {
+            kernel_locks::on_acquire(&ctx, LockKind::$kind, $variant, Success::$success);
+            0
+        }
+    )+};
+}
+
+/// fentry programs on kernel release functions.
+macro_rules! release {
+    ($($prog:ident => $func:literal, $kind:ident;)+) => {$(
+        #[fentry(function = $func)]
+        pub fn $prog(ctx: FEntryContext) -> i32 {
+            kernel_locks::on_release(&ctx, LockKind::$kind);
+            0
+        }
+    )+};
+}
+
+const NONE: u32 = 0;
+const IRQ: u32 = flags::IRQ_VARIANT;
+const BH: u32 = flags::BH_VARIANT;
+const TRY: u32 = flags::TRYLOCK;
+
+acquire! {
+    acq_spin => "_raw_spin_lock", Spin, NONE, Always;
+    acq_spin_irqsave => "_raw_spin_lock_irqsave", Spin, IRQ, Always;
+    acq_spin_irq => "_raw_spin_lock_irq", Spin, IRQ, Always;
+    acq_spin_bh => "_raw_spin_lock_bh", Spin, BH, Always;
+    acq_spin_try => "_raw_spin_trylock", Spin, TRY, NonZero;
+    acq_spin_try_bh => "_raw_spin_trylock_bh", Spin, TRY | BH, NonZero;
+    acq_read => "_raw_read_lock", RwlockRead, NONE, Always;
+    acq_read_irqsave => "_raw_read_lock_irqsave", RwlockRead, IRQ, Always;
+    acq_read_irq => "_raw_read_lock_irq", RwlockRead, IRQ, Always;
+    acq_read_bh => "_raw_read_lock_bh", RwlockRead, BH, Always;
+    acq_read_try => "_raw_read_trylock", RwlockRead, TRY, NonZero;
+    acq_write => "_raw_write_lock", RwlockWrite, NONE, Always;
+    acq_write_irqsave => "_raw_write_lock_irqsave", RwlockWrite, IRQ, Always;
+    acq_write_irq => "_raw_write_lock_irq", RwlockWrite, IRQ, Always;
+    acq_write_bh => "_raw_write_lock_bh", RwlockWrite, BH, Always;
+    acq_write_try => "_raw_write_trylock", RwlockWrite, TRY, NonZero;
+    acq_mutex => "mutex_lock", Mutex, NONE, Always;
+    acq_mutex_intr => "mutex_lock_interruptible", Mutex, NONE, Zero;
+    acq_mutex_kill => "mutex_lock_killable", Mutex, NONE, Zero;
+    acq_mutex_io => "mutex_lock_io", Mutex, NONE, Always;
+    acq_mutex_try => "mutex_trylock", Mutex, TRY, NonZero;
+    acq_down_read => "down_read", RwsemRead, NONE, Always;
+    acq_down_read_intr => "down_read_interruptible", RwsemRead, NONE, Zero;
+    acq_down_read_kill => "down_read_killable", RwsemRead, NONE, Zero;
+    acq_down_read_try => "down_read_trylock", RwsemRead, TRY, NonZero;
+    acq_down_write => "down_write", RwsemWrite, NONE, Always;
+    acq_down_write_kill => "down_write_killable", RwsemWrite, NONE, Zero;
+    acq_down_write_try => "down_write_trylock", RwsemWrite, TRY, NonZero;
+}
+
+release! {
+    rel_spin => "_raw_spin_unlock", Spin;
+    rel_spin_irqrestore => "_raw_spin_unlock_irqrestore", Spin;
+    rel_spin_irq => "_raw_spin_unlock_irq", Spin;
+    rel_spin_bh => "_raw_spin_unlock_bh", Spin;
+    rel_read => "_raw_read_unlock", RwlockRead;
+    rel_read_irqrestore => "_raw_read_unlock_irqrestore", RwlockRead;
+    rel_read_irq => "_raw_read_unlock_irq", RwlockRead;
+    rel_read_bh => "_raw_read_unlock_bh", RwlockRead;
+    rel_write => "_raw_write_unlock", RwlockWrite;
+    rel_write_irqrestore => "_raw_write_unlock_irqrestore", RwlockWrite;
+    rel_write_irq => "_raw_write_unlock_irq", RwlockWrite;
+    rel_write_bh => "_raw_write_unlock_bh", RwlockWrite;
+    rel_mutex => "mutex_unlock", Mutex;
+    rel_up_read => "up_read", RwsemRead;
+    rel_up_write => "up_write", RwsemWrite;
+}
+
+/// fentry on the per-CPU allocator; user space loads it against `pcpu_alloc_noprof` or
+/// `pcpu_alloc`, whichever the kernel's BTF has.
+#[fentry(function = "pcpu_alloc_noprof")]
+pub fn fn_pcpu_alloc(ctx: FEntryContext) -> i32 {
+    allocator::pcpu_alloc_entry(&ctx);
+    0
+}
+
+/// fentry on `free_percpu`.
+#[fentry(function = "free_percpu")]
+pub fn fn_free_percpu(ctx: FEntryContext) -> i32 {
+    allocator::free_percpu_entry(&ctx);
+    0
+}
+
+/// fentry on `vfree`.
+#[fentry(function = "vfree")]
+pub fn fn_vfree(ctx: FEntryContext) -> i32 {
+    allocator::vfree_entry(&ctx);
+    0
+}
+
+/// tp_btf `percpu:percpu_alloc_percpu`.
+#[btf_tracepoint(function = "percpu_alloc_percpu")]
+pub fn tp_percpu_alloc(ctx: BtfTracePointContext) -> i32 {
+    allocator::percpu_alloc_tp(&ctx);
+    0
+}
+
+/// tp_btf `percpu:percpu_free_percpu`.
+#[btf_tracepoint(function = "percpu_free_percpu")]
+pub fn tp_percpu_free(ctx: BtfTracePointContext) -> i32 {
+    allocator::percpu_free_tp(&ctx);
+    0
+}
+
+/// tp_btf `vmalloc:free_vmap_area_noflush`.
+#[btf_tracepoint(function = "free_vmap_area_noflush")]
+pub fn tp_free_vmap_area(ctx: BtfTracePointContext) -> i32 {
+    allocator::free_vmap_area_tp(&ctx);
+    0
+}
+
+/// tp_btf `lock:contention_begin`.
+#[btf_tracepoint(function = "contention_begin")]
+pub fn tp_contention_begin(ctx: BtfTracePointContext) -> i32 {
+    allocator::contention_tp(&ctx, EventKind::ContentionBegin);
+    0
+}
+
+/// tp_btf `lock:contention_end`.
+#[btf_tracepoint(function = "contention_end")]
+pub fn tp_contention_end(ctx: BtfTracePointContext) -> i32 {
+    allocator::contention_tp(&ctx, EventKind::ContentionEnd);
+    0
+}
+
+/// tp_btf `irq:irq_handler_entry`.
+#[btf_tracepoint(function = "irq_handler_entry")]
+pub fn tp_hardirq_entry(ctx: BtfTracePointContext) -> i32 {
+    allocator::irq_bracket_tp(&ctx, EventKind::HardirqEntry);
+    0
+}
+
+/// tp_btf `irq:irq_handler_exit`.
+#[btf_tracepoint(function = "irq_handler_exit")]
+pub fn tp_hardirq_exit(ctx: BtfTracePointContext) -> i32 {
+    allocator::irq_bracket_tp(&ctx, EventKind::HardirqExit);
+    0
+}
+
+/// tp_btf `irq:softirq_entry`.
+#[btf_tracepoint(function = "softirq_entry")]
+pub fn tp_softirq_entry(ctx: BtfTracePointContext) -> i32 {
+    allocator::irq_bracket_tp(&ctx, EventKind::SoftirqEntry);
+    0
+}
+
+/// tp_btf `irq:softirq_exit`.
+#[btf_tracepoint(function = "softirq_exit")]
+pub fn tp_softirq_exit(ctx: BtfTracePointContext) -> i32 {
+    allocator::irq_bracket_tp(&ctx, EventKind::SoftirqExit);
+    0
+}
+
+/// uprobe on `pthread_mutex_lock` and `pthread_mutex_timedlock`.
+#[uprobe]
+pub fn up_mutex_lock(ctx: ProbeContext) -> i32 {
+    user_locks::on_lock_entry(&ctx, LockKind::PthreadMutex, NONE);
+    0
+}
+
+/// uprobe on `pthread_mutex_trylock`.
+#[uprobe]
+pub fn up_mutex_trylock(ctx: ProbeContext) -> i32 {
+    user_locks::on_lock_entry(&ctx, LockKind::PthreadMutex, TRY);
+    0
+}
+
+/// uprobe on `pthread_rwlock_rdlock`.
+#[uprobe]
+pub fn up_rwlock_rdlock(ctx: ProbeContext) -> i32 {
+    user_locks::on_lock_entry(&ctx, LockKind::PthreadRwlockRead, NONE);
+    0
+}
+
+/// uprobe on `pthread_rwlock_tryrdlock`.
+#[uprobe]
+pub fn up_rwlock_tryrdlock(ctx: ProbeContext) -> i32 {
+    user_locks::on_lock_entry(&ctx, LockKind::PthreadRwlockRead, TRY);
+    0
+}
+
+/// uprobe on `pthread_rwlock_wrlock`.
+#[uprobe]
+pub fn up_rwlock_wrlock(ctx: ProbeContext) -> i32 {
+    user_locks::on_lock_entry(&ctx, LockKind::PthreadRwlockWrite, NONE);
+    0
+}
+
+/// uprobe on `pthread_rwlock_trywrlock`.
+#[uprobe]
+pub fn up_rwlock_trywrlock(ctx: ProbeContext) -> i32 {
+    user_locks::on_lock_entry(&ctx, LockKind::PthreadRwlockWrite, TRY);
+    0
+}
+
+/// uretprobe on every pthread lock function above.
+#[uretprobe]
+pub fn up_lock_return(ctx: RetProbeContext) -> i32 {
+    user_locks::on_lock_return(&ctx);
+    0
+}
+
+/// uprobe on `pthread_mutex_unlock`.
+#[uprobe]
+pub fn up_mutex_unlock(ctx: ProbeContext) -> i32 {
+    user_locks::on_unlock(&ctx, LockKind::PthreadMutex);
+    0
+}
+
+/// uprobe on `pthread_rwlock_unlock`.
+#[uprobe]
+pub fn up_rwlock_unlock(ctx: ProbeContext) -> i32 {
+    user_locks::on_unlock(&ctx, LockKind::PthreadRwlockWrite);
+    0
+}
+
+/// Empty uprobe and uretprobe: the bare-uprobe baseline of the overhead benchmark.
+#[uprobe]
+pub fn up_empty(_ctx: ProbeContext) -> i32 {
+    0
+}
+
+/// See [`up_empty`].
+#[uretprobe]
+pub fn up_empty_ret(_ctx: RetProbeContext) -> i32 {
     0
 }
 

@@ -11,6 +11,7 @@
 
 pub mod engine;
 pub mod probes;
+pub mod replay;
 pub mod report;
 pub mod session;
 pub mod symbols;

@@ -1,1 +1,394 @@
-//! placeholder
+//! Loading locktrace's eBPF programs and attaching what the running kernel allows.
+//!
+//! Each program is attached on its own: one that cannot attach (trampolines refused, function
+//! absent under that name, kfunc missing) is recorded with the reason and the rest carry on.
+//! Loading fails only when nothing useful attached. Every link is owned by this process's file
+//! descriptors and nothing is pinned, so nothing stays attached after the process ends,
+//! however it ends.
+
+pub mod btf;
+pub mod catalog;
+pub mod check;
+pub mod facts;
+pub mod kfunc;
+mod stats;
+pub mod uprobes;
+
+use std::{collections::BTreeMap, path::PathBuf};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, MapData, PerCpuArray, RingBuf, StackTraceMap},
+    programs::{BtfTracePoint, FEntry, FExit, ProgramError},
+};
+use thiserror::Error;
+use tracer_common::{DROP_REASONS, DropReason};
+
+use crate::tracefile::ProbeStatus;
+use btf::KernelBtf;
+use catalog::{Hook, KernelProbe};
+use facts::KernelFacts;
+
+/// The eBPF object built by `tracer/build.rs`, 8-byte aligned for the ELF parser.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+
+/// What can stop locktrace from tracing at all.
+#[derive(Debug, Error)]
+pub enum ProbeError {
+    /// Loading BPF programs needs root (CAP_BPF and CAP_PERFMON).
+    #[error("locktrace needs root to load BPF programs (running as uid {uid})")]
+    NotRoot {
+        /// The effective uid.
+        uid: u32,
+    },
+    /// The kernel has no BTF, which every program here needs.
+    #[error("this kernel has no BTF (/sys/kernel/btf/vmlinux): {0}")]
+    NoBtf(#[source] btf::BtfError),
+    /// This binary was built with `AYA_BUILD_SKIP=1` and carries no programs.
+    #[error("this locktrace was built without its eBPF programs (AYA_BUILD_SKIP); rebuild it")]
+    NoObject,
+    /// The object could not be parsed or its maps created.
+    #[error("cannot load locktrace's eBPF object: {0}")]
+    Load(#[source] Box<aya::EbpfError>),
+    /// A map the programs need is missing or of the wrong type.
+    #[error("eBPF map {name}: {source}")]
+    Map {
+        /// The map.
+        name: &'static str,
+        /// The cause.
+        #[source]
+        source: aya::maps::MapError,
+    },
+    /// The C library could not be found or probed.
+    #[error("{0}")]
+    UserProbes(String),
+    /// No probe attached: nothing could be traced.
+    #[error("no probe could be attached: {0}")]
+    NothingAttached(String),
+}
+
+/// Which user-space processes to trace pthread locks in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserTarget {
+    /// Every process using the system's C library.
+    AllProcesses,
+    /// One process.
+    Process(u32),
+}
+
+/// What to attach.
+#[derive(Clone, Debug, Default)]
+pub struct ProbeOptions {
+    /// Attach the kernel probes (locks, allocator, interrupts).
+    pub kernel: bool,
+    /// Attach the pthread probes, and where.
+    pub user: Option<UserTarget>,
+    /// Attach empty user programs instead of the real ones (the benchmark's baseline).
+    pub empty_user_programs: bool,
+}
+
+/// Loaded and attached programs, and the maps user space reads.
+pub struct Probes {
+    ebpf: Ebpf,
+    statuses: Vec<ProbeStatus>,
+    facts: KernelFacts,
+    patched: Vec<kfunc::Patched>,
+    drops: PerCpuArray<MapData, u64>,
+}
+
+/// The maps the session reads, taken out of the object so they can move to another task.
+pub struct EventMaps {
+    /// The event ring buffer.
+    pub events: RingBuf<MapData>,
+    /// The stack-trace map.
+    pub stacks: StackTraceMap<MapData>,
+}
+
+fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+impl Probes {
+    /// Loads the object and attaches what `options` asks for and the kernel allows.
+    pub fn load(options: &ProbeOptions) -> Result<(Probes, EventMaps), ProbeError> {
+        let uid = effective_uid();
+        if uid != 0 {
+            return Err(ProbeError::NotRoot { uid });
+        }
+        if OBJECT.is_empty() {
+            return Err(ProbeError::NoObject);
+        }
+        let kernel_btf = KernelBtf::from_sys_fs().map_err(ProbeError::NoBtf)?;
+        let facts = KernelFacts::from_btf(&kernel_btf);
+
+        // Patch the kfunc calls in a private, 8-byte aligned copy of the object.
+        let mut words = vec![0u64; OBJECT.len().div_ceil(8)];
+        let bytes: &mut [u8] = bytemuck_bytes(&mut words);
+        bytes[..OBJECT.len()].copy_from_slice(OBJECT);
+        let object = &mut bytes[..OBJECT.len()];
+        let patched = kfunc::patch(object, &kernel_btf);
+
+        let mut ebpf = EbpfLoader::new()
+            .load(object)
+            .map_err(|e| ProbeError::Load(Box::new(e)))?;
+        let config = facts.probe_config(std::process::id());
+        let mut config_map: Array<_, tracer_common::ProbeConfig> = Array::try_from(
+            ebpf.map_mut("CONFIG").expect("CONFIG map in object"),
+        )
+        .map_err(|source| ProbeError::Map {
+            name: "CONFIG",
+            source,
+        })?;
+        config_map
+            .set(0, &config, 0)
+            .map_err(|source| ProbeError::Map {
+                name: "CONFIG",
+                source,
+            })?;
+        let drops = PerCpuArray::try_from(ebpf.take_map("DROPS").expect("DROPS map in object"))
+            .map_err(|source| ProbeError::Map {
+                name: "DROPS",
+                source,
+            })?;
+        let events = RingBuf::try_from(ebpf.take_map("EVENTS").expect("EVENTS map in object"))
+            .map_err(|source| ProbeError::Map {
+                name: "EVENTS",
+                source,
+            })?;
+        let stacks =
+            StackTraceMap::try_from(ebpf.take_map("STACKS").expect("STACKS map in object"))
+                .map_err(|source| ProbeError::Map {
+                    name: "STACKS",
+                    source,
+                })?;
+
+        let mut probes = Probes {
+            ebpf,
+            statuses: Vec::new(),
+            facts,
+            patched,
+            drops,
+        };
+        if options.kernel {
+            probes.attach_kernel(&kernel_btf);
+        }
+        if let Some(target) = options.user {
+            let statuses = uprobes::attach(&mut probes.ebpf, target, options.empty_user_programs)?;
+            probes.statuses.extend(statuses);
+        }
+        if !probes.statuses.iter().any(|s| s.attached) {
+            let why = probes.not_attached_summary().join("; ");
+            return Err(ProbeError::NothingAttached(why));
+        }
+        Ok((probes, EventMaps { events, stacks }))
+    }
+
+    fn attach_kernel(&mut self, kernel_btf: &KernelBtf) {
+        let aya_btf = match aya::Btf::from_sys_fs() {
+            Ok(btf) => btf,
+            Err(err) => {
+                for probe in catalog::KERNEL_LOCKS.iter().chain(catalog::TRACEPOINTS) {
+                    self.statuses
+                        .push(failed(probe, probe.targets[0], err.to_string()));
+                }
+                return;
+            }
+        };
+        for probe in catalog::KERNEL_LOCKS.iter().chain(catalog::TRACEPOINTS) {
+            let status = attach_one(&mut self.ebpf, &aya_btf, kernel_btf, probe);
+            self.statuses.push(status);
+        }
+        for (trampoline, fallback) in catalog::ALLOCATOR {
+            let first = attach_one(&mut self.ebpf, &aya_btf, kernel_btf, trampoline);
+            if first.attached {
+                let mut skipped = failed(fallback, fallback.targets[0], String::new());
+                skipped.detail = format!("not needed: {} attached", first.name);
+                self.statuses.push(first);
+                self.statuses.push(skipped);
+            } else {
+                let second = attach_one(&mut self.ebpf, &aya_btf, kernel_btf, fallback);
+                self.statuses.push(first);
+                self.statuses.push(second);
+            }
+        }
+    }
+
+    /// Every probe and whether it attached.
+    pub fn statuses(&self) -> &[ProbeStatus] {
+        &self.statuses
+    }
+
+    /// What BTF says about the running kernel.
+    pub fn facts(&self) -> &KernelFacts {
+        &self.facts
+    }
+
+    /// What kfunc patching did.
+    pub fn patched_kfuncs(&self) -> &[kfunc::Patched] {
+        &self.patched
+    }
+
+    /// One line per distinct reason probes did not attach, naming a few of them.
+    pub fn not_attached_summary(&self) -> Vec<String> {
+        summarize_failures(&self.statuses)
+    }
+
+    /// Events lost in the programs, by reason, summed over CPUs.
+    pub fn drop_counts(&self) -> Vec<(DropReason, u64)> {
+        DropReason::ALL
+            .iter()
+            .map(|&reason| {
+                let total = self
+                    .drops
+                    .get(&(reason as u32), 0)
+                    .map(|per_cpu| per_cpu.iter().sum())
+                    .unwrap_or(0);
+                (reason, total)
+            })
+            .collect()
+    }
+
+    /// Program runs the kernel skipped because a program of ours was already running on the
+    /// CPU (for example a lock taken inside the ring buffer code), summed over programs.
+    pub fn recursion_misses(&self) -> u64 {
+        self.ebpf
+            .programs()
+            .filter_map(|(_, program)| program.fd().ok())
+            .map(|fd| stats::recursion_misses(fd))
+            .sum()
+    }
+}
+
+const _: () = assert!(DROP_REASONS as usize == DropReason::ALL.len());
+
+/// Views a `u64` buffer as bytes (keeps the 8-byte alignment the ELF parser wants).
+fn bytemuck_bytes(words: &mut [u64]) -> &mut [u8] {
+    // SAFETY: u8 has no alignment or validity requirements; the length covers the same memory.
+    unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast(), words.len() * 8) }
+}
+
+fn failed(probe: &KernelProbe, target: &str, detail: String) -> ProbeStatus {
+    ProbeStatus {
+        name: probe.display_name(target),
+        kind: probe.hook.kind().to_string(),
+        attached: false,
+        detail,
+    }
+}
+
+fn attach_one(
+    ebpf: &mut Ebpf,
+    aya_btf: &aya::Btf,
+    kernel_btf: &KernelBtf,
+    probe: &KernelProbe,
+) -> ProbeStatus {
+    let target = if probe.hook.is_trampoline() {
+        match probe.targets.iter().find(|name| kernel_btf.has_func(name)) {
+            Some(target) => *target,
+            None => {
+                return failed(
+                    probe,
+                    probe.targets[0],
+                    format!(
+                        "not in this kernel (BTF has no {})",
+                        probe.targets.join(" or ")
+                    ),
+                );
+            }
+        }
+    } else {
+        probe.targets[0]
+    };
+    let program = ebpf
+        .program_mut(probe.program)
+        .unwrap_or_else(|| panic!("program {} missing from the eBPF object", probe.program));
+    let result: Result<(), ProgramError> = match probe.hook {
+        Hook::Fexit => <&mut FExit>::try_from(program).and_then(|p| {
+            p.load(target, aya_btf)?;
+            p.attach().map(drop)
+        }),
+        Hook::Fentry => <&mut FEntry>::try_from(program).and_then(|p| {
+            p.load(target, aya_btf)?;
+            p.attach().map(drop)
+        }),
+        Hook::TpBtf { .. } => <&mut BtfTracePoint>::try_from(program).and_then(|p| {
+            p.load(target, aya_btf)?;
+            p.attach().map(drop)
+        }),
+    };
+    match result {
+        Ok(()) => ProbeStatus {
+            name: probe.display_name(target),
+            kind: probe.hook.kind().to_string(),
+            attached: true,
+            detail: String::new(),
+        },
+        Err(err) => failed(probe, target, explain(&err, probe.hook.is_trampoline())),
+    }
+}
+
+/// One line saying why a program did not load or attach.
+pub(crate) fn explain(err: &ProgramError, trampoline: bool) -> String {
+    match err {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let log = verifier_log.to_string();
+            let last = log.lines().rev().find(|l| !l.trim().is_empty());
+            match (io_error.raw_os_error(), last) {
+                (Some(libc::EPERM), None) if trampoline => {
+                    "trampolines refused by this kernel (EPERM at BPF_PROG_LOAD, empty verifier log)"
+                        .to_string()
+                }
+                (_, Some(line)) => format!("verifier rejected it: {io_error}: {line}"),
+                (_, None) => format!("load failed: {io_error}"),
+            }
+        }
+        other => {
+            let mut line = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(cause) = source {
+                line.push_str(": ");
+                line.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            line
+        }
+    }
+}
+
+/// Groups not-attached probes by reason: one line per reason.
+pub fn summarize_failures(statuses: &[ProbeStatus]) -> Vec<String> {
+    let mut by_reason: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for status in statuses
+        .iter()
+        .filter(|s| !s.attached && !s.detail.starts_with("not needed"))
+    {
+        by_reason
+            .entry(status.detail.as_str())
+            .or_default()
+            .push(status.name.as_str());
+    }
+    by_reason
+        .into_iter()
+        .map(|(reason, names)| {
+            let shown: Vec<&str> = names.iter().take(3).copied().collect();
+            let more = names.len().saturating_sub(shown.len());
+            let list = if more > 0 {
+                format!("{} and {more} more", shown.join(", "))
+            } else {
+                shown.join(", ")
+            };
+            let count = names.len();
+            let noun = if count == 1 { "probe" } else { "probes" };
+            format!("{count} {noun} not attached ({list}): {reason}")
+        })
+        .collect()
+}
+
+/// The path of a process's file as seen from here (through its root, for containers).
+pub(crate) fn proc_path(pid: u32, path: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}/root{path}"))
+}

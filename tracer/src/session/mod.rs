@@ -1,1 +1,334 @@
-//! placeholder
+//! A live tracing session: attach the probes, read the ring buffer asynchronously, name what
+//! the events point at, and hand them to a [`Sink`] (the trace-file recorder or the live
+//! engine) until the duration ends, the traced command exits, or SIGINT/SIGTERM arrives.
+//! Whatever ends the session, the sink is finished: a recording is always left valid.
+
+mod child;
+pub mod decode;
+mod process_maps;
+pub mod record;
+pub mod status;
+pub mod symbolize;
+pub mod watch;
+
+use std::{
+    io::{IsTerminal, Write},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use aya::maps::{MapData, RingBuf, StackTraceMap};
+use thiserror::Error;
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+};
+use tracer_common::Event;
+
+use crate::{
+    probes::{ProbeError, ProbeOptions, Probes, UserTarget},
+    symbols::KernelSymbols,
+    tracefile::{DropCounts, ProbeStatus, TraceError},
+};
+pub use child::ChildStdout;
+use child::GatedChild;
+use status::Counters;
+use symbolize::Namer;
+
+/// What can end a session with an error.
+#[derive(Debug, Error)]
+pub enum SessionError {
+    /// The probes could not be loaded or attached.
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    /// The traced command could not be started.
+    #[error("cannot start {command}: {source}")]
+    Spawn {
+        /// The command.
+        command: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The trace file failed.
+    #[error(transparent)]
+    Trace(#[from] TraceError),
+    /// Reading the ring buffer or another local operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A sink (engine output) failed.
+    #[error("{0}")]
+    Sink(String),
+}
+
+/// Where the events of a session go.
+pub trait Sink {
+    /// The probes are attached: a last chance to write headers.
+    fn start(&mut self, probes: &[ProbeStatus]) -> Result<(), SessionError>;
+    /// A batch of named events, in ring-buffer order.
+    fn events(&mut self, events: &[Event], namer: &mut Namer) -> Result<(), SessionError>;
+    /// Loss counters, cumulative since the start, once a second and at the end.
+    fn drops(&mut self, drops: &DropCounts) -> Result<(), SessionError>;
+    /// Figures for the status line (engine size, alerts so far).
+    fn status(&self) -> String;
+    /// The session is over (normally or not): flush everything.
+    fn finish(&mut self, namer: &mut Namer, duration: Duration) -> Result<(), SessionError>;
+}
+
+/// How to run a session.
+#[derive(Clone, Debug, Default)]
+pub struct SessionOptions {
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Spawn and trace this command; stop when it exits.
+    pub command: Vec<String>,
+    /// Trace the pthread locks of this running process.
+    pub pid: Option<u32>,
+    /// Trace the pthread locks of every process.
+    pub all_user: bool,
+    /// Attach the kernel probes.
+    pub kernel: bool,
+    /// A System.map or kallsyms copy to name kernel addresses with (default /proc/kallsyms).
+    pub symbols: Option<PathBuf>,
+    /// Where the command's standard output goes.
+    pub child_stdout: Option<ChildStdout>,
+}
+
+/// How a session ended.
+#[derive(Debug)]
+pub struct SessionSummary {
+    /// Events read.
+    pub events: u64,
+    /// Losses, by name.
+    pub drops: DropCounts,
+    /// The traced command's exit status, when there was one.
+    pub command_status: Option<i32>,
+    /// Why the session stopped.
+    pub stopped_by: &'static str,
+}
+
+/// How long to keep reading after the traced command exits: events still in flight.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(200);
+/// Most events handed to the sink at once.
+const BATCH: usize = 4096;
+
+/// Runs a session to its end, feeding `sink`. Prints what did not attach (one line per
+/// reason) and, on a terminal, a live status line, to standard error.
+pub async fn run(
+    options: &SessionOptions,
+    sink: &mut dyn Sink,
+) -> Result<SessionSummary, SessionError> {
+    let kernel_symbols = load_kernel_symbols(options.symbols.as_deref())?;
+    let mut child = if options.command.is_empty() {
+        None
+    } else {
+        let stdout = options.child_stdout.unwrap_or(ChildStdout::Inherit);
+        Some(
+            GatedChild::spawn(&options.command, stdout).map_err(|source| SessionError::Spawn {
+                command: options.command.join(" "),
+                source,
+            })?,
+        )
+    };
+    let user = match (&child, options.pid, options.all_user) {
+        (Some(child), _, _) => Some(UserTarget::Process(child.pid())),
+        (None, Some(pid), _) => Some(UserTarget::Process(pid)),
+        (None, None, true) => Some(UserTarget::AllProcesses),
+        (None, None, false) => None,
+    };
+    let probe_options = ProbeOptions {
+        kernel: options.kernel,
+        user,
+        empty_user_programs: false,
+    };
+    // A child that never gets released exits by itself when the gate closes.
+    let (probes, maps) = Probes::load(&probe_options)?;
+    for line in probes.not_attached_summary() {
+        eprintln!("locktrace: {line}");
+    }
+    let attached = probes.statuses().iter().filter(|s| s.attached).count();
+    eprintln!("locktrace: {attached} probes attached");
+    sink.start(probes.statuses())?;
+
+    let mut namer = Namer::new(kernel_symbols);
+    // SAFETY: the ring buffer owns its map descriptor and keeps it open, unchanged, for as long
+    // as the AsyncFd holds it.
+    let mut ring = unsafe { AsyncFd::register_with_interest(maps.events, Interest::READABLE) }
+        .map_err(|e| SessionError::Io {
+            what: "watching the ring buffer",
+            source: e.into_parts().1,
+        })?;
+    let stacks = maps.stacks;
+
+    let child_pid = child.as_ref().map(GatedChild::pid);
+    let (exit_tx, mut exit_rx) = tokio::sync::oneshot::channel::<i32>();
+    if let Some(child) = child.as_mut() {
+        child.release().map_err(|source| SessionError::Spawn {
+            command: options.command.join(" "),
+            source,
+        })?;
+        let pid = child.pid();
+        std::thread::spawn(move || {
+            let status = GatedChild::wait(pid).unwrap_or(-1);
+            let _ = exit_tx.send(status);
+        });
+    } else {
+        drop(exit_tx);
+    }
+
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|source| SessionError::Io {
+        what: "installing the SIGINT handler",
+        source,
+    })?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|source| SessionError::Io {
+        what: "installing the SIGTERM handler",
+        source,
+    })?;
+    let started = Instant::now();
+    let deadline = options.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut snapshot_tick = tokio::time::interval(Duration::from_millis(2));
+    let mut counters = Counters::default();
+    let mut batch = Vec::with_capacity(BATCH);
+    let show_status = std::io::stderr().is_terminal();
+    let mut command_status = None;
+    let has_child = child.is_some();
+
+    let stopped_by = loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard.map_err(|source| SessionError::Io { what: "reading the ring buffer", source })?;
+                drain(guard.get_inner_mut(), &stacks, &mut namer, &mut counters, &mut batch, sink)?;
+                guard.clear_ready();
+            }
+            _ = tick.tick() => {
+                sink.drops(&drop_counts(&probes, &counters))?;
+                if show_status {
+                    let line = counters.status_line(&sink.status());
+                    eprint!("\r\x1b[K{line}");
+                    let _ = std::io::stderr().flush();
+                }
+            }
+            // While the traced command starts up, keep its mappings: a short-lived process
+            // may be gone before its events are read.
+            _ = snapshot_tick.tick(), if child_pid.is_some() && started.elapsed() < Duration::from_secs(2) => {
+                if let Some(pid) = child_pid {
+                    namer.snapshot_process(pid);
+                }
+            }
+            status = &mut exit_rx, if has_child && command_status.is_none() => {
+                command_status = Some(status.unwrap_or(-1));
+                break "command exited";
+            }
+            _ = sigint.recv() => break "SIGINT",
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = sleep_until(deadline) => break "duration elapsed",
+        }
+    };
+
+    // Read what is still in flight, then finish the sink whatever happened.
+    let drain_until = Instant::now() + DRAIN_AFTER_EXIT;
+    loop {
+        drain(
+            ring.get_mut(),
+            &stacks,
+            &mut namer,
+            &mut counters,
+            &mut batch,
+            sink,
+        )?;
+        if Instant::now() >= drain_until {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drops = drop_counts(&probes, &counters);
+    sink.drops(&drops)?;
+    if show_status {
+        eprintln!();
+    }
+    sink.finish(&mut namer, started.elapsed())?;
+    Ok(SessionSummary {
+        events: counters.events,
+        drops,
+        command_status,
+        stopped_by,
+    })
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn load_kernel_symbols(path: Option<&std::path::Path>) -> Result<KernelSymbols, SessionError> {
+    let path = path.unwrap_or(std::path::Path::new("/proc/kallsyms"));
+    KernelSymbols::load(path).map_err(|source| SessionError::Io {
+        what: "reading kernel symbols",
+        source,
+    })
+}
+
+/// Reads everything in the ring, in batches, through the namer into the sink.
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    stacks: &StackTraceMap<MapData>,
+    namer: &mut Namer,
+    counters: &mut Counters,
+    batch: &mut Vec<Event>,
+    sink: &mut dyn Sink,
+) -> Result<(), SessionError> {
+    loop {
+        batch.clear();
+        while batch.len() < BATCH {
+            let Some(item) = ring.next() else { break };
+            match decode::decode(&item) {
+                Some(mut event) => {
+                    namer.observe(&mut event, stacks);
+                    counters.count(&event);
+                    batch.push(event);
+                }
+                None => counters.malformed += 1,
+            }
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        sink.events(batch, namer)?;
+    }
+}
+
+/// Every loss, by name: the programs' drop counters, the kernel's recursion misses for our
+/// programs, and records this side could not decode.
+fn drop_counts(probes: &Probes, counters: &Counters) -> DropCounts {
+    let mut counts: Vec<(String, u64)> = probes
+        .drop_counts()
+        .into_iter()
+        .map(|(reason, n)| (reason.name().to_string(), n))
+        .collect();
+    counts.push(("recursion_misses".to_string(), probes.recursion_misses()));
+    counts.push(("malformed_records".to_string(), counters.malformed));
+    DropCounts {
+        monotonic_ns: monotonic_ns(),
+        counts,
+    }
+}
+
+/// CLOCK_MONOTONIC now, in the same clock as event timestamps.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

@@ -157,7 +157,10 @@ ffffffffc0001000 t lt_seed_trigger\t[locktrace_test]
         assert_eq!((sym.name.as_str(), off), ("pcpu_alloc_noprof", 0x10));
         let (sym, off) = syms.data(0xffffffff82a00044).unwrap();
         assert_eq!((sym.name.as_str(), off), ("vmap_area_lock", 4));
-        assert!(syms.function(0xffffffff82a00000).is_none(), "data is not a function");
+        assert!(
+            syms.function(0xffffffff82a00000).is_none(),
+            "data is not a function"
+        );
         assert!(syms.lookup(0x1000).is_none(), "below the first symbol");
     }
 

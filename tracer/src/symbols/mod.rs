@@ -8,7 +8,7 @@ pub mod kallsyms;
 
 use std::collections::HashMap;
 
-pub use kallsyms::KernelSymbols;
+pub use kallsyms::{KernelSymbol, KernelSymbols};
 
 /// One symbolized stack frame.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -50,7 +50,9 @@ impl std::fmt::Display for Frame {
 }
 
 /// Which address space a stack belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum StackSpace {
     /// A kernel stack.
     Kernel,
@@ -59,7 +61,9 @@ pub enum StackSpace {
 }
 
 /// Identifies a stack recorded in the BPF stack-trace map.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct StackKey {
     /// Kernel or user.
     pub space: StackSpace,

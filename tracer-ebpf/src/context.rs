@@ -1,0 +1,129 @@
+//! What every event records about where it happened: time, CPU, task, hardware-interrupt
+//! state (through the `bpf_local_irq_save` kfunc) and execution context (from `preempt_count`).
+
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
+        generated::{bpf_get_current_task, bpf_get_smp_processor_id, bpf_ktime_get_ns},
+    },
+};
+use tracer_common::{Event, ExecContext, IrqState, ProbeConfig, flags, preempt};
+
+use crate::maps::CONFIG;
+
+/// The configuration user space wrote, or `None` before it did.
+#[inline(always)]
+pub fn config() -> Option<&'static ProbeConfig> {
+    CONFIG.get(0)
+}
+
+/// True when this task's events should be dropped at the source: locktrace's own (user-space
+/// scoping is done by the uprobe attachment itself).
+#[inline(always)]
+pub fn filtered_out(cfg: &ProbeConfig) -> bool {
+    (bpf_get_current_pid_tgid() >> 32) as u32 == cfg.self_pid
+}
+
+/// Reads the x86 flags register through `bpf_local_irq_save`/`bpf_local_irq_restore`
+/// (Linux 6.14+).
+///
+/// The two calls are raw instructions whose `imm` holds a marker; user space replaces the
+/// marker with the kfunc's BTF id, or the whole call with `r0 = 0` when the kernel lacks the
+/// kfunc (then `cfg.irq_kfunc_valid` is 0 and the state is reported as unknown). aya-ebpf has
+/// no way to declare a kfunc, and an `extern "C"` declaration loses the argument register in
+/// bpf-linker. The verifier refuses a direct read of the saved slot, so it is copied out with
+/// `bpf_probe_read_kernel`.
+#[inline(always)]
+fn irq_state(cfg: &ProbeConfig) -> IrqState {
+    if cfg.irq_kfunc_valid == 0 {
+        return IrqState::Unknown;
+    }
+    let mut saved: u64 = 0;
+    let slot = &raw mut saved;
+    // SAFETY: both calls take a pointer to an 8-byte stack slot and only write it; every
+    // caller-saved register is declared clobbered.
+    unsafe {
+        core::arch::asm!(
+            ".quad 0x7a11000100002085",
+            inout("r1") slot => _,
+            out("r0") _, out("r2") _, out("r3") _, out("r4") _, out("r5") _,
+        );
+        core::arch::asm!(
+            ".quad 0x7a11000200002085",
+            inout("r1") slot => _,
+            out("r0") _, out("r2") _, out("r3") _, out("r4") _, out("r5") _,
+        );
+    }
+    // SAFETY: reading our own stack slot through the kernel-read helper.
+    match unsafe { bpf_probe_read_kernel(slot as *const u64) } {
+        Ok(flags) => IrqState::from_x86_flags(flags),
+        Err(_) => IrqState::Unknown,
+    }
+}
+
+/// Reads this CPU's `preempt_count`: the per-CPU base is `current->se.cfs_rq->rq` minus the
+/// per-CPU offset of `runqueues`, and the count lives at the per-CPU offset of
+/// `__preempt_count`. All offsets come from vmlinux BTF through the configuration.
+#[inline(always)]
+fn preempt_count(cfg: &ProbeConfig) -> Option<u32> {
+    if cfg.preempt_count_valid == 0 {
+        return None;
+    }
+    // SAFETY: kernel reads through the fault-tolerant helper.
+    unsafe {
+        let task = bpf_get_current_task();
+        let cfs_rq: u64 =
+            bpf_probe_read_kernel((task + cfg.task_cfs_rq_offset) as *const u64).ok()?;
+        let rq: u64 = bpf_probe_read_kernel((cfs_rq + cfg.cfs_rq_rq_offset) as *const u64).ok()?;
+        let base = rq.wrapping_sub(cfg.runqueues_percpu_offset);
+        bpf_probe_read_kernel(base.wrapping_add(cfg.preempt_count_percpu_offset) as *const u32).ok()
+    }
+}
+
+/// Fills the fields every event has: time, CPU, ids, comm, irq state and context.
+#[inline(always)]
+pub fn fill(ev: &mut Event, cfg: &ProbeConfig) {
+    // SAFETY: plain helpers without arguments.
+    unsafe {
+        ev.timestamp_ns = bpf_ktime_get_ns();
+        ev.cpu = bpf_get_smp_processor_id();
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    ev.pid = (pid_tgid >> 32) as u32;
+    ev.tid = pid_tgid as u32;
+    if let Ok(comm) = bpf_get_current_comm() {
+        ev.comm = comm;
+    }
+    ev.irqs = irq_state(cfg) as u32;
+    match preempt_count(cfg) {
+        Some(count) => {
+            ev.preempt_count = count;
+            ev.context = ExecContext::from_preempt_count(count) as u32;
+            ev.flags |= flags::PREEMPT_COUNT_VALID;
+            if count & preempt::SOFTIRQ_MASK != 0 {
+                ev.flags |= flags::SOFTIRQS_DISABLED;
+            }
+        }
+        None => ev.context = ExecContext::Unknown as u32,
+    }
+}
+
+/// Fills the fields of a user-space event: no kernel state is meaningful there (user code
+/// always runs in task context with interrupts enabled).
+#[inline(always)]
+pub fn fill_user<C: EbpfContext>(ev: &mut Event, _ctx: &C) {
+    // SAFETY: plain helpers without arguments.
+    unsafe {
+        ev.timestamp_ns = bpf_ktime_get_ns();
+        ev.cpu = bpf_get_smp_processor_id();
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    ev.pid = (pid_tgid >> 32) as u32;
+    ev.tid = pid_tgid as u32;
+    if let Ok(comm) = bpf_get_current_comm() {
+        ev.comm = comm;
+    }
+    ev.irqs = IrqState::Enabled as u32;
+    ev.context = ExecContext::Task as u32;
+}

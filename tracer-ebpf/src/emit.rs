@@ -1,0 +1,52 @@
+//! Writing events to the ring buffer and counting what could not be written.
+
+use aya_ebpf::programs::tracing::StackIdContext;
+use tracer_common::{DropReason, Event};
+
+use crate::maps::{DROPS, EVENTS, STACKS};
+
+/// `BPF_F_USER_STACK`: walk the user stack instead of the kernel's.
+const BPF_F_USER_STACK: u64 = 1 << 8;
+/// `BPF_F_REUSE_STACKID`: on a hash collision, replace the old stack rather than fail.
+const BPF_F_REUSE_STACKID: u64 = 1 << 10;
+
+/// Adds one to the per-CPU drop counter for `reason`.
+#[inline(always)]
+pub fn count_drop(reason: DropReason) {
+    if let Some(counter) = DROPS.get_ptr_mut(reason as u32) {
+        // SAFETY: a per-CPU slot; only this CPU writes it while the program runs.
+        unsafe { *counter += 1 };
+    }
+}
+
+/// The id of the current kernel stack, or -1 (counted) when it could not be taken.
+#[inline(always)]
+pub fn kernel_stack<C: StackIdContext>(ctx: &C) -> i32 {
+    match ctx.get_stackid(&STACKS, BPF_F_REUSE_STACKID) {
+        Ok(id) => id as i32,
+        Err(_) => {
+            count_drop(DropReason::StackFailed);
+            -1
+        }
+    }
+}
+
+/// The id of the current user stack, or -1 (counted) when it could not be taken.
+#[inline(always)]
+pub fn user_stack<C: StackIdContext>(ctx: &C) -> i32 {
+    match ctx.get_stackid(&STACKS, BPF_F_REUSE_STACKID | BPF_F_USER_STACK) {
+        Ok(id) => id as i32,
+        Err(_) => {
+            count_drop(DropReason::StackFailed);
+            -1
+        }
+    }
+}
+
+/// Sends one event; a full ring buffer is counted, never silent.
+#[inline(always)]
+pub fn send(ev: &Event) {
+    if EVENTS.output(ev, 0).is_err() {
+        count_drop(DropReason::RingFull);
+    }
+}

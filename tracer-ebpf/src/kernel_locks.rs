@@ -1,0 +1,63 @@
+//! Kernel lock primitives through BPF trampolines: fexit on the acquire functions (the lock is
+//! held when they return; trylocks report only success) and fentry on the release functions.
+//! Needs a kernel that allows trampolines (Linux 5.5+, not locked down against them).
+
+use aya_ebpf::programs::{FEntryContext, FExitContext};
+use tracer_common::{Event, EventKind, LockKind, flags};
+
+use crate::{context, emit};
+
+/// How an acquire function says it succeeded.
+#[derive(Clone, Copy)]
+pub enum Success {
+    /// It cannot fail (`spin_lock`, `mutex_lock`, `down_read` ...).
+    Always,
+    /// It returns non-zero on success (`*_trylock`).
+    NonZero,
+    /// It returns zero on success (`*_interruptible`, `*_killable`).
+    Zero,
+}
+
+/// Reports an acquisition when the acquire function returned holding the lock.
+#[inline(always)]
+pub fn on_acquire(ctx: &FExitContext, lock_kind: LockKind, variant: u32, success: Success) {
+    let Some(cfg) = context::config() else { return };
+    if context::filtered_out(cfg) {
+        return;
+    }
+    // Every hooked acquire function takes exactly one argument: the lock. The return value
+    // follows the arguments in the trampoline's context.
+    let lock: u64 = ctx.arg(0);
+    let held = match success {
+        Success::Always => true,
+        Success::NonZero => ctx.arg::<i32>(1) != 0,
+        Success::Zero => ctx.arg::<i32>(1) == 0,
+    };
+    if !held {
+        return;
+    }
+    let mut ev = Event::zeroed();
+    ev.kind = EventKind::LockAcquire as u32;
+    ev.lock_kind = lock_kind as u32;
+    ev.lock_addr = lock;
+    ev.flags = variant | flags::FROM_TRAMPOLINE;
+    context::fill(&mut ev, cfg);
+    ev.kernel_stack_id = emit::kernel_stack(ctx);
+    emit::send(&ev);
+}
+
+/// Reports a release before the release function drops the lock.
+#[inline(always)]
+pub fn on_release(ctx: &FEntryContext, lock_kind: LockKind) {
+    let Some(cfg) = context::config() else { return };
+    if context::filtered_out(cfg) {
+        return;
+    }
+    let mut ev = Event::zeroed();
+    ev.kind = EventKind::LockRelease as u32;
+    ev.lock_kind = lock_kind as u32;
+    ev.lock_addr = ctx.arg(0);
+    ev.flags = flags::FROM_TRAMPOLINE;
+    context::fill(&mut ev, cfg);
+    emit::send(&ev);
+}

@@ -1,0 +1,44 @@
+//! The maps shared by every program. Each size is chosen on purpose; the comment says why.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray, RingBuf, StackTrace},
+};
+use tracer_common::{DROP_REASONS, ProbeConfig};
+
+/// Events to user space. 8 MiB holds about 75,000 events: a few tens of milliseconds of a
+/// lock-heavy kernel, enough to ride out a slow reader wake-up without drops.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
+
+/// Kernel and user stacks, deduplicated by the kernel. 16,384 distinct stacks cover the
+/// acquisition sites of a busy kernel; ids are reused on hash collision (BPF_F_REUSE_STACKID),
+/// and user space symbolizes each id when it first sees it.
+#[map]
+pub static STACKS: StackTrace = StackTrace::with_max_entries(16 * 1024, 0);
+
+/// Per-CPU counters of lost events, indexed by `tracer_common::DropReason`.
+#[map]
+pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_REASONS, 0);
+
+/// Run-time configuration written by user space before attaching (one entry).
+#[map]
+pub static CONFIG: Array<ProbeConfig> = Array::with_max_entries(1, 0);
+
+/// A user-space lock call in flight, remembered at function entry until it returns.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PendingLock {
+    /// The lock's address.
+    pub addr: u64,
+    /// `tracer_common::LockKind`.
+    pub lock_kind: u32,
+    /// `tracer_common::flags` bits.
+    pub flags: u32,
+}
+
+/// In-flight user lock calls by thread (`pid_tgid`). A thread has at most one lock call in
+/// flight, so this needs one slot per thread that is blocked in or entering a lock call:
+/// 16,384 threads is far above what the traced programs run at once.
+#[map]
+pub static PENDING: HashMap<u64, PendingLock> = HashMap::with_max_entries(16 * 1024, 0);

@@ -1,2 +1,0 @@
-//! The `locktrace` command.
-fn main() {}

@@ -1,0 +1,170 @@
+//! The `locktrace` command: glue between the command line and the `tracer` library.
+//!
+//! Exit status: 0 on success, 1 with one `locktrace: error: ...` line for any failure.
+
+mod args;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use tracer::{
+    engine::{Engine, EngineConfig},
+    probes::check,
+    replay::replay,
+    report,
+    session::{self, ChildStdout, SessionOptions, record::Recorder, watch::AlertPrinter},
+    tracefile::TraceError,
+};
+
+use args::{Cli, Command, GraphFormat, TraceArgs};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("locktrace: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Check { json } => {
+            let report = check::run();
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", report.render_table());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Record { output, trace } => {
+            let options = session_options(&trace, false);
+            let mut recorder = Recorder::new(&output, std::env::args().collect());
+            recorder.check_writable()?;
+            let summary = block_on(session::run(&options, &mut recorder))?;
+            eprintln!(
+                "locktrace: recorded {} events to {} ({}; lost: {})",
+                summary.events,
+                output.display(),
+                summary.stopped_by,
+                losses(&summary.drops)
+            );
+            report_command_status(summary.command_status);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Watch { json, trace } => {
+            let options = session_options(&trace, json);
+            let mut watcher = session::watch::Watcher::new(
+                Engine::new(EngineConfig::default()),
+                AlertPrinter::stdout(json),
+            );
+            let summary = block_on(session::run(&options, &mut watcher))?;
+            let stats = watcher.engine().stats();
+            eprintln!(
+                "locktrace: {} events, {} classes, {} dependencies, {} alerts ({}; lost: {})",
+                summary.events,
+                stats.classes,
+                stats.dependencies,
+                watcher.alerts(),
+                summary.stopped_by,
+                losses(&summary.drops)
+            );
+            report_command_status(summary.command_status);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report { file, json } => {
+            let mut printer = AlertPrinter::stdout(json);
+            let replayed = replay(&file, Some(&mut printer))?;
+            warn_damage(replayed.damage.as_ref());
+            let stats = replayed.engine.stats();
+            eprintln!(
+                "locktrace: replayed {} events from {}: {} classes, {} dependencies, {} alerts{}",
+                replayed.events,
+                file.display(),
+                stats.classes,
+                stats.dependencies,
+                printer.printed(),
+                replayed
+                    .drops
+                    .as_ref()
+                    .map(|d| format!(" (lost while recording: {})", losses(d)))
+                    .unwrap_or_default()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Graph { file, format } => {
+            let replayed = replay(&file, None)?;
+            warn_damage(replayed.damage.as_ref());
+            match format {
+                GraphFormat::Dot => {
+                    print!(
+                        "{}",
+                        report::graph::to_dot(&replayed.engine, &replayed.symbols)
+                    )
+                }
+                GraphFormat::Json => println!(
+                    "{}",
+                    report::graph::to_json(&replayed.engine, &replayed.symbols)
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn session_options(trace: &TraceArgs, json: bool) -> SessionOptions {
+    SessionOptions {
+        duration: trace.duration,
+        command: trace.command.clone(),
+        pid: trace.pid,
+        all_user: trace.all_user,
+        kernel: !trace.no_kernel,
+        symbols: trace.symbols.clone(),
+        child_stdout: Some(if json {
+            ChildStdout::ToStderr
+        } else {
+            ChildStdout::Inherit
+        }),
+    }
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+        .expect("a current-thread runtime always builds")
+        .block_on(future)
+}
+
+fn losses(drops: &tracer::tracefile::DropCounts) -> String {
+    let lost: Vec<String> = drops
+        .counts
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect();
+    if lost.is_empty() {
+        "none".to_string()
+    } else {
+        lost.join(", ")
+    }
+}
+
+fn report_command_status(status: Option<i32>) {
+    if let Some(code) = status
+        && code != 0
+    {
+        eprintln!("locktrace: the traced command exited with status {code}");
+    }
+}
+
+fn warn_damage(damage: Option<&TraceError>) {
+    if let Some(damage) = damage {
+        eprintln!("locktrace: warning: {damage}; everything before it was replayed");
+    }
+}

@@ -1,0 +1,253 @@
+//! Every program in the eBPF object and where it attaches, in one table. Names here must
+//! match the entry points in `tracer-ebpf/src/main.rs`.
+
+/// How a program attaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    /// BPF trampoline after the function (Linux 5.5+; refused by some locked-down kernels).
+    Fexit,
+    /// BPF trampoline before the function (Linux 5.5+).
+    Fentry,
+    /// BTF-typed raw tracepoint (Linux 5.5+), in `category`.
+    TpBtf {
+        /// The tracepoint's category, for display (`percpu`, `irq` ...).
+        category: &'static str,
+    },
+}
+
+impl Hook {
+    /// The attach type's short name, as in `locktrace check` and trace-file headers.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Hook::Fexit => "fexit",
+            Hook::Fentry => "fentry",
+            Hook::TpBtf { .. } => "tp_btf",
+        }
+    }
+
+    /// True for trampolines.
+    pub fn is_trampoline(self) -> bool {
+        matches!(self, Hook::Fexit | Hook::Fentry)
+    }
+}
+
+/// A kernel program and what it attaches to.
+#[derive(Clone, Copy, Debug)]
+pub struct KernelProbe {
+    /// The program's name in the object.
+    pub program: &'static str,
+    /// How it attaches.
+    pub hook: Hook,
+    /// The function or tracepoint; for functions renamed across versions, the alternatives in
+    /// order of preference (the first the kernel's BTF has is used).
+    pub targets: &'static [&'static str],
+}
+
+impl KernelProbe {
+    /// `fexit:_raw_spin_lock`, `tp:percpu:percpu_alloc_percpu` ...: the probe's display name
+    /// for `target`.
+    pub fn display_name(&self, target: &str) -> String {
+        match self.hook {
+            Hook::TpBtf { category } => format!("tp:{category}:{target}"),
+            hook => format!("{}:{target}", hook.kind()),
+        }
+    }
+}
+
+const fn fexit(program: &'static str, targets: &'static [&'static str]) -> KernelProbe {
+    KernelProbe {
+        program,
+        hook: Hook::Fexit,
+        targets,
+    }
+}
+
+const fn fentry(program: &'static str, targets: &'static [&'static str]) -> KernelProbe {
+    KernelProbe {
+        program,
+        hook: Hook::Fentry,
+        targets,
+    }
+}
+
+const fn tp(
+    program: &'static str,
+    category: &'static str,
+    targets: &'static [&'static str],
+) -> KernelProbe {
+    KernelProbe {
+        program,
+        hook: Hook::TpBtf { category },
+        targets,
+    }
+}
+
+/// Kernel lock primitives: fexit on acquire, fentry on release.
+pub const KERNEL_LOCKS: &[KernelProbe] = &[
+    fexit("acq_spin", &["_raw_spin_lock"]),
+    fexit("acq_spin_irqsave", &["_raw_spin_lock_irqsave"]),
+    fexit("acq_spin_irq", &["_raw_spin_lock_irq"]),
+    fexit("acq_spin_bh", &["_raw_spin_lock_bh"]),
+    fexit("acq_spin_try", &["_raw_spin_trylock"]),
+    fexit("acq_spin_try_bh", &["_raw_spin_trylock_bh"]),
+    fexit("acq_read", &["_raw_read_lock"]),
+    fexit("acq_read_irqsave", &["_raw_read_lock_irqsave"]),
+    fexit("acq_read_irq", &["_raw_read_lock_irq"]),
+    fexit("acq_read_bh", &["_raw_read_lock_bh"]),
+    fexit("acq_read_try", &["_raw_read_trylock"]),
+    fexit("acq_write", &["_raw_write_lock"]),
+    fexit("acq_write_irqsave", &["_raw_write_lock_irqsave"]),
+    fexit("acq_write_irq", &["_raw_write_lock_irq"]),
+    fexit("acq_write_bh", &["_raw_write_lock_bh"]),
+    fexit("acq_write_try", &["_raw_write_trylock"]),
+    fexit("acq_mutex", &["mutex_lock"]),
+    fexit("acq_mutex_intr", &["mutex_lock_interruptible"]),
+    fexit("acq_mutex_kill", &["mutex_lock_killable"]),
+    fexit("acq_mutex_io", &["mutex_lock_io"]),
+    fexit("acq_mutex_try", &["mutex_trylock"]),
+    fexit("acq_down_read", &["down_read"]),
+    fexit("acq_down_read_intr", &["down_read_interruptible"]),
+    fexit("acq_down_read_kill", &["down_read_killable"]),
+    fexit("acq_down_read_try", &["down_read_trylock"]),
+    fexit("acq_down_write", &["down_write"]),
+    fexit("acq_down_write_kill", &["down_write_killable"]),
+    fexit("acq_down_write_try", &["down_write_trylock"]),
+    fentry("rel_spin", &["_raw_spin_unlock"]),
+    fentry("rel_spin_irqrestore", &["_raw_spin_unlock_irqrestore"]),
+    fentry("rel_spin_irq", &["_raw_spin_unlock_irq"]),
+    fentry("rel_spin_bh", &["_raw_spin_unlock_bh"]),
+    fentry("rel_read", &["_raw_read_unlock"]),
+    fentry("rel_read_irqrestore", &["_raw_read_unlock_irqrestore"]),
+    fentry("rel_read_irq", &["_raw_read_unlock_irq"]),
+    fentry("rel_read_bh", &["_raw_read_unlock_bh"]),
+    fentry("rel_write", &["_raw_write_unlock"]),
+    fentry("rel_write_irqrestore", &["_raw_write_unlock_irqrestore"]),
+    fentry("rel_write_irq", &["_raw_write_unlock_irq"]),
+    fentry("rel_write_bh", &["_raw_write_unlock_bh"]),
+    fentry("rel_mutex", &["mutex_unlock"]),
+    fentry("rel_up_read", &["up_read"]),
+    fentry("rel_up_write", &["up_write"]),
+];
+
+/// The seed's functions: a trampoline where the kernel allows it, else the tracepoint on the
+/// same path (klockstat's pattern: choose per kernel, say what was chosen).
+pub const ALLOCATOR: &[(KernelProbe, KernelProbe)] = &[
+    (
+        fentry("fn_pcpu_alloc", &["pcpu_alloc_noprof", "pcpu_alloc"]),
+        tp("tp_percpu_alloc", "percpu", &["percpu_alloc_percpu"]),
+    ),
+    (
+        fentry("fn_free_percpu", &["free_percpu"]),
+        tp("tp_percpu_free", "percpu", &["percpu_free_percpu"]),
+    ),
+    (
+        fentry("fn_vfree", &["vfree"]),
+        tp("tp_free_vmap_area", "vmalloc", &["free_vmap_area_noflush"]),
+    ),
+];
+
+/// Interrupt-handler brackets (they delimit hardirq and softirq held-lock contexts) and lock
+/// contention.
+pub const TRACEPOINTS: &[KernelProbe] = &[
+    tp("tp_hardirq_entry", "irq", &["irq_handler_entry"]),
+    tp("tp_hardirq_exit", "irq", &["irq_handler_exit"]),
+    tp("tp_softirq_entry", "irq", &["softirq_entry"]),
+    tp("tp_softirq_exit", "irq", &["softirq_exit"]),
+    tp("tp_contention_begin", "lock", &["contention_begin"]),
+    tp("tp_contention_end", "lock", &["contention_end"]),
+];
+
+/// A user-space program and the C library functions it attaches to.
+#[derive(Clone, Copy, Debug)]
+pub struct UserProbe {
+    /// The program's name in the object.
+    pub program: &'static str,
+    /// True for a uretprobe.
+    pub ret: bool,
+    /// The C library functions.
+    pub functions: &'static [&'static str],
+}
+
+/// Every pthread lock function that acquires: the return probe reports success.
+pub const PTHREAD_LOCK_FUNCTIONS: &[&str] = &[
+    "pthread_mutex_lock",
+    "pthread_mutex_trylock",
+    "pthread_mutex_timedlock",
+    "pthread_rwlock_rdlock",
+    "pthread_rwlock_tryrdlock",
+    "pthread_rwlock_wrlock",
+    "pthread_rwlock_trywrlock",
+];
+
+/// pthread mutexes and rwlocks.
+pub const USER_LOCKS: &[UserProbe] = &[
+    UserProbe {
+        program: "up_mutex_lock",
+        ret: false,
+        functions: &["pthread_mutex_lock", "pthread_mutex_timedlock"],
+    },
+    UserProbe {
+        program: "up_mutex_trylock",
+        ret: false,
+        functions: &["pthread_mutex_trylock"],
+    },
+    UserProbe {
+        program: "up_rwlock_rdlock",
+        ret: false,
+        functions: &["pthread_rwlock_rdlock"],
+    },
+    UserProbe {
+        program: "up_rwlock_tryrdlock",
+        ret: false,
+        functions: &["pthread_rwlock_tryrdlock"],
+    },
+    UserProbe {
+        program: "up_rwlock_wrlock",
+        ret: false,
+        functions: &["pthread_rwlock_wrlock"],
+    },
+    UserProbe {
+        program: "up_rwlock_trywrlock",
+        ret: false,
+        functions: &["pthread_rwlock_trywrlock"],
+    },
+    UserProbe {
+        program: "up_lock_return",
+        ret: true,
+        functions: PTHREAD_LOCK_FUNCTIONS,
+    },
+    UserProbe {
+        program: "up_mutex_unlock",
+        ret: false,
+        functions: &["pthread_mutex_unlock"],
+    },
+    UserProbe {
+        program: "up_rwlock_unlock",
+        ret: false,
+        functions: &["pthread_rwlock_unlock"],
+    },
+];
+
+/// The benchmark's baseline: the same attach points with empty programs.
+pub const USER_LOCKS_EMPTY: &[UserProbe] = &[
+    UserProbe {
+        program: "up_empty",
+        ret: false,
+        functions: &[
+            "pthread_mutex_lock",
+            "pthread_mutex_trylock",
+            "pthread_mutex_timedlock",
+            "pthread_rwlock_rdlock",
+            "pthread_rwlock_tryrdlock",
+            "pthread_rwlock_wrlock",
+            "pthread_rwlock_trywrlock",
+            "pthread_mutex_unlock",
+            "pthread_rwlock_unlock",
+        ],
+    },
+    UserProbe {
+        program: "up_empty_ret",
+        ret: true,
+        functions: PTHREAD_LOCK_FUNCTIONS,
+    },
+];

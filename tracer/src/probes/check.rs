@@ -1,0 +1,268 @@
+//! `locktrace check`: what the running kernel allows, probe by probe, and what locktrace can
+//! therefore detect here. It attaches every probe for a moment (uprobes to this process only)
+//! and detaches them again.
+
+use serde::Serialize;
+
+use super::{ProbeOptions, Probes, UserTarget, btf::KernelBtf, effective_uid, facts::KernelFacts};
+use crate::{symbols::KernelSymbols, tracefile::ProbeStatus};
+
+/// One yes/no fact with an explanation.
+#[derive(Clone, Debug, Serialize)]
+pub struct Feature {
+    /// Stable name (`btf`, `trampolines`, `kfunc:bpf_local_irq_save` ...).
+    pub name: String,
+    /// Whether it is available.
+    pub ok: bool,
+    /// What was seen.
+    pub detail: String,
+}
+
+fn feature(name: &str, ok: bool, detail: impl Into<String>) -> Feature {
+    Feature {
+        name: name.to_string(),
+        ok,
+        detail: detail.into(),
+    }
+}
+
+/// The whole answer.
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckReport {
+    /// `uname -r`.
+    pub kernel_release: String,
+    /// Kernel features.
+    pub features: Vec<Feature>,
+    /// Every probe and whether it attached.
+    pub probes: Vec<ProbeStatus>,
+    /// What locktrace can detect on this kernel.
+    pub detects: Vec<Feature>,
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn attached(probes: &[ProbeStatus], prefix: &str) -> (usize, usize) {
+    let matching: Vec<&ProbeStatus> = probes
+        .iter()
+        .filter(|p| p.name.starts_with(prefix) && !p.detail.starts_with("not needed"))
+        .collect();
+    (
+        matching.iter().filter(|p| p.attached).count(),
+        matching.len(),
+    )
+}
+
+/// Probes the running kernel.
+pub fn run() -> CheckReport {
+    let mut features = Vec::new();
+    let uid = effective_uid();
+    features.push(feature(
+        "privileges",
+        uid == 0,
+        if uid == 0 {
+            "root".to_string()
+        } else {
+            format!("uid {uid}: loading BPF programs needs root")
+        },
+    ));
+    let btf = KernelBtf::from_sys_fs();
+    features.push(match &btf {
+        Ok(_) => feature("btf", true, "/sys/kernel/btf/vmlinux"),
+        Err(e) => feature("btf", false, e.to_string()),
+    });
+    let facts = btf.as_ref().ok().map(KernelFacts::from_btf);
+    let kallsyms = KernelSymbols::load(std::path::Path::new("/proc/kallsyms")).unwrap_or_default();
+    let data = kallsyms.has_data_symbols();
+    features.push(feature(
+        "kallsyms_data",
+        data,
+        if data {
+            "static locks are named from /proc/kallsyms"
+        } else if kallsyms.is_empty() {
+            "/proc/kallsyms unreadable or hidden"
+        } else {
+            "text symbols only (CONFIG_KALLSYMS_ALL=n): pass --symbols System.map to name static locks"
+        },
+    ));
+    if let Some(facts) = &facts {
+        features.push(feature(
+            "kfunc:bpf_local_irq_save",
+            facts.irq_kfunc,
+            if facts.irq_kfunc {
+                "hardware-interrupt state is read at every probe"
+            } else {
+                "absent (Linux 6.14+): irq state is reported as unknown"
+            },
+        ));
+        features.push(feature(
+            "kfunc:bpf_get_kmem_cache",
+            facts.kmem_cache_kfunc,
+            if facts.kmem_cache_kfunc {
+                "dynamic locks are classed by slab cache"
+            } else {
+                "absent (Linux 6.13+): dynamic locks are classed by address"
+            },
+        ));
+        features.push(match facts.preempt_count {
+            Ok(_) => feature(
+                "preempt_count",
+                true,
+                "execution context read from preempt_count",
+            ),
+            Err(missing) => feature(
+                "preempt_count",
+                false,
+                format!("BTF lacks {missing}: context comes from irq tracepoints only"),
+            ),
+        });
+        features.push(feature(
+            "pcpu_alloc",
+            facts.pcpu_alloc.is_some(),
+            facts
+                .pcpu_alloc
+                .unwrap_or("neither pcpu_alloc_noprof nor pcpu_alloc in BTF"),
+        ));
+    }
+
+    let mut probes = Vec::new();
+    if uid == 0 && btf.is_ok() {
+        let options = ProbeOptions {
+            kernel: true,
+            user: Some(UserTarget::Process(std::process::id())),
+            empty_user_programs: false,
+        };
+        match Probes::load(&options) {
+            Ok((loaded, _maps)) => probes = loaded.statuses().to_vec(),
+            Err(e) => features.push(feature("load", false, e.to_string())),
+        }
+    }
+    let (fexit_ok, fexit_all) = attached(&probes, "fexit:");
+    let (fentry_ok, fentry_all) = attached(&probes, "fentry:");
+    let (tp_ok, tp_all) = attached(&probes, "tp:");
+    let (up_ok, up_all) = {
+        let (a, b) = attached(&probes, "uprobe:");
+        let (c, d) = attached(&probes, "uretprobe:");
+        (a + c, b + d)
+    };
+    let trampolines = fexit_ok + fentry_ok > 0;
+    let refusal = probes
+        .iter()
+        .find(|p| p.kind.starts_with("f") && !p.attached && !p.detail.is_empty())
+        .map(|p| p.detail.clone())
+        .unwrap_or_default();
+    features.push(feature(
+        "trampolines",
+        trampolines,
+        format!(
+            "{}/{} fentry/fexit probes attached{}",
+            fexit_ok + fentry_ok,
+            fexit_all + fentry_all,
+            if refusal.is_empty() {
+                String::new()
+            } else {
+                format!("; {refusal}")
+            }
+        ),
+    ));
+    features.push(feature(
+        "tracepoints",
+        tp_ok > 0,
+        format!("{tp_ok}/{tp_all} tracepoint probes attached"),
+    ));
+    features.push(feature(
+        "uprobes",
+        up_ok > 0,
+        format!("{up_ok}/{up_all} pthread uprobes attached (to this process, for the check)"),
+    ));
+
+    let irq = facts.as_ref().is_some_and(|f| f.irq_kfunc);
+    let context = facts.as_ref().is_some_and(|f| f.preempt_count.is_ok());
+    let alloc = probes
+        .iter()
+        .any(|p| p.attached && (p.name.contains("pcpu_alloc") || p.name.contains("percpu_alloc")));
+    let detects = vec![
+        feature(
+            "kernel lock ordering",
+            fexit_ok > 0,
+            if fexit_ok > 0 {
+                "circular dependencies, recursive locking, irq lock inversions and inconsistent lock state between kernel locks"
+            } else {
+                "needs fentry/fexit on the lock functions, which this kernel refuses"
+            },
+        ),
+        feature(
+            "irq-state checks",
+            irq && alloc,
+            if irq && alloc {
+                "vfree() and non-atomic per-CPU allocations with IRQs disabled"
+            } else if !irq {
+                "needs the bpf_local_irq_save kfunc (Linux 6.14+)"
+            } else {
+                "needs the allocator probes"
+            },
+        ),
+        feature(
+            "context checks",
+            context && alloc,
+            if context && alloc {
+                "vfree() in interrupt context, non-atomic per-CPU allocations from softirq/hardirq"
+            } else {
+                "needs preempt_count offsets in BTF and the allocator probes"
+            },
+        ),
+        feature(
+            "user-space lock ordering",
+            up_ok > 0,
+            if up_ok > 0 {
+                "circular dependencies and recursive locking between pthread mutexes and rwlocks"
+            } else {
+                "needs uprobes"
+            },
+        ),
+        feature(
+            "static kernel lock names",
+            data,
+            if data {
+                "from kallsyms"
+            } else {
+                "only with --symbols System.map"
+            },
+        ),
+    ];
+    CheckReport {
+        kernel_release: kernel_release(),
+        features,
+        probes,
+        detects,
+    }
+}
+
+impl CheckReport {
+    /// A human table.
+    pub fn render_table(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let mark = |ok: bool| if ok { "yes" } else { "no " };
+        let _ = writeln!(out, "kernel {}", self.kernel_release);
+        let _ = writeln!(out, "\nFEATURE                    OK   DETAIL");
+        for f in &self.features {
+            let _ = writeln!(out, "{:<26} {}  {}", f.name, mark(f.ok), f.detail);
+        }
+        let _ = writeln!(
+            out,
+            "\nPROBE                                    OK   DETAIL"
+        );
+        for p in &self.probes {
+            let _ = writeln!(out, "{:<40} {}  {}", p.name, mark(p.attached), p.detail);
+        }
+        let _ = writeln!(out, "\nDETECTS                    OK   HOW");
+        for f in &self.detects {
+            let _ = writeln!(out, "{:<26} {}  {}", f.name, mark(f.ok), f.detail);
+        }
+        out
+    }
+}

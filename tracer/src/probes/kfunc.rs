@@ -1,0 +1,127 @@
+//! Patching kfunc calls into the eBPF object before it is loaded.
+//!
+//! aya-ebpf cannot declare a kfunc, so the programs emit each call as one raw instruction:
+//! opcode 0x85 (call), src_reg 2 (`BPF_PSEUDO_KFUNC_CALL`) and a marker in `imm`
+//! (`tracer_common::kfunc_marker`). Here each marker becomes the kfunc's BTF id in vmlinux,
+//! or, when the running kernel lacks the kfunc, the call becomes `r0 = 0` so the program still
+//! loads and reports the value as unknown.
+
+use tracer_common::kfunc_marker;
+
+use super::btf::KernelBtf;
+
+/// A kfunc the programs call, with the marker that stands for it.
+#[derive(Clone, Copy, Debug)]
+pub struct Kfunc {
+    /// The kernel's name for it.
+    pub name: &'static str,
+    /// The placeholder in the call instruction.
+    pub marker: u32,
+    /// The first kernel version that has it, for messages.
+    pub since: &'static str,
+}
+
+/// Every kfunc the programs call.
+pub const KFUNCS: [Kfunc; 3] = [
+    Kfunc {
+        name: "bpf_local_irq_save",
+        marker: kfunc_marker::LOCAL_IRQ_SAVE,
+        since: "6.14",
+    },
+    Kfunc {
+        name: "bpf_local_irq_restore",
+        marker: kfunc_marker::LOCAL_IRQ_RESTORE,
+        since: "6.14",
+    },
+    Kfunc {
+        name: "bpf_get_kmem_cache",
+        marker: kfunc_marker::GET_KMEM_CACHE,
+        since: "6.13",
+    },
+];
+
+/// The call instruction as the programs emit it: opcode, registers (src 2, dst 0), offset 0.
+const CALL_KFUNC_PREFIX: [u8; 4] = [0x85, 0x20, 0x00, 0x00];
+/// `r0 = 0` (BPF_ALU64 | BPF_MOV | BPF_K), the stand-in for a missing kfunc.
+const MOV_R0_ZERO: [u8; 8] = [0xb7, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00];
+
+/// What patching did for one kfunc.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Patched {
+    /// The kfunc.
+    pub name: &'static str,
+    /// Its BTF id, or `None` when the kernel lacks it and the calls were neutralized.
+    pub btf_id: Option<u32>,
+    /// How many call sites were patched.
+    pub sites: usize,
+}
+
+/// Rewrites every marked call in `object` (an ELF image, patched in place). Instruction sizes
+/// do not change, so relocations and line info stay valid.
+pub fn patch(object: &mut [u8], btf: &KernelBtf) -> Vec<Patched> {
+    KFUNCS
+        .iter()
+        .map(|kfunc| {
+            let btf_id = btf.func_id(kfunc.name);
+            let sites = patch_marker(object, kfunc.marker, btf_id);
+            Patched {
+                name: kfunc.name,
+                btf_id,
+                sites,
+            }
+        })
+        .collect()
+}
+
+fn patch_marker(object: &mut [u8], marker: u32, btf_id: Option<u32>) -> usize {
+    let mut pattern = [0u8; 8];
+    pattern[..4].copy_from_slice(&CALL_KFUNC_PREFIX);
+    pattern[4..].copy_from_slice(&marker.to_le_bytes());
+    let mut sites = 0;
+    // BPF instructions are 8-byte aligned within their section, and sections in the object
+    // are 8-byte aligned: stepping by 8 never misses an instruction.
+    for insn in object.chunks_exact_mut(8) {
+        if insn == pattern {
+            match btf_id {
+                Some(id) => insn[4..].copy_from_slice(&id.to_le_bytes()),
+                None => insn.copy_from_slice(&MOV_R0_ZERO),
+            }
+            sites += 1;
+        }
+    }
+    sites
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn marked(marker: u32) -> [u8; 8] {
+        let mut insn = [0x85, 0x20, 0, 0, 0, 0, 0, 0];
+        insn[4..].copy_from_slice(&marker.to_le_bytes());
+        insn
+    }
+
+    #[test]
+    fn marker_becomes_btf_id_or_mov() {
+        let mut object = Vec::new();
+        object.extend_from_slice(&[0x95, 0, 0, 0, 0, 0, 0, 0]); // exit
+        object.extend_from_slice(&marked(kfunc_marker::LOCAL_IRQ_SAVE));
+        object.extend_from_slice(&marked(kfunc_marker::GET_KMEM_CACHE));
+        assert_eq!(
+            patch_marker(&mut object, kfunc_marker::LOCAL_IRQ_SAVE, Some(0x1234)),
+            1
+        );
+        assert_eq!(&object[8..16], &[0x85, 0x20, 0, 0, 0x34, 0x12, 0, 0]);
+        assert_eq!(
+            patch_marker(&mut object, kfunc_marker::GET_KMEM_CACHE, None),
+            1
+        );
+        assert_eq!(&object[16..24], &MOV_R0_ZERO);
+        assert_eq!(
+            &object[..8],
+            &[0x95, 0, 0, 0, 0, 0, 0, 0],
+            "other instructions untouched"
+        );
+    }
+}

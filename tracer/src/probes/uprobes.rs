@@ -1,0 +1,139 @@
+//! pthread lock probes: finding the C library a process really uses and attaching the
+//! uprobes and uretprobes to it.
+
+use std::{num::NonZeroU32, path::PathBuf};
+
+use aya::{
+    Ebpf,
+    programs::{UProbe, uprobe::UProbeScope},
+};
+
+use super::{
+    ProbeError, UserTarget,
+    catalog::{self, UserProbe},
+    explain, proc_path,
+};
+use crate::tracefile::ProbeStatus;
+
+/// True for a mapped file that is the C library (`libc.so.6`, `libc-2.31.so`, musl's
+/// `libc.musl-x86_64.so.1` has no pthread symbols of its own name and is matched too).
+fn is_libc(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name.starts_with("libc.so") || name.starts_with("libc-") || name.starts_with("libc.musl")
+}
+
+/// The C library mapped into process `pid` (or this process), as a path openable from here.
+pub fn find_libc(pid: Option<u32>) -> Result<PathBuf, ProbeError> {
+    let maps_path = match pid {
+        Some(pid) => format!("/proc/{pid}/maps"),
+        None => "/proc/self/maps".to_string(),
+    };
+    let maps = std::fs::read_to_string(&maps_path)
+        .map_err(|e| ProbeError::UserProbes(format!("cannot read {maps_path}: {e}")))?;
+    let path = maps
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .find(|path| path.starts_with('/') && is_libc(path))
+        .ok_or_else(|| {
+            ProbeError::UserProbes(format!(
+                "no C library mapped in {maps_path}: a static binary cannot be traced through \
+                 its libc"
+            ))
+        })?;
+    Ok(match pid {
+        Some(pid) => proc_path(pid, path),
+        None => PathBuf::from(path),
+    })
+}
+
+/// Attaches the pthread probes for `target`; `empty` attaches the empty baseline programs.
+pub fn attach(
+    ebpf: &mut Ebpf,
+    target: UserTarget,
+    empty: bool,
+) -> Result<Vec<ProbeStatus>, ProbeError> {
+    let (libc, scope) = match target {
+        UserTarget::AllProcesses => (find_libc(None)?, UProbeScope::AllProcesses),
+        UserTarget::Process(pid) => {
+            let nz = NonZeroU32::new(pid)
+                .ok_or_else(|| ProbeError::UserProbes("pid 0 is not a process".into()))?;
+            (find_libc(Some(pid))?, UProbeScope::OneProcess(nz))
+        }
+    };
+    let table = if empty {
+        catalog::USER_LOCKS_EMPTY
+    } else {
+        catalog::USER_LOCKS
+    };
+    Ok(table
+        .iter()
+        .flat_map(|probe| attach_program(ebpf, probe, &libc, scope))
+        .collect())
+}
+
+fn attach_program(
+    ebpf: &mut Ebpf,
+    probe: &UserProbe,
+    libc: &PathBuf,
+    scope: UProbeScope,
+) -> Vec<ProbeStatus> {
+    let kind = if probe.ret { "uretprobe" } else { "uprobe" };
+    let status = |function: &str, result: Result<(), String>| ProbeStatus {
+        name: format!("{kind}:{function}"),
+        kind: kind.to_string(),
+        attached: result.is_ok(),
+        detail: result.err().unwrap_or_default(),
+    };
+    let program = ebpf
+        .program_mut(probe.program)
+        .unwrap_or_else(|| panic!("program {} missing from the eBPF object", probe.program));
+    let uprobe = match <&mut UProbe>::try_from(program) {
+        Ok(p) => p,
+        Err(e) => {
+            let why = e.to_string();
+            return probe
+                .functions
+                .iter()
+                .map(|f| status(f, Err(why.clone())))
+                .collect();
+        }
+    };
+    if let Err(e) = uprobe.load() {
+        let why = explain(&e, false);
+        return probe
+            .functions
+            .iter()
+            .map(|f| status(f, Err(why.clone())))
+            .collect();
+    }
+    probe
+        .functions
+        .iter()
+        .map(|function| {
+            let result = uprobe
+                .attach([*function], libc, scope)
+                .map(drop)
+                .map_err(|e| explain(&e, false));
+            status(function, result)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libc_names() {
+        assert!(is_libc("/usr/lib/x86_64-linux-gnu/libc.so.6"));
+        assert!(is_libc("/lib/libc-2.31.so"));
+        assert!(!is_libc("/usr/lib/x86_64-linux-gnu/libcap.so.2"));
+        assert!(!is_libc("/usr/lib/x86_64-linux-gnu/libcrypt.so.1"));
+    }
+
+    #[test]
+    fn this_process_has_a_libc() {
+        let path = find_libc(None).expect("the test binary links glibc");
+        assert!(path.exists(), "{path:?}");
+    }
+}

@@ -1,0 +1,72 @@
+//! Replaying a recorded session through the engine: the same events in the same order with
+//! the same names give the same alerts as the live run did.
+
+use std::path::Path;
+
+use crate::{
+    engine::{Engine, EngineConfig},
+    session::watch::{AlertPrinter, process_and_print},
+    symbols::Symbols,
+    tracefile::{DropCounts, Header, Record, TraceError, TraceReader, apply_to_symbols},
+};
+
+/// What a replay found besides its alerts.
+pub struct Replay {
+    /// The recording's header.
+    pub header: Header,
+    /// The engine after every event.
+    pub engine: Engine,
+    /// Everything the file named.
+    pub symbols: Symbols,
+    /// The last loss counters recorded.
+    pub drops: Option<DropCounts>,
+    /// Events replayed.
+    pub events: u64,
+    /// Where and why reading stopped early, if it did (everything before was replayed).
+    pub damage: Option<TraceError>,
+}
+
+/// Replays `path`, printing each alert through `printer` (if any) as it is found.
+pub fn replay(path: &Path, mut printer: Option<&mut AlertPrinter>) -> Result<Replay, TraceError> {
+    let mut reader = TraceReader::open(path)?;
+    let header = reader.header().clone();
+    let mut engine = Engine::new(EngineConfig::default());
+    let mut symbols = Symbols::default();
+    let mut drops = None;
+    let mut events = 0;
+    for record in reader.by_ref() {
+        let Ok(record) = record else { break };
+        if apply_to_symbols(&record, &mut symbols) {
+            continue;
+        }
+        match record {
+            Record::Events(batch) => {
+                for event in &batch {
+                    match printer.as_deref_mut() {
+                        Some(printer) => {
+                            // A closed stdout (a pager quit) ends the replay quietly.
+                            if process_and_print(&mut engine, event, &symbols, printer).is_err() {
+                                break;
+                            }
+                        }
+                        None => {
+                            engine.process(event, &symbols);
+                        }
+                    }
+                }
+                events += batch.len() as u64;
+            }
+            Record::Drops(d) => drops = Some(d),
+            _ => {}
+        }
+    }
+    let damage = reader.damage().cloned();
+    Ok(Replay {
+        header,
+        engine,
+        symbols,
+        drops,
+        events,
+        damage,
+    })
+}
