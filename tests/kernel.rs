@@ -1,1 +1,284 @@
-//! placeholder
+//! Real attach on the running kernel (root and BPF required; see `support::bpf_available`):
+//! recordings of real per-CPU allocator activity, signal handling, clean detach, privileges
+//! and `locktrace check`.
+
+mod support;
+
+use std::{
+    io::{BufRead, BufReader},
+    os::fd::{FromRawFd, OwnedFd},
+    process::{Child, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use tracer::tracefile::{Record, TraceReader};
+use tracer_common::{Event, EventKind, ExecContext, IrqState};
+
+/// Starts `locktrace ARGS` and waits until it says its probes are attached.
+fn start_attached(args: &[&str]) -> Child {
+    let mut child = support::locktrace()
+        .args(args)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn locktrace");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[locktrace] {line}");
+            if line.contains("probes attached") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("locktrace attached its probes");
+    child
+}
+
+/// Creates a per-CPU array map through the bpf() syscall: the kernel allocates its values
+/// with `pcpu_alloc`. Closing the returned descriptor frees them with `free_percpu`.
+fn create_percpu_map() -> OwnedFd {
+    #[repr(C)]
+    struct MapCreateAttr {
+        map_type: u32,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        map_flags: u32,
+    }
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+    let attr = MapCreateAttr {
+        map_type: BPF_MAP_TYPE_PERCPU_ARRAY,
+        key_size: 4,
+        value_size: 64,
+        max_entries: 16,
+        map_flags: 0,
+    };
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_CREATE,
+            &raw const attr,
+            std::mem::size_of::<MapCreateAttr>(),
+        )
+    };
+    assert!(
+        fd >= 0,
+        "BPF_MAP_CREATE: {}",
+        std::io::Error::last_os_error()
+    );
+    unsafe { OwnedFd::from_raw_fd(fd as i32) }
+}
+
+fn signal(child: &Child, sig: i32) {
+    unsafe { libc::kill(child.id() as i32, sig) };
+}
+
+/// Every event in a trace file, and whether it ended cleanly.
+fn read_events(path: &std::path::Path) -> (Vec<Event>, bool) {
+    let mut reader = TraceReader::open(path).expect("open the recording");
+    let mut events = Vec::new();
+    for record in reader.by_ref() {
+        if let Record::Events(batch) = record.expect("no damage in the recording") {
+            events.extend(batch);
+        }
+    }
+    (events, reader.end().is_some())
+}
+
+/// Names of our programs still loaded in the kernel.
+fn our_programs_loaded() -> Vec<String> {
+    const OURS: &[&str] = &[
+        "tp_percpu_alloc",
+        "tp_percpu_free",
+        "tp_hardirq_entr",
+        "tp_softirq_entr",
+        "up_mutex_lock",
+        "up_lock_return",
+    ];
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter_map(|info| info.name_as_str().map(str::to_string))
+        .filter(|name| OURS.iter().any(|ours| name.starts_with(ours)))
+        .collect()
+}
+
+#[test]
+fn per_cpu_allocations_are_recorded_with_irq_state_and_context() {
+    if !support::bpf_available("per_cpu_allocations_are_recorded_with_irq_state_and_context") {
+        return;
+    }
+    let dir = support::tempdir();
+    let trace = support::path_in(&dir, "percpu.lttrace");
+    let mut recorder =
+        start_attached(&["record", "-o", trace.to_str().unwrap(), "--duration", "60"]);
+    for _ in 0..8 {
+        drop(create_percpu_map());
+    }
+    // Map values are freed from a workqueue after the last reference goes: give it a moment.
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&recorder, libc::SIGINT);
+    let status = recorder.wait().unwrap();
+    assert!(status.success(), "locktrace record exited with {status}");
+
+    let (events, clean) = read_events(&trace);
+    assert!(clean, "SIGINT leaves a cleanly finished file");
+    let me = std::process::id();
+    let allocs: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.event_kind() == Some(EventKind::PcpuAlloc) && e.pid == me)
+        .collect();
+    assert!(
+        allocs.len() >= 8,
+        "each map creation allocates per-CPU memory: {} events from this test",
+        allocs.len()
+    );
+    for alloc in &allocs {
+        assert_eq!(
+            alloc.irq_state(),
+            IrqState::Enabled,
+            "pcpu_alloc runs with IRQs on"
+        );
+        assert_eq!(alloc.exec_context(), ExecContext::Task, "in task context");
+        assert!(
+            !alloc.has(tracer_common::flags::ATOMIC),
+            "GFP_KERNEL allocations"
+        );
+    }
+    let frees: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.event_kind() == Some(EventKind::PcpuFree))
+        .collect();
+    assert!(!frees.is_empty(), "closing the maps frees per-CPU memory");
+    for free in &frees {
+        assert_eq!(
+            free.irq_state(),
+            IrqState::Disabled,
+            "percpu_free_percpu fires under pcpu_lock with IRQs saved"
+        );
+    }
+}
+
+#[test]
+fn sigterm_and_sigkill_leave_a_readable_file_and_nothing_attached() {
+    if !support::bpf_available("sigterm_and_sigkill_leave_a_readable_file_and_nothing_attached") {
+        return;
+    }
+    let dir = support::tempdir();
+    for (sig, clean_end) in [(libc::SIGTERM, true), (libc::SIGKILL, false)] {
+        let trace = support::path_in(&dir, &format!("sig{sig}.lttrace"));
+        let mut recorder =
+            start_attached(&["record", "-o", trace.to_str().unwrap(), "--duration", "60"]);
+        assert!(
+            !our_programs_loaded().is_empty(),
+            "programs are loaded while recording"
+        );
+        for _ in 0..4 {
+            drop(create_percpu_map());
+        }
+        // Past one flush tick, so the SIGKILL case has complete chunks on disk.
+        std::thread::sleep(Duration::from_millis(1500));
+        signal(&recorder, sig);
+        recorder.wait().unwrap();
+
+        let mut reader = TraceReader::open(&trace).expect("the file has a valid header");
+        let mut events = 0;
+        for record in reader.by_ref() {
+            if let Ok(Record::Events(batch)) = record {
+                events += batch.len();
+            }
+        }
+        assert!(
+            events > 0,
+            "signal {sig}: events before the signal are in the file"
+        );
+        assert_eq!(
+            reader.end().is_some(),
+            clean_end,
+            "signal {sig}: a clean end only when the process could finish"
+        );
+        if !clean_end {
+            assert!(
+                reader.damage().is_some(),
+                "a killed recording says where it stops"
+            );
+        }
+        // The kernel releases programs when the last descriptor closes; give it a moment.
+        let mut left = our_programs_loaded();
+        for _ in 0..50 {
+            if left.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            left = our_programs_loaded();
+        }
+        assert!(
+            left.is_empty(),
+            "signal {sig}: programs still loaded: {left:?}"
+        );
+    }
+}
+
+#[test]
+fn non_root_gets_one_clear_error() {
+    if !support::bpf_available("non_root_gets_one_clear_error") {
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let output = support::locktrace()
+        .args(["watch", "--duration", "1"])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run locktrace as nobody");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "exactly one line: {stderr}");
+    assert!(lines[0].contains("needs root"), "{stderr}");
+}
+
+#[test]
+fn check_reports_what_this_kernel_allows() {
+    if !support::bpf_available("check_reports_what_this_kernel_allows") {
+        return;
+    }
+    let output = support::locktrace()
+        .args(["check", "--json"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let feature = |name: &str| {
+        report["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap_or_else(|| panic!("feature {name} in {report}"))
+            .clone()
+    };
+    assert_eq!(feature("tracepoints")["ok"], true, "{report}");
+    assert_eq!(feature("uprobes")["ok"], true, "{report}");
+    // Whether trampolines load is the kernel's decision; what `check` says must match what
+    // happened to the fexit probes, and a refusal must say why.
+    let probes = report["probes"].as_array().unwrap();
+    let fexit_attached = probes
+        .iter()
+        .any(|p| p["kind"] == "fexit" && p["attached"] == true);
+    assert_eq!(feature("trampolines")["ok"], fexit_attached, "{report}");
+    if !fexit_attached {
+        let refused = probes
+            .iter()
+            .find(|p| p["name"] == "fexit:_raw_spin_lock")
+            .expect("the spinlock probe is listed");
+        assert!(
+            refused["detail"].as_str().unwrap().contains("EPERM"),
+            "the refusal names the error: {refused}"
+        );
+    }
+}

@@ -11,15 +11,23 @@ use crate::{context, emit};
 /// reclaim directly, exactly as `pcpu_alloc` computes `is_atomic`.
 const GFP_DIRECT_RECLAIM: u64 = 0x400;
 
-/// Sends a non-lock event of `kind` with two arguments and a kernel stack.
+/// Sends a non-lock event of `kind` with two arguments, the caller (0 when the stack must
+/// tell) and a kernel stack.
 #[inline(always)]
-fn report<C: StackIdContext>(ctx: &C, kind: EventKind, arg: u64, arg2: u64, extra: u32) {
+fn report<C: StackIdContext>(
+    ctx: &C,
+    kind: EventKind,
+    caller: u64,
+    (arg, arg2): (u64, u64),
+    extra: u32,
+) {
     let Some(cfg) = context::config() else { return };
     if context::filtered_out(cfg) {
         return;
     }
     let mut ev = Event::zeroed();
     ev.kind = kind as u32;
+    ev.caller = caller;
     ev.arg = arg;
     ev.arg2 = arg2;
     ev.flags = extra;
@@ -52,8 +60,8 @@ pub fn pcpu_alloc_entry(ctx: &FEntryContext) {
     report(
         ctx,
         EventKind::PcpuAlloc,
-        size,
-        gfp as u64,
+        0,
+        (size, gfp as u64),
         atomic | flags::FROM_TRAMPOLINE,
     );
 }
@@ -62,20 +70,27 @@ pub fn pcpu_alloc_entry(ctx: &FEntryContext) {
 #[inline(always)]
 pub fn free_percpu_entry(ctx: &FEntryContext) {
     let ptr: u64 = ctx.arg(0);
-    report(ctx, EventKind::PcpuFree, ptr, 0, flags::FROM_TRAMPOLINE);
+    report(
+        ctx,
+        EventKind::PcpuFree,
+        0,
+        (ptr, 0),
+        flags::FROM_TRAMPOLINE,
+    );
 }
 
 /// fentry `vfree(addr)`.
 #[inline(always)]
 pub fn vfree_entry(ctx: &FEntryContext) {
     let addr: u64 = ctx.arg(0);
-    report(ctx, EventKind::Vfree, addr, 0, flags::FROM_TRAMPOLINE);
+    report(ctx, EventKind::Vfree, 0, (addr, 0), flags::FROM_TRAMPOLINE);
 }
 
 /// tp_btf `percpu_alloc_percpu(call_site, reserved, is_atomic, size, align, base_addr, off,
 /// ptr, bytes_alloc, gfp_flags)` (this argument list since Linux 6.2).
 #[inline(always)]
 pub fn percpu_alloc_tp(ctx: &BtfTracePointContext) {
+    let call_site: u64 = ctx.arg(0);
     let is_atomic: u64 = ctx.arg(2);
     let size: u64 = ctx.arg(3);
     let gfp: u64 = ctx.arg(9);
@@ -84,21 +99,27 @@ pub fn percpu_alloc_tp(ctx: &BtfTracePointContext) {
     } else {
         0
     };
-    report(ctx, EventKind::PcpuAlloc, size, gfp & 0xffff_ffff, atomic);
+    report(
+        ctx,
+        EventKind::PcpuAlloc,
+        call_site,
+        (size, gfp & 0xffff_ffff),
+        atomic,
+    );
 }
 
 /// tp_btf `percpu_free_percpu(base_addr, off, ptr)`.
 #[inline(always)]
 pub fn percpu_free_tp(ctx: &BtfTracePointContext) {
     let ptr: u64 = ctx.arg(2);
-    report(ctx, EventKind::PcpuFree, ptr, 0, 0);
+    report(ctx, EventKind::PcpuFree, 0, (ptr, 0), 0);
 }
 
 /// tp_btf `free_vmap_area_noflush(va_start, nr_lazy, nr_lazy_max)`: on the `vfree` path.
 #[inline(always)]
 pub fn free_vmap_area_tp(ctx: &BtfTracePointContext) {
     let va_start: u64 = ctx.arg(0);
-    report(ctx, EventKind::Vfree, va_start, 0, 0);
+    report(ctx, EventKind::Vfree, 0, (va_start, 0), 0);
 }
 
 /// tp_btf `contention_begin(lock, flags)` and `contention_end(lock, ret)`.

@@ -34,6 +34,11 @@ pub struct KernelSymbols {
     symbols: Vec<KernelSymbol>,
 }
 
+/// Fewer data symbols than this means only section markers (see
+/// [`KernelSymbols::has_data_symbols`]); a kernel with `CONFIG_KALLSYMS_ALL` has tens of
+/// thousands.
+pub const MIN_DATA_SYMBOLS: usize = 1000;
+
 /// The largest distance from a data symbol's start at which an address is still attributed to
 /// it. kallsyms has no sizes; locks live near the start of small static objects, and a struct
 /// holding a lock is rarely larger than this.
@@ -92,9 +97,11 @@ impl KernelSymbols {
     }
 
     /// True when the table has data symbols (kallsyms with `CONFIG_KALLSYMS_ALL`, or a
-    /// System.map), so static locks can be named.
+    /// System.map), so static locks can be named. Without `CONFIG_KALLSYMS_ALL` kallsyms still
+    /// lists a few dozen section markers (`__start_rodata` ...) as data; those name nothing, so
+    /// a real table is one with at least [`MIN_DATA_SYMBOLS`].
     pub fn has_data_symbols(&self) -> bool {
-        self.symbols.iter().any(KernelSymbol::is_data)
+        self.symbols.iter().filter(|s| s.is_data()).count() >= MIN_DATA_SYMBOLS
     }
 
     /// The symbol at or below `addr`, with the offset of `addr` from it.
@@ -170,7 +177,14 @@ ffffffffc0001000 t lt_seed_trigger\t[locktrace_test]
         assert_eq!(syms.len(), 6, "the all-zero line is dropped");
         let (sym, _) = syms.lookup(0xffffffffc0001004).unwrap();
         assert_eq!(sym.module.as_deref(), Some("locktrace_test"));
-        assert!(syms.has_data_symbols());
+        assert!(
+            !syms.has_data_symbols(),
+            "two data symbols are only markers"
+        );
+        let many: String = (0..MIN_DATA_SYMBOLS)
+            .map(|i| format!("{:x} d var{i}\n", 0xffffffff82000000u64 + i as u64 * 8))
+            .collect();
+        assert!(KernelSymbols::parse(&many).has_data_symbols());
     }
 
     #[test]

@@ -1,0 +1,43 @@
+//! Shared helpers of the integration tests that need root and BPF: the skip rule, the
+//! `locktrace` binary, and temporary directories.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::{path::PathBuf, process::Command};
+
+/// Returns `true` when the test can use BPF here. Otherwise prints why and returns `false`
+/// (the caller returns early: a visible skip) — unless `LOCKTRACE_REQUIRE_BPF=1`, where a
+/// missing prerequisite fails the test.
+pub fn bpf_available(test: &str) -> bool {
+    let reason = if unsafe { libc::geteuid() } != 0 {
+        Some("not running as root")
+    } else if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+        Some("the kernel has no BTF")
+    } else {
+        None
+    };
+    match reason {
+        None => true,
+        Some(reason) => {
+            if std::env::var("LOCKTRACE_REQUIRE_BPF").as_deref() == Ok("1") {
+                panic!("{test}: BPF required (LOCKTRACE_REQUIRE_BPF=1) but {reason}");
+            }
+            eprintln!("SKIPPED {test}: {reason}");
+            false
+        }
+    }
+}
+
+/// The `locktrace` binary built for this test run.
+pub fn locktrace() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_locktrace"))
+}
+
+/// A fresh temporary directory, removed when dropped.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temporary directory")
+}
+
+/// A path inside `dir`.
+pub fn path_in(dir: &tempfile::TempDir, name: &str) -> PathBuf {
+    dir.path().join(name)
+}
