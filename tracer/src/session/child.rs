@@ -1,5 +1,7 @@
 //! Spawning the traced command so that nothing it does escapes the probes: the child is
-//! forked, waits on a pipe until the probes are attached, then executes the command.
+//! forked, waits on a pipe until the probes are attached, then executes the command. A
+//! watcher thread holds the child at its exit (ptrace `PTRACE_O_TRACEEXIT`) until the session
+//! has read its memory map, so even a process that lives a millisecond can be symbolized.
 
 use std::{
     ffi::CString,
@@ -113,25 +115,77 @@ impl GatedChild {
         }
         Ok(())
     }
+}
 
-    /// Waits for the child to end (blocking); returns its exit status as a shell would show it.
-    pub fn wait(pid: u32) -> io::Result<i32> {
-        let mut status = 0;
-        loop {
+/// What the watcher thread reports.
+#[derive(Debug)]
+pub enum ChildEvent {
+    /// The child is stopped at exit with its memory still mapped; it goes on when the sender
+    /// is dropped or signalled.
+    Exiting(std::sync::mpsc::Sender<()>),
+    /// The child is gone, with its exit status as a shell shows it.
+    Exited(i32),
+}
+
+const PTRACE_EVENT_EXIT: i32 = 6;
+
+/// Seizes `pid` and follows it to its end on a thread of its own (ptrace requests must come
+/// from the thread that attached). Returns once the child is seized, so it can be released.
+/// If seizing is not allowed, the child is still waited for, only not held at exit.
+pub fn watch(pid: u32, events: tokio::sync::mpsc::UnboundedSender<ChildEvent>) {
+    let (seized_tx, seized_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let pid = pid as libc::pid_t;
+        // SAFETY: ptrace on our own, still-gated child.
+        let seized = unsafe {
+            libc::ptrace(
+                libc::PTRACE_SEIZE,
+                pid,
+                std::ptr::null_mut::<libc::c_void>(),
+                libc::PTRACE_O_TRACEEXIT as usize as *mut libc::c_void,
+            )
+        } == 0;
+        let _ = seized_tx.send(());
+        let status = loop {
+            let mut status = 0;
             // SAFETY: waiting on our own child with a live status slot.
-            let ret = unsafe { libc::waitpid(pid as i32, &raw mut status, 0) };
-            if ret == pid as i32 {
-                break;
+            let ret = unsafe { libc::waitpid(pid, &raw mut status, libc::__WALL) };
+            if ret != pid {
+                if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                break -1;
             }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
+            if libc::WIFEXITED(status) {
+                break libc::WEXITSTATUS(status);
             }
-        }
-        Ok(if libc::WIFEXITED(status) {
-            libc::WEXITSTATUS(status)
-        } else {
-            128 + libc::WTERMSIG(status)
-        })
-    }
+            if libc::WIFSIGNALED(status) {
+                break 128 + libc::WTERMSIG(status);
+            }
+            if !seized || !libc::WIFSTOPPED(status) {
+                continue;
+            }
+            let mut deliver = 0;
+            if status >> 8 == (libc::SIGTRAP | (PTRACE_EVENT_EXIT << 8)) {
+                let (done_tx, done_rx) = std::sync::mpsc::channel();
+                if events.send(ChildEvent::Exiting(done_tx)).is_ok() {
+                    let _ = done_rx.recv_timeout(std::time::Duration::from_secs(10));
+                }
+            } else if status >> 16 == 0 {
+                // A signal-delivery stop: pass the signal on.
+                deliver = libc::WSTOPSIG(status);
+            }
+            // SAFETY: resuming our own stopped tracee.
+            unsafe {
+                libc::ptrace(
+                    libc::PTRACE_CONT,
+                    pid,
+                    std::ptr::null_mut::<libc::c_void>(),
+                    deliver as usize as *mut libc::c_void,
+                )
+            };
+        };
+        let _ = events.send(ChildEvent::Exited(status));
+    });
+    let _ = seized_rx.recv();
 }

@@ -31,7 +31,7 @@ use crate::{
     tracefile::{DropCounts, ProbeStatus, TraceError},
 };
 pub use child::ChildStdout;
-use child::GatedChild;
+use child::{ChildEvent, GatedChild};
 use status::Counters;
 use symbolize::Namer;
 
@@ -166,21 +166,17 @@ pub async fn run(
         })?;
     let stacks = maps.stacks;
 
-    let child_pid = child.as_ref().map(GatedChild::pid);
-    let (exit_tx, mut exit_rx) = tokio::sync::oneshot::channel::<i32>();
+    let (child_tx, mut child_rx) = tokio::sync::mpsc::unbounded_channel::<ChildEvent>();
     if let Some(child) = child.as_mut() {
+        child::watch(child.pid(), child_tx);
         child.release().map_err(|source| SessionError::Spawn {
             command: options.command.join(" "),
             source,
         })?;
-        let pid = child.pid();
-        std::thread::spawn(move || {
-            let status = GatedChild::wait(pid).unwrap_or(-1);
-            let _ = exit_tx.send(status);
-        });
     } else {
-        drop(exit_tx);
+        drop(child_tx);
     }
+    let child_pid = child.as_ref().map(GatedChild::pid);
 
     let mut sigint = signal(SignalKind::interrupt()).map_err(|source| SessionError::Io {
         what: "installing the SIGINT handler",
@@ -193,7 +189,6 @@ pub async fn run(
     let started = Instant::now();
     let deadline = options.duration.map(|d| tokio::time::Instant::now() + d);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut snapshot_tick = tokio::time::interval(Duration::from_millis(2));
     let mut counters = Counters::default();
     let mut batch = Vec::with_capacity(BATCH);
     let show_status = std::io::stderr().is_terminal();
@@ -215,17 +210,22 @@ pub async fn run(
                     let _ = std::io::stderr().flush();
                 }
             }
-            // While the traced command starts up, keep its mappings: a short-lived process
-            // may be gone before its events are read.
-            _ = snapshot_tick.tick(), if child_pid.is_some() && started.elapsed() < Duration::from_secs(2) => {
-                if let Some(pid) = child_pid {
-                    namer.snapshot_process(pid);
+            event = child_rx.recv(), if has_child => match event {
+                // Stopped at exit with its memory intact: keep its mappings and name what it
+                // left in the ring before letting it go.
+                Some(ChildEvent::Exiting(done)) => {
+                    if let Some(pid) = child_pid {
+                        namer.snapshot_process(pid);
+                    }
+                    drain(ring.get_mut(), &stacks, &mut namer, &mut counters, &mut batch, sink)?;
+                    drop(done);
                 }
-            }
-            status = &mut exit_rx, if has_child && command_status.is_none() => {
-                command_status = Some(status.unwrap_or(-1));
-                break "command exited";
-            }
+                Some(ChildEvent::Exited(status)) => {
+                    command_status = Some(status);
+                    break "command exited";
+                }
+                None => break "command exited",
+            },
             _ = sigint.recv() => break "SIGINT",
             _ = sigterm.recv() => break "SIGTERM",
             _ = sleep_until(deadline) => break "duration elapsed",

@@ -168,9 +168,13 @@ impl Namer {
         ips.into_iter().map(|ip| self.user_frame(pid, ip)).collect()
     }
 
-    /// Symbolizes one user address through the process's mapping snapshot.
+    /// Symbolizes one user address through the process's mapping snapshot, taking a new
+    /// snapshot when the address is not covered (the process may have mapped more since).
     fn user_frame(&mut self, pid: u32, addr: u64) -> Frame {
-        if !self.maps.contains_key(&pid) {
+        let covered = |maps: &HashMap<u32, ProcessMaps>| {
+            maps.get(&pid).and_then(|m| m.resolve(addr)).is_some()
+        };
+        if !covered(&self.maps) {
             self.snapshot_process(pid);
         }
         let Some((path, vaddr)) = self.maps.get(&pid).and_then(|m| m.resolve(addr)) else {

@@ -1,0 +1,147 @@
+/*
+ * Known pthread lock patterns for locktrace's user-space tests. Each thread finishes before
+ * the next starts, so nothing actually deadlocks: the tracer must find the problem from the
+ * order alone, as lockdep would.
+ *
+ *   lockpatterns abba        AB-BA between two threads
+ *   lockpatterns cycle3      A->B, B->C, C->A across three threads
+ *   lockpatterns rwmutex     rwlock writer vs mutex in opposite orders
+ *   lockpatterns clean       consistent order in eight threads; the reverse order only by trylock
+ *   lockpatterns repeat N    the AB-BA cycle N times
+ *   lockpatterns bench N     N lock/unlock pairs in one thread (overhead benchmark)
+ *
+ * Built with frame pointers so user stacks can be walked.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+pthread_mutex_t lock_a = PTHREAD_MUTEX_INITIALIZER;
+pthread_mutex_t lock_b = PTHREAD_MUTEX_INITIALIZER;
+pthread_mutex_t lock_c = PTHREAD_MUTEX_INITIALIZER;
+pthread_rwlock_t table_rwlock = PTHREAD_RWLOCK_INITIALIZER;
+
+static void __attribute__((noinline)) take_two(pthread_mutex_t *first, pthread_mutex_t *second)
+{
+	pthread_mutex_lock(first);
+	pthread_mutex_lock(second);
+	pthread_mutex_unlock(second);
+	pthread_mutex_unlock(first);
+}
+
+static void *__attribute__((noinline)) take_a_then_b(void *arg)
+{
+	(void)arg;
+	take_two(&lock_a, &lock_b);
+	return NULL;
+}
+
+static void *__attribute__((noinline)) take_b_then_a(void *arg)
+{
+	(void)arg;
+	take_two(&lock_b, &lock_a);
+	return NULL;
+}
+
+static void *__attribute__((noinline)) take_b_then_c(void *arg)
+{
+	(void)arg;
+	take_two(&lock_b, &lock_c);
+	return NULL;
+}
+
+static void *__attribute__((noinline)) take_c_then_a(void *arg)
+{
+	(void)arg;
+	take_two(&lock_c, &lock_a);
+	return NULL;
+}
+
+static void *__attribute__((noinline)) write_table_then_a(void *arg)
+{
+	(void)arg;
+	pthread_rwlock_wrlock(&table_rwlock);
+	pthread_mutex_lock(&lock_a);
+	pthread_mutex_unlock(&lock_a);
+	pthread_rwlock_unlock(&table_rwlock);
+	return NULL;
+}
+
+static void *__attribute__((noinline)) a_then_write_table(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&lock_a);
+	pthread_rwlock_wrlock(&table_rwlock);
+	pthread_rwlock_unlock(&table_rwlock);
+	pthread_mutex_unlock(&lock_a);
+	return NULL;
+}
+
+static void *__attribute__((noinline)) a_b_c_in_order(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&lock_a);
+	pthread_mutex_lock(&lock_b);
+	pthread_mutex_lock(&lock_c);
+	pthread_mutex_unlock(&lock_c);
+	pthread_mutex_unlock(&lock_b);
+	pthread_mutex_unlock(&lock_a);
+	return NULL;
+}
+
+static void *__attribute__((noinline)) b_then_try_a(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&lock_b);
+	if (pthread_mutex_trylock(&lock_a) == 0)
+		pthread_mutex_unlock(&lock_a);
+	pthread_mutex_unlock(&lock_b);
+	return NULL;
+}
+
+static void run_one(void *(*fn)(void *))
+{
+	pthread_t thread;
+	if (pthread_create(&thread, NULL, fn, NULL) != 0) {
+		perror("pthread_create");
+		exit(2);
+	}
+	pthread_join(thread, NULL);
+}
+
+int main(int argc, char **argv)
+{
+	const char *pattern = argc > 1 ? argv[1] : "";
+	long count = argc > 2 ? atol(argv[2]) : 0;
+
+	if (!strcmp(pattern, "abba")) {
+		run_one(take_a_then_b);
+		run_one(take_b_then_a);
+	} else if (!strcmp(pattern, "cycle3")) {
+		run_one(take_a_then_b);
+		run_one(take_b_then_c);
+		run_one(take_c_then_a);
+	} else if (!strcmp(pattern, "rwmutex")) {
+		run_one(write_table_then_a);
+		run_one(a_then_write_table);
+	} else if (!strcmp(pattern, "clean")) {
+		for (int i = 0; i < 8; i++)
+			run_one(a_b_c_in_order);
+		run_one(b_then_try_a);
+	} else if (!strcmp(pattern, "repeat")) {
+		for (long i = 0; i < count; i++) {
+			take_a_then_b(NULL);
+			take_b_then_a(NULL);
+		}
+	} else if (!strcmp(pattern, "bench")) {
+		for (long i = 0; i < count; i++) {
+			pthread_mutex_lock(&lock_a);
+			pthread_mutex_unlock(&lock_a);
+		}
+	} else {
+		fprintf(stderr, "usage: lockpatterns abba|cycle3|rwmutex|clean|repeat N|bench N\n");
+		return 2;
+	}
+	return 0;
+}
