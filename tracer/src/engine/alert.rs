@@ -1,0 +1,382 @@
+//! What the engine reports: one [`Alert`] per distinct problem, with the classes and the
+//! dependency chain that prove it, and the dedup log that keeps each problem to one alert.
+
+use rustc_hash::FxHashSet;
+use serde::Serialize;
+use tracer_common::{Event, ExecContext, IrqState, LockKind, flags};
+
+use super::class::ClassId;
+use super::usage::UsageBit;
+use crate::symbols::StackKey;
+
+/// The kind of problem (lockdep's report families, plus atomic-context misuse).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// A cycle in the lock-dependency graph ("possible circular locking dependency").
+    CircularDependency,
+    /// An irq-safe class depends on an irq-unsafe class.
+    IrqLockInversion,
+    /// One class is used in irq context and also taken with that irq enabled.
+    InconsistentLockState,
+    /// The same lock instance acquired again while held.
+    RecursiveLocking,
+    /// Something that may sleep done in atomic context.
+    AtomicContext,
+}
+
+impl AlertKind {
+    /// The stable name used in JSON and fixtures, e.g. `circular_dependency`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            AlertKind::CircularDependency => "circular_dependency",
+            AlertKind::IrqLockInversion => "irq_lock_inversion",
+            AlertKind::InconsistentLockState => "inconsistent_lock_state",
+            AlertKind::RecursiveLocking => "recursive_locking",
+            AlertKind::AtomicContext => "atomic_context",
+        }
+    }
+}
+
+/// Which interrupt an irq-related alert is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IrqKind {
+    /// Hardware interrupts.
+    Hardirq,
+    /// Softirqs (bottom halves).
+    Softirq,
+}
+
+impl IrqKind {
+    /// `hardirq` or `softirq`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            IrqKind::Hardirq => "hardirq",
+            IrqKind::Softirq => "softirq",
+        }
+    }
+
+    /// lockdep's upper-case spelling, `HARDIRQ` or `SOFTIRQ`.
+    pub const fn upper(self) -> &'static str {
+        match self {
+            IrqKind::Hardirq => "HARDIRQ",
+            IrqKind::Softirq => "SOFTIRQ",
+        }
+    }
+}
+
+/// The atomic-context misuse an [`AlertKind::AtomicContext`] alert is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AtomicProblem {
+    /// `vfree()` with irqs disabled, in irq context, or under a spinning lock.
+    Vfree,
+    /// A non-atomic per-CPU allocation (it takes `pcpu_alloc_mutex`) from irq context, with
+    /// irqs disabled, or under a spinning lock.
+    PcpuAlloc,
+    /// A sleeping lock taken under a spinning lock, with irqs disabled or in irq context.
+    SleepingLock,
+}
+
+impl AtomicProblem {
+    /// The stable name used in JSON and fixtures.
+    pub const fn name(self) -> &'static str {
+        match self {
+            AtomicProblem::Vfree => "vfree",
+            AtomicProblem::PcpuAlloc => "pcpu_alloc",
+            AtomicProblem::SleepingLock => "sleeping_lock",
+        }
+    }
+
+    /// What may sleep, for the report's headline.
+    pub const fn what(self) -> &'static str {
+        match self {
+            AtomicProblem::Vfree => "vfree() may sleep",
+            AtomicProblem::PcpuAlloc => "non-atomic pcpu_alloc() takes pcpu_alloc_mutex",
+            AtomicProblem::SleepingLock => "sleeping lock acquired",
+        }
+    }
+}
+
+/// A task, as the events name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskRef {
+    /// `comm`, NUL-padded.
+    pub comm: [u8; 16],
+    /// Thread-group id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+}
+
+impl TaskRef {
+    /// The task of an event.
+    pub fn of(ev: &Event) -> TaskRef {
+        TaskRef {
+            comm: ev.comm,
+            pid: ev.pid,
+            tid: ev.tid,
+        }
+    }
+
+    /// The `comm` as text (lossy for non-UTF-8 bytes).
+    pub fn comm(&self) -> String {
+        let len = self.comm.iter().position(|&b| b == 0).unwrap_or(16);
+        String::from_utf8_lossy(&self.comm[..len]).into_owned()
+    }
+}
+
+impl std::fmt::Display for TaskRef {
+    /// lockdep's `comm/pid` (the thread id, as `task_pid_nr` gives).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.comm(), self.tid)
+    }
+}
+
+impl Serialize for TaskRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("TaskRef", 3)?;
+        st.serialize_field("comm", &self.comm())?;
+        st.serialize_field("pid", &self.pid)?;
+        st.serialize_field("tid", &self.tid)?;
+        st.end()
+    }
+}
+
+/// The stack an event carries: the user stack for user-space locks, else the kernel stack
+/// (falling back to the other when one is missing).
+pub fn event_stack(ev: &Event, user: bool) -> Option<StackKey> {
+    let kernel = (ev.kernel_stack_id >= 0).then(|| StackKey::kernel(ev.kernel_stack_id));
+    let user_stack = (ev.user_stack_id >= 0).then(|| StackKey::user(ev.pid, ev.user_stack_id));
+    if user {
+        user_stack.or(kernel)
+    } else {
+        kernel.or(user_stack)
+    }
+}
+
+/// One edge of an alert's chain: `from` was held when `to` was acquired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChainLink {
+    /// The class held.
+    pub from: ClassId,
+    /// The class acquired under it.
+    pub to: ClassId,
+    /// True when `to` was only ever acquired for read under `from`.
+    pub read: bool,
+    /// The stack where the dependency was first seen.
+    pub stack: Option<StackKey>,
+    /// The task that first showed the dependency.
+    pub task: TaskRef,
+    /// The acquisition site of `to`.
+    pub caller: u64,
+}
+
+/// A lock the task held when the alert fired (lockdep's "N locks held by" list).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeldSummary {
+    /// Its class.
+    pub class: ClassId,
+    /// Where it was acquired.
+    pub caller: u64,
+    /// Its lock kind.
+    pub kind: LockKind,
+}
+
+/// The event that made the alert fire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Trigger {
+    /// The task.
+    pub task: TaskRef,
+    /// The CPU.
+    pub cpu: u32,
+    /// The context the engine placed the event in.
+    pub context: ExecContext,
+    /// Hardware-interrupt state.
+    pub irqs: IrqState,
+    /// Softirqs disabled, when the event carried a valid `preempt_count`.
+    pub softirqs_disabled: Option<bool>,
+    /// The call site (lock function's caller, `vfree` caller...).
+    pub caller: u64,
+    /// The event's stack.
+    pub stack: Option<StackKey>,
+    /// The class acquired, for lock events.
+    pub class: Option<ClassId>,
+    /// The lock kind, for lock events.
+    pub lock_kind: LockKind,
+    /// The event's timestamp.
+    pub timestamp_ns: u64,
+}
+
+impl Trigger {
+    /// The trigger of `ev`, placed in `context`.
+    pub fn of(ev: &Event, context: ExecContext, class: Option<ClassId>) -> Trigger {
+        let kind = ev.lock_kind();
+        Trigger {
+            task: TaskRef::of(ev),
+            cpu: ev.cpu,
+            context,
+            irqs: ev.irq_state(),
+            softirqs_disabled: ev
+                .has(flags::PREEMPT_COUNT_VALID)
+                .then(|| ev.has(flags::SOFTIRQS_DISABLED)),
+            caller: ev.caller,
+            stack: event_stack(ev, kind.is_user()),
+            class,
+            lock_kind: kind,
+            timestamp_ns: ev.timestamp_ns,
+        }
+    }
+}
+
+/// Why an alert fired, for reports that word it the way lockdep does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// A new dependency: `chain[edge]` is the edge being added.
+    Dependency {
+        /// Index of the new edge in [`Alert::chain`].
+        edge: usize,
+    },
+    /// A class gained a usage bit.
+    Usage {
+        /// The class whose state changed.
+        class: ClassId,
+        /// The bit it gained.
+        bit: UsageBit,
+    },
+    /// An acquisition or a call checked on its own (recursive locking, atomic context).
+    Event,
+}
+
+/// One problem found by the engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Alert {
+    /// The kind of problem.
+    pub kind: AlertKind,
+    /// The interrupt, for irq inversion and inconsistent state.
+    pub irq: Option<IrqKind>,
+    /// The misuse, for atomic-context alerts.
+    pub problem: Option<AtomicProblem>,
+    /// The classes involved, in chain order (for irq inversion: safe first, unsafe last; for
+    /// a cycle: the held lock, then the one being acquired, then the path back).
+    pub classes: Vec<ClassId>,
+    /// The dependency chain proving the problem, edge by edge.
+    pub chain: Vec<ChainLink>,
+    /// The usage pair: (irq-safe bit, irq-unsafe bit) for inversions, (bit already set, new
+    /// bit) for inconsistent state.
+    pub usage: Option<(UsageBit, UsageBit)>,
+    /// Why it fired.
+    pub cause: Cause,
+    /// The event that made it fire.
+    pub trigger: Trigger,
+    /// The locks the triggering task held in that context, bottom first.
+    pub held: Vec<HeldSummary>,
+    /// Every task involved: the trigger's first, then the chain's, without repeats.
+    pub tasks: Vec<TaskRef>,
+}
+
+impl Alert {
+    /// Fills [`Alert::tasks`] from the trigger and the chain.
+    pub(crate) fn collect_tasks(mut self) -> Alert {
+        let mut tasks = vec![self.trigger.task];
+        for link in &self.chain {
+            if !tasks.contains(&link.task) {
+                tasks.push(link.task);
+            }
+        }
+        self.tasks = tasks;
+        self
+    }
+}
+
+/// What makes two alerts the same problem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DedupKey {
+    kind: AlertKind,
+    qualifier: u8,
+    a: u64,
+    b: u64,
+}
+
+impl DedupKey {
+    /// A cycle: the same set of classes, whichever edge closed it.
+    pub fn cycle(classes: &[ClassId]) -> DedupKey {
+        let mut ids: Vec<u32> = classes.iter().map(|c| c.0).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let hash = ids.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, id| {
+            (h ^ u64::from(*id)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        DedupKey {
+            kind: AlertKind::CircularDependency,
+            qualifier: 0,
+            a: hash,
+            b: ids.len() as u64,
+        }
+    }
+
+    /// An irq inversion between a safe and an unsafe class.
+    pub fn inversion(irq: IrqKind, safe: ClassId, unsafe_class: ClassId) -> DedupKey {
+        DedupKey {
+            kind: AlertKind::IrqLockInversion,
+            qualifier: irq as u8,
+            a: u64::from(safe.0),
+            b: u64::from(unsafe_class.0),
+        }
+    }
+
+    /// An inconsistent state of one class.
+    pub fn inconsistent(irq: IrqKind, class: ClassId) -> DedupKey {
+        DedupKey {
+            kind: AlertKind::InconsistentLockState,
+            qualifier: irq as u8,
+            a: u64::from(class.0),
+            b: 0,
+        }
+    }
+
+    /// Recursive locking of a class.
+    pub fn recursive(class: ClassId) -> DedupKey {
+        DedupKey {
+            kind: AlertKind::RecursiveLocking,
+            qualifier: 0,
+            a: u64::from(class.0),
+            b: 0,
+        }
+    }
+
+    /// An atomic-context misuse at a site (function address or class) under a held class.
+    pub fn atomic(problem: AtomicProblem, site: u64, under: u64) -> DedupKey {
+        DedupKey {
+            kind: AlertKind::AtomicContext,
+            qualifier: problem as u8,
+            a: site,
+            b: under,
+        }
+    }
+}
+
+/// The alerts of the current event, and every problem reported so far.
+#[derive(Debug, Default)]
+pub struct AlertLog {
+    seen: FxHashSet<DedupKey>,
+    /// Alerts produced by the event being processed.
+    pub(crate) current: Vec<Alert>,
+    /// Alerts produced since the engine started.
+    pub(crate) total: u64,
+}
+
+impl AlertLog {
+    /// True (and remembered) the first time `key` is offered.
+    pub fn first(&mut self, key: DedupKey) -> bool {
+        self.seen.insert(key)
+    }
+
+    /// Records a new alert for the current event.
+    pub fn push(&mut self, alert: Alert) {
+        self.total += 1;
+        self.current.push(alert.collect_tasks());
+    }
+}

@@ -1,0 +1,82 @@
+//! Atomic-context misuse: operations that may sleep (`vfree`, a non-atomic `pcpu_alloc`, a
+//! sleeping lock) done with irqs disabled, in irq context, or under a spinning lock.
+//! Reported once per (problem, call site or class).
+
+use tracer_common::{Event, ExecContext, IrqState};
+
+use super::{CheckCtx, held_summary};
+use crate::engine::alert::{Alert, AlertKind, AtomicProblem, Cause, DedupKey, Trigger};
+use crate::engine::class::ClassId;
+use crate::engine::held::HeldLock;
+use crate::symbols::Symbols;
+
+/// True when the event ran where sleeping is forbidden: irq context, irqs disabled, or a
+/// spinning lock held. Unknown irq state counts as neither enabled nor disabled.
+pub fn is_atomic(ev: &Event, context: ExecContext, locks: &[HeldLock]) -> bool {
+    matches!(
+        context,
+        ExecContext::Softirq | ExecContext::Hardirq | ExecContext::Nmi
+    ) || ev.irq_state() == IrqState::Disabled
+        || locks.iter().any(|l| l.kind.is_spinning())
+}
+
+/// Checks a call that may sleep (`vfree`, non-atomic `pcpu_alloc`), deduplicated by the
+/// calling function.
+pub fn sleeping_call(
+    ctx: &mut CheckCtx<'_>,
+    problem: AtomicProblem,
+    ev: &Event,
+    context: ExecContext,
+    locks: &[HeldLock],
+    symbols: &Symbols,
+) {
+    if !is_atomic(ev, context, locks) {
+        return;
+    }
+    let site = symbols
+        .kernel
+        .function(ev.caller)
+        .map_or(ev.caller, |(sym, _)| sym.addr);
+    ctx.report(DedupKey::atomic(problem, site, 0), || Alert {
+        kind: AlertKind::AtomicContext,
+        irq: None,
+        problem: Some(problem),
+        classes: locks.iter().map(|l| l.class).collect(),
+        chain: Vec::new(),
+        usage: None,
+        cause: Cause::Event,
+        trigger: Trigger::of(ev, context, None),
+        held: held_summary(locks),
+        tasks: Vec::new(),
+    });
+}
+
+/// Checks acquiring the sleeping lock `class`, deduplicated by (class, spinning lock held).
+pub fn sleeping_lock(
+    ctx: &mut CheckCtx<'_>,
+    ev: &Event,
+    context: ExecContext,
+    class: ClassId,
+    locks: &[HeldLock],
+) {
+    if !is_atomic(ev, context, locks) {
+        return;
+    }
+    let spin = locks.iter().rev().find(|l| l.kind.is_spinning());
+    let under = spin.map_or(u64::MAX, |l| u64::from(l.class.0));
+    ctx.report(
+        DedupKey::atomic(AtomicProblem::SleepingLock, u64::from(class.0), under),
+        || Alert {
+            kind: AlertKind::AtomicContext,
+            irq: None,
+            problem: Some(AtomicProblem::SleepingLock),
+            classes: spin.map(|l| l.class).into_iter().chain([class]).collect(),
+            chain: Vec::new(),
+            usage: None,
+            cause: Cause::Event,
+            trigger: Trigger::of(ev, context, Some(class)),
+            held: held_summary(locks),
+            tasks: Vec::new(),
+        },
+    );
+}

@@ -1,0 +1,48 @@
+//! Circular dependencies of any length (lockdep's `check_noncircular`): when `prev → next` is
+//! added, a strong path `next ⇝ prev` means the new edge closes a cycle that can deadlock.
+
+use petgraph::graph::EdgeIndex;
+
+use super::{CheckCtx, chain_classes, held_summary, link};
+use crate::engine::alert::{Alert, AlertKind, Cause, DedupKey, Trigger};
+use crate::engine::graph::Walk;
+use crate::engine::held::HeldLock;
+
+/// Checks the new dependency `prev → trigger.class` (edge `edge`, just added or extended).
+/// `recursive_read` says whether the new lock was acquired as a recursive reader.
+pub fn new_dependency(
+    ctx: &mut CheckCtx<'_>,
+    prev: &HeldLock,
+    edge: EdgeIndex,
+    recursive_read: bool,
+    trigger: &Trigger,
+    held: &[HeldLock],
+) {
+    let (_, next, _) = ctx.graph.edge(edge);
+    let prev_is_writer = !prev.kind.is_read();
+    // lockdep's hlock_conflict: the cycle closes at `prev` if it is held by a writer, or if the
+    // path into it does not end with a recursive-read step.
+    let Some(found) = ctx
+        .graph
+        .search(next, recursive_read, Walk::Forward, |class, only_xr| {
+            class == prev.class && (prev_is_writer || !only_xr)
+        })
+    else {
+        return;
+    };
+    let mut chain = vec![link(ctx.graph, edge)];
+    chain.extend(found.path.iter().map(|&e| link(ctx.graph, e)));
+    let classes = chain_classes(&chain);
+    ctx.report(DedupKey::cycle(&classes), || Alert {
+        kind: AlertKind::CircularDependency,
+        irq: None,
+        problem: None,
+        classes,
+        chain,
+        usage: None,
+        cause: Cause::Dependency { edge: 0 },
+        trigger: *trigger,
+        held: held_summary(held),
+        tasks: Vec::new(),
+    });
+}

@@ -1,0 +1,194 @@
+//! Interrupt checks (lockdep's `mark_lock_irq` and `check_irq_usage`):
+//!
+//! - inconsistent lock state: one class both used in an irq and taken with that irq enabled;
+//! - irq lock inversion: an irq-safe class depends, directly or through other classes, on an
+//!   irq-unsafe one. An interrupt taking the safe lock can then wait for a CPU that holds the
+//!   unsafe lock with interrupts on.
+//!
+//! The inversion is looked for from both ends, so the order the engine learns things in does
+//! not matter: when a dependency appears (backward from the held lock for safe classes,
+//! forward from the new lock for unsafe ones), and when a class gains a usage bit (forward
+//! from a newly safe class, backward from a newly unsafe one).
+
+use petgraph::graph::EdgeIndex;
+
+use super::{CheckCtx, chain_classes, held_summary, link};
+use crate::engine::alert::{Alert, AlertKind, Cause, DedupKey, IrqKind, Trigger};
+use crate::engine::class::ClassId;
+use crate::engine::graph::{Found, Walk};
+use crate::engine::held::HeldLock;
+use crate::engine::usage::{UsageBit, UsageMask};
+
+/// Checks a class that just gained the bits `new` (already recorded on the class).
+pub fn usage_changed(
+    ctx: &mut CheckCtx<'_>,
+    class: ClassId,
+    new: UsageMask,
+    trigger: &Trigger,
+    held: &[HeldLock],
+) {
+    for bit in new.bits() {
+        let mask = ctx.classes.get(class).usage.mask;
+        if let Some((old, _)) = mask.conflict(bit.mask()) {
+            let irq = bit.irq();
+            ctx.report(DedupKey::inconsistent(irq, class), || Alert {
+                kind: AlertKind::InconsistentLockState,
+                irq: Some(irq),
+                problem: None,
+                classes: vec![class],
+                chain: Vec::new(),
+                usage: Some((old, bit)),
+                cause: Cause::Usage { class, bit },
+                trigger: *trigger,
+                held: held_summary(held),
+                tasks: Vec::new(),
+            });
+        }
+        inversion_from_usage(ctx, class, bit, trigger, held);
+    }
+}
+
+fn inversion_from_usage(
+    ctx: &mut CheckCtx<'_>,
+    class: ClassId,
+    bit: UsageBit,
+    trigger: &Trigger,
+    held: &[HeldLock],
+) {
+    let irq = bit.irq();
+    let classes = ctx.classes;
+    let (walk, other_side): (Walk, fn(UsageMask, IrqKind) -> UsageMask) = if bit.is_used_in() {
+        (Walk::Forward, UsageMask::enabled)
+    } else {
+        (Walk::Backward, UsageMask::used_in)
+    };
+    let Some(found) = ctx.graph.search(class, false, walk, |c, _| {
+        c != class
+            && other_side(classes.get(c).usage.mask, irq)
+                .conflict(bit.mask())
+                .is_some()
+    }) else {
+        return;
+    };
+    let (safe, unsafe_class) = if bit.is_used_in() {
+        (class, found.class)
+    } else {
+        (found.class, class)
+    };
+    let chain: Vec<_> = found.path.iter().map(|&e| link(ctx.graph, e)).collect();
+    let usage = pair(ctx, safe, unsafe_class, irq);
+    ctx.report(DedupKey::inversion(irq, safe, unsafe_class), || Alert {
+        kind: AlertKind::IrqLockInversion,
+        irq: Some(irq),
+        problem: None,
+        classes: chain_classes(&chain),
+        chain,
+        usage,
+        cause: Cause::Usage { class, bit },
+        trigger: *trigger,
+        held: held_summary(held),
+        tasks: Vec::new(),
+    });
+}
+
+/// The conflicting (safe bit, unsafe bit) of two classes.
+fn pair(
+    ctx: &CheckCtx<'_>,
+    safe: ClassId,
+    unsafe_class: ClassId,
+    irq: IrqKind,
+) -> Option<(UsageBit, UsageBit)> {
+    let s = ctx.classes.get(safe).usage.mask.used_in(irq);
+    let u = ctx.classes.get(unsafe_class).usage.mask.enabled(irq);
+    s.conflict(u)
+}
+
+/// Checks the new dependency `prev → next` (edge `edge`) for an irq-safe class before it and
+/// an irq-unsafe class after it. `recursive_read` says how `next` was acquired.
+pub fn new_dependency(
+    ctx: &mut CheckCtx<'_>,
+    prev: &HeldLock,
+    edge: EdgeIndex,
+    recursive_read: bool,
+    trigger: &Trigger,
+    held: &[HeldLock],
+) {
+    let (_, next, _) = ctx.graph.edge(edge);
+    let classes = ctx.classes;
+    let prev_shared = prev.kind.is_read();
+    for irq in [IrqKind::Hardirq, IrqKind::Softirq] {
+        // Step 1: every irq-safe usage that leads to `prev`.
+        let mut safe_union = UsageMask::EMPTY;
+        ctx.graph
+            .search(prev.class, prev_shared, Walk::Backward, |c, _| {
+                safe_union.0 |= classes.get(c).usage.mask.used_in(irq).0;
+                false
+            });
+        if safe_union.is_empty() {
+            continue;
+        }
+        // Step 2: an irq-unsafe class after `next` that conflicts with one of them.
+        let Some(unsafe_hit) = ctx
+            .graph
+            .search(next, recursive_read, Walk::Forward, |c, _| {
+                classes
+                    .get(c)
+                    .usage
+                    .mask
+                    .enabled(irq)
+                    .conflict(safe_union)
+                    .is_some()
+            })
+        else {
+            continue;
+        };
+        // Step 3: the safe class that conflicts with that one.
+        let unsafe_mask = classes.get(unsafe_hit.class).usage.mask.enabled(irq);
+        let Some(safe_hit) = ctx
+            .graph
+            .search(prev.class, prev_shared, Walk::Backward, |c, _| {
+                classes
+                    .get(c)
+                    .usage
+                    .mask
+                    .used_in(irq)
+                    .conflict(unsafe_mask)
+                    .is_some()
+            })
+        else {
+            continue;
+        };
+        report_dependency(ctx, edge, irq, &safe_hit, &unsafe_hit, trigger, held);
+    }
+}
+
+fn report_dependency(
+    ctx: &mut CheckCtx<'_>,
+    edge: EdgeIndex,
+    irq: IrqKind,
+    safe_hit: &Found,
+    unsafe_hit: &Found,
+    trigger: &Trigger,
+    held: &[HeldLock],
+) {
+    let mut chain: Vec<_> = safe_hit.path.iter().map(|&e| link(ctx.graph, e)).collect();
+    let new_edge = chain.len();
+    chain.push(link(ctx.graph, edge));
+    chain.extend(unsafe_hit.path.iter().map(|&e| link(ctx.graph, e)));
+    let usage = pair(ctx, safe_hit.class, unsafe_hit.class, irq);
+    ctx.report(
+        DedupKey::inversion(irq, safe_hit.class, unsafe_hit.class),
+        || Alert {
+            kind: AlertKind::IrqLockInversion,
+            irq: Some(irq),
+            problem: None,
+            classes: chain_classes(&chain),
+            chain,
+            usage,
+            cause: Cause::Dependency { edge: new_edge },
+            trigger: *trigger,
+            held: held_summary(held),
+            tasks: Vec::new(),
+        },
+    );
+}

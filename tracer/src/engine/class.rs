@@ -1,0 +1,388 @@
+//! Lock classes: which lock instances lockdep's checks treat as one.
+//!
+//! lockdep keys a class by the site that initialised the lock; a tracer cannot see that, so
+//! [`classify`] decides, in this one place, from what the event and the symbol tables give:
+//!
+//! 1. a kernel lock inside a kallsyms data symbol is a static class keyed by its address and
+//!    named by the symbol (`pcpu_lock`, `foo_struct+0x8`);
+//! 2. a kernel lock in a slab object is keyed by (slab cache, function that first took it),
+//!    named `&kmalloc-64 (taken in foo_func)`;
+//! 3. any other kernel lock is keyed by its address, named `lock#<addr> (first taken in f)`;
+//! 4. a user-space lock is keyed by (pid, address), named by its ELF symbol when known.
+//!
+//! Every class records which rule made it ([`ClassSource`]); reports show it. The class of an
+//! address is resolved once and cached; names are computed at report time so that symbols
+//! learned later are used.
+
+use rustc_hash::FxHashMap;
+use tracer_common::{Event, LockKind};
+
+use super::usage::ClassUsage;
+use crate::symbols::Symbols;
+
+/// Index of a class in the engine (dense, in order of first sight).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct ClassId(pub u32);
+
+/// What identifies a class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ClassKey {
+    /// A static kernel lock: its address.
+    Static {
+        /// The lock's address.
+        addr: u64,
+    },
+    /// A lock in a slab object: the cache and the acquiring function.
+    Slab {
+        /// `struct kmem_cache *`.
+        cache: u64,
+        /// Start of the function that first acquired it (the caller when unresolved).
+        site: u64,
+    },
+    /// Any other kernel lock: its address.
+    Address {
+        /// The lock's address.
+        addr: u64,
+    },
+    /// A user-space lock: process and address.
+    User {
+        /// Thread-group id.
+        pid: u32,
+        /// The lock's address in that process.
+        addr: u64,
+    },
+}
+
+/// How a class was identified (which rule of the policy made it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClassSource {
+    /// Inside a kallsyms data symbol.
+    KernelSymbol,
+    /// In a slab object, split by acquiring function.
+    SlabCache,
+    /// A kernel address with no symbol and no slab cache.
+    KernelAddress,
+    /// A user-space lock.
+    UserLock,
+}
+
+impl ClassSource {
+    /// A human description, shown in reports.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            ClassSource::KernelSymbol => "static lock (kallsyms data symbol)",
+            ClassSource::SlabCache => "slab object (cache + acquiring function)",
+            ClassSource::KernelAddress => "kernel address (no symbol, no slab cache)",
+            ClassSource::UserLock => "user-space lock (pid + address)",
+        }
+    }
+}
+
+/// One lock class and what the engine learned about it.
+#[derive(Clone, Debug)]
+pub struct LockClass {
+    /// Its id.
+    pub id: ClassId,
+    /// What identifies it.
+    pub key: ClassKey,
+    /// Which rule made it.
+    pub source: ClassSource,
+    /// The lock kind of its first acquisition.
+    pub kind: LockKind,
+    /// Address of the first instance seen.
+    pub first_addr: u64,
+    /// Where it was first acquired.
+    pub first_caller: u64,
+    /// The process of its first acquisition.
+    pub first_pid: u32,
+    /// Usage bits and their first traces.
+    pub usage: ClassUsage,
+}
+
+/// The class policy: the key and source of the lock `ev` acquires.
+pub fn classify(ev: &Event, kind: LockKind, symbols: &Symbols) -> (ClassKey, ClassSource) {
+    let addr = ev.lock_addr;
+    if kind.is_user() {
+        return (ClassKey::User { pid: ev.pid, addr }, ClassSource::UserLock);
+    }
+    if symbols.kernel.data(addr).is_some() {
+        return (ClassKey::Static { addr }, ClassSource::KernelSymbol);
+    }
+    if ev.slab_cache != 0 {
+        let site = symbols
+            .kernel
+            .function(ev.caller)
+            .map_or(ev.caller, |(sym, _)| sym.addr);
+        let key = ClassKey::Slab {
+            cache: ev.slab_cache,
+            site,
+        };
+        return (key, ClassSource::SlabCache);
+    }
+    (ClassKey::Address { addr }, ClassSource::KernelAddress)
+}
+
+impl LockClass {
+    /// The class's name as reports print it, from the symbols known now.
+    pub fn name(&self, symbols: &Symbols) -> String {
+        let kernel_fn = |addr: u64| match symbols.kernel.function(addr) {
+            Some((sym, _)) => sym.name.clone(),
+            None => format!("{addr:#x}"),
+        };
+        match self.key {
+            ClassKey::Static { addr } => match symbols.kernel.data(addr) {
+                Some((sym, 0)) => sym.name.clone(),
+                Some((sym, off)) => format!("{}+{off:#x}", sym.name),
+                None => format!("lock#{addr:x}"),
+            },
+            ClassKey::Slab { cache, site } => {
+                let cache = symbols
+                    .slab_caches
+                    .get(&cache)
+                    .cloned()
+                    .unwrap_or_else(|| format!("slab@{cache:#x}"));
+                format!("&{cache} (taken in {})", kernel_fn(site))
+            }
+            ClassKey::Address { addr } => {
+                format!(
+                    "lock#{addr:x} (first taken in {})",
+                    kernel_fn(self.first_caller)
+                )
+            }
+            ClassKey::User { pid, addr } => match symbols.user_locks.get(&(pid, addr)) {
+                Some(name) => name.clone(),
+                None => {
+                    let site = match symbols.user_functions.get(&(pid, self.first_caller)) {
+                        Some(frame) => frame.to_string(),
+                        None => format!("{:#x}", self.first_caller),
+                    };
+                    format!("{}@{addr:#x} (first taken in {site})", self.kind.name())
+                }
+            },
+        }
+    }
+}
+
+/// Every class, and the caches that map a lock address to its class.
+#[derive(Debug, Default)]
+pub struct ClassTable {
+    classes: Vec<LockClass>,
+    by_key: FxHashMap<ClassKey, ClassId>,
+    /// (address, slab cache or pid tag) → class: the hot-path cache.
+    by_addr: FxHashMap<(u64, u64), ClassId>,
+    addr_cache_limit: usize,
+    /// Times the address cache was emptied for reaching its limit.
+    pub(crate) addr_cache_flushes: u64,
+}
+
+/// Tags user addresses in the address cache so they never meet kernel addresses.
+const USER_TAG: u64 = 1 << 63;
+
+impl ClassTable {
+    /// An empty table whose address cache holds at most `addr_cache_limit` entries.
+    pub fn new(addr_cache_limit: usize) -> ClassTable {
+        ClassTable {
+            addr_cache_limit: addr_cache_limit.max(1),
+            ..ClassTable::default()
+        }
+    }
+
+    /// The class of the lock `ev` acquires or releases, creating it if new. The second value
+    /// is true when the class was created.
+    #[inline]
+    pub fn resolve(&mut self, ev: &Event, kind: LockKind, symbols: &Symbols) -> (ClassId, bool) {
+        let tag = if kind.is_user() {
+            USER_TAG | u64::from(ev.pid)
+        } else {
+            ev.slab_cache
+        };
+        if let Some(&id) = self.by_addr.get(&(ev.lock_addr, tag)) {
+            return (id, false);
+        }
+        self.resolve_slow(ev, kind, symbols, tag)
+    }
+
+    #[cold]
+    fn resolve_slow(
+        &mut self,
+        ev: &Event,
+        kind: LockKind,
+        symbols: &Symbols,
+        tag: u64,
+    ) -> (ClassId, bool) {
+        let (key, source) = classify(ev, kind, symbols);
+        let mut created = false;
+        let id = *self.by_key.entry(key).or_insert_with(|| {
+            created = true;
+            let id = ClassId(self.classes.len() as u32);
+            self.classes.push(LockClass {
+                id,
+                key,
+                source,
+                kind,
+                first_addr: ev.lock_addr,
+                first_caller: ev.caller,
+                first_pid: ev.pid,
+                usage: ClassUsage::default(),
+            });
+            id
+        });
+        if self.by_addr.len() >= self.addr_cache_limit {
+            // Lock instances come and go (slab objects are freed); a bounded cache keeps
+            // memory proportional to classes, not to every address ever seen.
+            self.by_addr.clear();
+            self.addr_cache_flushes += 1;
+        }
+        self.by_addr.insert((ev.lock_addr, tag), id);
+        (id, created)
+    }
+
+    /// The class already known for a released lock, without creating one.
+    #[inline]
+    pub fn known(&self, ev: &Event, kind: LockKind) -> Option<ClassId> {
+        let tag = if kind.is_user() {
+            USER_TAG | u64::from(ev.pid)
+        } else {
+            ev.slab_cache
+        };
+        self.by_addr.get(&(ev.lock_addr, tag)).copied()
+    }
+
+    /// A class by id.
+    pub fn get(&self, id: ClassId) -> &LockClass {
+        &self.classes[id.0 as usize]
+    }
+
+    /// A class by id, mutably.
+    pub fn get_mut(&mut self, id: ClassId) -> &mut LockClass {
+        &mut self.classes[id.0 as usize]
+    }
+
+    /// Every class, by id.
+    pub fn all(&self) -> &[LockClass] {
+        &self.classes
+    }
+
+    /// Number of classes.
+    pub fn len(&self) -> usize {
+        self.classes.len()
+    }
+
+    /// True when no class exists yet.
+    pub fn is_empty(&self) -> bool {
+        self.classes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::symbols::KernelSymbols;
+
+    fn symbols() -> Symbols {
+        let mut s = Symbols {
+            kernel: KernelSymbols::parse(
+                "ffffffff81000000 T foo_func\nffffffff82a00000 d pcpu_lock\n\
+                 ffffffff82a00100 d foo_struct\n",
+            ),
+            ..Symbols::default()
+        };
+        s.slab_caches
+            .insert(0xffff_8880_0000_1000, "kmalloc-64".into());
+        s.user_locks.insert((7, 0x601000), "app_lock".into());
+        s
+    }
+
+    fn class_of(addr: u64, slab: u64, kind: LockKind, pid: u32) -> (String, ClassSource) {
+        let syms = symbols();
+        let mut table = ClassTable::new(16);
+        let mut ev = Event::zeroed();
+        ev.lock_addr = addr;
+        ev.slab_cache = slab;
+        ev.caller = 0xffffffff81000010;
+        ev.pid = pid;
+        let (id, created) = table.resolve(&ev, kind, &syms);
+        assert!(created);
+        assert_eq!(table.resolve(&ev, kind, &syms), (id, false), "cached");
+        let class = table.get(id);
+        (class.name(&syms), class.source)
+    }
+
+    #[test]
+    fn policy_names_each_kind_of_class() {
+        let cases = [
+            (
+                0xffffffff82a00000,
+                0,
+                LockKind::Spin,
+                0,
+                "pcpu_lock",
+                ClassSource::KernelSymbol,
+            ),
+            (
+                0xffffffff82a00108,
+                0,
+                LockKind::Spin,
+                0,
+                "foo_struct+0x8",
+                ClassSource::KernelSymbol,
+            ),
+            (
+                0xffff888012345600,
+                0xffff_8880_0000_1000,
+                LockKind::Spin,
+                0,
+                "&kmalloc-64 (taken in foo_func)",
+                ClassSource::SlabCache,
+            ),
+            (
+                0xffff888012345600,
+                0,
+                LockKind::Mutex,
+                0,
+                "lock#ffff888012345600 (first taken in foo_func)",
+                ClassSource::KernelAddress,
+            ),
+            (
+                0x601000,
+                0,
+                LockKind::PthreadMutex,
+                7,
+                "app_lock",
+                ClassSource::UserLock,
+            ),
+            (
+                0x602000,
+                0,
+                LockKind::PthreadMutex,
+                7,
+                "pthread_mutex@0x602000 (first taken in 0xffffffff81000010)",
+                ClassSource::UserLock,
+            ),
+        ];
+        for (addr, slab, kind, pid, name, source) in cases {
+            assert_eq!(class_of(addr, slab, kind, pid), (name.to_string(), source));
+        }
+    }
+
+    #[test]
+    fn slab_instances_share_a_class_per_site() {
+        let syms = symbols();
+        let mut table = ClassTable::new(1);
+        let mut ev = Event::zeroed();
+        ev.slab_cache = 0xffff_8880_0000_1000;
+        ev.caller = 0xffffffff81000010;
+        ev.lock_addr = 0xffff888000aa0000;
+        let (a, _) = table.resolve(&ev, LockKind::Spin, &syms);
+        ev.lock_addr = 0xffff888000bb0000;
+        ev.caller = 0xffffffff81000020;
+        let (b, created) = table.resolve(&ev, LockKind::Spin, &syms);
+        assert_eq!(a, b, "same cache, same function");
+        assert!(!created);
+        assert_eq!(
+            table.addr_cache_flushes, 1,
+            "a cache of one entry was flushed"
+        );
+    }
+}

@@ -1,0 +1,425 @@
+//! The lock-dependency graph: an edge A → B ([`Dependency`]) says B was acquired while A was
+//! held, with lockdep's read/write kinds, and searches over it that follow lockdep's rules for
+//! readers (Documentation/locking/lockdep-design.rst, "Dependency types and strong dependency
+//! paths").
+//!
+//! Each edge carries the kinds it was seen with: `-(SR)->`, `-(ER)->`, `-(SN)->`, `-(EN)->`,
+//! where the first letter is how A was held (Exclusive writer or Shared reader) and the second
+//! how B was acquired (Recursive reader or Non-recursive). A path is "strong", and can deadlock,
+//! when no `-(xR)->` step is followed by a `-(Sx)->` step: a recursive reader never waits for
+//! another reader. The searches walk (class, restricted) states, so they are exact.
+//!
+//! petgraph holds the graph; a hash index finds an edge by its endpoints in O(1). The graph is
+//! only touched when a chain is new (see `chain`), so its speed is not on the hot path.
+
+use std::collections::VecDeque;
+
+use petgraph::Direction;
+use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
+use petgraph::visit::EdgeRef;
+use rustc_hash::FxHashMap;
+
+use super::alert::TaskRef;
+use super::class::ClassId;
+use crate::symbols::StackKey;
+
+/// The set of lockdep dependency kinds seen on one edge.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DepKinds(pub u8);
+
+impl DepKinds {
+    /// Shared reader held, recursive reader acquired.
+    pub const SR: DepKinds = DepKinds(1);
+    /// Exclusive writer held, recursive reader acquired.
+    pub const ER: DepKinds = DepKinds(2);
+    /// Shared reader held, non-recursive locker acquired.
+    pub const SN: DepKinds = DepKinds(4);
+    /// Exclusive writer held, non-recursive locker acquired.
+    pub const EN: DepKinds = DepKinds(8);
+    const FROM_EXCLUSIVE: u8 = 2 | 8;
+    const TO_NON_RECURSIVE: u8 = 4 | 8;
+
+    /// The kind of one dependency: how the held lock is held (any read is "shared") and
+    /// whether the new lock is a recursive read.
+    pub const fn of(held_read: bool, acquired_recursive_read: bool) -> DepKinds {
+        match (held_read, acquired_recursive_read) {
+            (true, true) => Self::SR,
+            (false, true) => Self::ER,
+            (true, false) => Self::SN,
+            (false, false) => Self::EN,
+        }
+    }
+
+    /// True when every kind of `other` is in `self`.
+    pub const fn contains(self, other: DepKinds) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// True when one of the kinds has a writer held (`-(E*)->`).
+    pub const fn from_exclusive(self) -> bool {
+        self.0 & Self::FROM_EXCLUSIVE != 0
+    }
+
+    /// True when one of the kinds acquires a non-recursive locker (`-(*N)->`).
+    pub const fn to_non_recursive(self) -> bool {
+        self.0 & Self::TO_NON_RECURSIVE != 0
+    }
+
+    /// lockdep's names of the kinds, e.g. `["EN", "SR"]`.
+    pub fn names(self) -> Vec<&'static str> {
+        [
+            (Self::ER, "ER"),
+            (Self::EN, "EN"),
+            (Self::SR, "SR"),
+            (Self::SN, "SN"),
+        ]
+        .into_iter()
+        .filter(|(k, _)| self.contains(*k))
+        .map(|(_, n)| n)
+        .collect()
+    }
+}
+
+/// Where a dependency was first seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DepTrace {
+    /// The stack of the acquisition that created it.
+    pub stack: Option<StackKey>,
+    /// The task.
+    pub task: TaskRef,
+    /// The acquisition site of the new lock.
+    pub caller: u64,
+}
+
+/// One edge of the graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dependency {
+    /// The kinds seen.
+    pub kinds: DepKinds,
+    /// Acquisitions that exercised it (chain-cache hits included).
+    pub count: u64,
+    /// True once the new lock was acquired for write (or a non-read kind) under the old one.
+    pub write_seen: bool,
+    /// Where it was first seen.
+    pub first: DepTrace,
+}
+
+impl Dependency {
+    /// True when the acquired lock was only ever taken for read along this edge.
+    pub fn read(&self) -> bool {
+        !self.write_seen
+    }
+}
+
+/// What [`DepGraph::add`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Added {
+    /// A new edge.
+    New,
+    /// An existing edge gained the kind: new paths may be strong now.
+    NewKind,
+    /// Nothing new.
+    Known,
+}
+
+/// The direction of a search.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Walk {
+    /// Along dependencies: what the start class leads to.
+    Forward,
+    /// Against dependencies: what leads to the start class.
+    Backward,
+}
+
+/// A search hit: the class found and the edges between it and the start, in dependency order
+/// (start → … → found when walking forward, found → … → start when walking backward).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found {
+    /// The class found.
+    pub class: ClassId,
+    /// The path, in dependency order.
+    pub path: Vec<EdgeIndex>,
+}
+
+/// The dependency graph. Node `i` is class `ClassId(i)`.
+#[derive(Debug, Default)]
+pub struct DepGraph {
+    graph: DiGraph<(), Dependency, u32>,
+    index: FxHashMap<(u32, u32), EdgeIndex>,
+}
+
+impl DepGraph {
+    /// Makes sure the graph has a node for `class` (classes are created in id order).
+    pub fn ensure_class(&mut self, class: ClassId) {
+        while self.graph.node_count() <= class.0 as usize {
+            self.graph.add_node(());
+        }
+    }
+
+    /// Adds (or extends) the edge `from → to`.
+    pub fn add(
+        &mut self,
+        from: ClassId,
+        to: ClassId,
+        kinds: DepKinds,
+        write: bool,
+        first: DepTrace,
+    ) -> (EdgeIndex, Added) {
+        if let Some(&edge) = self.index.get(&(from.0, to.0)) {
+            let dep = &mut self.graph[edge];
+            dep.count += 1;
+            dep.write_seen |= write;
+            if dep.kinds.contains(kinds) {
+                return (edge, Added::Known);
+            }
+            dep.kinds.0 |= kinds.0;
+            return (edge, Added::NewKind);
+        }
+        let dep = Dependency {
+            kinds,
+            count: 1,
+            write_seen: write,
+            first,
+        };
+        let edge = self.graph.add_edge(
+            NodeIndex::new(from.0 as usize),
+            NodeIndex::new(to.0 as usize),
+            dep,
+        );
+        self.index.insert((from.0, to.0), edge);
+        (edge, Added::New)
+    }
+
+    /// Counts one more acquisition along `edge`.
+    #[inline]
+    pub fn bump(&mut self, edge: EdgeIndex) {
+        self.graph[edge].count += 1;
+    }
+
+    /// The edge `from → to`, if any.
+    pub fn find(&self, from: ClassId, to: ClassId) -> Option<&Dependency> {
+        self.index.get(&(from.0, to.0)).map(|&e| &self.graph[e])
+    }
+
+    /// An edge's endpoints and data.
+    pub fn edge(&self, edge: EdgeIndex) -> (ClassId, ClassId, &Dependency) {
+        let (a, b) = self.graph.edge_endpoints(edge).expect("edge of this graph");
+        (
+            ClassId(a.index() as u32),
+            ClassId(b.index() as u32),
+            &self.graph[edge],
+        )
+    }
+
+    /// Every edge as (from, to, dependency), in creation order.
+    pub fn edges(&self) -> impl Iterator<Item = (ClassId, ClassId, &Dependency)> {
+        self.graph.edge_references().map(|e| {
+            (
+                ClassId(e.source().index() as u32),
+                ClassId(e.target().index() as u32),
+                e.weight(),
+            )
+        })
+    }
+
+    /// Number of dependencies.
+    pub fn len(&self) -> usize {
+        self.graph.edge_count()
+    }
+
+    /// True when there is no dependency.
+    pub fn is_empty(&self) -> bool {
+        self.graph.edge_count() == 0
+    }
+
+    /// Breadth-first search over strong paths from `start`, calling `accept(class,
+    /// restricted)` on each state reached (the start included, with an empty path) until it
+    /// returns true.
+    ///
+    /// Walking forward, `restricted` means the last step acquired a recursive reader only, so
+    /// the next step must hold a writer. Walking backward, it means the step after this class
+    /// holds a reader only, so the step before must acquire a non-recursive locker.
+    pub fn search(
+        &self,
+        start: ClassId,
+        restricted: bool,
+        walk: Walk,
+        mut accept: impl FnMut(ClassId, bool) -> bool,
+    ) -> Option<Found> {
+        let n = self.graph.node_count();
+        let slot = |class: u32, restricted: bool| class as usize * 2 + restricted as usize;
+        // parent[slot] = (edge, previous slot); visited as Some.
+        let mut parent: Vec<Option<(EdgeIndex, usize)>> = vec![None; n * 2];
+        let mut visited = vec![false; n * 2];
+        let mut queue = VecDeque::new();
+        visited[slot(start.0, restricted)] = true;
+        queue.push_back((start.0, restricted));
+        let direction = match walk {
+            Walk::Forward => Direction::Outgoing,
+            Walk::Backward => Direction::Incoming,
+        };
+        while let Some((node, restricted)) = queue.pop_front() {
+            if accept(ClassId(node), restricted) {
+                let mut path = Vec::new();
+                let mut at = slot(node, restricted);
+                while let Some((edge, prev)) = parent[at] {
+                    path.push(edge);
+                    at = prev;
+                }
+                if walk == Walk::Forward {
+                    path.reverse();
+                }
+                return Some(Found {
+                    class: ClassId(node),
+                    path,
+                });
+            }
+            for e in self
+                .graph
+                .edges_directed(NodeIndex::new(node as usize), direction)
+            {
+                let kinds = e.weight().kinds;
+                let (usable, next_restricted) = match walk {
+                    Walk::Forward => {
+                        let usable = if restricted {
+                            DepKinds(kinds.0 & DepKinds::FROM_EXCLUSIVE)
+                        } else {
+                            kinds
+                        };
+                        (usable, !usable.to_non_recursive())
+                    }
+                    Walk::Backward => {
+                        let usable = if restricted {
+                            DepKinds(kinds.0 & DepKinds::TO_NON_RECURSIVE)
+                        } else {
+                            kinds
+                        };
+                        (usable, !usable.from_exclusive())
+                    }
+                };
+                if usable.0 == 0 {
+                    continue;
+                }
+                let other = match walk {
+                    Walk::Forward => e.target(),
+                    Walk::Backward => e.source(),
+                }
+                .index() as u32;
+                // An unrestricted visit subsumes a restricted one.
+                if visited[slot(other, false)] || (next_restricted && visited[slot(other, true)]) {
+                    continue;
+                }
+                visited[slot(other, next_restricted)] = true;
+                parent[slot(other, next_restricted)] = Some((e.id(), slot(node, restricted)));
+                queue.push_back((other, next_restricted));
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trace() -> DepTrace {
+        DepTrace {
+            stack: None,
+            task: TaskRef {
+                comm: [0; 16],
+                pid: 1,
+                tid: 1,
+            },
+            caller: 0,
+        }
+    }
+
+    /// Builds a graph from (from, to, held_read, acquired_recursive_read) and asks whether a
+    /// strong path leads from `start` (entered by a recursive read or not) to `goal`.
+    fn strong_path(edges: &[Edge], start: (u32, bool), goal: u32) -> bool {
+        let mut g = DepGraph::default();
+        g.ensure_class(ClassId(9));
+        for &(a, b, held_read, rr) in edges {
+            g.add(
+                ClassId(a),
+                ClassId(b),
+                DepKinds::of(held_read, rr),
+                !rr,
+                trace(),
+            );
+        }
+        g.search(ClassId(start.0), start.1, Walk::Forward, |c, _| {
+            c == ClassId(goal)
+        })
+        .is_some()
+    }
+
+    /// (from, to, held_read, acquired_recursive_read)
+    type Edge = (u32, u32, bool, bool);
+    /// (edges, start class and whether it was entered by a recursive read, goal, expected)
+    type Case = (&'static [Edge], (u32, bool), u32, bool);
+
+    #[test]
+    fn strong_paths_follow_lockdeps_reader_rules() {
+        let cases: [Case; 5] = [
+            (
+                &[(0, 1, false, false), (1, 2, false, false)],
+                (0, false),
+                2,
+                true,
+            ),
+            // 0 -(ER)-> 1 -(SN)-> 2: a recursive reader then a reader held: not strong.
+            (
+                &[(0, 1, false, true), (1, 2, true, false)],
+                (0, false),
+                2,
+                false,
+            ),
+            // 0 -(ER)-> 1 -(EN)-> 2: the writer breaks nothing.
+            (
+                &[(0, 1, false, true), (1, 2, false, false)],
+                (0, false),
+                2,
+                true,
+            ),
+            // Entering 0 by a recursive read forbids a shared first step.
+            (&[(0, 1, true, false)], (0, true), 1, false),
+            // A second, stronger edge makes the path strong again.
+            (
+                &[
+                    (0, 1, false, true),
+                    (1, 2, true, false),
+                    (0, 1, false, false),
+                ],
+                (0, false),
+                2,
+                true,
+            ),
+        ];
+        for (edges, start, goal, want) in cases {
+            assert_eq!(strong_path(edges, start, goal), want, "{edges:?}");
+        }
+    }
+
+    #[test]
+    fn backward_search_returns_path_in_dependency_order() {
+        let mut g = DepGraph::default();
+        g.ensure_class(ClassId(2));
+        let (e01, _) = g.add(ClassId(0), ClassId(1), DepKinds::EN, true, trace());
+        let (e12, _) = g.add(ClassId(1), ClassId(2), DepKinds::EN, true, trace());
+        let found = g
+            .search(ClassId(2), false, Walk::Backward, |c, _| c == ClassId(0))
+            .unwrap();
+        assert_eq!(found.path, vec![e01, e12]);
+        assert_eq!(
+            g.add(ClassId(0), ClassId(1), DepKinds::EN, true, trace()).1,
+            Added::Known
+        );
+        assert_eq!(
+            g.add(ClassId(0), ClassId(1), DepKinds::SR, false, trace())
+                .1,
+            Added::NewKind
+        );
+        assert_eq!(g.find(ClassId(0), ClassId(1)).unwrap().count, 3);
+    }
+}

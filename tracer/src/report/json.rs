@@ -1,0 +1,84 @@
+//! One JSON object per alert, for tools: the kind, the classes in chain order (with how each
+//! was identified and its usage), the chain edge by edge with symbolized stacks, and the tasks.
+
+use serde_json::{Value, json};
+
+use super::{call_site, class_name, stack_frames, usage_names};
+use crate::engine::alert::Cause;
+use crate::engine::{Alert, ClassId, Engine};
+use crate::symbols::Symbols;
+
+/// Renders one alert as a JSON object.
+pub fn render(alert: &Alert, engine: &Engine, symbols: &Symbols) -> Value {
+    let name = |c: ClassId| class_name(engine, symbols, c);
+    let frames = |stack| stack_frames(symbols, stack).unwrap_or_default();
+    let pid = alert.trigger.task.pid;
+    let chain: Vec<Value> = alert
+        .chain
+        .iter()
+        .map(|link| {
+            json!({
+                "from": name(link.from),
+                "to": name(link.to),
+                "read": link.read,
+                "stack": frames(link.stack),
+                "stack_recorded": link.stack.is_some_and(|k| symbols.stack(k).is_some()),
+                "task": link.task,
+                "at": call_site(symbols, link.task.pid, link.caller, engine.class(link.to).kind.is_user()),
+            })
+        })
+        .collect();
+    let class_info: Vec<Value> = alert
+        .classes
+        .iter()
+        .map(|&c| {
+            json!({
+                "id": c.0,
+                "name": name(c),
+                "identified_by": engine.class(c).source.describe(),
+                "usage": usage_names(engine, c),
+            })
+        })
+        .collect();
+    let held: Vec<Value> = alert
+        .held
+        .iter()
+        .map(|h| {
+            json!({
+                "class": name(h.class),
+                "kind": h.kind.name(),
+                "at": call_site(symbols, pid, h.caller, h.kind.is_user()),
+            })
+        })
+        .collect();
+    let t = &alert.trigger;
+    let cause = match alert.cause {
+        Cause::Dependency { edge } => json!({"new_dependency": edge}),
+        Cause::Usage { class, bit } => json!({"usage_changed": name(class), "bit": bit.name()}),
+        Cause::Event => json!("event"),
+    };
+    json!({
+        "kind": alert.kind.name(),
+        "irq": alert.irq.map(|i| i.name()),
+        "problem": alert.problem.map(|p| p.name()),
+        "classes": alert.classes.iter().map(|&c| name(c)).collect::<Vec<_>>(),
+        "class_info": class_info,
+        "usage": alert.usage.map(|(a, b)| [a.name(), b.name()]),
+        "chain": chain,
+        "cause": cause,
+        "tasks": alert.tasks,
+        "trigger": {
+            "task": t.task,
+            "cpu": t.cpu,
+            "context": t.context.name(),
+            "irqs": format!("{:?}", t.irqs).to_lowercase(),
+            "softirqs_disabled": t.softirqs_disabled,
+            "lock": t.class.map(name),
+            "lock_kind": t.lock_kind.name(),
+            "at": call_site(symbols, t.task.pid, t.caller, t.lock_kind.is_user()),
+            "stack": frames(t.stack),
+            "timestamp_ns": t.timestamp_ns,
+        },
+        "held": held,
+    })
+}

@@ -1,0 +1,472 @@
+//! lockdep-shaped text reports: the same headlines, sections and "Possible unsafe locking
+//! scenario" tables a kernel developer knows from `dmesg`, so they can be read the same way.
+//! Each class line also says how the class was identified, since the tracer had to guess
+//! what lockdep knows from the init site.
+
+use std::fmt::Write;
+
+use tracer_common::{ExecContext, IrqState};
+
+use super::{call_site, class_name, stack_frames};
+use crate::engine::alert::{Cause, ChainLink, HeldSummary, Trigger};
+use crate::engine::{Alert, AlertKind, AtomicProblem, ClassId, Engine, IrqKind};
+use crate::symbols::{StackKey, Symbols};
+
+/// Renders one alert as lockdep would print it.
+pub fn render(alert: &Alert, engine: &Engine, symbols: &Symbols) -> String {
+    let r = Renderer {
+        engine,
+        symbols,
+        alert,
+    };
+    let mut out = String::new();
+    match alert.kind {
+        AlertKind::CircularDependency => r.circular(&mut out),
+        AlertKind::IrqLockInversion => r.inversion(&mut out),
+        AlertKind::InconsistentLockState => r.inconsistent(&mut out),
+        AlertKind::RecursiveLocking => r.recursive(&mut out),
+        AlertKind::AtomicContext => r.atomic(&mut out),
+    }
+    out
+}
+
+struct Renderer<'a> {
+    engine: &'a Engine,
+    symbols: &'a Symbols,
+    alert: &'a Alert,
+}
+
+fn banner(out: &mut String, title: &str) {
+    let rule = |c: char| std::iter::repeat_n(c, title.len()).collect::<String>();
+    let _ = writeln!(out, "{}\n{title}\n{}", rule('='), rule('-'));
+}
+
+const CPU_TABLE_HEAD: &str =
+    "       CPU0                    CPU1\n       ----                    ----\n";
+const CPU1: &str = "                               ";
+
+impl Renderer<'_> {
+    fn name(&self, class: ClassId) -> String {
+        class_name(self.engine, self.symbols, class)
+    }
+
+    fn is_user(&self, class: ClassId) -> bool {
+        self.engine.class(class).kind.is_user()
+    }
+
+    /// ` (name){usage}, at: site [identified by: ...]`
+    fn class_line(&self, class: ClassId, at: Option<u64>) -> String {
+        let c = self.engine.class(class);
+        let mut line = format!(
+            " ({}){{{}}}",
+            c.name(self.symbols),
+            c.usage.mask.lockdep_chars()
+        );
+        if let Some(addr) = at {
+            let pid = self.alert.trigger.task.pid;
+            let _ = write!(
+                line,
+                ", at: {}",
+                call_site(self.symbols, pid, addr, self.is_user(class))
+            );
+        }
+        let _ = write!(line, " [identified by: {}]", c.source.describe());
+        line
+    }
+
+    fn frames(&self, out: &mut String, stack: Option<StackKey>, indent: &str) {
+        match stack_frames(self.symbols, stack) {
+            Some(frames) if !frames.is_empty() => {
+                for frame in frames {
+                    let _ = writeln!(out, "{indent}{frame}");
+                }
+            }
+            _ => {
+                let _ = writeln!(out, "{indent}(stack not recorded)");
+            }
+        }
+    }
+
+    /// lockdep's `[HC0[0]:SC0[0]:HE1:SE1]` irq state of the trigger.
+    fn irq_state(&self) -> String {
+        let t = &self.alert.trigger;
+        let hc = (t.context == ExecContext::Hardirq) as u8;
+        let sc = (t.context == ExecContext::Softirq) as u8;
+        let he = match t.irqs {
+            IrqState::Enabled => "1",
+            IrqState::Disabled => "0",
+            IrqState::Unknown => "?",
+        };
+        let se = match t.softirqs_disabled {
+            Some(false) => "1",
+            Some(true) => "0",
+            None => "?",
+        };
+        format!("[HC{hc}[{hc}]:SC{sc}[{sc}]:HE{he}:SE{se}]")
+    }
+
+    fn held_caller(&self, class: ClassId) -> Option<u64> {
+        self.alert
+            .held
+            .iter()
+            .rev()
+            .find(|h| h.class == class)
+            .map(|h| h.caller)
+    }
+
+    fn held_locks(&self, out: &mut String) {
+        let task = &self.alert.trigger.task;
+        if self.alert.held.is_empty() {
+            let _ = writeln!(out, "no locks held by {task}.");
+            return;
+        }
+        let n = self.alert.held.len();
+        let _ = writeln!(
+            out,
+            "{n} lock{} held by {task}:",
+            if n == 1 { "" } else { "s" }
+        );
+        for (i, HeldSummary { class, caller, .. }) in self.alert.held.iter().enumerate() {
+            let _ = writeln!(out, " #{i}:{}", self.class_line(*class, Some(*caller)));
+        }
+    }
+
+    fn backtrace(&self, out: &mut String) {
+        let _ = writeln!(out, "\nstack backtrace:");
+        self.frames(out, self.alert.trigger.stack, "  ");
+    }
+
+    /// One `-> #n (class){usage}:` entry with the stack of the dependency into it.
+    fn chain_entry(&self, out: &mut String, n: usize, class: ClassId, stack: Option<StackKey>) {
+        let _ = writeln!(out, "-> #{n}{}:", self.class_line(class, None));
+        self.frames(out, stack, "       ");
+        let _ = writeln!(out);
+    }
+
+    fn chain_section(&self, out: &mut String, links: &[ChainLink]) {
+        for (i, link) in links.iter().enumerate().rev() {
+            self.chain_entry(out, i, link.to, link.stack);
+        }
+    }
+
+    fn trigger_class(&self) -> ClassId {
+        let t: &Trigger = &self.alert.trigger;
+        t.class.unwrap_or(self.alert.classes[0])
+    }
+
+    fn circular(&self, out: &mut String) {
+        let a = self.alert;
+        let chain = &a.chain;
+        let (prev, next) = (chain[0].from, chain[0].to);
+        banner(
+            out,
+            "WARNING: possible circular locking dependency detected",
+        );
+        let _ = writeln!(out, "{} is trying to acquire lock:", a.trigger.task);
+        let _ = writeln!(out, "{}\n", self.class_line(next, Some(a.trigger.caller)));
+        let _ = writeln!(out, "but task is already holding lock:");
+        let _ = writeln!(out, "{}\n", self.class_line(prev, self.held_caller(prev)));
+        let _ = writeln!(out, "which lock already depends on the new lock.\n\n");
+        let _ = writeln!(
+            out,
+            "the existing dependency chain (in reverse order) is:\n"
+        );
+        let path = &chain[1..];
+        for (i, link) in path.iter().enumerate().rev() {
+            self.chain_entry(out, i + 1, link.to, link.stack);
+        }
+        self.chain_entry(out, 0, next, a.trigger.stack);
+        let _ = writeln!(out, "other info that might help us debug this:\n");
+        let (target, source) = (prev, next);
+        let parent = path.last().map_or(source, |l| l.from);
+        if parent != source {
+            let _ = writeln!(
+                out,
+                "Chain exists of:\n  {} --> {} --> {}\n",
+                self.name(source),
+                self.name(parent),
+                self.name(target)
+            );
+        }
+        let _ = writeln!(out, " Possible unsafe locking scenario:\n");
+        out.push_str(CPU_TABLE_HEAD);
+        let _ = writeln!(out, "  lock({});", self.name(target));
+        let _ = writeln!(out, "{CPU1}lock({});", self.name(parent));
+        let _ = writeln!(out, "{CPU1}lock({});", self.name(target));
+        let _ = writeln!(out, "  lock({});", self.name(source));
+        let _ = writeln!(out, "\n *** DEADLOCK ***\n");
+        self.held_locks(out);
+        self.backtrace(out);
+    }
+
+    fn irq_scenario(
+        &self,
+        out: &mut String,
+        irq: IrqKind,
+        safe: ClassId,
+        middle: ClassId,
+        unsafe_class: ClassId,
+    ) {
+        if middle != unsafe_class {
+            let _ = writeln!(
+                out,
+                "Chain exists of:\n  {} --> {} --> {}\n",
+                self.name(safe),
+                self.name(middle),
+                self.name(unsafe_class)
+            );
+        }
+        let disable = match irq {
+            IrqKind::Hardirq => "local_irq_disable();",
+            IrqKind::Softirq => "local_bh_disable();",
+        };
+        let _ = writeln!(out, " Possible interrupt unsafe locking scenario:\n");
+        out.push_str(CPU_TABLE_HEAD);
+        let _ = writeln!(out, "  lock({});", self.name(unsafe_class));
+        let _ = writeln!(out, "{CPU1}{disable}");
+        let _ = writeln!(out, "{CPU1}lock({});", self.name(safe));
+        let _ = writeln!(out, "{CPU1}lock({});", self.name(middle));
+        let _ = writeln!(out, "  <Interrupt>");
+        let _ = writeln!(out, "    lock({});", self.name(safe));
+        let _ = writeln!(out, "\n *** DEADLOCK ***\n");
+    }
+
+    fn usage_trace(&self, out: &mut String, class: ClassId, bit: Option<crate::engine::UsageBit>) {
+        let trace = bit.and_then(|b| self.engine.class(class).usage.trace(b));
+        match trace {
+            Some(t) => {
+                let _ = writeln!(
+                    out,
+                    "  (by {} at {})",
+                    t.task,
+                    call_site(self.symbols, t.task.pid, t.caller, self.is_user(class))
+                );
+                self.frames(out, t.stack, "  ");
+            }
+            None => {
+                let _ = writeln!(out, "  (stack not recorded)");
+            }
+        }
+    }
+
+    fn inversion(&self, out: &mut String) {
+        let a = self.alert;
+        let irq = a.irq.unwrap_or(IrqKind::Hardirq);
+        let up = irq.upper();
+        let safe = a.classes[0];
+        let unsafe_class = *a.classes.last().unwrap_or(&safe);
+        let (safe_bit, unsafe_bit) = match a.usage {
+            Some((s, u)) => (Some(s), Some(u)),
+            None => (None, None),
+        };
+        match a.cause {
+            Cause::Dependency { edge } => {
+                let link = a.chain[edge];
+                let (prev, next) = (link.from, link.to);
+                banner(
+                    out,
+                    &format!("WARNING: {up}-safe -> {up}-unsafe lock order detected"),
+                );
+                let _ = writeln!(
+                    out,
+                    "{} {} is trying to acquire:",
+                    a.trigger.task,
+                    self.irq_state()
+                );
+                let _ = writeln!(out, "{}\n", self.class_line(next, Some(a.trigger.caller)));
+                let _ = writeln!(out, "and this task is already holding:");
+                let _ = writeln!(out, "{}", self.class_line(prev, self.held_caller(prev)));
+                let _ = writeln!(out, "which would create a new lock dependency:");
+                let chars = |c: ClassId| self.engine.class(c).usage.mask.lockdep_chars();
+                let _ = writeln!(
+                    out,
+                    " ({}){{{}}} -> ({}){{{}}}\n",
+                    self.name(prev),
+                    chars(prev),
+                    self.name(next),
+                    chars(next)
+                );
+                let _ = writeln!(
+                    out,
+                    "but this new dependency connects a {up}-irq-safe lock:"
+                );
+                let _ = writeln!(out, "{}\n", self.class_line(safe, None));
+                let _ = writeln!(out, "... which became {up}-irq-safe at:");
+                self.usage_trace(out, safe, safe_bit);
+                let _ = writeln!(out, "\nto a {up}-irq-unsafe lock:");
+                let _ = writeln!(out, "{}\n", self.class_line(unsafe_class, None));
+                let _ = writeln!(out, "... which became {up}-irq-unsafe at:\n...");
+                self.usage_trace(out, unsafe_class, unsafe_bit);
+                let _ = writeln!(out, "\nother info that might help us debug this:\n");
+                let middle = if prev == safe { next } else { prev };
+                self.irq_scenario(out, irq, safe, middle, unsafe_class);
+                self.held_locks(out);
+                let _ = writeln!(
+                    out,
+                    "\nthe dependencies between {up}-irq-safe lock and the holding lock:"
+                );
+                self.chain_section(out, &a.chain[..edge]);
+                if edge == 0 {
+                    let _ = writeln!(out, " (the holding lock is the {up}-irq-safe lock)\n");
+                }
+                let _ = writeln!(
+                    out,
+                    "the dependencies between the lock to be acquired and {up}-irq-unsafe lock:"
+                );
+                self.chain_section(out, &a.chain[edge + 1..]);
+                if edge + 1 == a.chain.len() {
+                    let _ = writeln!(
+                        out,
+                        " (the lock to be acquired is the {up}-irq-unsafe lock)"
+                    );
+                }
+            }
+            Cause::Usage { class, .. } => {
+                banner(
+                    out,
+                    "WARNING: possible irq lock inversion dependency detected",
+                );
+                let _ = writeln!(
+                    out,
+                    "{} {} just changed the state of lock:",
+                    a.trigger.task,
+                    self.irq_state()
+                );
+                let _ = writeln!(out, "{}", self.class_line(class, Some(a.trigger.caller)));
+                let forwards = class == safe;
+                let other = if forwards {
+                    let _ = writeln!(
+                        out,
+                        "but this lock took another, {up}-unsafe lock in the past:"
+                    );
+                    unsafe_class
+                } else {
+                    let _ = writeln!(
+                        out,
+                        "but this lock was taken by another, {up}-safe lock in the past:"
+                    );
+                    safe
+                };
+                let _ = writeln!(out, "{}\n", self.class_line(other, None));
+                let _ = writeln!(
+                    out,
+                    "and interrupts could create inverse lock ordering between them.\n\n"
+                );
+                let _ = writeln!(out, "... {} became {up}-irq-safe at:", self.name(safe));
+                self.usage_trace(out, safe, safe_bit);
+                let _ = writeln!(
+                    out,
+                    "... {} became {up}-irq-unsafe at:",
+                    self.name(unsafe_class)
+                );
+                self.usage_trace(out, unsafe_class, unsafe_bit);
+                let _ = writeln!(out, "\nother info that might help us debug this:\n");
+                let middle = match a.chain.first() {
+                    Some(first) if a.chain.len() > 1 => first.to,
+                    _ => unsafe_class,
+                };
+                self.irq_scenario(out, irq, safe, middle, unsafe_class);
+                self.held_locks(out);
+                let _ = writeln!(
+                    out,
+                    "\nthe shortest dependencies between 2nd lock and 1st lock:"
+                );
+                self.chain_section(out, &a.chain);
+            }
+            Cause::Event => {}
+        }
+        self.backtrace(out);
+    }
+
+    fn inconsistent(&self, out: &mut String) {
+        let a = self.alert;
+        let class = a.classes[0];
+        banner(out, "WARNING: inconsistent lock state");
+        if let Some((old, new)) = a.usage {
+            let _ = writeln!(
+                out,
+                "inconsistent {{{}}} -> {{{}}} usage.",
+                old.lockdep_name(),
+                new.lockdep_name()
+            );
+        }
+        let _ = writeln!(out, "{} {} takes:", a.trigger.task, self.irq_state());
+        let _ = writeln!(out, "{}", self.class_line(class, Some(a.trigger.caller)));
+        if let Some((old, _)) = a.usage {
+            let _ = writeln!(out, "{{{}}} state was registered at:", old.lockdep_name());
+            self.usage_trace(out, class, Some(old));
+        }
+        let _ = writeln!(out, "\nother info that might help us debug this:");
+        let _ = writeln!(out, " Possible unsafe locking scenario:\n");
+        let name = self.name(class);
+        let _ = writeln!(out, "       CPU0\n       ----");
+        let _ = writeln!(out, "  lock({name});\n  <Interrupt>\n    lock({name});");
+        let _ = writeln!(out, "\n *** DEADLOCK ***\n");
+        self.held_locks(out);
+        self.backtrace(out);
+    }
+
+    fn recursive(&self, out: &mut String) {
+        let a = self.alert;
+        let class = a.classes[0];
+        banner(out, "WARNING: possible recursive locking detected");
+        let _ = writeln!(out, "{} is trying to acquire lock:", a.trigger.task);
+        let _ = writeln!(
+            out,
+            "{}\n",
+            self.class_line(self.trigger_class(), Some(a.trigger.caller))
+        );
+        let _ = writeln!(out, "but task is already holding lock:");
+        let _ = writeln!(out, "{}\n", self.class_line(class, self.held_caller(class)));
+        let _ = writeln!(out, "other info that might help us debug this:");
+        let _ = writeln!(out, " Possible unsafe locking scenario:\n");
+        let name = self.name(class);
+        let _ = writeln!(out, "       CPU0\n       ----");
+        let _ = writeln!(out, "  lock({name});\n  lock({name});");
+        let _ = writeln!(out, "\n *** DEADLOCK ***\n");
+        let _ = writeln!(out, " May be due to missing lock nesting notation\n");
+        self.held_locks(out);
+        self.backtrace(out);
+    }
+
+    fn atomic(&self, out: &mut String) {
+        let a = self.alert;
+        let t = &a.trigger;
+        let problem = a.problem.unwrap_or(AtomicProblem::SleepingLock);
+        let site = call_site(self.symbols, t.task.pid, t.caller, t.lock_kind.is_user());
+        banner(
+            out,
+            &format!("BUG: sleeping function called from invalid context at {site}"),
+        );
+        let _ = writeln!(out, "{} ({})", problem.what(), problem.name());
+        let in_irq = matches!(
+            t.context,
+            ExecContext::Softirq | ExecContext::Hardirq | ExecContext::Nmi
+        );
+        let spinning = a.held.iter().any(|h| h.kind.is_spinning());
+        let irqs_disabled = match t.irqs {
+            IrqState::Disabled => "1",
+            IrqState::Enabled => "0",
+            IrqState::Unknown => "?",
+        };
+        let _ = writeln!(
+            out,
+            "in_atomic(): {}, irqs_disabled(): {irqs_disabled}, context: {}, pid: {}, name: {}",
+            (in_irq || spinning) as u8,
+            t.context.name(),
+            t.task.tid,
+            t.task.comm()
+        );
+        if problem == AtomicProblem::SleepingLock
+            && let Some(class) = t.class
+        {
+            let _ = writeln!(
+                out,
+                "acquiring:\n{}",
+                self.class_line(class, Some(t.caller))
+            );
+        }
+        self.held_locks(out);
+        self.backtrace(out);
+    }
+}
