@@ -1,1 +1,222 @@
-//! placeholder
+//! The `locktrace` command on recorded files (no BPF needed): replay, damaged files, graph
+//! export and argument errors. Each builds a real trace file with the library's writer.
+
+mod support;
+
+use std::process::Output;
+
+use tracer::{
+    symbols::KernelSymbol,
+    tracefile::{EndSummary, Header, Record, TraceWriter},
+};
+use tracer_common::{Event, EventKind, ExecContext, IrqState, LockKind};
+
+const LOCK_A: u64 = 0xffff_ffff_8260_0000;
+const LOCK_B: u64 = 0xffff_ffff_8260_0100;
+const FUNC: u64 = 0xffff_ffff_8100_0000;
+
+fn symbols() -> Vec<KernelSymbol> {
+    let sym = |addr, kind, name: &str| KernelSymbol {
+        addr,
+        kind,
+        name: name.to_string(),
+        module: None,
+    };
+    vec![
+        sym(FUNC, 't', "do_work"),
+        sym(LOCK_A, 'd', "alpha_lock"),
+        sym(LOCK_B, 'd', "beta_lock"),
+    ]
+}
+
+fn lock_event(kind: EventKind, tid: u32, addr: u64) -> Event {
+    let mut ev = Event::zeroed();
+    ev.kind = kind as u32;
+    ev.lock_kind = LockKind::Spin as u32;
+    ev.lock_addr = addr;
+    ev.caller = FUNC + 0x10;
+    ev.pid = tid;
+    ev.tid = tid;
+    ev.irqs = IrqState::Enabled as u32;
+    ev.context = ExecContext::Task as u32;
+    ev.comm[..4].copy_from_slice(b"test");
+    ev
+}
+
+/// Task 1 takes alpha then beta, task 2 beta then alpha.
+fn abba() -> Vec<Event> {
+    let mut events = Vec::new();
+    for (tid, first, second) in [(1, LOCK_A, LOCK_B), (2, LOCK_B, LOCK_A)] {
+        events.push(lock_event(EventKind::LockAcquire, tid, first));
+        events.push(lock_event(EventKind::LockAcquire, tid, second));
+        events.push(lock_event(EventKind::LockRelease, tid, second));
+        events.push(lock_event(EventKind::LockRelease, tid, first));
+    }
+    events
+}
+
+/// A file with the symbols, the AB-BA, then `filler` more chunks of unrelated events.
+fn write_trace(path: &std::path::Path, filler: usize) {
+    let header = Header::for_this_machine(vec!["test".into()], Vec::new());
+    let mut writer = TraceWriter::create(path, &header).unwrap();
+    writer.write(&Record::KernelSymbols(symbols())).unwrap();
+    writer.write_events(&abba()).unwrap();
+    writer.flush().unwrap();
+    for i in 0..filler {
+        let mut ev = Event::zeroed();
+        ev.kind = EventKind::Vfree as u32;
+        ev.arg = i as u64;
+        ev.irqs = IrqState::Enabled as u32;
+        ev.context = ExecContext::Task as u32;
+        writer.write_events(&[ev]).unwrap();
+        writer.flush().unwrap();
+    }
+    writer
+        .finish(EndSummary {
+            events_written: 8 + filler as u64,
+            duration_ns: 1,
+        })
+        .unwrap();
+}
+
+fn run(args: &[&str]) -> Output {
+    support::locktrace()
+        .args(args)
+        .output()
+        .expect("run locktrace")
+}
+
+fn alert_kinds(output: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("one JSON object per line");
+            v["kind"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn report_replays_alerts_as_json_and_text() {
+    let dir = support::tempdir();
+    let path = support::path_in(&dir, "abba.lttrace");
+    write_trace(&path, 0);
+    let json = run(&["report", path.to_str().unwrap(), "--json"]);
+    assert!(json.status.success());
+    assert_eq!(alert_kinds(&json), vec!["circular_dependency"]);
+    let text = run(&["report", path.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("possible circular locking dependency detected"),
+        "{text}"
+    );
+    assert!(
+        text.contains("alpha_lock") && text.contains("beta_lock"),
+        "{text}"
+    );
+    assert!(text.contains("*** DEADLOCK ***"), "{text}");
+}
+
+#[test]
+fn truncated_file_reports_its_prefix_and_where_it_stopped() {
+    let dir = support::tempdir();
+    let path = support::path_in(&dir, "cut.lttrace");
+    write_trace(&path, 3);
+    let len = std::fs::metadata(&path).unwrap().len();
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(len - 20).unwrap();
+    let output = run(&["report", path.to_str().unwrap(), "--json"]);
+    assert!(output.status.success());
+    assert_eq!(
+        alert_kinds(&output),
+        vec!["circular_dependency"],
+        "the prefix is replayed"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("warning:"), "{stderr}");
+    assert!(
+        stderr.contains("at byte"),
+        "the warning says where: {stderr}"
+    );
+}
+
+#[test]
+fn corrupted_chunk_is_reported_not_panicked_on() {
+    let dir = support::tempdir();
+    let path = support::path_in(&dir, "bad.lttrace");
+    write_trace(&path, 3);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 40;
+    bytes[last] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    let output = run(&["report", path.to_str().unwrap(), "--json"]);
+    assert!(output.status.success());
+    assert_eq!(alert_kinds(&output), vec!["circular_dependency"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("warning:"), "{stderr}");
+}
+
+#[test]
+fn not_a_trace_file_is_one_error_line() {
+    let dir = support::tempdir();
+    let path = support::path_in(&dir, "junk");
+    std::fs::write(&path, b"this is not a trace").unwrap();
+    let output = run(&["report", path.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("locktrace: error:"), "{stderr}");
+}
+
+#[test]
+fn graph_exports_dependencies_as_json_and_dot() {
+    let dir = support::tempdir();
+    let path = support::path_in(&dir, "g.lttrace");
+    write_trace(&path, 0);
+    let json = run(&["graph", path.to_str().unwrap(), "--format", "json"]);
+    assert!(json.status.success());
+    let graph: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let deps: Vec<(String, String)> = graph["dependencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["from"].as_str().unwrap().to_string(),
+                d["to"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        deps.contains(&("alpha_lock".into(), "beta_lock".into())),
+        "{deps:?}"
+    );
+    assert!(
+        deps.contains(&("beta_lock".into(), "alpha_lock".into())),
+        "{deps:?}"
+    );
+    let dot = run(&["graph", path.to_str().unwrap(), "--format", "dot"]);
+    let dot = String::from_utf8_lossy(&dot.stdout);
+    assert!(dot.starts_with("digraph"), "{dot}");
+    assert!(dot.contains("alpha_lock") && dot.contains("->"), "{dot}");
+}
+
+#[test]
+fn unwritable_output_fails_before_attaching_with_one_line() {
+    let output = run(&[
+        "record",
+        "-o",
+        "/nonexistent-dir/x.lttrace",
+        "--duration",
+        "1",
+    ]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("/nonexistent-dir/x.lttrace"), "{stderr}");
+    assert!(
+        !stderr.contains("probes attached"),
+        "nothing was attached: {stderr}"
+    );
+}

@@ -152,3 +152,41 @@ fn a_cycle_repeated_ten_thousand_times_is_reported_once() {
         vec![("circular_dependency".into(), set(&["lock_a", "lock_b"]))]
     );
 }
+
+#[test]
+fn a_recording_replays_to_the_same_alerts_as_watch() {
+    if !support::bpf_available("a_recording_replays_to_the_same_alerts_as_watch") {
+        return;
+    }
+    let live = watch(&["cycle3"]);
+    let dir = support::tempdir();
+    let trace = support::path_in(&dir, "cycle3.lttrace");
+    let record = support::locktrace()
+        .args(["record", "--no-kernel", "-o"])
+        .arg(&trace)
+        .arg("--")
+        .arg(lockpatterns())
+        .arg("cycle3")
+        .output()
+        .unwrap();
+    assert!(
+        record.status.success(),
+        "{}",
+        String::from_utf8_lossy(&record.stderr)
+    );
+    let replay = support::locktrace()
+        .args(["report", "--json"])
+        .arg(&trace)
+        .output()
+        .unwrap();
+    assert!(replay.status.success());
+    let replayed: Vec<Value> = String::from_utf8_lossy(&replay.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(summary(&replayed), summary(&live));
+    assert_stacks_name(
+        &replayed[0],
+        &["take_a_then_b", "take_b_then_c", "take_c_then_a"],
+    );
+}

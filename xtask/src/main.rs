@@ -2,6 +2,7 @@
 //!
 //! Everything a fresh machine needs is installed by `setup`; `test` and `vm` call it first.
 mod setup;
+mod tasks;
 mod vm;
 
 use std::process::ExitCode;
@@ -19,6 +20,10 @@ struct Cli {
 enum Task {
     /// Install every missing prerequisite (toolchains, bpf-linker, Debian packages). Idempotent.
     Setup,
+    /// The main job: check this kernel, record it for a few seconds, catch a pthread AB-BA.
+    Run,
+    /// Every test: fmt, clippy, unit and integration tests (real BPF), the VM suite.
+    Test,
     /// Boot stock Debian kernels under qemu and run the in-guest tests.
     Vm(vm::VmArgs),
 }
@@ -27,6 +32,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.task {
         Task::Setup => setup::run(),
+        Task::Run => setup::run().and_then(|()| tasks::run_main()),
+        Task::Test => setup::run().and_then(|()| tasks::run_tests()),
         Task::Vm(args) => setup::run().and_then(|()| vm::run(args)),
     };
     match result {

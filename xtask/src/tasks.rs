@@ -1,0 +1,58 @@
+//! `cargo xtask run` (the main job) and `cargo xtask test` (every test).
+
+use std::{path::PathBuf, process::Command};
+
+use crate::setup::run_checked;
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+/// The main job: build locktrace, show what this kernel allows, watch the running kernel for
+/// a few seconds, and catch a real AB-BA in a pthread program.
+pub fn run_main() -> anyhow::Result<()> {
+    run_checked(cargo().args(["build", "--release", "-p", "tracer", "--bin", "locktrace"]))?;
+    let root = workspace_root();
+    let locktrace = root.join("target/release/locktrace");
+    run_checked(Command::new(&locktrace).arg("check"))?;
+    let trace = root.join("target/demo.lttrace");
+    println!("\n== recording the running kernel for 5 seconds");
+    run_checked(
+        Command::new(&locktrace)
+            .args(["record", "--duration", "5", "-o"])
+            .arg(&trace),
+    )?;
+    run_checked(Command::new(&locktrace).arg("report").arg(&trace))?;
+    let program = root.join("target/lockpatterns");
+    run_checked(
+        Command::new("cc")
+            .args(["-O1", "-g", "-fno-omit-frame-pointer", "-pthread", "-o"])
+            .arg(&program)
+            .arg(root.join("tests/programs/lockpatterns.c")),
+    )?;
+    println!("\n== a pthread program with an AB-BA lock order");
+    run_checked(
+        Command::new(&locktrace)
+            .args(["watch", "--no-kernel", "--"])
+            .arg(&program)
+            .arg("abba"),
+    )
+}
+
+/// Every test: formatting, lints, unit and integration tests (real BPF as root) and the VM
+/// suite.
+pub fn run_tests() -> anyhow::Result<()> {
+    run_checked(cargo().args(["fmt", "--all", "--check"]))?;
+    run_checked(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    run_checked(cargo().args(["test"]))?;
+    run_checked(cargo().args(["xtask", "vm"]))
+}
