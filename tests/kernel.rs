@@ -282,3 +282,79 @@ fn check_reports_what_this_kernel_allows() {
         );
     }
 }
+
+/// Makes `mmap_lock` contended: threads of one process mapping and unmapping memory.
+fn contend_on_mmap_lock(duration: Duration) {
+    let until = std::time::Instant::now() + duration;
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                while std::time::Instant::now() < until {
+                    unsafe {
+                        let p = libc::mmap(
+                            std::ptr::null_mut(),
+                            1 << 16,
+                            libc::PROT_READ | libc::PROT_WRITE,
+                            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                            -1,
+                            0,
+                        );
+                        libc::munmap(p, 1 << 16);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn contended_locks_are_classed_by_their_slab_cache() {
+    if !support::bpf_available("contended_locks_are_classed_by_their_slab_cache") {
+        return;
+    }
+    let btf = tracer::probes::btf::KernelBtf::from_sys_fs().unwrap();
+    if !btf.has_func("bpf_get_kmem_cache") {
+        eprintln!("SKIPPED slab-cache assertions: this kernel has no bpf_get_kmem_cache (6.13+)");
+        return;
+    }
+    let dir = support::tempdir();
+    let trace = support::path_in(&dir, "contention.lttrace");
+    let mut recorder =
+        start_attached(&["record", "-o", trace.to_str().unwrap(), "--duration", "60"]);
+    contend_on_mmap_lock(Duration::from_secs(2));
+    signal(&recorder, libc::SIGINT);
+    assert!(recorder.wait().unwrap().success());
+
+    let mut reader = TraceReader::open(&trace).unwrap();
+    let mut symbols = tracer::symbols::Symbols::default();
+    let mut contended = Vec::new();
+    for record in reader.by_ref() {
+        let record = record.unwrap();
+        tracer::tracefile::apply_to_symbols(&record, &mut symbols);
+        if let Record::Events(batch) = record {
+            contended.extend(
+                batch
+                    .into_iter()
+                    .filter(|e| e.event_kind() == Some(EventKind::ContentionBegin)),
+            );
+        }
+    }
+    let me = std::process::id();
+    let ours: Vec<&Event> = contended.iter().filter(|e| e.pid == me).collect();
+    assert!(
+        !ours.is_empty(),
+        "four threads mapping memory contend on mmap_lock"
+    );
+    let caches: std::collections::BTreeSet<&str> = ours
+        .iter()
+        .filter_map(|e| symbols.slab_caches.get(&e.slab_cache))
+        .map(String::as_str)
+        .collect();
+    assert!(
+        caches.contains("mm_struct"),
+        "mmap_lock lives in an mm_struct: caches seen {caches:?}"
+    );
+}

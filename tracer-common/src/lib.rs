@@ -484,6 +484,8 @@ pub struct ProbeConfig {
     pub runqueues_percpu_offset: u64,
     /// `.data..percpu` offset of `__preempt_count`.
     pub preempt_count_percpu_offset: u64,
+    /// Offset of `name` in `struct kmem_cache` (BTF), used with `kmem_cache_kfunc_valid`.
+    pub kmem_cache_name_offset: u64,
     /// Non-zero when the four fields above are valid.
     pub preempt_count_valid: u32,
     /// Non-zero when the kfunc call sites were patched (irq state is readable).
@@ -494,6 +496,9 @@ pub struct ProbeConfig {
     /// takes locks, and tracing that would feed back into the ring).
     pub self_pid: u32,
 }
+
+/// Length of a slab cache name in the `SLAB_NAMES` map (names are NUL-padded, cut to fit).
+pub const SLAB_NAME_LEN: usize = 32;
 
 /// Markers placed in the `imm` field of the raw kfunc call instructions; user space replaces
 /// each with the kfunc's BTF id before loading (see `tracer::probes::kfunc`).

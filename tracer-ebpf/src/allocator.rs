@@ -2,7 +2,11 @@
 //! `vfree`, by fentry where trampolines are allowed and by their tracepoints everywhere else,
 //! plus the tracepoints that bracket interrupt handlers and report lock contention.
 
-use aya_ebpf::programs::{BtfTracePointContext, FEntryContext, tracing::StackIdContext};
+use aya_ebpf::{
+    EbpfContext,
+    helpers::bpf_probe_read_kernel,
+    programs::{BtfTracePointContext, FEntryContext, tracing::StackIdContext},
+};
 use tracer_common::{Event, EventKind, flags};
 
 use crate::{context, emit};
@@ -133,6 +137,11 @@ pub fn contention_tp(ctx: &BtfTracePointContext, kind: EventKind) {
     ev.kind = kind as u32;
     ev.lock_addr = ctx.arg(0);
     ev.arg = ctx.arg::<u64>(1) & 0xffff_ffff;
+    if kind == EventKind::ContentionBegin {
+        // SAFETY: the context's first slot is the lock address, copied as a plain scalar.
+        let lock: u64 = unsafe { bpf_probe_read_kernel(ctx.as_ptr() as *const u64) }.unwrap_or(0);
+        ev.slab_cache = context::slab_cache(lock, cfg);
+    }
     context::fill(&mut ev, cfg);
     emit::send(&ev);
 }

@@ -5,12 +5,13 @@ use aya_ebpf::{
     EbpfContext,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
+        bpf_probe_read_kernel_str_bytes,
         generated::{bpf_get_current_task, bpf_get_smp_processor_id, bpf_ktime_get_ns},
     },
 };
-use tracer_common::{Event, ExecContext, IrqState, ProbeConfig, flags, preempt};
+use tracer_common::{Event, ExecContext, IrqState, ProbeConfig, SLAB_NAME_LEN, flags, preempt};
 
-use crate::maps::CONFIG;
+use crate::maps::{CONFIG, SLAB_NAMES};
 
 /// The configuration user space wrote, or `None` before it did.
 #[inline(always)]
@@ -126,4 +127,44 @@ pub fn fill_user<C: EbpfContext>(ev: &mut Event, _ctx: &C) {
     }
     ev.irqs = IrqState::Enabled as u32;
     ev.context = ExecContext::Task as u32;
+}
+
+/// The slab cache holding `addr` (kfunc `bpf_get_kmem_cache`, Linux 6.13+), or 0. The first
+/// time a cache is seen its name is copied into `SLAB_NAMES`. The kfunc wants a plain scalar,
+/// so callers pass an address copied out of the context, not a typed pointer.
+#[inline(always)]
+pub fn slab_cache(addr: u64, cfg: &ProbeConfig) -> u64 {
+    if cfg.kmem_cache_kfunc_valid == 0 {
+        return 0;
+    }
+    let typed: u64;
+    // SAFETY: one argument in r1, the result in r0, caller-saved registers clobbered; user
+    // space patches the marker into the kfunc's BTF id (or `r0 = 0`).
+    unsafe {
+        core::arch::asm!(
+            ".quad 0x7a11000300002085",
+            inout("r1") addr => _,
+            lateout("r0") typed,
+            out("r2") _, out("r3") _, out("r4") _, out("r5") _,
+        );
+    }
+    // The verifier types the result as an untrusted `struct kmem_cache *` and refuses
+    // arithmetic with a run-time offset on it; a copy through the read helper is a plain
+    // number.
+    // SAFETY: reading our own stack slot.
+    let cache: u64 = unsafe { bpf_probe_read_kernel(&raw const typed) }.unwrap_or(0);
+    // SAFETY: the map lookup returns a reference valid for this program run.
+    if cache != 0 && unsafe { SLAB_NAMES.get(&cache) }.is_none() {
+        let mut name = [0u8; SLAB_NAME_LEN];
+        // SAFETY: kernel reads through the fault-tolerant helpers.
+        let name_ptr: Option<u64> = unsafe {
+            bpf_probe_read_kernel((cache + cfg.kmem_cache_name_offset) as *const u64).ok()
+        };
+        if let Some(ptr) = name_ptr {
+            // SAFETY: as above.
+            let _ = unsafe { bpf_probe_read_kernel_str_bytes(ptr as *const u8, &mut name) };
+            let _ = SLAB_NAMES.insert(&cache, &name, 0);
+        }
+    }
+    cache
 }

@@ -2,7 +2,11 @@
 //! held when they return; trylocks report only success) and fentry on the release functions.
 //! Needs a kernel that allows trampolines (Linux 5.5+, not locked down against them).
 
-use aya_ebpf::programs::{FEntryContext, FExitContext};
+use aya_ebpf::{
+    EbpfContext,
+    helpers::bpf_probe_read_kernel,
+    programs::{FEntryContext, FExitContext},
+};
 use tracer_common::{Event, EventKind, LockKind, flags};
 
 use crate::{context, emit};
@@ -28,6 +32,10 @@ pub fn on_acquire(ctx: &FExitContext, lock_kind: LockKind, variant: u32, success
     // Every hooked acquire function takes exactly one argument: the lock. The return value
     // follows the arguments in the trampoline's context.
     let lock: u64 = ctx.arg(0);
+    // The same address as a plain scalar (copied out of the context), for the kfunc.
+    // SAFETY: the context's first slot is the argument.
+    let lock_scalar: u64 =
+        unsafe { bpf_probe_read_kernel(ctx.as_ptr() as *const u64) }.unwrap_or(0);
     let held = match success {
         Success::Always => true,
         Success::NonZero => ctx.arg::<i32>(1) != 0,
@@ -41,6 +49,7 @@ pub fn on_acquire(ctx: &FExitContext, lock_kind: LockKind, variant: u32, success
     ev.lock_kind = lock_kind as u32;
     ev.lock_addr = lock;
     ev.flags = variant | flags::FROM_TRAMPOLINE;
+    ev.slab_cache = context::slab_cache(lock_scalar, cfg);
     context::fill(&mut ev, cfg);
     ev.kernel_stack_id = emit::kernel_stack(ctx);
     emit::send(&ev);

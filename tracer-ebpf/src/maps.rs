@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, PerCpuArray, RingBuf, StackTrace},
 };
-use tracer_common::{DROP_REASONS, ProbeConfig};
+use tracer_common::{DROP_REASONS, ProbeConfig, SLAB_NAME_LEN};
 
 /// Events to user space. 8 MiB holds about 75,000 events: a few tens of milliseconds of a
 /// lock-heavy kernel, enough to ride out a slow reader wake-up without drops.
@@ -42,3 +42,9 @@ pub struct PendingLock {
 /// 16,384 threads is far above what the traced programs run at once.
 #[map]
 pub static PENDING: HashMap<u64, PendingLock> = HashMap::with_max_entries(16 * 1024, 0);
+
+/// Slab cache names by `struct kmem_cache *`, filled the first time a lock in a cache is
+/// seen, so user space can name dynamic locks. A kernel has a few hundred caches: 4,096 slots
+/// never fill up in practice; a full map only leaves a cache unnamed.
+#[map]
+pub static SLAB_NAMES: HashMap<u64, [u8; SLAB_NAME_LEN]> = HashMap::with_max_entries(4096, 0);

@@ -62,8 +62,11 @@ pub struct KernelFacts {
     pub preempt_count: Result<PreemptCountOffsets, &'static str>,
     /// `bpf_local_irq_save` and `_restore` exist (irq state readable).
     pub irq_kfunc: bool,
-    /// `bpf_get_kmem_cache` exists (slab caches name dynamic locks).
+    /// `bpf_get_kmem_cache` exists and `struct kmem_cache` has `name` (slab caches name
+    /// dynamic locks).
     pub kmem_cache_kfunc: bool,
+    /// Offset of `name` in `struct kmem_cache`.
+    pub kmem_cache_name_offset: u64,
     /// The per-CPU allocator's name in this kernel, if either exists.
     pub pcpu_alloc: Option<&'static str>,
 }
@@ -74,7 +77,9 @@ impl KernelFacts {
         KernelFacts {
             preempt_count: PreemptCountOffsets::from_btf(btf),
             irq_kfunc: btf.has_func("bpf_local_irq_save") && btf.has_func("bpf_local_irq_restore"),
-            kmem_cache_kfunc: btf.has_func("bpf_get_kmem_cache"),
+            kmem_cache_kfunc: btf.has_func("bpf_get_kmem_cache")
+                && btf.member_offset("kmem_cache", &["name"]).is_some(),
+            kmem_cache_name_offset: btf.member_offset("kmem_cache", &["name"]).unwrap_or(0),
             pcpu_alloc: PCPU_ALLOC_NAMES.into_iter().find(|name| btf.has_func(name)),
         }
     }
@@ -84,6 +89,7 @@ impl KernelFacts {
         let mut cfg = ProbeConfig {
             irq_kfunc_valid: self.irq_kfunc.into(),
             kmem_cache_kfunc_valid: self.kmem_cache_kfunc.into(),
+            kmem_cache_name_offset: self.kmem_cache_name_offset,
             self_pid,
             ..ProbeConfig::default()
         };

@@ -80,8 +80,8 @@ fn patch_marker(object: &mut [u8], marker: u32, btf_id: Option<u32>) -> usize {
     let mut sites = 0;
     // BPF instructions are 8-byte aligned within their section, and sections in the object
     // are 8-byte aligned: stepping by 8 never misses an instruction.
-    for insn in object.chunks_exact_mut(8) {
-        if insn == pattern {
+    for insn in object.as_chunks_mut::<8>().0 {
+        if *insn == pattern {
             match btf_id {
                 Some(id) => insn[4..].copy_from_slice(&id.to_le_bytes()),
                 None => insn.copy_from_slice(&MOV_R0_ZERO),

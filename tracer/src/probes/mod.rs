@@ -100,8 +100,16 @@ pub struct Probes {
 pub struct EventMaps {
     /// The event ring buffer.
     pub events: RingBuf<MapData>,
+    /// What events refer to: stacks and slab cache names.
+    pub names: NameMaps,
+}
+
+/// The maps that name what events refer to.
+pub struct NameMaps {
     /// The stack-trace map.
     pub stacks: StackTraceMap<MapData>,
+    /// Slab cache names by `struct kmem_cache *`.
+    pub slab_names: aya::maps::HashMap<MapData, u64, [u8; tracer_common::SLAB_NAME_LEN]>,
 }
 
 fn effective_uid() -> u32 {
@@ -163,6 +171,15 @@ impl Probes {
                     source,
                 })?;
 
+        let slab_names = aya::maps::HashMap::try_from(
+            ebpf.take_map("SLAB_NAMES")
+                .expect("SLAB_NAMES map in object"),
+        )
+        .map_err(|source| ProbeError::Map {
+            name: "SLAB_NAMES",
+            source,
+        })?;
+
         let mut probes = Probes {
             ebpf,
             statuses: Vec::new(),
@@ -181,7 +198,13 @@ impl Probes {
             let why = probes.not_attached_summary().join("; ");
             return Err(ProbeError::NothingAttached(why));
         }
-        Ok((probes, EventMaps { events, stacks }))
+        Ok((
+            probes,
+            EventMaps {
+                events,
+                names: NameMaps { stacks, slab_names },
+            },
+        ))
     }
 
     fn attach_kernel(&mut self, kernel_btf: &KernelBtf) {
@@ -255,7 +278,7 @@ impl Probes {
         self.ebpf
             .programs()
             .filter_map(|(_, program)| program.fd().ok())
-            .map(|fd| stats::recursion_misses(fd))
+            .map(stats::recursion_misses)
             .sum()
     }
 }
@@ -336,7 +359,12 @@ pub(crate) fn explain(err: &ProgramError, trampoline: bool) -> String {
             verifier_log,
         } => {
             let log = verifier_log.to_string();
-            let last = log.lines().rev().find(|l| !l.trim().is_empty());
+            // The log ends with statistics ("processed N insns ...", "verification time");
+            // the reason is the last line before them.
+            let last = log.lines().rev().find(|l| {
+                let l = l.trim();
+                !l.is_empty() && !l.starts_with("processed ") && !l.starts_with("verification time")
+            });
             match (io_error.raw_os_error(), last) {
                 (Some(libc::EPERM), None) if trampoline => {
                     "trampolines refused by this kernel (EPERM at BPF_PROG_LOAD, empty verifier log)"

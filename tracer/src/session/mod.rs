@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{MapData, RingBuf, StackTraceMap};
+use aya::maps::{MapData, RingBuf};
 use thiserror::Error;
 use tokio::{
     io::{Interest, unix::AsyncFd},
@@ -26,7 +26,7 @@ use tokio::{
 use tracer_common::Event;
 
 use crate::{
-    probes::{ProbeError, ProbeOptions, Probes, UserTarget},
+    probes::{NameMaps, ProbeError, ProbeOptions, Probes, UserTarget},
     symbols::KernelSymbols,
     tracefile::{DropCounts, ProbeStatus, TraceError},
 };
@@ -164,7 +164,7 @@ pub async fn run(
             what: "watching the ring buffer",
             source: e.into_parts().1,
         })?;
-    let stacks = maps.stacks;
+    let names = maps.names;
 
     let (child_tx, mut child_rx) = tokio::sync::mpsc::unbounded_channel::<ChildEvent>();
     if let Some(child) = child.as_mut() {
@@ -199,7 +199,7 @@ pub async fn run(
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(|source| SessionError::Io { what: "reading the ring buffer", source })?;
-                drain(guard.get_inner_mut(), &stacks, &mut namer, &mut counters, &mut batch, sink)?;
+                drain(guard.get_inner_mut(), &names, &mut namer, &mut counters, &mut batch, sink)?;
                 guard.clear_ready();
             }
             _ = tick.tick() => {
@@ -217,7 +217,7 @@ pub async fn run(
                     if let Some(pid) = child_pid {
                         namer.snapshot_process(pid);
                     }
-                    drain(ring.get_mut(), &stacks, &mut namer, &mut counters, &mut batch, sink)?;
+                    drain(ring.get_mut(), &names, &mut namer, &mut counters, &mut batch, sink)?;
                     drop(done);
                 }
                 Some(ChildEvent::Exited(status)) => {
@@ -237,7 +237,7 @@ pub async fn run(
     loop {
         drain(
             ring.get_mut(),
-            &stacks,
+            &names,
             &mut namer,
             &mut counters,
             &mut batch,
@@ -280,7 +280,7 @@ fn load_kernel_symbols(path: Option<&std::path::Path>) -> Result<KernelSymbols, 
 /// Reads everything in the ring, in batches, through the namer into the sink.
 fn drain(
     ring: &mut RingBuf<MapData>,
-    stacks: &StackTraceMap<MapData>,
+    names: &NameMaps,
     namer: &mut Namer,
     counters: &mut Counters,
     batch: &mut Vec<Event>,
@@ -292,7 +292,7 @@ fn drain(
             let Some(item) = ring.next() else { break };
             match decode::decode(&item) {
                 Some(mut event) => {
-                    namer.observe(&mut event, stacks);
+                    namer.observe(&mut event, names);
                     counters.count(&event);
                     batch.push(event);
                 }

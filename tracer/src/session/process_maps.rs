@@ -136,7 +136,7 @@ mod tests {
         let exe = std::fs::read_link("/proc/self/exe").unwrap();
         let exe_name = exe.file_name().unwrap().to_string_lossy().into_owned();
         let (path, _) = maps
-            .resolve(a_function as usize as u64)
+            .resolve(a_function as *const () as u64)
             .expect("code resolves");
         assert!(path.ends_with(&exe_name), "{path} is not {exe_name}");
         let (path, _) = maps

@@ -37,7 +37,7 @@ impl Counters {
         self.window_start = Some(now);
         let rate: u64 = self.window.values().sum();
         let mut by_kind: Vec<(&str, u64)> = self.window.iter().map(|(k, v)| (*k, *v)).collect();
-        by_kind.sort_by(|a, b| b.1.cmp(&a.1));
+        by_kind.sort_by_key(|&(_, count)| std::cmp::Reverse(count));
         let kinds: Vec<String> = by_kind
             .iter()
             .take(4)

@@ -10,9 +10,11 @@ use super::process_maps::ProcessMaps;
 
 use aya::maps::{MapData, StackTraceMap};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer, source::Elf, source::Source};
+use tracer_common::SLAB_NAME_LEN;
 use tracer_common::{Event, EventKind};
 
 use crate::{
+    probes::NameMaps,
     symbols::{Frame, KernelSymbol, StackKey, Symbols},
     tracefile::Record,
 };
@@ -49,6 +51,7 @@ struct PendingRecords {
     stacks: Vec<(StackKey, Vec<Frame>)>,
     user_locks: Vec<((u32, u64), String)>,
     user_functions: Vec<((u32, u64), Frame)>,
+    slab_caches: Vec<(u64, String)>,
 }
 
 impl Namer {
@@ -86,7 +89,11 @@ impl Namer {
 
     /// Names what `event` points at, filling `event.caller` from the stack when the probe
     /// could not give it. Call before the event reaches the engine or the file.
-    pub fn observe(&mut self, event: &mut Event, stacks: &StackTraceMap<MapData>) {
+    pub fn observe(&mut self, event: &mut Event, maps: &NameMaps) {
+        let stacks = &maps.stacks;
+        if event.slab_cache != 0 && !self.symbols.slab_caches.contains_key(&event.slab_cache) {
+            self.name_slab_cache(event.slab_cache, maps);
+        }
         if event.kernel_stack_id >= 0 {
             let key = StackKey::kernel(event.kernel_stack_id);
             if !self.symbols.stacks.contains_key(&key) {
@@ -115,6 +122,23 @@ impl Namer {
             self.note_kernel_addr(event.lock_addr);
             self.note_kernel_addr(event.caller);
         }
+    }
+
+    /// Reads the cache's name from the map the programs fill (empty when it could not be read,
+    /// so it is asked once).
+    fn name_slab_cache(&mut self, cache: u64, maps: &NameMaps) {
+        let name = maps
+            .slab_names
+            .get(&cache, 0)
+            .map(|raw: [u8; SLAB_NAME_LEN]| {
+                let len = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+                String::from_utf8_lossy(&raw[..len]).into_owned()
+            })
+            .unwrap_or_default();
+        if !name.is_empty() {
+            self.pending.slab_caches.push((cache, name.clone()));
+        }
+        self.symbols.slab_caches.insert(cache, name);
     }
 
     fn note_kernel_addr(&mut self, addr: u64) {
@@ -245,6 +269,9 @@ impl Namer {
         }
         if !pending.user_locks.is_empty() {
             records.push(Record::UserLocks(pending.user_locks));
+        }
+        if !pending.slab_caches.is_empty() {
+            records.push(Record::SlabCaches(pending.slab_caches));
         }
         if !pending.user_functions.is_empty() {
             records.push(Record::UserFunctions(pending.user_functions));
