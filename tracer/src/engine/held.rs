@@ -86,6 +86,7 @@ impl HeldStack {
 
     /// Pushes a lock whose chain key is already set. When the stack is full the bottom entry
     /// is dropped (it is the likeliest to be a missed release); returns true then.
+    #[inline]
     pub fn push(&mut self, lock: HeldLock, max_depth: usize) -> bool {
         self.acquisitions += 1;
         let overflow = self.locks.len() >= max_depth.max(1);

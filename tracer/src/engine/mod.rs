@@ -200,7 +200,8 @@ impl Engine {
         let task = matches!(place, Place::Task(_));
         counters.stale_held += stack.expire(ev.timestamp_ns, ev.cpu, task, config);
         let trylock = ev.has(flags::TRYLOCK);
-        let trigger = Trigger::of(ev, context, Some(class));
+        // Built only off the fast path: when something is checked in depth.
+        let trigger = || Trigger::of(ev, context, Some(class));
 
         if let Some(i) = stack.position(ev.lock_addr) {
             let old = stack.locks()[i];
@@ -216,7 +217,7 @@ impl Engine {
                         graph,
                         log,
                     };
-                    checks::recursive::report(&mut ctx, &old, &trigger, stack.locks());
+                    checks::recursive::report(&mut ctx, &old, &trigger(), stack.locks());
                     stack.remove(i);
                 }
             }
@@ -232,6 +233,7 @@ impl Engine {
 
         let usage = usage::acquisition_usage(ev, kind, context);
         if !usage.without(classes.get(class).usage.mask).is_empty() {
+            let trigger = trigger();
             let trace = UsageTrace {
                 stack: trigger.stack,
                 task: trigger.task,
@@ -273,7 +275,7 @@ impl Engine {
                     scratch,
                     ev,
                     &lock,
-                    &trigger,
+                    &trigger(),
                     stack.locks(),
                 );
                 chains.insert(lock.chain_key, scratch);
@@ -374,13 +376,13 @@ impl Engine {
         self.classes.all()
     }
 
-    /// The dependency `from → to`, if seen.
-    pub fn dependency(&self, from: ClassId, to: ClassId) -> Option<&Dependency> {
+    /// The dependency `from → to` and the number of acquisitions that exercised it, if seen.
+    pub fn dependency(&self, from: ClassId, to: ClassId) -> Option<(&Dependency, u64)> {
         self.graph.find(from, to)
     }
 
-    /// Every dependency as (from, to, data), in order of first sight.
-    pub fn dependencies(&self) -> impl Iterator<Item = (ClassId, ClassId, &Dependency)> {
+    /// Every dependency as (from, to, data, count), in order of first sight.
+    pub fn dependencies(&self) -> impl Iterator<Item = (ClassId, ClassId, &Dependency, u64)> {
         self.graph.edges()
     }
 }

@@ -237,7 +237,8 @@ impl ClassUsage {
 /// The usage bits one acquisition sets, from its effective context and irq state.
 ///
 /// Unknown irq state sets no ENABLED_HARDIRQ bit (it is unknown, not enabled); softirq state
-/// is only trusted when the event carries a valid `preempt_count`. User-space locks have no
+/// is only trusted when the event carries a valid `preempt_count`, and, as in lockdep, an
+/// acquisition with hardirqs off is not SOFTIRQ-unsafe (no softirq can run then). User-space locks have no
 /// irq contexts and get no bits.
 pub fn acquisition_usage(ev: &Event, kind: LockKind, context: ExecContext) -> UsageMask {
     if kind.is_user() {
@@ -245,9 +246,13 @@ pub fn acquisition_usage(ev: &Event, kind: LockKind, context: ExecContext) -> Us
     }
     let read = kind.is_read();
     let hardirqs_on = ev.irq_state() == IrqState::Enabled && !ev.has(flags::IRQ_VARIANT);
+    // As lockdep's mark_usage: softirqs cannot run while hardirqs are off, so only an
+    // acquisition with hardirqs not known to be off is SOFTIRQ-unsafe.
+    let hardirqs_off = ev.irq_state() == IrqState::Disabled || ev.has(flags::IRQ_VARIANT);
     let softirqs_on = ev.has(flags::PREEMPT_COUNT_VALID)
         && !ev.has(flags::SOFTIRQS_DISABLED)
-        && !ev.has(flags::BH_VARIANT);
+        && !ev.has(flags::BH_VARIANT)
+        && !hardirqs_off;
     let mut mask = 0;
     match context {
         ExecContext::Hardirq => {
@@ -332,5 +337,11 @@ mod tests {
         assert!(mask.has(UsageBit::EnabledHardirqRead) && mask.has(UsageBit::EnabledSoftirqRead));
         let mask = acquisition_usage(&ev, LockKind::Spin, ExecContext::Hardirq);
         assert_eq!(mask, UsageBit::UsedInHardirq.mask());
+        ev.irqs = IrqState::Disabled as u32;
+        let mask = acquisition_usage(&ev, LockKind::Spin, ExecContext::Task);
+        assert!(mask.is_empty(), "softirqs cannot run with hardirqs off");
+        ev.irqs = IrqState::Unknown as u32;
+        let mask = acquisition_usage(&ev, LockKind::Spin, ExecContext::Task);
+        assert_eq!(mask, UsageBit::EnabledSoftirq.mask());
     }
 }

@@ -28,12 +28,12 @@ pub fn to_json(engine: &Engine, symbols: &Symbols) -> Value {
         .collect();
     let dependencies: Vec<Value> = engine
         .dependencies()
-        .map(|(from, to, dep)| {
+        .map(|(from, to, dep, count)| {
             json!({
                 "from": class_name(engine, symbols, from),
                 "to": class_name(engine, symbols, to),
                 "read": dep.read(),
-                "count": dep.count,
+                "count": count,
                 "kinds": dep.kinds.names(),
             })
         })
@@ -76,14 +76,14 @@ pub fn to_dot(engine: &Engine, symbols: &Symbols) -> String {
             colour(engine, c.id)
         );
     }
-    for (from, to, dep) in engine.dependencies() {
+    for (from, to, dep, count) in engine.dependencies() {
         let style = if dep.read() { "dashed" } else { "solid" };
         let _ = writeln!(
             out,
             "  c{} -> c{} [label={}, style={style}];",
             from.0,
             to.0,
-            quote(&dep.count.to_string())
+            quote(&count.to_string())
         );
     }
     out.push_str("}\n");
