@@ -338,17 +338,6 @@ impl HeldLocks {
             }
         }
     }
-
-    /// The stack of `place`, if it exists.
-    pub fn stack(&self, place: Place) -> Option<&HeldStack> {
-        match place {
-            Place::Task(tid) => self.tasks.get(&tid),
-            Place::Irq { cpu, context } => {
-                let idx = (cpu as usize).min(MAX_CPUS - 1);
-                self.cpus.get(idx).map(|c| &c.stacks[level(context) - 1])
-            }
-        }
-    }
 }
 
 #[cfg(test)]

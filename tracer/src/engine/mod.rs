@@ -145,7 +145,7 @@ impl Engine {
     }
 
     /// Feeds one event; returns the alerts it produced (usually none). Allocation-free unless
-    /// the event brings a new class, chain or problem.
+    /// the event brings a new class, chain, task or problem.
     pub fn process(&mut self, ev: &Event, symbols: &Symbols) -> &[Alert] {
         self.log.current.clear();
         self.counters.events += 1;
@@ -333,7 +333,16 @@ impl Engine {
         symbols: &Symbols,
     ) {
         let place = Place::of(ev, context);
-        let locks = self.held.stack(place).map_or(&[][..], |s| s.locks());
+        let task = matches!(place, Place::Task(_));
+        let locks = match self.held.stack_existing(place) {
+            Some(stack) => {
+                // A stale spinlock must not make a legal call look atomic.
+                self.counters.stale_held +=
+                    stack.expire(ev.timestamp_ns, ev.cpu, task, &self.config);
+                stack.locks()
+            }
+            None => &[],
+        };
         let mut ctx = CheckCtx {
             classes: &self.classes,
             graph: &self.graph,
