@@ -43,10 +43,26 @@ pub fn user_stack<C: StackIdContext>(ctx: &C) -> i32 {
     }
 }
 
+/// `BPF_RB_AVAIL_DATA`: ask how many bytes wait to be consumed.
+const BPF_RB_AVAIL_DATA: u64 = 0;
+/// `BPF_RB_NO_WAKEUP`: do not wake the reader for this record.
+const BPF_RB_NO_WAKEUP: u64 = 1;
+/// `BPF_RB_FORCE_WAKEUP`: wake the reader now.
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+/// Wake the reader once this much waits (1 MiB, an eighth of the ring). Below it, user space
+/// drains on a short timer: one wake-up per event would cost a context switch per lock
+/// operation.
+const WAKEUP_BYTES: u64 = 1024 * 1024;
+
 /// Sends one event; a full ring buffer is counted, never silent.
 #[inline(always)]
 pub fn send(ev: &Event) {
-    if EVENTS.output(ev, 0).is_err() {
+    let wakeup = if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    if EVENTS.output(ev, wakeup).is_err() {
         count_drop(DropReason::RingFull);
     }
 }

@@ -98,6 +98,8 @@ pub struct SessionOptions {
     pub symbols: Option<PathBuf>,
     /// Where the command's standard output goes.
     pub child_stdout: Option<ChildStdout>,
+    /// Attach empty user-space programs (the benchmark's bare-uprobe baseline).
+    pub empty_user_programs: bool,
 }
 
 /// How a session ended.
@@ -115,6 +117,9 @@ pub struct SessionSummary {
 
 /// How long to keep reading after the traced command exits: events still in flight.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(200);
+/// How often the ring is read when the programs do not wake us (they wake us only once 1 MiB
+/// is pending): the longest an alert waits.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
 /// Most events handed to the sink at once.
 const BATCH: usize = 4096;
 
@@ -145,7 +150,7 @@ pub async fn run(
     let probe_options = ProbeOptions {
         kernel: options.kernel,
         user,
-        empty_user_programs: false,
+        empty_user_programs: options.empty_user_programs,
     };
     // A child that never gets released exits by itself when the gate closes.
     let (probes, maps) = Probes::load(&probe_options)?;
@@ -189,6 +194,8 @@ pub async fn run(
     let started = Instant::now();
     let deadline = options.duration.map(|d| tokio::time::Instant::now() + d);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // The programs wake us only when a lot is pending; below that, read on this timer.
+    let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
     let mut counters = Counters::default();
     let mut batch = Vec::with_capacity(BATCH);
     let show_status = std::io::stderr().is_terminal();
@@ -201,6 +208,9 @@ pub async fn run(
                 let mut guard = guard.map_err(|source| SessionError::Io { what: "reading the ring buffer", source })?;
                 drain(guard.get_inner_mut(), &names, &mut namer, &mut counters, &mut batch, sink)?;
                 guard.clear_ready();
+            }
+            _ = drain_tick.tick() => {
+                drain(ring.get_mut(), &names, &mut namer, &mut counters, &mut batch, sink)?;
             }
             _ = tick.tick() => {
                 sink.drops(&drop_counts(&probes, &counters))?;

@@ -83,6 +83,10 @@ pub struct TraceArgs {
     /// Name kernel addresses with this System.map or kallsyms copy instead of /proc/kallsyms.
     #[arg(long, value_name = "FILE")]
     pub symbols: Option<PathBuf>,
+    /// Attach empty programs to the same user-space probe points (the overhead benchmark's
+    /// bare-uprobe baseline); nothing is reported.
+    #[arg(long, hide = true)]
+    pub empty_programs: bool,
     /// Spawn this command, trace it until it exits.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,

@@ -124,6 +124,7 @@ fn session_options(trace: &TraceArgs, json: bool) -> SessionOptions {
         all_user: trace.all_user,
         kernel: !trace.no_kernel,
         symbols: trace.symbols.clone(),
+        empty_user_programs: trace.empty_programs,
         child_stdout: Some(if json {
             ChildStdout::ToStderr
         } else {
