@@ -107,6 +107,8 @@ pub struct SessionOptions {
 pub struct SessionSummary {
     /// Events read.
     pub events: u64,
+    /// Events read, by kind (`acquire`, `pcpu_alloc` ...).
+    pub by_kind: std::collections::BTreeMap<&'static str, u64>,
     /// Losses, by name.
     pub drops: DropCounts,
     /// The traced command's exit status, when there was one.
@@ -266,6 +268,7 @@ pub async fn run(
     sink.finish(&mut namer, started.elapsed())?;
     Ok(SessionSummary {
         events: counters.events,
+        by_kind: counters.total,
         drops,
         command_status,
         stopped_by,

@@ -47,8 +47,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             recorder.check_writable()?;
             let summary = block_on(session::run(&options, &mut recorder))?;
             eprintln!(
-                "locktrace: recorded {} events to {} ({}; lost: {})",
+                "locktrace: recorded {} events{} to {} ({}; lost: {})",
                 summary.events,
+                by_kind(&summary.by_kind),
                 output.display(),
                 summary.stopped_by,
                 losses(&summary.drops)
@@ -65,8 +66,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let summary = block_on(session::run(&options, &mut watcher))?;
             let stats = watcher.engine().stats();
             eprintln!(
-                "locktrace: {} events, {} classes, {} dependencies, {} alerts ({}; lost: {})",
+                "locktrace: {} events{}, {} classes, {} dependencies, {} alerts ({}; lost: {})",
                 summary.events,
+                by_kind(&summary.by_kind),
                 stats.classes,
                 stats.dependencies,
                 watcher.alerts(),
@@ -154,6 +156,17 @@ fn losses(drops: &tracer::tracefile::DropCounts) -> String {
     } else {
         lost.join(", ")
     }
+}
+
+/// " (acquire 10, release 9)": the counts by kind, largest first.
+fn by_kind(counts: &std::collections::BTreeMap<&'static str, u64>) -> String {
+    if counts.is_empty() {
+        return String::new();
+    }
+    let mut sorted: Vec<(&str, u64)> = counts.iter().map(|(k, v)| (*k, *v)).collect();
+    sorted.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
+    let parts: Vec<String> = sorted.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    format!(" ({})", parts.join(", "))
 }
 
 fn report_command_status(status: Option<i32>) {
