@@ -190,3 +190,35 @@ fn a_recording_replays_to_the_same_alerts_as_watch() {
         &["take_a_then_b", "take_b_then_c", "take_c_then_a"],
     );
 }
+
+#[test]
+fn a_command_using_another_c_library_is_followed_there() {
+    if !support::bpf_available("a_command_using_another_c_library_is_followed_there") {
+        return;
+    }
+    // A copy of the system C library is another file (another inode) to uprobes.
+    let dir = support::tempdir();
+    let system_libc = tracer::probes::uprobes::find_libc(None).unwrap();
+    std::fs::copy(&system_libc, dir.path().join("libc.so.6")).unwrap();
+    let output = support::locktrace()
+        .args(["watch", "--json", "--no-kernel", "--", "env"])
+        .arg(format!("LD_LIBRARY_PATH={}", dir.path().display()))
+        .arg(lockpatterns())
+        .arg("late-abba")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("maps another C library"),
+        "the copy was noticed: {stderr}"
+    );
+    let alerts: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        summary(&alerts),
+        vec![("circular_dependency".into(), set(&["lock_a", "lock_b"]))]
+    );
+}

@@ -4,6 +4,7 @@
  * order alone, as lockdep would.
  *
  *   lockpatterns abba        AB-BA between two threads
+ *   lockpatterns late-abba   the same after sleeping 300 ms (lets a tracer attach late)
  *   lockpatterns cycle3      A->B, B->C, C->A across three threads
  *   lockpatterns rwmutex     rwlock writer vs mutex in opposite orders
  *   lockpatterns clean       consistent order in eight threads; the reverse order only by trylock
@@ -116,7 +117,12 @@ int main(int argc, char **argv)
 	const char *pattern = argc > 1 ? argv[1] : "";
 	long count = argc > 2 ? atol(argv[2]) : 0;
 
-	if (!strcmp(pattern, "abba")) {
+	if (!strcmp(pattern, "late-abba")) {
+		struct timespec pause = { 0, 300 * 1000 * 1000 };
+		nanosleep(&pause, NULL);
+		run_one(take_a_then_b);
+		run_one(take_b_then_a);
+	} else if (!strcmp(pattern, "abba")) {
 		run_one(take_a_then_b);
 		run_one(take_b_then_a);
 	} else if (!strcmp(pattern, "cycle3")) {

@@ -94,6 +94,14 @@ pub struct Probes {
     facts: KernelFacts,
     patched: Vec<kfunc::Patched>,
     drops: PerCpuArray<MapData, u64>,
+    user: Option<UserProbes>,
+}
+
+/// Where the pthread probes are attached.
+struct UserProbes {
+    target: UserTarget,
+    empty: bool,
+    libraries: Vec<PathBuf>,
 }
 
 /// The maps the session reads, taken out of the object so they can move to another task.
@@ -186,13 +194,20 @@ impl Probes {
             facts,
             patched,
             drops,
+            user: None,
         };
         if options.kernel {
             probes.attach_kernel(&kernel_btf);
         }
         if let Some(target) = options.user {
-            let statuses = uprobes::attach(&mut probes.ebpf, target, options.empty_user_programs)?;
+            let (statuses, libc) =
+                uprobes::attach(&mut probes.ebpf, target, options.empty_user_programs)?;
             probes.statuses.extend(statuses);
+            probes.user = Some(UserProbes {
+                target,
+                empty: options.empty_user_programs,
+                libraries: vec![libc],
+            });
         }
         if !probes.statuses.iter().any(|s| s.attached) {
             let why = probes.not_attached_summary().join("; ");
@@ -235,6 +250,30 @@ impl Probes {
                 self.statuses.push(second);
             }
         }
+    }
+
+    /// Makes sure the pthread probes cover the C library process `pid` maps now: a command
+    /// is probed before it executes, through the library locktrace itself maps, and may turn
+    /// out to use another. Returns the newly probed library, if one was added.
+    pub fn follow_libc(&mut self, pid: u32) -> Result<Option<PathBuf>, ProbeError> {
+        let Some(user) = self.user.as_mut() else {
+            return Ok(None);
+        };
+        let Ok(libc) = uprobes::find_libc(Some(pid)) else {
+            return Ok(None);
+        };
+        let known = uprobes::file_identity(&libc);
+        if user
+            .libraries
+            .iter()
+            .any(|lib| uprobes::file_identity(lib) == known)
+        {
+            return Ok(None);
+        }
+        let statuses = uprobes::attach_library(&mut self.ebpf, user.target, &libc, user.empty)?;
+        self.statuses.extend(statuses);
+        user.libraries.push(libc.clone());
+        Ok(Some(libc))
     }
 
     /// Every probe and whether it attached.

@@ -1,11 +1,14 @@
 //! pthread lock probes: finding the C library a process really uses and attaching the
 //! uprobes and uretprobes to it.
 
-use std::{num::NonZeroU32, path::PathBuf};
+use std::{
+    num::NonZeroU32,
+    path::{Path, PathBuf},
+};
 
 use aya::{
     Ebpf,
-    programs::{UProbe, uprobe::UProbeScope},
+    programs::{ProgramError, UProbe, uprobe::UProbeScope},
 };
 
 use super::{
@@ -46,19 +49,40 @@ pub fn find_libc(pid: Option<u32>) -> Result<PathBuf, ProbeError> {
     })
 }
 
+/// The (device, inode) of a file: two paths to one library compare equal.
+pub fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
 /// Attaches the pthread probes for `target`; `empty` attaches the empty baseline programs.
+/// Returns the statuses and the library probed.
 pub fn attach(
     ebpf: &mut Ebpf,
     target: UserTarget,
     empty: bool,
+) -> Result<(Vec<ProbeStatus>, PathBuf), ProbeError> {
+    let libc = match target {
+        UserTarget::AllProcesses => find_libc(None)?,
+        UserTarget::Process(pid) => find_libc(Some(pid))?,
+    };
+    let statuses = attach_library(ebpf, target, &libc, empty)?;
+    Ok((statuses, libc))
+}
+
+/// Attaches the pthread probes to the C library at `libc`, for `target`.
+pub fn attach_library(
+    ebpf: &mut Ebpf,
+    target: UserTarget,
+    libc: &Path,
+    empty: bool,
 ) -> Result<Vec<ProbeStatus>, ProbeError> {
-    let (libc, scope) = match target {
-        UserTarget::AllProcesses => (find_libc(None)?, UProbeScope::AllProcesses),
-        UserTarget::Process(pid) => {
-            let nz = NonZeroU32::new(pid)
-                .ok_or_else(|| ProbeError::UserProbes("pid 0 is not a process".into()))?;
-            (find_libc(Some(pid))?, UProbeScope::OneProcess(nz))
-        }
+    let scope = match target {
+        UserTarget::AllProcesses => UProbeScope::AllProcesses,
+        UserTarget::Process(pid) => UProbeScope::OneProcess(
+            NonZeroU32::new(pid)
+                .ok_or_else(|| ProbeError::UserProbes("pid 0 is not a process".into()))?,
+        ),
     };
     let table = if empty {
         catalog::USER_LOCKS_EMPTY
@@ -67,14 +91,14 @@ pub fn attach(
     };
     Ok(table
         .iter()
-        .flat_map(|probe| attach_program(ebpf, probe, &libc, scope))
+        .flat_map(|probe| attach_program(ebpf, probe, libc, scope))
         .collect())
 }
 
 fn attach_program(
     ebpf: &mut Ebpf,
     probe: &UserProbe,
-    libc: &PathBuf,
+    libc: &Path,
     scope: UProbeScope,
 ) -> Vec<ProbeStatus> {
     let kind = if probe.ret { "uretprobe" } else { "uprobe" };
@@ -98,7 +122,9 @@ fn attach_program(
                 .collect();
         }
     };
-    if let Err(e) = uprobe.load() {
+    if let Err(e) = uprobe.load()
+        && !matches!(e, ProgramError::AlreadyLoaded)
+    {
         let why = explain(&e, false);
         return probe
             .functions

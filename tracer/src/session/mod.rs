@@ -122,6 +122,9 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(200);
 /// How often the ring is read when the programs do not wake us (they wake us only once 1 MiB
 /// is pending): the longest an alert waits.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
+/// How long after starting the command its C library is looked up again (the dynamic loader
+/// has mapped it by then).
+const LIBC_SETTLE: Duration = Duration::from_millis(50);
 /// Most events handed to the sink at once.
 const BATCH: usize = 4096;
 
@@ -155,7 +158,7 @@ pub async fn run(
         empty_user_programs: options.empty_user_programs,
     };
     // A child that never gets released exits by itself when the gate closes.
-    let (probes, maps) = Probes::load(&probe_options)?;
+    let (mut probes, maps) = Probes::load(&probe_options)?;
     for line in probes.not_attached_summary() {
         eprintln!("locktrace: {line}");
     }
@@ -203,6 +206,7 @@ pub async fn run(
     let show_status = std::io::stderr().is_terminal();
     let mut command_status = None;
     let has_child = child.is_some();
+    let mut libc_checked = false;
 
     let stopped_by = loop {
         tokio::select! {
@@ -213,6 +217,20 @@ pub async fn run(
             }
             _ = drain_tick.tick() => {
                 drain(ring.get_mut(), &names, &mut namer, &mut counters, &mut batch, sink)?;
+                // The command was probed through locktrace's own C library before it
+                // executed; once it runs, make sure the library it really maps is probed.
+                if let Some(pid) = child_pid
+                    && !libc_checked
+                    && started.elapsed() > LIBC_SETTLE
+                {
+                    libc_checked = true;
+                    if let Some(libc) = probes.follow_libc(pid)? {
+                        eprintln!(
+                            "locktrace: the command maps another C library, now probed too: {}",
+                            libc.display()
+                        );
+                    }
+                }
             }
             _ = tick.tick() => {
                 sink.drops(&drop_counts(&probes, &counters))?;
