@@ -1,13 +1,10 @@
 //! What every event records about where it happened: time, CPU, task, hardware-interrupt
 //! state (through the `bpf_local_irq_save` kfunc) and execution context (from `preempt_count`).
 
-use aya_ebpf::{
-    EbpfContext,
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
-        bpf_probe_read_kernel_str_bytes,
-        generated::{bpf_get_current_task, bpf_get_smp_processor_id, bpf_ktime_get_ns},
-    },
+use aya_ebpf::helpers::{
+    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
+    bpf_probe_read_kernel_str_bytes,
+    generated::{bpf_get_current_task, bpf_get_smp_processor_id, bpf_ktime_get_ns},
 };
 use tracer_common::{Event, ExecContext, IrqState, ProbeConfig, SLAB_NAME_LEN, flags, preempt};
 
@@ -82,9 +79,9 @@ fn preempt_count(cfg: &ProbeConfig) -> Option<u32> {
     }
 }
 
-/// Fills the fields every event has: time, CPU, ids, comm, irq state and context.
+/// Fills when, where and who: time, CPU, ids and comm.
 #[inline(always)]
-pub fn fill(ev: &mut Event, cfg: &ProbeConfig) {
+fn fill_task(ev: &mut Event) {
     // SAFETY: plain helpers without arguments.
     unsafe {
         ev.timestamp_ns = bpf_ktime_get_ns();
@@ -96,6 +93,12 @@ pub fn fill(ev: &mut Event, cfg: &ProbeConfig) {
     if let Ok(comm) = bpf_get_current_comm() {
         ev.comm = comm;
     }
+}
+
+/// Fills the fields every kernel event has: time, CPU, ids, comm, irq state and context.
+#[inline(always)]
+pub fn fill(ev: &mut Event, cfg: &ProbeConfig) {
+    fill_task(ev);
     ev.irqs = irq_state(cfg) as u32;
     match preempt_count(cfg) {
         Some(count) => {
@@ -113,18 +116,8 @@ pub fn fill(ev: &mut Event, cfg: &ProbeConfig) {
 /// Fills the fields of a user-space event: no kernel state is meaningful there (user code
 /// always runs in task context with interrupts enabled).
 #[inline(always)]
-pub fn fill_user<C: EbpfContext>(ev: &mut Event, _ctx: &C) {
-    // SAFETY: plain helpers without arguments.
-    unsafe {
-        ev.timestamp_ns = bpf_ktime_get_ns();
-        ev.cpu = bpf_get_smp_processor_id();
-    }
-    let pid_tgid = bpf_get_current_pid_tgid();
-    ev.pid = (pid_tgid >> 32) as u32;
-    ev.tid = pid_tgid as u32;
-    if let Ok(comm) = bpf_get_current_comm() {
-        ev.comm = comm;
-    }
+pub fn fill_user(ev: &mut Event) {
+    fill_task(ev);
     ev.irqs = IrqState::Enabled as u32;
     ev.context = ExecContext::Task as u32;
 }

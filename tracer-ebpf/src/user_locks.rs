@@ -61,7 +61,7 @@ pub fn on_lock_return(ctx: &RetProbeContext) {
     ev.lock_kind = pending.lock_kind;
     ev.lock_addr = pending.addr;
     ev.flags = pending.flags;
-    context::fill_user(&mut ev, ctx);
+    context::fill_user(&mut ev);
     // At the return probe the instruction pointer is the caller's return address and the
     // frame pointer is the caller's: the user stack starts in the function that took the lock.
     // SAFETY: `as_ptr` is the pt_regs of the probed task.
@@ -84,6 +84,6 @@ pub fn on_unlock(ctx: &ProbeContext, lock_kind: LockKind) {
     ev.kind = EventKind::LockRelease as u32;
     ev.lock_kind = lock_kind as u32;
     ev.lock_addr = addr;
-    context::fill_user(&mut ev, ctx);
+    context::fill_user(&mut ev);
     emit::send(&ev);
 }

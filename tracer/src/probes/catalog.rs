@@ -228,26 +228,8 @@ pub const USER_LOCKS: &[UserProbe] = &[
     },
 ];
 
-/// The benchmark's baseline: the same attach points with empty programs.
-pub const USER_LOCKS_EMPTY: &[UserProbe] = &[
-    UserProbe {
-        program: "up_empty",
-        ret: false,
-        functions: &[
-            "pthread_mutex_lock",
-            "pthread_mutex_trylock",
-            "pthread_mutex_timedlock",
-            "pthread_rwlock_rdlock",
-            "pthread_rwlock_tryrdlock",
-            "pthread_rwlock_wrlock",
-            "pthread_rwlock_trywrlock",
-            "pthread_mutex_unlock",
-            "pthread_rwlock_unlock",
-        ],
-    },
-    UserProbe {
-        program: "up_empty_ret",
-        ret: true,
-        functions: PTHREAD_LOCK_FUNCTIONS,
-    },
-];
+/// The benchmark's baseline programs, attached to the same points as [`USER_LOCKS`]: an
+/// empty uprobe and an empty uretprobe.
+pub const EMPTY_UPROBE: &str = "up_empty";
+/// See [`EMPTY_UPROBE`].
+pub const EMPTY_URETPROBE: &str = "up_empty_ret";

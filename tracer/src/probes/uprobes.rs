@@ -84,14 +84,20 @@ pub fn attach_library(
                 .ok_or_else(|| ProbeError::UserProbes("pid 0 is not a process".into()))?,
         ),
     };
-    let table = if empty {
-        catalog::USER_LOCKS_EMPTY
-    } else {
-        catalog::USER_LOCKS
-    };
-    Ok(table
+    Ok(catalog::USER_LOCKS
         .iter()
-        .flat_map(|probe| attach_program(ebpf, probe, libc, scope))
+        .map(|probe| match (empty, probe.ret) {
+            (false, _) => *probe,
+            (true, false) => UserProbe {
+                program: catalog::EMPTY_UPROBE,
+                ..*probe
+            },
+            (true, true) => UserProbe {
+                program: catalog::EMPTY_URETPROBE,
+                ..*probe
+            },
+        })
+        .flat_map(|probe| attach_program(ebpf, &probe, libc, scope))
         .collect())
 }
 
