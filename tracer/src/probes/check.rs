@@ -132,7 +132,7 @@ pub fn run() -> CheckReport {
     if uid == 0 && btf.is_ok() {
         let options = ProbeOptions {
             kernel: true,
-            user: Some(UserTarget::Process(std::process::id())),
+            user: Some(UserTarget::ProbeOnly),
             empty_user_programs: false,
         };
         match Probes::load(&options) {
@@ -176,7 +176,7 @@ pub fn run() -> CheckReport {
     features.push(feature(
         "uprobes",
         up_ok > 0,
-        format!("{up_ok}/{up_all} pthread uprobes attached (to this process, for the check)"),
+        format!("{up_ok}/{up_all} pthread uprobes attached (firing for no process, for the check)"),
     ));
 
     let irq = facts.as_ref().is_some_and(|f| f.irq_kfunc);

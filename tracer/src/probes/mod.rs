@@ -74,6 +74,9 @@ pub enum UserTarget {
     AllProcesses,
     /// One process.
     Process(u32),
+    /// Attach to the system's C libraries but fire for no one: proves uprobes work here
+    /// without tracing anything (`locktrace check`).
+    ProbeOnly,
 }
 
 /// What to attach.
@@ -200,13 +203,26 @@ impl Probes {
             probes.attach_kernel(&kernel_btf);
         }
         if let Some(target) = options.user {
-            let (statuses, libc) =
-                uprobes::attach(&mut probes.ebpf, target, options.empty_user_programs)?;
-            probes.statuses.extend(statuses);
+            // A process without a C library (a static binary, or a command not yet executed
+            // from a static locktrace) is one reason among others, not a failure of the whole
+            // session; `follow_libc` may still find its library later.
+            let libraries =
+                match uprobes::attach(&mut probes.ebpf, target, options.empty_user_programs) {
+                    Ok((statuses, libraries)) => {
+                        probes.statuses.extend(statuses);
+                        libraries
+                    }
+                    Err(err) => {
+                        probes
+                            .statuses
+                            .extend(uprobes::not_attached(&err.to_string()));
+                        Vec::new()
+                    }
+                };
             probes.user = Some(UserProbes {
                 target,
                 empty: options.empty_user_programs,
-                libraries: vec![libc],
+                libraries,
             });
         }
         if !probes.statuses.iter().any(|s| s.attached) {

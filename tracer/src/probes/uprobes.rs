@@ -55,19 +55,72 @@ pub fn file_identity(path: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
+/// Statuses saying that no pthread probe attached, and why.
+pub fn not_attached(why: &str) -> Vec<ProbeStatus> {
+    catalog::USER_LOCKS
+        .iter()
+        .flat_map(|probe| {
+            let kind = if probe.ret { "uretprobe" } else { "uprobe" };
+            probe.functions.iter().map(move |function| ProbeStatus {
+                name: format!("{kind}:{function}"),
+                kind: kind.to_string(),
+                attached: false,
+                detail: why.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Every distinct C library (by device and inode) mapped by any running process, as paths
+/// openable from here: what "all processes" means for uprobes, containers included.
+pub fn system_libcs() -> Vec<PathBuf> {
+    let mut seen = std::collections::HashSet::new();
+    let mut found = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Ok(path) = find_libc(Some(pid))
+            && let Some(id) = file_identity(&path)
+            && seen.insert(id)
+        {
+            found.push(path);
+        }
+    }
+    found
+}
+
 /// Attaches the pthread probes for `target`; `empty` attaches the empty baseline programs.
-/// Returns the statuses and the library probed.
+/// Returns the statuses and the libraries probed.
 pub fn attach(
     ebpf: &mut Ebpf,
     target: UserTarget,
     empty: bool,
-) -> Result<(Vec<ProbeStatus>, PathBuf), ProbeError> {
-    let libc = match target {
-        UserTarget::AllProcesses => find_libc(None)?,
-        UserTarget::Process(pid) => find_libc(Some(pid))?,
+) -> Result<(Vec<ProbeStatus>, Vec<PathBuf>), ProbeError> {
+    let libraries = match target {
+        UserTarget::Process(pid) => vec![find_libc(Some(pid))?],
+        UserTarget::AllProcesses | UserTarget::ProbeOnly => {
+            let all = system_libcs();
+            if all.is_empty() {
+                return Err(ProbeError::UserProbes(
+                    "no running process maps a C library".to_string(),
+                ));
+            }
+            all
+        }
     };
-    let statuses = attach_library(ebpf, target, &libc, empty)?;
-    Ok((statuses, libc))
+    let mut statuses = Vec::new();
+    for libc in &libraries {
+        statuses.extend(attach_library(ebpf, target, libc, empty)?);
+    }
+    Ok((statuses, libraries))
 }
 
 /// Attaches the pthread probes to the C library at `libc`, for `target`.
@@ -79,6 +132,8 @@ pub fn attach_library(
 ) -> Result<Vec<ProbeStatus>, ProbeError> {
     let scope = match target {
         UserTarget::AllProcesses => UProbeScope::AllProcesses,
+        // Fires only for locktrace itself, which the programs ignore.
+        UserTarget::ProbeOnly => UProbeScope::CallingProcess,
         UserTarget::Process(pid) => UProbeScope::OneProcess(
             NonZeroU32::new(pid)
                 .ok_or_else(|| ProbeError::UserProbes("pid 0 is not a process".into()))?,
@@ -161,6 +216,19 @@ mod tests {
         assert!(is_libc("/lib/libc-2.31.so"));
         assert!(!is_libc("/usr/lib/x86_64-linux-gnu/libcap.so.2"));
         assert!(!is_libc("/usr/lib/x86_64-linux-gnu/libcrypt.so.1"));
+    }
+
+    #[test]
+    fn every_process_libc_is_found_once() {
+        let all = system_libcs();
+        let own = find_libc(None).unwrap();
+        assert!(
+            all.iter().any(|p| file_identity(p) == file_identity(&own)),
+            "{all:?} lacks {own:?}"
+        );
+        let mut ids: Vec<_> = all.iter().map(|p| file_identity(p)).collect();
+        ids.dedup();
+        assert_eq!(ids.len(), all.len(), "no library twice");
     }
 
     #[test]
