@@ -1,15 +1,505 @@
-//! Boots stock Debian kernels under qemu and runs locktrace's in-guest tests (issue 4).
+//! `cargo xtask vm`: boots stock Debian kernels under qemu and runs locktrace's in-guest tests
+//! (issue 4).
+//!
+//! For each suite in [`suites::SUITES`]: resolve the suite's current kernel, fetch its image
+//! (cached), unpack its headers into the trixie build root, build the test module against them,
+//! pack an initramfs with busybox, `locktrace`, the test module and programs, the scripts of
+//! tests/vm and trixie's C library, boot it, read the checks from the serial console, then judge
+//! on the host what the guest shipped back.
+//!
+//! Cache (downloads, build root, kernels): `$LOCKTRACE_VM_CACHE`, else
+//! /var/cache/locktrace-vm, outside the work tree so fresh clones share it. Per-run output
+//! (serial logs, initramfs, shipped files): target/vm/<suite>/. `locktrace` is the workspace's
+//! ordinary release build (target/release, or `$CARGO_TARGET_DIR`), dynamically linked: it
+//! uprobes its own C library in `check`, which a static build would not map. The guest runs it
+//! with trixie's glibc, the host runs the same binary for `locktrace report`.
+
+mod apt;
+mod buildroot;
+mod cbuild;
+mod checks;
+mod initramfs;
+mod qemu;
+mod serial;
+mod suites;
+
+use std::{
+    env, fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail, ensure};
+
+use self::{
+    apt::Apt,
+    buildroot::BuildRoot,
+    initramfs::Initramfs,
+    qemu::{Ending, Guest},
+    serial::{Check, Verdict},
+    suites::{Kernel, Suite},
+};
 
 /// Arguments of `cargo xtask vm`.
 #[derive(clap::Args)]
-pub struct VmArgs {}
+pub struct VmArgs {
+    /// Debian suites whose kernels to boot (repeatable; default: trixie and trixie-backports).
+    #[arg(long = "suite", value_name = "SUITE")]
+    suites: Vec<String>,
+    /// Hard time limit for one guest, in seconds: the guest is killed and the run fails.
+    #[arg(long, default_value_t = 900)]
+    timeout: u64,
+    /// Cache directory for downloads, kernels and the build root [default:
+    /// $LOCKTRACE_VM_CACHE, else /var/cache/locktrace-vm].
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+}
 
-/// Installs what the VM suite needs on the host (called by `cargo xtask setup`).
+/// Host packages the suite needs, each with a file that shows it installed.
+const HOST_PACKAGES: &[(&str, &str)] = &[
+    ("qemu-system-x86", "/usr/bin/qemu-system-x86_64"),
+    ("debootstrap", "/usr/sbin/debootstrap"),
+    (
+        "debian-archive-keyring",
+        "/usr/share/keyrings/debian-archive-keyring.gpg",
+    ),
+];
+
+/// The guest's scripts, from tests/vm, and where they go in the initramfs.
+const SCRIPTS: &[(&str, &str)] = &[
+    ("init", "/init"),
+    ("guest-tests.sh", "/tests/guest-tests.sh"),
+    ("trigger.sh", "/tests/trigger.sh"),
+    ("workload.sh", "/tests/workload.sh"),
+];
+
+/// Installs what the VM suite needs on the host (called by `cargo xtask setup`): qemu and
+/// debootstrap. Fast when all is present.
 pub fn install_prerequisites() -> anyhow::Result<()> {
+    let missing: Vec<&str> = HOST_PACKAGES
+        .iter()
+        .filter(|(_, file)| !Path::new(file).exists())
+        .map(|(package, _)| *package)
+        .collect();
+    if !missing.is_empty() {
+        println!("vm: installing {}", missing.join(" "));
+        run_command(
+            Command::new("apt-get")
+                .args(["-q", "update"])
+                .stdout(Stdio::null()),
+        )?;
+        run_command(
+            Command::new("apt-get")
+                .args(["-q", "-y", "--no-install-recommends", "install"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .stdout(Stdio::null()),
+        )?;
+    }
     Ok(())
 }
 
 /// Runs the VM suite.
-pub fn run(_args: VmArgs) -> anyhow::Result<()> {
-    anyhow::bail!("the VM suite is not implemented yet")
+pub fn run(args: VmArgs) -> anyhow::Result<()> {
+    let selected: Vec<&'static Suite> = if args.suites.is_empty() {
+        suites::SUITES.iter().collect()
+    } else {
+        args.suites
+            .iter()
+            .map(|name| suites::find(name))
+            .collect::<anyhow::Result<_>>()?
+    };
+    let repo = repo_root();
+    let cache = args
+        .cache_dir
+        .or_else(|| env::var_os("LOCKTRACE_VM_CACHE").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/var/cache/locktrace-vm"));
+    fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
+    let out = repo.join("target/vm");
+    let started = Instant::now();
+
+    let locktrace = step("build locktrace", || build_locktrace(&repo))?;
+    let root = step("build root", || BuildRoot::ensure(&cache))?;
+    let programs = step("test programs", || {
+        cbuild::build_programs(&root, &repo, &out.join("programs"))
+    })?;
+
+    let mut failures = Vec::new();
+    let mut summaries = Vec::new();
+    for suite in selected {
+        let guest = GuestParts {
+            repo: &repo,
+            cache: &cache,
+            out: &out.join(suite.name),
+            root: &root,
+            locktrace: &locktrace,
+            programs: &programs,
+            timeout: Duration::from_secs(args.timeout),
+        };
+        match run_suite(suite, &guest) {
+            Ok(summary) => {
+                if summary.failed() {
+                    failures.push(format!(
+                        "{}: {}",
+                        suite.name,
+                        summary.failed_names().join(", ")
+                    ));
+                }
+                summaries.push(summary);
+            }
+            Err(err) => failures.push(format!("{}: {err:#}", suite.name)),
+        }
+    }
+
+    println!("\nvm: summary ({:.0?} in all)", started.elapsed());
+    for summary in &summaries {
+        summary.print_line();
+    }
+    if !failures.is_empty() {
+        bail!("VM tests failed:\n  {}", failures.join("\n  "));
+    }
+    Ok(())
+}
+
+/// What every guest is made of, besides its kernel.
+struct GuestParts<'a> {
+    repo: &'a Path,
+    cache: &'a Path,
+    out: &'a Path,
+    root: &'a BuildRoot,
+    locktrace: &'a Path,
+    programs: &'a [PathBuf],
+    timeout: Duration,
+}
+
+/// What one kernel verified.
+struct Summary {
+    suite: &'static str,
+    release: String,
+    checks: Vec<Check>,
+}
+
+impl Summary {
+    fn failed(&self) -> bool {
+        self.checks.iter().any(|check| !check.pass)
+    }
+
+    fn failed_names(&self) -> Vec<&str> {
+        self.checks
+            .iter()
+            .filter(|check| !check.pass)
+            .map(|check| check.name.as_str())
+            .collect()
+    }
+
+    fn print_line(&self) {
+        let passed: Vec<&str> = self
+            .checks
+            .iter()
+            .filter(|check| check.pass)
+            .map(|check| check.name.as_str())
+            .collect();
+        println!(
+            "  {} ({}): {}/{} checks passed: {}",
+            self.suite,
+            self.release,
+            passed.len(),
+            self.checks.len(),
+            passed.join(" ")
+        );
+        let failed = self.failed_names();
+        if !failed.is_empty() {
+            println!("    failed: {}", failed.join(" "));
+        }
+    }
+}
+
+/// Resolves, prepares, boots and judges one suite's kernel.
+fn run_suite(suite: &'static Suite, parts: &GuestParts) -> anyhow::Result<Summary> {
+    println!("\nvm: {} — {}", suite.name, suite.about);
+    let apt = Apt::new(parts.cache, suite.name)?;
+    let kernel = step("resolve the kernel", || {
+        apt.update()?;
+        suites::resolve(suite, &apt)
+    })?;
+    println!(
+        "vm: {}: kernel {} ({} {})",
+        suite.name,
+        kernel.release(),
+        kernel.image_package,
+        kernel.version
+    );
+    let downloads = parts.cache.join("downloads");
+    let vmlinuz = step("kernel image", || {
+        kernel_image(&kernel, &apt, parts.cache, &downloads)
+    })?;
+    step("kernel headers", || {
+        parts.root.install_headers(&kernel, &apt, &downloads)
+    })?;
+    let module = step("test module", || {
+        cbuild::build_module(parts.root, &kernel, parts.repo, parts.out)
+    })?;
+    let initrd = parts.out.join("initramfs.cpio");
+    step("initramfs", || pack_initramfs(parts, &module, &initrd))?;
+
+    let log = parts.out.join("serial.log");
+    let (mut transcript, ending) = step("boot and run the guest", || {
+        qemu::boot(&Guest {
+            kernel: &vmlinuz,
+            initramfs: &initrd,
+            log: &log,
+            timeout: parts.timeout,
+        })
+    })?;
+
+    let shipped = parts.out.join("shipped");
+    fs::create_dir_all(&shipped)?;
+    for (name, bytes) in &transcript.files {
+        fs::write(shipped.join(name), bytes)?;
+    }
+    let mut checks = std::mem::take(&mut transcript.checks);
+    checks.extend(checks::judge(
+        suite,
+        &transcript.files,
+        parts.locktrace,
+        &shipped,
+    ));
+    for err in &transcript.errors {
+        checks.push(Check {
+            name: "console-transfer".into(),
+            pass: false,
+            detail: err.clone(),
+        });
+    }
+    let verdict = transcript.verdict().map(|verdict| match verdict {
+        Verdict::Pass => "PASS".to_owned(),
+        Verdict::Fail(count) => format!("FAIL {count}"),
+    });
+    let run_ok = match (&ending, &verdict) {
+        (Ending::PoweredOff, Ok(_)) => Ok("result line read, guest powered off".to_owned()),
+        (Ending::TimedOut, _) => Err(format!(
+            "no result within {:?}: guest killed",
+            parts.timeout
+        )),
+        (Ending::KernelFailure(line), _) => Err(format!("kernel failure: {line}")),
+        (Ending::PoweredOff, Err(err)) => Err(format!("{err:#}")),
+    };
+    checks.insert(
+        0,
+        match run_ok {
+            Ok(detail) => Check {
+                name: "guest-run".into(),
+                pass: true,
+                detail,
+            },
+            Err(detail) => Check {
+                name: "guest-run".into(),
+                pass: false,
+                detail,
+            },
+        },
+    );
+    let release = transcript
+        .kernel_release
+        .clone()
+        .unwrap_or_else(|| kernel.release());
+    if transcript
+        .kernel_release
+        .as_deref()
+        .is_some_and(|found| found != kernel.release())
+    {
+        checks.push(Check {
+            name: "kernel-release".into(),
+            pass: false,
+            detail: format!("guest runs {release}, expected {}", kernel.release()),
+        });
+    }
+    for check in &checks {
+        let status = if check.pass { "PASS" } else { "FAIL" };
+        println!("  {status} {:<24} {}", check.name, check.detail);
+    }
+    if let Ok(verdict) = &verdict {
+        println!("  guest result: {verdict}");
+    }
+    let summary = Summary {
+        suite: suite.name,
+        release,
+        checks,
+    };
+    if summary.failed() {
+        print_log_tail(&log)?;
+    }
+    Ok(summary)
+}
+
+/// Runs one step, printing how long it took.
+fn step<T>(what: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let started = Instant::now();
+    let result = f().with_context(|| what.to_owned());
+    println!("vm: {what}: {:.1?}", started.elapsed());
+    result
+}
+
+/// The kernel's vmlinuz, from the cache or downloaded and unpacked into it.
+fn kernel_image(
+    kernel: &Kernel,
+    apt: &Apt,
+    cache: &Path,
+    downloads: &Path,
+) -> anyhow::Result<PathBuf> {
+    let dir = cache.join("kernels").join(kernel.release());
+    let vmlinuz = dir.join("vmlinuz");
+    if vmlinuz.exists() {
+        return Ok(vmlinuz);
+    }
+    let deb = apt.download(&kernel.image_package, downloads)?;
+    let unpacked = downloads.join(format!("{}.unpacked", kernel.image_package));
+    if unpacked.exists() {
+        fs::remove_dir_all(&unpacked)?;
+    }
+    // 6.12: ./boot/vmlinuz-<release>; 7.x: ./usr/lib/modules/<release>/vmlinuz.unsigned.
+    apt::extract(&deb, &unpacked, &["*/vmlinuz*"])?;
+    let found = find_file(&unpacked, "vmlinuz")?
+        .with_context(|| format!("no vmlinuz in {}", deb.display()))?;
+    fs::create_dir_all(&dir)?;
+    fs::rename(found, &vmlinuz)?;
+    fs::remove_dir_all(&unpacked)?;
+    fs::remove_file(&deb)?;
+    Ok(vmlinuz)
+}
+
+/// The first regular file under `dir` whose name starts with `prefix`.
+fn find_file(dir: &Path, prefix: &str) -> anyhow::Result<Option<PathBuf>> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            if let Some(found) = find_file(&entry.path(), prefix)? {
+                return Ok(Some(found));
+            }
+        } else if kind.is_file() && entry.file_name().to_string_lossy().starts_with(prefix) {
+            return Ok(Some(entry.path()));
+        }
+    }
+    Ok(None)
+}
+
+/// Packs busybox, dash, the scripts, locktrace, the test programs and module, and the shared
+/// libraries they need.
+fn pack_initramfs(parts: &GuestParts, module: &Path, dest: &Path) -> anyhow::Result<()> {
+    let mut archive = Initramfs::default();
+    for dir in [
+        "/bin",
+        "/sbin",
+        "/usr",
+        "/usr/bin",
+        "/usr/sbin",
+        "/dev",
+        "/proc",
+        "/sys",
+        "/tmp",
+        "/run",
+        "/root",
+        "/etc",
+        "/tests",
+        "/lib",
+        "/lib64",
+        "/lib/x86_64-linux-gnu",
+    ] {
+        archive.dir(dir);
+    }
+    archive.char_device("/dev/console", 0o600, 5, 1);
+    archive.copy("/bin/busybox", 0o755, &parts.root.path("/usr/bin/busybox"))?;
+    archive.symlink("/bin/sh", "busybox");
+    // A dynamically linked shell, for the commands that `locktrace watch` spawns.
+    let dash = parts.root.path("/usr/bin/dash");
+    archive.copy("/usr/bin/dash", 0o755, &dash)?;
+    for (script, path) in SCRIPTS {
+        archive.copy(path, 0o755, &parts.repo.join("tests/vm").join(script))?;
+    }
+    let patterns: Vec<&str> = checks::PATTERNS.iter().map(|(name, _)| *name).collect();
+    archive.file(
+        "/tests/patterns",
+        0o644,
+        format!("{}\n", patterns.join(" ")).as_bytes(),
+    );
+    archive.copy("/usr/bin/locktrace", 0o755, parts.locktrace)?;
+    for program in parts.programs {
+        let name = program
+            .file_name()
+            .context("program name")?
+            .to_string_lossy();
+        archive.copy(&format!("/tests/{name}"), 0o755, program)?;
+    }
+    archive.copy("/tests/locktrace_test.ko", 0o644, module)?;
+    let mut dynamic = vec![dash, parts.locktrace.to_path_buf()];
+    dynamic.extend_from_slice(parts.programs);
+    for library in parts.root.libraries(&dynamic)? {
+        ensure!(
+            library.starts_with("/lib/x86_64-linux-gnu/") || library.starts_with("/lib64/"),
+            "unexpected library location {library}"
+        );
+        archive.copy(&library, 0o755, &parts.root.path(&library))?;
+    }
+    archive.write(dest)
+}
+
+/// Builds `locktrace` (release) in the workspace's target directory; returns its path.
+fn build_locktrace(repo: &Path) -> anyhow::Result<PathBuf> {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(cargo)
+        .current_dir(repo)
+        .args(["build", "--release", "-p", "tracer", "--bin", "locktrace"])
+        .args(["--message-format", "json-render-diagnostics"])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running cargo build")?;
+    ensure!(output.status.success(), "cargo build of locktrace failed");
+    let mut executable = None;
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if message["reason"] == "compiler-artifact"
+            && message["target"]["name"] == "locktrace"
+            && let Some(path) = message["executable"].as_str()
+        {
+            executable = Some(PathBuf::from(path));
+        }
+    }
+    executable.context("cargo reported no locktrace executable")
+}
+
+/// The workspace root (xtask's parent).
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// Prints the end of a guest's serial log.
+fn print_log_tail(log: &Path) -> anyhow::Result<()> {
+    let text = fs::read(log)?;
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text.lines().collect();
+    println!("  --- last lines of {} ---", log.display());
+    for line in &lines[lines.len().saturating_sub(40)..] {
+        println!("  | {}", line.trim_end_matches('\r'));
+    }
+    Ok(())
+}
+
+/// Runs a command, failing with its status.
+fn run_command(command: &mut Command) -> anyhow::Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("running {:?}", command.get_program()))?;
+    ensure!(
+        status.success(),
+        "{:?} failed: {status}",
+        command.get_program()
+    );
+    Ok(())
 }

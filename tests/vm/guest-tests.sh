@@ -1,0 +1,116 @@
+#!/bin/sh
+# locktrace's in-guest tests, run by /init on each guest kernel.
+#
+# Console protocol, read by xtask/src/vm/serial.rs:
+#   LOCKTRACE-VM-KERNEL <uname -r>
+#   LOCKTRACE-VM-CHECK <name> PASS|FAIL <detail>     one per check
+#   LOCKTRACE-VM-FILE-BEGIN <name> <bytes>            then the file in base64, then
+#   LOCKTRACE-VM-FILE-END <name>
+#   LOCKTRACE-VM-RESULT PASS | LOCKTRACE-VM-RESULT FAIL <failed>/<total>   exactly once, last
+#
+# The guest checks that each step runs; the host judges the JSON the steps wrote (the files
+# shipped back, only for steps that succeeded), see xtask/src/vm/checks.rs. Commands that
+# locktrace spawns run under dash, which is dynamically linked: locktrace traces a command's
+# pthread locks through its C library, and busybox is static.
+
+PATTERNS=$(cat /tests/patterns)
+LIMIT=300          # seconds for one locktrace command, so one hang cannot eat the whole run
+TOTAL=0
+FAILED=0
+
+# check NAME STATUS DETAIL: reports one check; STATUS 0 passes.
+check() {
+    TOTAL=$((TOTAL + 1))
+    if [ "$2" = 0 ]; then
+        echo "LOCKTRACE-VM-CHECK $1 PASS $3"
+    else
+        FAILED=$((FAILED + 1))
+        echo "LOCKTRACE-VM-CHECK $1 FAIL $3"
+    fi
+}
+
+# ship NAME FILE: sends FILE to the host. Kernel messages stay off the console meanwhile.
+ship() {
+    [ -f "$2" ] || return 0
+    dmesg -n 1
+    echo "LOCKTRACE-VM-FILE-BEGIN $1 $(wc -c < "$2")"
+    base64 "$2"
+    echo "LOCKTRACE-VM-FILE-END $1"
+    dmesg -n 5
+}
+
+# step NAME CMD...: runs CMD under the time limit, stdout to /tmp/NAME.out, stderr to
+# /tmp/NAME.err (its tail is shown on failure), and reports check NAME.
+step() {
+    name=$1
+    shift
+    timeout "$LIMIT" "$@" > "/tmp/$name.out" 2> "/tmp/$name.err"
+    status=$?
+    detail="exit $status"
+    [ "$status" = 143 ] || [ "$status" = 137 ] && detail="timed out after ${LIMIT}s"
+    check "$name" "$status" "$detail: $*"
+    if [ "$status" != 0 ]; then
+        tail -n 15 "/tmp/$name.err" | sed 's/^/  | /'
+    fi
+    return "$status"
+}
+
+# kernel_complaints: the first line of new kernel warnings since the last `dmesg -c`.
+kernel_complaints() {
+    dmesg | grep -E 'BUG:|WARNING:|Oops|Call Trace|INFO:' | head -n 1
+}
+
+echo "LOCKTRACE-VM-KERNEL $(uname -r)"
+
+# --- Infrastructure: the module, its patterns and the test programs work on this kernel. ---
+dmesg -c > /dev/null
+insmod /tests/locktrace_test.ko && [ -e /proc/locktrace_test ]
+check kmod-load $? "$(dmesg | grep -m 1 locktrace_test)"
+
+for pattern in $PATTERNS; do
+    dmesg -c > /dev/null
+    echo "$pattern" > /proc/locktrace_test
+    status=$?
+    complaint=$(kernel_complaints)
+    [ "$status" = 0 ] && [ -z "$complaint" ]
+    check "kmod-$pattern" $? "write status $status ${complaint:+; kernel: $complaint}"
+done
+
+step percpu-map /tests/percpu_map 4
+step locktrace-help locktrace --help
+
+# --- locktrace on this kernel. ---
+# Every probe loads and attaches; the host reads check.json.
+step locktrace-check locktrace check --json && ship check.json /tmp/locktrace-check.out
+locktrace check 2>&1 | sed 's/^/  | /'
+
+# Ordinary kernel activity: per-CPU maps give pcpu_alloc_mutex -> pcpu_lock.
+if step record-ordinary locktrace record -o /tmp/ordinary.lttrace -- /tests/percpu_map 8; then
+    step graph-ordinary locktrace graph /tmp/ordinary.lttrace --format json &&
+        ship graph.json /tmp/graph-ordinary.out
+fi
+
+# Each pattern of the module under `watch`: the host compares the alerts with the expected ones.
+for pattern in $PATTERNS; do
+    step "watch-$pattern" locktrace watch --json -- dash /tests/trigger.sh "$pattern" &&
+        ship "watch-$pattern.json" "/tmp/watch-$pattern.out"
+done
+
+# An ordinary workload, without the module's patterns: no inversion alert.
+step workload locktrace watch --json -- dash /tests/workload.sh &&
+    ship workload.json /tmp/workload.out
+
+# A record of all patterns, replayed here and (by the host) on the host.
+# shellcheck disable=SC2086 # PATTERNS is a list of words
+if step record-patterns locktrace record -o /tmp/patterns.lttrace -- dash /tests/trigger.sh $PATTERNS; then
+    ship patterns.lttrace /tmp/patterns.lttrace
+    step report-guest locktrace report /tmp/patterns.lttrace --json &&
+        ship report.json /tmp/report-guest.out
+fi
+
+dmesg -c > /dev/null
+if [ "$FAILED" = 0 ]; then
+    echo "LOCKTRACE-VM-RESULT PASS"
+else
+    echo "LOCKTRACE-VM-RESULT FAIL $FAILED/$TOTAL"
+fi

@@ -1,0 +1,68 @@
+//! Builds the guest's C parts in the build root: the test module (tests/kmod) against one
+//! kernel's headers, and the test programs (tests/vm/*.c, linked against trixie's glibc).
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context;
+
+use super::{buildroot::BuildRoot, suites::Kernel};
+
+/// The test programs, each built from tests/vm/<name>.c. They are dynamically linked: locktrace
+/// traces a command's pthread locks through its C library, which a static binary does not map.
+pub const PROGRAMS: &[&str] = &["percpu_map"];
+
+/// Builds tests/kmod for `kernel` and returns the module's host path (in `out`).
+pub fn build_module(
+    root: &BuildRoot,
+    kernel: &Kernel,
+    repo: &Path,
+    out: &Path,
+) -> anyhow::Result<PathBuf> {
+    let inside = format!("/build/kmod-{}", kernel.release());
+    let dir = root.path(&inside);
+    if dir.exists() {
+        fs::remove_dir_all(&dir)?;
+    }
+    fs::create_dir_all(&dir)?;
+    for name in ["locktrace_test.c", "Kbuild", "Makefile"] {
+        fs::copy(repo.join("tests/kmod").join(name), dir.join(name))
+            .with_context(|| format!("copying tests/kmod/{name}"))?;
+    }
+    root.sh(
+        &inside,
+        &format!("make -s KDIR=/usr/src/linux-headers-{}", kernel.release()),
+    )
+    .map(drop)
+    .with_context(|| format!("building the test module for {}", kernel.release()))?;
+    fs::create_dir_all(out)?;
+    let module = out.join("locktrace_test.ko");
+    fs::copy(dir.join("locktrace_test.ko"), &module)?;
+    Ok(module)
+}
+
+/// Builds the test programs and returns their host paths (in `out`).
+pub fn build_programs(root: &BuildRoot, repo: &Path, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let inside = "/build/programs";
+    let dir = root.path(inside);
+    fs::create_dir_all(&dir)?;
+    fs::create_dir_all(out)?;
+    let mut built = Vec::new();
+    for name in PROGRAMS {
+        fs::copy(
+            repo.join(format!("tests/vm/{name}.c")),
+            dir.join(format!("{name}.c")),
+        )
+        .with_context(|| format!("copying tests/vm/{name}.c"))?;
+        root.sh(
+            inside,
+            &format!("gcc-14 -O2 -Wall -Werror -o {name} {name}.c"),
+        )?;
+        let program = out.join(name);
+        fs::copy(dir.join(name), &program)?;
+        built.push(program);
+    }
+    Ok(built)
+}

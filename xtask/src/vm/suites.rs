@@ -1,0 +1,137 @@
+//! The guest kernels, named by Debian suite in one place, and their resolution to today's
+//! packages.
+//!
+//! Debian removes superseded kernel packages from its archive (point releases, security
+//! updates, new backports), so no version is pinned here: each run asks the suite which
+//! kernel its `linux-image-amd64` metapackage currently depends on.
+
+use anyhow::{Context, bail};
+
+use super::apt::Apt;
+
+/// One guest kernel, named by the Debian suite it comes from.
+pub struct Suite {
+    /// The suite's name in the archive, also its name on the command line.
+    pub name: &'static str,
+    /// What this kernel is there to test.
+    pub about: &'static str,
+    /// Whether its kernel has the `bpf_local_irq_save` kfunc (6.14+): `locktrace check` must
+    /// report the feature as present exactly when this is true.
+    pub irq_state_kfunc: bool,
+}
+
+/// The guest kernels, in the order they run.
+pub const SUITES: &[Suite] = &[
+    Suite {
+        name: "trixie",
+        about: "Debian 13's long-term 6.12 kernel, without the IRQ-state kfunc: the fallback path",
+        irq_state_kfunc: false,
+    },
+    Suite {
+        name: "trixie-backports",
+        about: "the 7.x backports kernel, with the IRQ-state and slab-cache kfuncs",
+        irq_state_kfunc: true,
+    },
+];
+
+/// The suite whose compiler and C library build the test module and programs.
+pub const BUILD_SUITE: &str = "trixie";
+
+/// Where packages come from.
+pub const MIRROR: &str = "http://deb.debian.org/debian";
+
+/// Looks up a suite by name.
+pub fn find(name: &str) -> anyhow::Result<&'static Suite> {
+    match SUITES.iter().find(|suite| suite.name == name) {
+        Some(suite) => Ok(suite),
+        None => {
+            let known: Vec<_> = SUITES.iter().map(|suite| suite.name).collect();
+            bail!("unknown suite {name:?}; known: {}", known.join(", "))
+        }
+    }
+}
+
+/// A suite's current kernel and the packages that carry it.
+pub struct Kernel {
+    /// The ABI name, as in `linux-image-<abi>-amd64`, e.g. `6.12.117+deb13`.
+    pub abi: String,
+    /// The Debian package version, e.g. `6.12.117-1`.
+    pub version: String,
+    /// The package holding the unsigned vmlinuz.
+    pub image_package: String,
+    /// The packages to unpack for building modules: headers, common headers, kbuild.
+    pub header_packages: Vec<String>,
+}
+
+impl Kernel {
+    /// The kernel release (`uname -r` in the guest).
+    pub fn release(&self) -> String {
+        format!("{}-amd64", self.abi)
+    }
+}
+
+/// Resolves the suite's current kernel from its (already updated) package lists.
+pub fn resolve(suite: &'static Suite, apt: &Apt) -> anyhow::Result<Kernel> {
+    let image = apt
+        .depends("linux-image-amd64")?
+        .into_iter()
+        .find_map(|dep| image_abi(&dep))
+        .with_context(|| {
+            format!(
+                "{}: linux-image-amd64 depends on no kernel image",
+                suite.name
+            )
+        })?;
+    let release = format!("{image}-amd64");
+    // From 7.x the image is split; before, the `-unsigned` image package holds vmlinuz.
+    let split = format!("linux-binary-unsigned-{release}");
+    let image_package = if apt.has(&split)? {
+        split
+    } else {
+        format!("linux-image-{release}-unsigned")
+    };
+    let headers = format!("linux-headers-{release}");
+    let mut header_packages = vec![headers.clone()];
+    for dep in apt.depends(&headers)? {
+        let headers_or_kbuild =
+            dep.starts_with("linux-headers-") || dep.starts_with("linux-kbuild-");
+        if headers_or_kbuild && dep.contains(&image) && !header_packages.contains(&dep) {
+            header_packages.push(dep);
+        }
+    }
+    Ok(Kernel {
+        version: apt.version(&image_package)?,
+        abi: image,
+        image_package,
+        header_packages,
+    })
+}
+
+/// The ABI of a `linux-image-<abi>-amd64` package name, for a versioned image only.
+fn image_abi(package: &str) -> Option<String> {
+    let abi = package
+        .strip_prefix("linux-image-")?
+        .strip_suffix("-amd64")?;
+    abi.starts_with(|c: char| c.is_ascii_digit())
+        .then(|| abi.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::image_abi;
+
+    #[test]
+    fn image_abi_takes_versioned_images_only() {
+        assert_eq!(
+            image_abi("linux-image-6.12.117+deb13-amd64").as_deref(),
+            Some("6.12.117+deb13")
+        );
+        assert_eq!(
+            image_abi("linux-image-7.3.4+deb13-amd64").as_deref(),
+            Some("7.3.4+deb13")
+        );
+        assert_eq!(image_abi("linux-image-amd64"), None);
+        assert_eq!(image_abi("linux-base-amd64"), None);
+        assert_eq!(image_abi("linux-image-6.12.117+deb13-amd64-unsigned"), None);
+    }
+}
