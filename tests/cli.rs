@@ -220,3 +220,26 @@ fn unwritable_output_fails_before_attaching_with_one_line() {
         "nothing was attached: {stderr}"
     );
 }
+
+#[test]
+fn a_full_stdout_is_one_error_line_not_a_panic() {
+    let dir = support::tempdir();
+    let path = support::path_in(&dir, "full.lttrace");
+    write_trace(&path, 0);
+    for args in [
+        vec!["graph", path.to_str().unwrap(), "--format", "dot"],
+        vec!["report", path.to_str().unwrap(), "--json"],
+    ] {
+        let output = support::locktrace()
+            .args(&args)
+            .stdout(std::fs::File::create("/dev/full").unwrap())
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error:")).collect();
+        assert_eq!(errors.len(), 1, "{args:?}: {stderr}");
+        assert!(errors[0].contains("No space left"), "{args:?}: {stderr}");
+    }
+}

@@ -26,8 +26,19 @@ pub struct Replay {
     pub damage: Option<TraceError>,
 }
 
+/// Why a replay could not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The file could not be opened or is not a trace file.
+    #[error(transparent)]
+    Trace(#[from] TraceError),
+    /// Alerts could not be written (a broken pipe means the reader went away).
+    #[error("writing alerts")]
+    Output(#[source] std::io::Error),
+}
+
 /// Replays `path`, printing each alert through `printer` (if any) as it is found.
-pub fn replay(path: &Path, mut printer: Option<&mut AlertPrinter>) -> Result<Replay, TraceError> {
+pub fn replay(path: &Path, mut printer: Option<&mut AlertPrinter>) -> Result<Replay, ReplayError> {
     let mut reader = TraceReader::open(path)?;
     let header = reader.header().clone();
     let mut engine = Engine::new(EngineConfig::default());
@@ -44,10 +55,8 @@ pub fn replay(path: &Path, mut printer: Option<&mut AlertPrinter>) -> Result<Rep
                 for event in &batch {
                     match printer.as_deref_mut() {
                         Some(printer) => {
-                            // A closed stdout (a pager quit) ends the replay quietly.
-                            if process_and_print(&mut engine, event, &symbols, printer).is_err() {
-                                break;
-                            }
+                            process_and_print(&mut engine, event, &symbols, printer)
+                                .map_err(ReplayError::Output)?;
                         }
                         None => {
                             engine.process(event, &symbols);

@@ -42,16 +42,16 @@ pub enum ProbeError {
         uid: u32,
     },
     /// The kernel has no BTF, which every program here needs.
-    #[error("this kernel has no BTF (/sys/kernel/btf/vmlinux): {0}")]
+    #[error("this kernel has no usable BTF (/sys/kernel/btf/vmlinux)")]
     NoBtf(#[source] btf::BtfError),
     /// This binary was built with `AYA_BUILD_SKIP=1` and carries no programs.
     #[error("this locktrace was built without its eBPF programs (AYA_BUILD_SKIP); rebuild it")]
     NoObject,
     /// The object could not be parsed or its maps created.
-    #[error("cannot load locktrace's eBPF object: {0}")]
+    #[error("cannot load locktrace's eBPF object")]
     Load(#[source] Box<aya::EbpfError>),
     /// A map the programs need is missing or of the wrong type.
-    #[error("eBPF map {name}: {source}")]
+    #[error("eBPF map {name}")]
     Map {
         /// The map.
         name: &'static str,

@@ -42,7 +42,7 @@ pub enum SessionError {
     #[error(transparent)]
     Probe(#[from] ProbeError),
     /// The traced command could not be started.
-    #[error("cannot start {command}: {source}")]
+    #[error("cannot start {command}")]
     Spawn {
         /// The command.
         command: String,
@@ -54,7 +54,7 @@ pub enum SessionError {
     #[error(transparent)]
     Trace(#[from] TraceError),
     /// Reading the ring buffer or another local operation failed.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         /// What was being done.
         what: &'static str,
@@ -62,9 +62,6 @@ pub enum SessionError {
         #[source]
         source: std::io::Error,
     },
-    /// A sink (engine output) failed.
-    #[error("{0}")]
-    Sink(String),
 }
 
 /// Where the events of a session go.
@@ -160,10 +157,10 @@ pub async fn run(
     // A child that never gets released exits by itself when the gate closes.
     let (mut probes, maps) = Probes::load(&probe_options)?;
     for line in probes.not_attached_summary() {
-        eprintln!("locktrace: {line}");
+        notice(format_args!("locktrace: {line}"));
     }
     let attached = probes.statuses().iter().filter(|s| s.attached).count();
-    eprintln!("locktrace: {attached} probes attached");
+    notice(format_args!("locktrace: {attached} probes attached"));
     sink.start(probes.statuses())?;
 
     let mut namer = Namer::new(kernel_symbols);
@@ -225,10 +222,10 @@ pub async fn run(
                 {
                     libc_checked = true;
                     if let Some(libc) = probes.follow_libc(pid)? {
-                        eprintln!(
+                        notice(format_args!(
                             "locktrace: the command maps another C library, now probed too: {}",
                             libc.display()
-                        );
+                        ));
                     }
                 }
             }
@@ -236,8 +233,9 @@ pub async fn run(
                 sink.drops(&drop_counts(&probes, &counters))?;
                 if show_status {
                     let line = counters.status_line(&sink.status());
-                    eprint!("\r\x1b[K{line}");
-                    let _ = std::io::stderr().flush();
+                    let mut stderr = std::io::stderr();
+                    let _ = write!(stderr, "\r\x1b[K{line}");
+                    let _ = stderr.flush();
                 }
             }
             event = child_rx.recv(), if has_child => match event {
@@ -281,7 +279,7 @@ pub async fn run(
     let drops = drop_counts(&probes, &counters);
     sink.drops(&drops)?;
     if show_status {
-        eprintln!();
+        notice(format_args!(""));
     }
     sink.finish(&mut namer, started.elapsed())?;
     Ok(SessionSummary {
@@ -291,6 +289,12 @@ pub async fn run(
         command_status,
         stopped_by,
     })
+}
+
+/// Writes one line to standard error. A closed or full standard error must not stop a
+/// session (a recording would be lost for a status line), so failures are ignored.
+pub fn notice(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

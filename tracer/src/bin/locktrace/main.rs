@@ -4,14 +4,21 @@
 
 mod args;
 
-use std::process::ExitCode;
+/// A line on standard error that cannot fail the command (see `session::notice`).
+macro_rules! note {
+    ($($arg:tt)*) => {
+        tracer::session::notice(format_args!($($arg)*))
+    };
+}
+
+use std::{io::Write, process::ExitCode};
 
 use anyhow::Context;
 use clap::Parser;
 use tracer::{
     engine::{Engine, EngineConfig},
     probes::check,
-    replay::replay,
+    replay::{ReplayError, replay},
     report,
     session::{self, ChildStdout, SessionOptions, record::Recorder, watch::AlertPrinter},
     tracefile::TraceError,
@@ -24,7 +31,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("locktrace: error: {err:#}");
+            note!("locktrace: error: {err:#}");
             ExitCode::FAILURE
         }
     }
@@ -34,11 +41,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check { json } => {
             let report = check::run();
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
+            let mut out = std::io::stdout().lock();
+            let written = if json {
+                writeln!(out, "{}", serde_json::to_string(&report)?)
             } else {
-                print!("{}", report.render_table());
-            }
+                write!(out, "{}", report.render_table())
+            };
+            written.context("writing the report")?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Record { output, trace } => {
@@ -46,7 +55,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut recorder = Recorder::new(&output, std::env::args().collect());
             recorder.check_writable()?;
             let summary = block_on(session::run(&options, &mut recorder))?;
-            eprintln!(
+            note!(
                 "locktrace: recorded {} events{} to {} ({}; lost: {})",
                 summary.events,
                 by_kind(&summary.by_kind),
@@ -65,7 +74,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             let summary = block_on(session::run(&options, &mut watcher))?;
             let stats = watcher.engine().stats();
-            eprintln!(
+            note!(
                 "locktrace: {} events{}, {} classes, {} dependencies, {} alerts ({}; lost: {})",
                 summary.events,
                 by_kind(&summary.by_kind),
@@ -80,10 +89,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Report { file, json } => {
             let mut printer = AlertPrinter::stdout(json);
-            let replayed = replay(&file, Some(&mut printer))?;
+            let replayed = match replay(&file, Some(&mut printer)) {
+                Ok(replayed) => replayed,
+                // The reader went away (a pager quit): nothing more to say.
+                Err(ReplayError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Err(e) => return Err(e.into()),
+            };
             warn_damage(replayed.damage.as_ref());
             let stats = replayed.engine.stats();
-            eprintln!(
+            note!(
                 "locktrace: replayed {} events from {}: {} classes, {} dependencies, {} alerts{}",
                 replayed.events,
                 file.display(),
@@ -101,18 +117,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Graph { file, format } => {
             let replayed = replay(&file, None)?;
             warn_damage(replayed.damage.as_ref());
-            match format {
-                GraphFormat::Dot => {
-                    print!(
-                        "{}",
-                        report::graph::to_dot(&replayed.engine, &replayed.symbols)
-                    )
-                }
-                GraphFormat::Json => println!(
+            let mut out = std::io::stdout().lock();
+            let written = match format {
+                GraphFormat::Dot => write!(
+                    out,
+                    "{}",
+                    report::graph::to_dot(&replayed.engine, &replayed.symbols)
+                ),
+                GraphFormat::Json => writeln!(
+                    out,
                     "{}",
                     report::graph::to_json(&replayed.engine, &replayed.symbols)
                 ),
-            }
+            };
+            written.context("writing the graph")?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -173,12 +191,12 @@ fn report_command_status(status: Option<i32>) {
     if let Some(code) = status
         && code != 0
     {
-        eprintln!("locktrace: the traced command exited with status {code}");
+        note!("locktrace: the traced command exited with status {code}");
     }
 }
 
 fn warn_damage(damage: Option<&TraceError>) {
     if let Some(damage) = damage {
-        eprintln!("locktrace: warning: {damage}; everything before it was replayed");
+        note!("locktrace: warning: {damage}; everything before it was replayed");
     }
 }
