@@ -589,3 +589,8 @@ fn slab_and_user_classes() {
 fn softirq_inversion() {
     check("softirq-inversion");
 }
+
+#[test]
+fn lock_handoff() {
+    check("lock-handoff");
+}

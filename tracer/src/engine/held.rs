@@ -326,6 +326,14 @@ impl HeldLocks {
         }
     }
 
+    /// Releases `addr` from whichever task holds it; false when none does. For a lock handed
+    /// from one task to another (see `Engine::release`).
+    pub fn release_in_any_task(&mut self, addr: u64) -> bool {
+        self.tasks
+            .values_mut()
+            .any(|stack| !stack.is_empty() && stack.release(addr))
+    }
+
     /// The stack of `place`, mutably, if it exists.
     pub fn stack_existing(&mut self, place: Place) -> Option<&mut HeldStack> {
         match place {

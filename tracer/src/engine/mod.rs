@@ -95,6 +95,9 @@ pub struct EngineStats {
     pub held_overflow: u64,
     /// Releases of locks not held where the release ran.
     pub unmatched_release: u64,
+    /// Kernel locks released by another task than the one that acquired them (the
+    /// scheduler's runqueue lock at every context switch), moved out of the holder's stack.
+    pub handoff_release: u64,
     /// Times the address → class cache was emptied at its limit.
     pub addr_cache_flushes: u64,
 }
@@ -108,6 +111,7 @@ struct Counters {
     stale_held: u64,
     held_overflow: u64,
     unmatched_release: u64,
+    handoff_release: u64,
 }
 
 /// The lock-dependency engine.
@@ -293,7 +297,16 @@ impl Engine {
             .held
             .stack_existing(place)
             .is_some_and(|stack| stack.release(ev.lock_addr));
-        if !released {
+        if released {
+            return;
+        }
+        // Released by another task than the one that took it: the scheduler hands the
+        // runqueue lock from the task switching out to the task switching in (lockdep moves
+        // it explicitly at the switch), and semaphores may be released by non-owners. Left
+        // in the first task's stack it would poison every later acquisition there.
+        if !ev.lock_kind().is_user() && self.held.release_in_any_task(ev.lock_addr) {
+            self.counters.handoff_release += 1;
+        } else {
             self.counters.unmatched_release += 1;
         }
     }
@@ -366,6 +379,7 @@ impl Engine {
             stale_held: c.stale_held,
             held_overflow: c.held_overflow,
             unmatched_release: c.unmatched_release,
+            handoff_release: c.handoff_release,
             addr_cache_flushes: self.classes.addr_cache_flushes,
         }
     }

@@ -131,7 +131,6 @@ pub async fn run(
     options: &SessionOptions,
     sink: &mut dyn Sink,
 ) -> Result<SessionSummary, SessionError> {
-    let kernel_symbols = load_kernel_symbols(options.symbols.as_deref())?;
     let mut child = if options.command.is_empty() {
         None
     } else {
@@ -163,7 +162,9 @@ pub async fn run(
     notice(format_args!("locktrace: {attached} probes attached"));
     sink.start(probes.statuses())?;
 
-    let mut namer = Namer::new(kernel_symbols);
+    // After attaching: kallsyms then names our own programs and trampolines, which head every
+    // kernel stack the probes take and must be recognized to be skipped.
+    let mut namer = Namer::new(load_kernel_symbols(options.symbols.as_deref())?);
     // SAFETY: the ring buffer owns its map descriptor and keeps it open, unchanged, for as long
     // as the AsyncFd holds it.
     let mut ring = unsafe { AsyncFd::register_with_interest(maps.events, Interest::READABLE) }

@@ -159,7 +159,9 @@ impl Namer {
         let mut frames = Vec::new();
         for ip in trace.frames().iter().map(|f| f.ip) {
             let named = self.symbols.kernel.function(ip);
-            if frames.is_empty() && named.is_some_and(|(sym, _)| is_tracing_frame(sym)) {
+            // Leading frames are the probe itself: our program, its trampoline, the tracepoint
+            // machinery. A leading frame nothing names (JIT code unknown to the table) is too.
+            if frames.is_empty() && named.is_none_or(|(sym, _)| is_tracing_frame(sym)) {
                 continue;
             }
             let frame = match named {
