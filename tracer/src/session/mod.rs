@@ -119,9 +119,9 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(200);
 /// How often the ring is read when the programs do not wake us (they wake us only once 1 MiB
 /// is pending): the longest an alert waits.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
-/// How long after starting the command its C library is looked up again (the dynamic loader
-/// has mapped it by then).
-const LIBC_SETTLE: Duration = Duration::from_millis(50);
+/// How often the traced command's C library is looked up again (it may execute another
+/// program at any time).
+const LIBC_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 /// Most events handed to the sink at once.
 const BATCH: usize = 4096;
 
@@ -204,7 +204,7 @@ pub async fn run(
     let show_status = std::io::stderr().is_terminal();
     let mut command_status = None;
     let has_child = child.is_some();
-    let mut libc_checked = false;
+    let mut libc_tick = tokio::time::interval(LIBC_CHECK_INTERVAL);
 
     let stopped_by = loop {
         tokio::select! {
@@ -215,19 +215,17 @@ pub async fn run(
             }
             _ = drain_tick.tick() => {
                 drain(ring.get_mut(), &names, &mut namer, &mut counters, &mut batch, sink)?;
-                // The command was probed through locktrace's own C library before it
-                // executed; once it runs, make sure the library it really maps is probed.
+            }
+            // The command was probed through locktrace's own C library before it executed,
+            // and may execute other programs at any time: keep its real library probed.
+            _ = libc_tick.tick(), if child_pid.is_some() => {
                 if let Some(pid) = child_pid
-                    && !libc_checked
-                    && started.elapsed() > LIBC_SETTLE
+                    && let Some(libc) = probes.follow_libc(pid)?
                 {
-                    libc_checked = true;
-                    if let Some(libc) = probes.follow_libc(pid)? {
-                        notice(format_args!(
-                            "locktrace: the command maps another C library, now probed too: {}",
-                            libc.display()
-                        ));
-                    }
+                    notice(format_args!(
+                        "locktrace: the command maps another C library, now probed too: {}",
+                        libc.display()
+                    ));
                 }
             }
             _ = tick.tick() => {
