@@ -14,7 +14,12 @@
 # pthread locks through its C library, and busybox is static.
 
 PATTERNS=$(cat /tests/patterns)
-LIMIT=300          # seconds for one locktrace command, so one hang cannot eat the whole run
+LIMIT=120          # seconds for one locktrace command, so one hang cannot eat the whole run
+SHIP_MAX=33554432  # bytes: larger files would take minutes on the emulated serial port
+# Traces go to their own bounded tmpfs: a runaway trace must not fill the /tmp that the other
+# steps write their output to.
+mkdir -p /traces
+mount -t tmpfs -o size=256m tmpfs /traces
 TOTAL=0
 FAILED=0
 
@@ -32,8 +37,15 @@ check() {
 # ship NAME FILE: sends FILE to the host. Kernel messages stay off the console meanwhile.
 ship() {
     [ -f "$2" ] || return 0
+    size=$(wc -c < "$2")
+    if [ "$size" -gt "$SHIP_MAX" ]; then
+        echo "LOCKTRACE-VM-CHECK ship-$1 FAIL $size bytes, more than $SHIP_MAX"
+        TOTAL=$((TOTAL + 1))
+        FAILED=$((FAILED + 1))
+        return 0
+    fi
     dmesg -n 1
-    echo "LOCKTRACE-VM-FILE-BEGIN $1 $(wc -c < "$2")"
+    echo "LOCKTRACE-VM-FILE-BEGIN $1 $size"
     base64 "$2"
     echo "LOCKTRACE-VM-FILE-END $1"
     dmesg -n 5
@@ -85,10 +97,12 @@ step locktrace-check locktrace check --json && ship check.json /tmp/locktrace-ch
 locktrace check 2>&1 | sed 's/^/  | /'
 
 # Ordinary kernel activity: per-CPU maps give pcpu_alloc_mutex -> pcpu_lock.
-if step record-ordinary locktrace record -o /tmp/ordinary.lttrace -- /tests/percpu_map 8; then
-    step graph-ordinary locktrace graph /tmp/ordinary.lttrace --format json &&
+if step record-ordinary locktrace record -o /traces/ordinary.lttrace -- /tests/percpu_map 8; then
+    step graph-ordinary locktrace graph /traces/ordinary.lttrace --format json &&
         ship graph.json /tmp/graph-ordinary.out
 fi
+ls -l /traces | sed 's/^/  | /'
+rm -f /traces/ordinary.lttrace
 
 # Each pattern of the module under `watch`: the host compares the alerts with the expected ones.
 for pattern in $PATTERNS; do
@@ -102,9 +116,9 @@ step workload locktrace watch --json -- dash /tests/workload.sh &&
 
 # A record of all patterns, replayed here and (by the host) on the host.
 # shellcheck disable=SC2086 # PATTERNS is a list of words
-if step record-patterns locktrace record -o /tmp/patterns.lttrace -- dash /tests/trigger.sh $PATTERNS; then
-    ship patterns.lttrace /tmp/patterns.lttrace
-    step report-guest locktrace report /tmp/patterns.lttrace --json &&
+if step record-patterns locktrace record -o /traces/patterns.lttrace -- dash /tests/trigger.sh $PATTERNS; then
+    ship patterns.lttrace /traces/patterns.lttrace
+    step report-guest locktrace report /traces/patterns.lttrace --json &&
         ship report.json /tmp/report-guest.out
 fi
 

@@ -217,8 +217,9 @@ fn workload_clean(files: &BTreeMap<String, Vec<u8>>) -> anyhow::Result<String> {
         .collect();
     ensure!(
         inversions.is_empty(),
-        "inversion alerts: {}",
-        inversions.join("; ")
+        "{} inversion alerts: {}",
+        inversions.len(),
+        sample(&inversions)
     );
     Ok(format!(
         "no inversion alert ({} other alerts)",
@@ -353,10 +354,21 @@ fn compare(alerts: &[Value], expected: &[Expected]) -> anyhow::Result<String> {
     }
     let extra: Vec<String> = unmatched.into_iter().map(describe).collect();
     bail!(
-        "missing [{}]; unexpected [{}]",
+        "missing [{}]; {} unexpected [{}]",
         missing.join("; "),
-        extra.join("; ")
+        extra.len(),
+        sample(&extra)
     )
+}
+
+/// The first few items of a list, for a one-line detail (the shipped files have them all).
+fn sample(items: &[String]) -> String {
+    const SHOWN: usize = 3;
+    let mut text = items[..items.len().min(SHOWN)].join("; ");
+    if items.len() > SHOWN {
+        text.push_str(&format!("; and {} more", items.len() - SHOWN));
+    }
+    text
 }
 
 #[cfg(test)]

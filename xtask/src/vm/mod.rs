@@ -27,17 +27,18 @@ use std::{
     env, fs,
     path::{Path, PathBuf},
     process::{Command, Stdio},
+    thread,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, anyhow, bail, ensure};
 
 use self::{
     apt::Apt,
     buildroot::BuildRoot,
     initramfs::Initramfs,
     qemu::{Ending, Guest},
-    serial::{Check, Verdict},
+    serial::{Check, Transcript, Verdict},
     suites::{Kernel, Suite},
 };
 
@@ -48,7 +49,7 @@ pub struct VmArgs {
     #[arg(long = "suite", value_name = "SUITE")]
     suites: Vec<String>,
     /// Hard time limit for one guest, in seconds: the guest is killed and the run fails.
-    #[arg(long, default_value_t = 900)]
+    #[arg(long, default_value_t = 600)]
     timeout: u64,
     /// Cache directory for downloads, kernels and the build root [default:
     /// $LOCKTRACE_VM_CACHE, else /var/cache/locktrace-vm].
@@ -126,29 +127,62 @@ pub fn run(args: VmArgs) -> anyhow::Result<()> {
     })?;
 
     let mut failures = Vec::new();
-    let mut summaries = Vec::new();
+    let mut prepared = Vec::new();
     for suite in selected {
-        let guest = GuestParts {
+        let parts = GuestParts {
             repo: &repo,
             cache: &cache,
-            out: &out.join(suite.name),
+            out: out.join(suite.name),
             root: &root,
             locktrace: &locktrace,
             programs: &programs,
-            timeout: Duration::from_secs(args.timeout),
         };
-        match run_suite(suite, &guest) {
+        match prepare(suite, &parts) {
+            Ok(guest) => prepared.push(guest),
+            Err(err) => failures.push(format!("{}: {err:#}", suite.name)),
+        }
+    }
+
+    // Each guest is one single-threaded TCG process: the guests boot side by side.
+    let timeout = Duration::from_secs(args.timeout);
+    let names: Vec<&str> = prepared.iter().map(|guest| guest.suite.name).collect();
+    println!(
+        "\nvm: booting {} (timeout {timeout:?} each)",
+        names.join(", ")
+    );
+    let booted = Instant::now();
+    let runs: Vec<anyhow::Result<(Transcript, Ending)>> = thread::scope(|scope| {
+        let handles: Vec<_> = prepared
+            .iter()
+            .map(|guest| scope.spawn(move || guest.boot(timeout)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow!("the guest's thread panicked")))
+            })
+            .collect()
+    });
+    println!("vm: guests ran in {:.1?}", booted.elapsed());
+
+    let mut summaries = Vec::new();
+    for (guest, run) in prepared.iter().zip(runs) {
+        match run
+            .and_then(|(transcript, ending)| guest.judge(transcript, &ending, timeout, &locktrace))
+        {
             Ok(summary) => {
                 if summary.failed() {
                     failures.push(format!(
                         "{}: {}",
-                        suite.name,
+                        guest.suite.name,
                         summary.failed_names().join(", ")
                     ));
                 }
                 summaries.push(summary);
             }
-            Err(err) => failures.push(format!("{}: {err:#}", suite.name)),
+            Err(err) => failures.push(format!("{}: {err:#}", guest.suite.name)),
         }
     }
 
@@ -166,11 +200,19 @@ pub fn run(args: VmArgs) -> anyhow::Result<()> {
 struct GuestParts<'a> {
     repo: &'a Path,
     cache: &'a Path,
-    out: &'a Path,
+    out: PathBuf,
     root: &'a BuildRoot,
     locktrace: &'a Path,
     programs: &'a [PathBuf],
-    timeout: Duration,
+}
+
+/// A guest ready to boot: its kernel, initramfs and output directory.
+struct Prepared {
+    suite: &'static Suite,
+    release: String,
+    vmlinuz: PathBuf,
+    initramfs: PathBuf,
+    out: PathBuf,
 }
 
 /// What one kernel verified.
@@ -215,8 +257,8 @@ impl Summary {
     }
 }
 
-/// Resolves, prepares, boots and judges one suite's kernel.
-fn run_suite(suite: &'static Suite, parts: &GuestParts) -> anyhow::Result<Summary> {
+/// Resolves one suite's kernel, fetches it and builds its initramfs.
+fn prepare(suite: &'static Suite, parts: &GuestParts) -> anyhow::Result<Prepared> {
     println!("\nvm: {} — {}", suite.name, suite.about);
     let apt = Apt::new(parts.cache, suite.name)?;
     let kernel = step("resolve the kernel", || {
@@ -238,99 +280,113 @@ fn run_suite(suite: &'static Suite, parts: &GuestParts) -> anyhow::Result<Summar
         parts.root.install_headers(&kernel, &apt, &downloads)
     })?;
     let module = step("test module", || {
-        cbuild::build_module(parts.root, &kernel, parts.repo, parts.out)
+        cbuild::build_module(parts.root, &kernel, parts.repo, &parts.out)
     })?;
-    let initrd = parts.out.join("initramfs.cpio");
-    step("initramfs", || pack_initramfs(parts, &module, &initrd))?;
-
-    let log = parts.out.join("serial.log");
-    let (mut transcript, ending) = step("boot and run the guest", || {
-        qemu::boot(&Guest {
-            kernel: &vmlinuz,
-            initramfs: &initrd,
-            log: &log,
-            timeout: parts.timeout,
-        })
-    })?;
-
-    let shipped = parts.out.join("shipped");
-    fs::create_dir_all(&shipped)?;
-    for (name, bytes) in &transcript.files {
-        fs::write(shipped.join(name), bytes)?;
-    }
-    let mut checks = std::mem::take(&mut transcript.checks);
-    checks.extend(checks::judge(
+    let initramfs = parts.out.join("initramfs.cpio");
+    step("initramfs", || pack_initramfs(parts, &module, &initramfs))?;
+    Ok(Prepared {
         suite,
-        &transcript.files,
-        parts.locktrace,
-        &shipped,
-    ));
-    for err in &transcript.errors {
-        checks.push(Check {
-            name: "console-transfer".into(),
-            pass: false,
-            detail: err.clone(),
-        });
+        release: kernel.release(),
+        vmlinuz,
+        initramfs,
+        out: parts.out.clone(),
+    })
+}
+
+impl Prepared {
+    fn log(&self) -> PathBuf {
+        self.out.join("serial.log")
     }
+
+    /// Boots the guest and reads its console.
+    fn boot(&self, timeout: Duration) -> anyhow::Result<(Transcript, Ending)> {
+        qemu::boot(&Guest {
+            kernel: &self.vmlinuz,
+            initramfs: &self.initramfs,
+            log: &self.log(),
+            timeout,
+        })
+    }
+
+    /// Saves what the guest shipped, judges it and prints every check.
+    fn judge(
+        &self,
+        mut transcript: Transcript,
+        ending: &Ending,
+        timeout: Duration,
+        locktrace: &Path,
+    ) -> anyhow::Result<Summary> {
+        let suite = self.suite;
+        println!("\nvm: {} ({})", suite.name, self.release);
+        // Only this run's files: a stale one must not stand in for a step that failed.
+        let shipped = self.out.join("shipped");
+        if shipped.exists() {
+            fs::remove_dir_all(&shipped)?;
+        }
+        fs::create_dir_all(&shipped)?;
+        for (name, bytes) in &transcript.files {
+            fs::write(shipped.join(name), bytes)?;
+        }
+        let mut checks = vec![guest_run(&transcript, ending, timeout)];
+        checks.append(&mut transcript.checks);
+        checks.extend(checks::judge(suite, &transcript.files, locktrace, &shipped));
+        for err in &transcript.errors {
+            checks.push(Check {
+                name: "console-transfer".into(),
+                pass: false,
+                detail: err.clone(),
+            });
+        }
+        let release = transcript
+            .kernel_release
+            .clone()
+            .unwrap_or_else(|| self.release.clone());
+        if release != self.release {
+            checks.push(Check {
+                name: "kernel-release".into(),
+                pass: false,
+                detail: format!("guest runs {release}, expected {}", self.release),
+            });
+        }
+        for check in &checks {
+            let status = if check.pass { "PASS" } else { "FAIL" };
+            println!("  {status} {:<24} {}", check.name, check.detail);
+        }
+        let summary = Summary {
+            suite: suite.name,
+            release,
+            checks,
+        };
+        if summary.failed() {
+            print_log_tail(&self.log())?;
+        }
+        Ok(summary)
+    }
+}
+
+/// Whether the guest ran to its single result line and powered off.
+fn guest_run(transcript: &Transcript, ending: &Ending, timeout: Duration) -> Check {
     let verdict = transcript.verdict().map(|verdict| match verdict {
         Verdict::Pass => "PASS".to_owned(),
         Verdict::Fail(count) => format!("FAIL {count}"),
     });
-    let run_ok = match (&ending, &verdict) {
-        (Ending::PoweredOff, Ok(_)) => Ok("result line read, guest powered off".to_owned()),
-        (Ending::TimedOut, _) => Err(format!(
-            "no result within {:?}: guest killed",
-            parts.timeout
-        )),
-        (Ending::KernelFailure(line), _) => Err(format!("kernel failure: {line}")),
-        (Ending::PoweredOff, Err(err)) => Err(format!("{err:#}")),
+    let (pass, detail) = match (ending, verdict) {
+        (Ending::PoweredOff, Ok(verdict)) => (true, format!("guest result {verdict}, powered off")),
+        (Ending::PoweredOff, Err(err)) => (false, format!("{err:#}")),
+        (Ending::TimedOut, _) => (
+            false,
+            format!(
+                "no result within {timeout:?}: guest killed (vCPUs at {}; nokaslr)",
+                transcript.stuck_at.join(" ")
+            ),
+        ),
+        (Ending::KernelFailure(line), _) => (false, format!("kernel failure: {line}")),
     };
-    checks.insert(
-        0,
-        match run_ok {
-            Ok(detail) => Check {
-                name: "guest-run".into(),
-                pass: true,
-                detail,
-            },
-            Err(detail) => Check {
-                name: "guest-run".into(),
-                pass: false,
-                detail,
-            },
-        },
-    );
-    let release = transcript
-        .kernel_release
-        .clone()
-        .unwrap_or_else(|| kernel.release());
-    if transcript
-        .kernel_release
-        .as_deref()
-        .is_some_and(|found| found != kernel.release())
-    {
-        checks.push(Check {
-            name: "kernel-release".into(),
-            pass: false,
-            detail: format!("guest runs {release}, expected {}", kernel.release()),
-        });
+    Check {
+        name: "guest-run".into(),
+        pass,
+        detail,
     }
-    for check in &checks {
-        let status = if check.pass { "PASS" } else { "FAIL" };
-        println!("  {status} {:<24} {}", check.name, check.detail);
-    }
-    if let Ok(verdict) = &verdict {
-        println!("  guest result: {verdict}");
-    }
-    let summary = Summary {
-        suite: suite.name,
-        release,
-        checks,
-    };
-    if summary.failed() {
-        print_log_tail(&log)?;
-    }
-    Ok(summary)
 }
 
 /// Runs one step, printing how long it took.

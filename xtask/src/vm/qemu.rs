@@ -1,6 +1,12 @@
 //! Boots one guest under qemu's TCG and follows its serial console until the guest powers off,
 //! a hard timeout passes, or the kernel shows a panic, Oops, soft lockup or RCU stall.
 //!
+//! On the timeout the guest is asked, before it is killed, for the backtraces of all its CPUs
+//! and of its blocked tasks (magic SysRq `l` and `w`, sent as a serial break through qemu's
+//! console multiplexer), and qemu's monitor for every vCPU's registers, so a hard hang leaves
+//! evidence in the serial log. The kernel runs with `nokaslr`, so a RIP there can be named with
+//! any /proc/kallsyms of the same kernel.
+//!
 //! KVM is not available on the machines this runs on, so the CPU is emulated; single-threaded
 //! TCG because multi-threaded TCG sometimes oopsed in kernel text patching (which BPF trampoline
 //! attachment uses) on 6.12.
@@ -41,13 +47,21 @@ pub struct Guest<'a> {
     pub timeout: Duration,
 }
 
-/// How long the console is still read after a kernel failure shows (for its backtrace) and
+/// How long the console is still read after a kernel failure shows (for its backtraces) and
 /// after the result line (for the power-off).
-const GRACE: Duration = Duration::from_secs(5);
+const GRACE: Duration = Duration::from_secs(10);
 
-/// Kernel command line: serial console, reboot (qemu exits, `-no-reboot`) instead of hanging on
-/// panic, notices and info messages off the console so test output stays readable.
-const CMDLINE: &str = "console=ttyS0 panic=-1 oops=panic loglevel=5 mitigations=off";
+/// Kernel command line: serial console; reboot (qemu exits, `-no-reboot`) instead of hanging on
+/// panic; every CPU's backtrace on a soft lockup; SysRq allowed (see above); notices and info
+/// messages off the console so test output stays readable.
+const CMDLINE: &str = "console=ttyS0 panic=-1 oops=panic softlockup_all_cpu_backtrace=1 \
+                       sysrq_always_enabled=1 nokaslr loglevel=5 mitigations=off";
+
+/// Sent to qemu's console multiplexer on the timeout: Ctrl-A b sends a serial break, which with
+/// the next character makes a SysRq (`l` backtraces all CPUs, `w` lists blocked tasks); Ctrl-A c
+/// switches to the monitor, which then dumps every vCPU's registers even when the guest is
+/// past answering.
+const HANG_DIAGNOSTICS: &[&[u8]] = &[b"\x01bl", b"\x01bw", b"\x01cinfo registers -a\n"];
 
 /// Boots `guest` and returns what its console said and how the run ended.
 pub fn boot(guest: &Guest) -> anyhow::Result<(Transcript, Ending)> {
@@ -60,7 +74,7 @@ pub fn boot(guest: &Guest) -> anyhow::Result<(Transcript, Ending)> {
             "-display",
             "none",
             "-serial",
-            "stdio",
+            "mon:stdio",
             "-no-reboot",
         ])
         .arg("-kernel")
@@ -68,12 +82,13 @@ pub fn boot(guest: &Guest) -> anyhow::Result<(Transcript, Ending)> {
         .arg("-initrd")
         .arg(guest.initramfs)
         .args(["-append", CMDLINE])
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(log.try_clone()?)
         .spawn()
         .context("starting qemu-system-x86_64")?;
     let console = child.stdout.take().context("qemu's stdout")?;
+    let mut keyboard = child.stdin.take().context("qemu's stdin")?;
     let (lines, received) = mpsc::channel();
     let reader = thread::spawn(move || {
         let mut console = BufReader::new(console);
@@ -114,10 +129,16 @@ pub fn boot(guest: &Guest) -> anyhow::Result<(Transcript, Ending)> {
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                if ending.is_none() && transcript.verdicts.is_empty() {
-                    ending = Some(Ending::TimedOut);
+                if ending.is_some() || !transcript.verdicts.is_empty() {
+                    break;
                 }
-                break;
+                ending = Some(Ending::TimedOut);
+                for keys in HANG_DIAGNOSTICS {
+                    // Best effort: qemu may be gone already.
+                    let _ = keyboard.write_all(keys).and_then(|()| keyboard.flush());
+                    thread::sleep(Duration::from_secs(1));
+                }
+                deadline = Instant::now() + GRACE;
             }
         }
     }

@@ -57,6 +57,8 @@ pub struct Transcript {
     receiving: Option<(String, usize, String)>,
     /// Malformed shipments.
     pub errors: Vec<String>,
+    /// Each vCPU's instruction pointer (`RIP=...`), when qemu's monitor dumped them.
+    pub stuck_at: Vec<String>,
 }
 
 impl Transcript {
@@ -105,6 +107,14 @@ impl Transcript {
             });
         } else if let Some(release) = line.strip_prefix("LOCKTRACE-VM-KERNEL ") {
             self.kernel_release = Some(release.to_owned());
+        } else if line.starts_with("RIP=") {
+            // qemu's monitor, after a timeout: where each vCPU was.
+            self.stuck_at.push(
+                line.split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
         } else if self.fatal.is_none() && FATAL.iter().any(|pattern| line.contains(pattern)) {
             self.fatal = Some(line.to_owned());
         }
