@@ -79,6 +79,14 @@ dmesg -c > /dev/null
 insmod /tests/locktrace_test.ko && [ -e /proc/locktrace_test ]
 check kmod-load $? "$(dmesg | grep -m 1 locktrace_test)"
 
+# The module's static locks are named in kallsyms (KALLSYMS_ALL), so locktrace can name them.
+missing=""
+for lock in lt_seed_outer_lock lt_seed_inner_lock lt_abba_a lt_abba_b lt_clean_first lt_clean_second; do
+    grep -qE "[[:space:]]$lock([[:space:]]|\$)" /proc/kallsyms || missing="$missing $lock"
+done
+[ -z "$missing" ]
+check kmod-symbols $? "${missing:-all six lt_* locks in /proc/kallsyms}${missing:+ not in /proc/kallsyms}"
+
 for pattern in $PATTERNS; do
     dmesg -c > /dev/null
     echo "$pattern" > /proc/locktrace_test
