@@ -594,3 +594,8 @@ fn softirq_inversion() {
 fn lock_handoff() {
     check("lock-handoff");
 }
+
+#[test]
+fn idle_tasks_are_one_per_cpu() {
+    check("idle-tasks");
+}

@@ -177,11 +177,28 @@ impl HeldStack {
     }
 }
 
+/// A task, as the held-lock stacks key it: its thread id, except for the idle tasks, which
+/// all have thread id 0 but are one per CPU (lockdep has a `task_struct` for each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TaskKey(u64);
+
+impl TaskKey {
+    /// The task an event ran in.
+    #[inline]
+    pub fn of(ev: &Event) -> TaskKey {
+        if ev.tid == 0 {
+            TaskKey(1 << 32 | u64::from(ev.cpu))
+        } else {
+            TaskKey(u64::from(ev.tid))
+        }
+    }
+}
+
 /// Where a stack lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Place {
-    /// A task's task context, by thread id.
-    Task(u32),
+    /// A task's task context.
+    Task(TaskKey),
     /// An interrupt context of a CPU.
     Irq {
         /// The CPU.
@@ -200,7 +217,7 @@ impl Place {
                 cpu: ev.cpu,
                 context,
             },
-            ExecContext::Task | ExecContext::Unknown => Place::Task(ev.tid),
+            ExecContext::Task | ExecContext::Unknown => Place::Task(TaskKey::of(ev)),
         }
     }
 }
@@ -232,7 +249,7 @@ fn level(context: ExecContext) -> usize {
 /// Every held-lock stack.
 #[derive(Debug)]
 pub struct HeldLocks {
-    tasks: FxHashMap<u32, HeldStack>,
+    tasks: FxHashMap<TaskKey, HeldStack>,
     cpus: Vec<CpuState>,
     sweep_at: usize,
 }
