@@ -275,6 +275,7 @@ impl Parser {
                 }
                 ("variant", "irq") => ev.flags |= flags::IRQ_VARIANT,
                 ("variant", "bh") => ev.flags |= flags::BH_VARIANT,
+                ("lost", "before") => ev.flags |= flags::AFTER_LOSS,
                 ("arg", a) => ev.arg = a.parse().unwrap(),
                 _ => panic!("unknown option {opt}"),
             }
@@ -598,4 +599,9 @@ fn lock_handoff() {
 #[test]
 fn idle_tasks_are_one_per_cpu() {
     check("idle-tasks");
+}
+
+#[test]
+fn events_lost_before_an_event() {
+    check("lost-events");
 }

@@ -311,6 +311,9 @@ pub mod flags {
     pub const FROM_TRAMPOLINE: u32 = 1 << 5;
     /// Softirqs were disabled (softirq count non-zero) at the probe point.
     pub const SOFTIRQS_DISABLED: u32 = 1 << 6;
+    /// Events were lost on this CPU (ring full, or a pthread call whose entry was not seen)
+    /// since its previous event: held-lock state built before this point cannot be trusted.
+    pub const AFTER_LOSS: u32 = 1 << 7;
 }
 
 /// One fixed-size record in the ring buffer and in the trace file.

@@ -37,7 +37,7 @@ fn report<C: StackIdContext>(
     ev.flags = extra;
     context::fill(&mut ev, cfg);
     ev.kernel_stack_id = emit::kernel_stack(ctx);
-    emit::send(&ev);
+    emit::send(&mut ev);
 }
 
 /// Sends an interrupt bracket event (no stack: they are frequent and the stack says nothing).
@@ -48,7 +48,7 @@ fn bracket(kind: EventKind, arg: u64) {
     ev.kind = kind as u32;
     ev.arg = arg;
     context::fill(&mut ev, cfg);
-    emit::send(&ev);
+    emit::send(&mut ev);
 }
 
 /// fentry `pcpu_alloc_noprof(size, align, reserved, gfp)` (`pcpu_alloc` before Linux 6.10).
@@ -143,7 +143,7 @@ pub fn contention_tp(ctx: &BtfTracePointContext, kind: EventKind) {
         ev.slab_cache = context::slab_cache(lock, cfg);
     }
     context::fill(&mut ev, cfg);
-    emit::send(&ev);
+    emit::send(&mut ev);
 }
 
 /// tp_btf `irq_handler_entry(irq, action)` / `irq_handler_exit(irq, action, ret)` and

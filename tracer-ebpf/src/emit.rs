@@ -1,21 +1,28 @@
 //! Writing events to the ring buffer and counting what could not be written.
 
 use aya_ebpf::programs::tracing::StackIdContext;
-use tracer_common::{DropReason, Event};
+use tracer_common::{DropReason, Event, flags};
 
-use crate::maps::{DROPS, EVENTS, STACKS};
+use crate::maps::{DROPS, EVENTS, LOSS_PENDING, STACKS};
 
 /// `BPF_F_USER_STACK`: walk the user stack instead of the kernel's.
 const BPF_F_USER_STACK: u64 = 1 << 8;
 /// `BPF_F_REUSE_STACKID`: on a hash collision, replace the old stack rather than fail.
 const BPF_F_REUSE_STACKID: u64 = 1 << 10;
 
-/// Adds one to the per-CPU drop counter for `reason`.
+/// Adds one to the per-CPU drop counter for `reason`; a lost event also marks the CPU's next
+/// event (see [`LOSS_PENDING`]).
 #[inline(always)]
 pub fn count_drop(reason: DropReason) {
     if let Some(counter) = DROPS.get_ptr_mut(reason as u32) {
         // SAFETY: a per-CPU slot; only this CPU writes it while the program runs.
         unsafe { *counter += 1 };
+    }
+    if reason != DropReason::StackFailed
+        && let Some(pending) = LOSS_PENDING.get_ptr_mut(0)
+    {
+        // SAFETY: as above.
+        unsafe { *pending = 1 };
     }
 }
 
@@ -56,13 +63,23 @@ const WAKEUP_BYTES: u64 = 1024 * 1024;
 
 /// Sends one event; a full ring buffer is counted, never silent.
 #[inline(always)]
-pub fn send(ev: &Event) {
+pub fn send(ev: &mut Event) {
+    let pending = LOSS_PENDING.get_ptr_mut(0);
+    // SAFETY: a per-CPU slot read and written only by this CPU's running program.
+    if let Some(pending) = pending
+        && unsafe { *pending } != 0
+    {
+        ev.flags |= flags::AFTER_LOSS;
+    }
     let wakeup = if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
     };
-    if EVENTS.output(ev, wakeup).is_err() {
+    if EVENTS.output(&*ev, wakeup).is_err() {
         count_drop(DropReason::RingFull);
+    } else if let Some(pending) = pending {
+        // SAFETY: as above.
+        unsafe { *pending = 0 };
     }
 }

@@ -52,7 +52,7 @@ pub fn on_acquire(ctx: &FExitContext, lock_kind: LockKind, variant: u32, success
     ev.slab_cache = context::slab_cache(lock_scalar, cfg);
     context::fill(&mut ev, cfg);
     ev.kernel_stack_id = emit::kernel_stack(ctx);
-    emit::send(&ev);
+    emit::send(&mut ev);
 }
 
 /// Reports a release before the release function drops the lock.
@@ -68,5 +68,5 @@ pub fn on_release(ctx: &FEntryContext, lock_kind: LockKind) {
     ev.lock_addr = ctx.arg(0);
     ev.flags = flags::FROM_TRAMPOLINE;
     context::fill(&mut ev, cfg);
-    emit::send(&ev);
+    emit::send(&mut ev);
 }

@@ -48,3 +48,8 @@ pub static PENDING: HashMap<u64, PendingLock> = HashMap::with_max_entries(16 * 1
 /// never fill up in practice; a full map only leaves a cache unnamed.
 #[map]
 pub static SLAB_NAMES: HashMap<u64, [u8; SLAB_NAME_LEN]> = HashMap::with_max_entries(4096, 0);
+
+/// One per-CPU flag: events were lost on this CPU since the last one written. The next event
+/// written there carries `flags::AFTER_LOSS`, so user space knows where its view has a hole.
+#[map]
+pub static LOSS_PENDING: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);

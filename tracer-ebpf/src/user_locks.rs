@@ -67,7 +67,7 @@ pub fn on_lock_return(ctx: &RetProbeContext) {
     // SAFETY: `as_ptr` is the pt_regs of the probed task.
     ev.caller = unsafe { (*(ctx.as_ptr() as *const aya_ebpf::bindings::pt_regs)).rip };
     ev.user_stack_id = emit::user_stack(ctx);
-    emit::send(&ev);
+    emit::send(&mut ev);
 }
 
 /// Entry of an unlock call: report the release.
@@ -85,5 +85,5 @@ pub fn on_unlock(ctx: &ProbeContext, lock_kind: LockKind) {
     ev.lock_kind = lock_kind as u32;
     ev.lock_addr = addr;
     context::fill_user(&mut ev);
-    emit::send(&ev);
+    emit::send(&mut ev);
 }

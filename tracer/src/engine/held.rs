@@ -343,6 +343,19 @@ impl HeldLocks {
         }
     }
 
+    /// Drops every held lock of every task and CPU; returns how many entries were dropped.
+    /// For when events were lost: any stack may have missed a release.
+    pub fn clear_all(&mut self) -> u64 {
+        let tasks: u64 = self.tasks.values_mut().map(HeldStack::clear).sum();
+        let irqs: u64 = self
+            .cpus
+            .iter_mut()
+            .flat_map(|cpu| cpu.stacks.iter_mut())
+            .map(HeldStack::clear)
+            .sum();
+        tasks + irqs
+    }
+
     /// Releases `addr` from whichever task holds it; false when none does. For a lock handed
     /// from one task to another (see `Engine::release`).
     pub fn release_in_any_task(&mut self, addr: u64) -> bool {

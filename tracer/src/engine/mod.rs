@@ -98,6 +98,8 @@ pub struct EngineStats {
     /// Kernel locks released by another task than the one that acquired them (the
     /// scheduler's runqueue lock at every context switch), moved out of the holder's stack.
     pub handoff_release: u64,
+    /// Times the held-lock state was dropped because events had been lost before an event.
+    pub loss_resets: u64,
     /// Times the address → class cache was emptied at its limit.
     pub addr_cache_flushes: u64,
 }
@@ -112,6 +114,7 @@ struct Counters {
     held_overflow: u64,
     unmatched_release: u64,
     handoff_release: u64,
+    loss_resets: u64,
 }
 
 /// The lock-dependency engine.
@@ -157,6 +160,13 @@ impl Engine {
             self.counters.unknown_events += 1;
             return &self.log.current;
         };
+        if ev.has(flags::AFTER_LOSS) {
+            // Events were lost just before this one (the ring was full): a lost release would
+            // leave a lock held forever and fake recursion and dependencies. Trust nothing held
+            // from before the hole; this loses real dependencies, never invents one.
+            self.counters.stale_held += self.held.clear_all();
+            self.counters.loss_resets += 1;
+        }
         let (context, dropped) = self.held.enter(ev, kind);
         self.counters.stale_held += dropped;
         match kind {
@@ -380,6 +390,7 @@ impl Engine {
             held_overflow: c.held_overflow,
             unmatched_release: c.unmatched_release,
             handoff_release: c.handoff_release,
+            loss_resets: c.loss_resets,
             addr_cache_flushes: self.classes.addr_cache_flushes,
         }
     }
