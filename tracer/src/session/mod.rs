@@ -50,6 +50,15 @@ pub enum SessionError {
         #[source]
         source: std::io::Error,
     },
+    /// The kernel symbol table could not be read.
+    #[error("cannot read kernel symbols from {path}")]
+    Symbols {
+        /// The file (/proc/kallsyms or the `--symbols` file).
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The trace file failed.
     #[error(transparent)]
     Trace(#[from] TraceError),
@@ -305,8 +314,8 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 
 fn load_kernel_symbols(path: Option<&std::path::Path>) -> Result<KernelSymbols, SessionError> {
     let path = path.unwrap_or(std::path::Path::new("/proc/kallsyms"));
-    KernelSymbols::load(path).map_err(|source| SessionError::Io {
-        what: "reading kernel symbols",
+    KernelSymbols::load(path).map_err(|source| SessionError::Symbols {
+        path: path.to_path_buf(),
         source,
     })
 }
