@@ -15,7 +15,7 @@
 
 PATTERNS=$(cat /tests/patterns)
 LIMIT=120          # seconds for one locktrace command, so one hang cannot eat the whole run
-SHIP_MAX=33554432  # bytes: larger files would take minutes on the emulated serial port
+SHIP_MAX=8388608   # bytes: larger files would take minutes on the emulated serial port
 # Traces go to their own bounded tmpfs: a runaway trace must not fill the /tmp that the other
 # steps write their output to.
 mkdir -p /traces

@@ -48,8 +48,10 @@ pub struct VmArgs {
     /// Debian suites whose kernels to boot (repeatable; default: trixie and trixie-backports).
     #[arg(long = "suite", value_name = "SUITE")]
     suites: Vec<String>,
-    /// Hard time limit for one guest, in seconds: the guest is killed and the run fails.
-    #[arg(long, default_value_t = 600)]
+    /// Hard time limit for one guest, in seconds: the guest is killed and the run fails. Each
+    /// locktrace step in the guest has its own limit (tests/vm/guest-tests.sh), so this one
+    /// catches hung kernels; a passing guest needs a few minutes.
+    #[arg(long, default_value_t = 900)]
     timeout: u64,
     /// Cache directory for downloads, kernels and the build root [default:
     /// $LOCKTRACE_VM_CACHE, else /var/cache/locktrace-vm].
