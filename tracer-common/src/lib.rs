@@ -449,10 +449,14 @@ pub enum DropReason {
     PendingFull = 2,
     /// `bpf_get_stackid` failed (map full or collision without reuse).
     StackFailed = 3,
+    /// A probe fired while another of our programs ran on the same CPU in the same context:
+    /// a lock taken by our own helpers (ring buffer, maps). Skipped: tracing it would
+    /// re-enter the ring buffer under its own lock.
+    Nested = 4,
 }
 
 /// Number of [`DropReason`] slots in the `DROPS` map.
-pub const DROP_REASONS: u32 = 4;
+pub const DROP_REASONS: u32 = 5;
 
 impl DropReason {
     /// Every reason, in index order.
@@ -461,6 +465,7 @@ impl DropReason {
         DropReason::PendingMissing,
         DropReason::PendingFull,
         DropReason::StackFailed,
+        DropReason::Nested,
     ];
 
     /// A short stable name, used in status lines, trace files and JSON.
@@ -470,6 +475,7 @@ impl DropReason {
             DropReason::PendingMissing => "pending_missing",
             DropReason::PendingFull => "pending_full",
             DropReason::StackFailed => "stack_failed",
+            DropReason::Nested => "nested",
         }
     }
 }

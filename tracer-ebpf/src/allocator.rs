@@ -29,13 +29,16 @@ fn report<C: StackIdContext>(
     if context::filtered_out(cfg) {
         return;
     }
+    let Some((_running, count)) = context::enter(cfg) else {
+        return;
+    };
     let mut ev = Event::zeroed();
     ev.kind = kind as u32;
     ev.caller = caller;
     ev.arg = arg;
     ev.arg2 = arg2;
     ev.flags = extra;
-    context::fill(&mut ev, cfg);
+    context::fill(&mut ev, cfg, count);
     ev.kernel_stack_id = emit::kernel_stack(ctx);
     emit::send(&mut ev);
 }
@@ -44,10 +47,13 @@ fn report<C: StackIdContext>(
 #[inline(always)]
 fn bracket(kind: EventKind, arg: u64) {
     let Some(cfg) = context::config() else { return };
+    let Some((_running, count)) = context::enter(cfg) else {
+        return;
+    };
     let mut ev = Event::zeroed();
     ev.kind = kind as u32;
     ev.arg = arg;
-    context::fill(&mut ev, cfg);
+    context::fill(&mut ev, cfg, count);
     emit::send(&mut ev);
 }
 
@@ -133,6 +139,9 @@ pub fn contention_tp(ctx: &BtfTracePointContext, kind: EventKind) {
     if context::filtered_out(cfg) {
         return;
     }
+    let Some((_running, count)) = context::enter(cfg) else {
+        return;
+    };
     let mut ev = Event::zeroed();
     ev.kind = kind as u32;
     ev.lock_addr = ctx.arg(0);
@@ -142,7 +151,7 @@ pub fn contention_tp(ctx: &BtfTracePointContext, kind: EventKind) {
         let lock: u64 = unsafe { bpf_probe_read_kernel(ctx.as_ptr() as *const u64) }.unwrap_or(0);
         ev.slab_cache = context::slab_cache(lock, cfg);
     }
-    context::fill(&mut ev, cfg);
+    context::fill(&mut ev, cfg, count);
     emit::send(&mut ev);
 }
 

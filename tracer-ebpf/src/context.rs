@@ -8,7 +8,10 @@ use aya_ebpf::helpers::{
 };
 use tracer_common::{Event, ExecContext, IrqState, ProbeConfig, SLAB_NAME_LEN, flags, preempt};
 
-use crate::maps::{CONFIG, SLAB_NAMES};
+use crate::{
+    emit,
+    maps::{CONFIG, SLAB_NAMES},
+};
 
 /// The configuration user space wrote, or `None` before it did.
 #[inline(always)]
@@ -95,12 +98,28 @@ fn fill_task(ev: &mut Event) {
     }
 }
 
-/// Fills the fields every kernel event has: time, CPU, ids, comm, irq state and context.
+/// Claims this CPU's current context for the running program (see [`emit::Running`]) and
+/// reads `preempt_count` once for it and for [`fill`]. `None` when the probe fired inside
+/// another of our programs.
 #[inline(always)]
-pub fn fill(ev: &mut Event, cfg: &ProbeConfig) {
+pub fn enter(cfg: &ProbeConfig) -> Option<(emit::Running, Option<u32>)> {
+    let count = preempt_count(cfg);
+    let level = match count.map(ExecContext::from_preempt_count) {
+        Some(ExecContext::Softirq) => 1,
+        Some(ExecContext::Hardirq) => 2,
+        Some(ExecContext::Nmi) => 3,
+        _ => 0,
+    };
+    Some((emit::Running::enter(level)?, count))
+}
+
+/// Fills the fields every kernel event has: time, CPU, ids, comm, irq state and context
+/// (`count` is the `preempt_count` [`enter`] read).
+#[inline(always)]
+pub fn fill(ev: &mut Event, cfg: &ProbeConfig, count: Option<u32>) {
     fill_task(ev);
     ev.irqs = irq_state(cfg) as u32;
-    match preempt_count(cfg) {
+    match count {
         Some(count) => {
             ev.preempt_count = count;
             ev.context = ExecContext::from_preempt_count(count) as u32;

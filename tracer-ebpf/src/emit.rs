@@ -3,7 +3,7 @@
 use aya_ebpf::programs::tracing::StackIdContext;
 use tracer_common::{DropReason, Event, flags};
 
-use crate::maps::{DROPS, EVENTS, LOSS_PENDING, STACKS};
+use crate::maps::{DROPS, EVENTS, LOSS_PENDING, RUNNING, STACKS};
 
 /// `BPF_F_USER_STACK`: walk the user stack instead of the kernel's.
 const BPF_F_USER_STACK: u64 = 1 << 8;
@@ -18,7 +18,8 @@ pub fn count_drop(reason: DropReason) {
         // SAFETY: a per-CPU slot; only this CPU writes it while the program runs.
         unsafe { *counter += 1 };
     }
-    if reason != DropReason::StackFailed
+    // Stack failures lose no event; nested probes are our own helpers' locks.
+    if !matches!(reason, DropReason::StackFailed | DropReason::Nested)
         && let Some(pending) = LOSS_PENDING.get_ptr_mut(0)
     {
         // SAFETY: as above.
@@ -81,5 +82,35 @@ pub fn send(ev: &mut Event) {
     } else if let Some(pending) = pending {
         // SAFETY: as above.
         unsafe { *pending = 0 };
+    }
+}
+
+/// Marks one of our programs as running in this CPU's current context until dropped.
+pub struct Running(*mut u32);
+
+impl Running {
+    /// Claims the context `level` (0 task, 1 softirq, 2 hardirq, 3 NMI); `None`, counted,
+    /// when another of our programs already runs there (this probe is nested inside it).
+    #[inline(always)]
+    pub fn enter(level: u32) -> Option<Running> {
+        let slot = RUNNING.get_ptr_mut(level)?;
+        // SAFETY: a per-CPU slot; programs on this CPU and level run one inside another,
+        // never concurrently.
+        unsafe {
+            if *slot != 0 {
+                count_drop(DropReason::Nested);
+                return None;
+            }
+            *slot = 1;
+        }
+        Some(Running(slot))
+    }
+}
+
+impl Drop for Running {
+    #[inline(always)]
+    fn drop(&mut self) {
+        // SAFETY: the slot claimed in `enter`.
+        unsafe { *self.0 = 0 };
     }
 }

@@ -29,6 +29,9 @@ pub fn on_acquire(ctx: &FExitContext, lock_kind: LockKind, variant: u32, success
     if context::filtered_out(cfg) {
         return;
     }
+    let Some((_running, count)) = context::enter(cfg) else {
+        return;
+    };
     // Every hooked acquire function takes exactly one argument: the lock. The return value
     // follows the arguments in the trampoline's context.
     let lock: u64 = ctx.arg(0);
@@ -50,7 +53,7 @@ pub fn on_acquire(ctx: &FExitContext, lock_kind: LockKind, variant: u32, success
     ev.lock_addr = lock;
     ev.flags = variant | flags::FROM_TRAMPOLINE;
     ev.slab_cache = context::slab_cache(lock_scalar, cfg);
-    context::fill(&mut ev, cfg);
+    context::fill(&mut ev, cfg, count);
     ev.kernel_stack_id = emit::kernel_stack(ctx);
     emit::send(&mut ev);
 }
@@ -62,11 +65,14 @@ pub fn on_release(ctx: &FEntryContext, lock_kind: LockKind) {
     if context::filtered_out(cfg) {
         return;
     }
+    let Some((_running, count)) = context::enter(cfg) else {
+        return;
+    };
     let mut ev = Event::zeroed();
     ev.kind = EventKind::LockRelease as u32;
     ev.lock_kind = lock_kind as u32;
     ev.lock_addr = ctx.arg(0);
     ev.flags = flags::FROM_TRAMPOLINE;
-    context::fill(&mut ev, cfg);
+    context::fill(&mut ev, cfg, count);
     emit::send(&mut ev);
 }

@@ -53,3 +53,9 @@ pub static SLAB_NAMES: HashMap<u64, [u8; SLAB_NAME_LEN]> = HashMap::with_max_ent
 /// written there carries `flags::AFTER_LOSS`, so user space knows where its view has a hole.
 #[map]
 pub static LOSS_PENDING: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per CPU and per context level (task, softirq, hardirq, NMI): one of our programs is
+/// running. A probe that fires while the flag is set is inside our own helpers (the ring
+/// buffer's lock on kernels where it is a plain spinlock) and must not re-enter them.
+#[map]
+pub static RUNNING: PerCpuArray<u32> = PerCpuArray::with_max_entries(4, 0);

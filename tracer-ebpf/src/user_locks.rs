@@ -45,6 +45,10 @@ pub fn on_lock_return(ctx: &RetProbeContext) {
     if context::filtered_out(cfg) {
         return;
     }
+    // Uprobes run in task context: level 0.
+    let Some(_running) = emit::Running::enter(0) else {
+        return;
+    };
     let key = bpf_get_current_pid_tgid();
     // SAFETY: the value is copied out before the entry is removed.
     let Some(pending) = (unsafe { PENDING.get(&key) }).copied() else {
