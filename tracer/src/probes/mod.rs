@@ -418,7 +418,10 @@ pub(crate) fn explain(err: &ProgramError, trampoline: bool) -> String {
             // the reason is the last line before them.
             let last = log.lines().rev().find(|l| {
                 let l = l.trim();
-                !l.is_empty() && !l.starts_with("processed ") && !l.starts_with("verification time")
+                !l.is_empty()
+                    && !["processed ", "verification time", "stack depth"]
+                        .iter()
+                        .any(|stat| l.starts_with(stat))
             });
             match (io_error.raw_os_error(), last) {
                 (Some(libc::EPERM), None) if trampoline => {
