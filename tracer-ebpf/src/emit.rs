@@ -51,16 +51,14 @@ pub fn user_stack<C: StackIdContext>(ctx: &C) -> i32 {
     }
 }
 
-/// `BPF_RB_AVAIL_DATA`: ask how many bytes wait to be consumed.
-const BPF_RB_AVAIL_DATA: u64 = 0;
 /// `BPF_RB_NO_WAKEUP`: do not wake the reader for this record.
+///
+/// The programs never wake the reader; user space drains the ring on a 10 ms timer. A wake-up
+/// is an irq_work whose handler takes the wait-queue, `pi_lock` and runqueue locks, which our
+/// own lock probes trace: with a slow reader every wake-up made events that forced the next
+/// one, a storm that livelocked a 6.12 guest on the ring buffer's lock. (Waking per event also
+/// cost a context switch per traced pthread operation.)
 const BPF_RB_NO_WAKEUP: u64 = 1;
-/// `BPF_RB_FORCE_WAKEUP`: wake the reader now.
-const BPF_RB_FORCE_WAKEUP: u64 = 2;
-/// Wake the reader once this much waits (1 MiB, an eighth of the ring). Below it, user space
-/// drains on a short timer: one wake-up per event would cost a context switch per lock
-/// operation.
-const WAKEUP_BYTES: u64 = 1024 * 1024;
 
 /// Sends one event; a full ring buffer is counted, never silent.
 #[inline(always)]
@@ -72,12 +70,7 @@ pub fn send(ev: &mut Event) {
     {
         ev.flags |= flags::AFTER_LOSS;
     }
-    let wakeup = if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
-    };
-    if EVENTS.output(&*ev, wakeup).is_err() {
+    if EVENTS.output(&*ev, BPF_RB_NO_WAKEUP).is_err() {
         count_drop(DropReason::RingFull);
     } else if let Some(pending) = pending {
         // SAFETY: as above.

@@ -1,4 +1,5 @@
-//! A live tracing session: attach the probes, read the ring buffer asynchronously, name what
+//! A live tracing session: attach the probes, read the ring buffer on a timer (the programs
+//! never wake the reader: see tracer-ebpf's emit.rs) in a tokio loop, name what
 //! the events point at, and hand them to a [`Sink`] (the trace-file recorder or the live
 //! engine) until the duration ends, the traced command exits, or SIGINT/SIGTERM arrives.
 //! Whatever ends the session, the sink is finished: a recording is always left valid.
@@ -19,10 +20,7 @@ use std::{
 
 use aya::maps::{MapData, RingBuf};
 use thiserror::Error;
-use tokio::{
-    io::{Interest, unix::AsyncFd},
-    signal::unix::{SignalKind, signal},
-};
+use tokio::signal::unix::{SignalKind, signal};
 use tracer_common::Event;
 
 use crate::{
@@ -125,8 +123,8 @@ pub struct SessionSummary {
 
 /// How long to keep reading after the traced command exits: events still in flight.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(200);
-/// How often the ring is read when the programs do not wake us (they wake us only once 1 MiB
-/// is pending): the longest an alert waits.
+/// How often the ring is read (the programs never wake the reader): the longest an alert
+/// waits. 8 MiB of ring per 10 ms is room for about 7 million events a second.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
 /// How often the traced command's C library is looked up again (it may execute another
 /// program at any time).
@@ -174,13 +172,7 @@ pub async fn run(
     // After attaching: kallsyms then names our own programs and trampolines, which head every
     // kernel stack the probes take and must be recognized to be skipped.
     let mut namer = Namer::new(load_kernel_symbols(options.symbols.as_deref())?);
-    // SAFETY: the ring buffer owns its map descriptor and keeps it open, unchanged, for as long
-    // as the AsyncFd holds it.
-    let mut ring = unsafe { AsyncFd::register_with_interest(maps.events, Interest::READABLE) }
-        .map_err(|e| SessionError::Io {
-            what: "watching the ring buffer",
-            source: e.into_parts().1,
-        })?;
+    let mut ring = maps.events;
     let names = maps.names;
 
     let (child_tx, mut child_rx) = tokio::sync::mpsc::unbounded_channel::<ChildEvent>();
@@ -206,7 +198,7 @@ pub async fn run(
     let started = Instant::now();
     let deadline = options.duration.map(|d| tokio::time::Instant::now() + d);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    // The programs wake us only when a lot is pending; below that, read on this timer.
+    // The programs never wake us (see tracer-ebpf's emit.rs): the ring is read on this timer.
     let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
     let mut counters = Counters::default();
     let mut batch = Vec::with_capacity(BATCH);
@@ -217,13 +209,8 @@ pub async fn run(
 
     let stopped_by = loop {
         tokio::select! {
-            guard = ring.readable_mut() => {
-                let mut guard = guard.map_err(|source| SessionError::Io { what: "reading the ring buffer", source })?;
-                drain(guard.get_inner_mut(), &names, &mut namer, &mut counters, &mut batch, sink)?;
-                guard.clear_ready();
-            }
             _ = drain_tick.tick() => {
-                drain(ring.get_mut(), &names, &mut namer, &mut counters, &mut batch, sink)?;
+                drain(&mut ring, &names, &mut namer, &mut counters, &mut batch, sink)?;
             }
             // The command was probed through locktrace's own C library before it executed,
             // and may execute other programs at any time: keep its real library probed.
@@ -253,7 +240,7 @@ pub async fn run(
                     if let Some(pid) = child_pid {
                         namer.snapshot_process(pid);
                     }
-                    drain(ring.get_mut(), &names, &mut namer, &mut counters, &mut batch, sink)?;
+                    drain(&mut ring, &names, &mut namer, &mut counters, &mut batch, sink)?;
                     drop(done);
                 }
                 Some(ChildEvent::Exited(status)) => {
@@ -272,7 +259,7 @@ pub async fn run(
     let drain_until = Instant::now() + DRAIN_AFTER_EXIT;
     loop {
         drain(
-            ring.get_mut(),
+            &mut ring,
             &names,
             &mut namer,
             &mut counters,
