@@ -358,3 +358,28 @@ fn contended_locks_are_classed_by_their_slab_cache() {
         "mmap_lock lives in an mm_struct: caches seen {caches:?}"
     );
 }
+
+#[test]
+fn a_missing_symbols_file_fails_before_attaching() {
+    if !support::bpf_available("a_missing_symbols_file_fails_before_attaching") {
+        return;
+    }
+    let output = support::locktrace()
+        .args([
+            "watch",
+            "--duration",
+            "1",
+            "--symbols",
+            "/nonexistent/System.map",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "one line, nothing attached: {stderr}"
+    );
+    assert!(stderr.contains("/nonexistent/System.map"), "{stderr}");
+}

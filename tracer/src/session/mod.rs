@@ -138,6 +138,13 @@ pub async fn run(
     options: &SessionOptions,
     sink: &mut dyn Sink,
 ) -> Result<SessionSummary, SessionError> {
+    // The table itself is read after attaching (see below), but a bad path fails first.
+    if let Some(path) = &options.symbols {
+        std::fs::File::open(path).map_err(|source| SessionError::Symbols {
+            path: path.clone(),
+            source,
+        })?;
+    }
     let mut child = if options.command.is_empty() {
         None
     } else {
