@@ -25,11 +25,7 @@ fn report<C: StackIdContext>(
     (arg, arg2): (u64, u64),
     extra: u32,
 ) {
-    let Some(cfg) = context::config() else { return };
-    if context::filtered_out(cfg) {
-        return;
-    }
-    let Some((_running, count)) = context::enter(cfg) else {
+    let Some((cfg, _running, count)) = context::begin() else {
         return;
     };
     let mut ev = Event::zeroed();
@@ -135,11 +131,7 @@ pub fn free_vmap_area_tp(ctx: &BtfTracePointContext) {
 /// tp_btf `contention_begin(lock, flags)` and `contention_end(lock, ret)`.
 #[inline(always)]
 pub fn contention_tp(ctx: &BtfTracePointContext, kind: EventKind) {
-    let Some(cfg) = context::config() else { return };
-    if context::filtered_out(cfg) {
-        return;
-    }
-    let Some((_running, count)) = context::enter(cfg) else {
+    let Some((cfg, _running, count)) = context::begin() else {
         return;
     };
     let mut ev = Event::zeroed();

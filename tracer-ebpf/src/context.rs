@@ -113,6 +113,19 @@ pub fn enter(cfg: &ProbeConfig) -> Option<(emit::Running, Option<u32>)> {
     Some((emit::Running::enter(level)?, count))
 }
 
+/// The start of every program that reports a traced task's event: the configuration (none
+/// before user space wrote it), locktrace's own events filtered out, and this context claimed
+/// (see [`enter`]).
+#[inline(always)]
+pub fn begin() -> Option<(&'static ProbeConfig, emit::Running, Option<u32>)> {
+    let cfg = config()?;
+    if filtered_out(cfg) {
+        return None;
+    }
+    let (running, count) = enter(cfg)?;
+    Some((cfg, running, count))
+}
+
 /// Fills the fields every kernel event has: time, CPU, ids, comm, irq state and context
 /// (`count` is the `preempt_count` [`enter`] read).
 #[inline(always)]

@@ -25,11 +25,7 @@ pub enum Success {
 /// Reports an acquisition when the acquire function returned holding the lock.
 #[inline(always)]
 pub fn on_acquire(ctx: &FExitContext, lock_kind: LockKind, variant: u32, success: Success) {
-    let Some(cfg) = context::config() else { return };
-    if context::filtered_out(cfg) {
-        return;
-    }
-    let Some((_running, count)) = context::enter(cfg) else {
+    let Some((cfg, _running, count)) = context::begin() else {
         return;
     };
     // Every hooked acquire function takes exactly one argument: the lock. The return value
@@ -61,11 +57,7 @@ pub fn on_acquire(ctx: &FExitContext, lock_kind: LockKind, variant: u32, success
 /// Reports a release before the release function drops the lock.
 #[inline(always)]
 pub fn on_release(ctx: &FEntryContext, lock_kind: LockKind) {
-    let Some(cfg) = context::config() else { return };
-    if context::filtered_out(cfg) {
-        return;
-    }
-    let Some((_running, count)) = context::enter(cfg) else {
+    let Some((cfg, _running, count)) = context::begin() else {
         return;
     };
     let mut ev = Event::zeroed();
