@@ -13,7 +13,7 @@
 use petgraph::graph::EdgeIndex;
 
 use super::{CheckCtx, chain_classes, held_summary, link};
-use crate::engine::alert::{Alert, AlertKind, Cause, DedupKey, IrqKind, Trigger};
+use crate::engine::alert::{Alert, AlertKind, Cause, ChainLink, DedupKey, IrqKind, Trigger};
 use crate::engine::class::ClassId;
 use crate::engine::graph::{Found, Walk};
 use crate::engine::held::HeldLock;
@@ -75,20 +75,9 @@ fn inversion_from_usage(
     } else {
         (found.class, class)
     };
-    let chain: Vec<_> = found.path.iter().map(|&e| link(ctx.graph, e)).collect();
-    let usage = pair(ctx, safe, unsafe_class, irq);
-    ctx.report(DedupKey::inversion(irq, safe, unsafe_class), || Alert {
-        kind: AlertKind::IrqLockInversion,
-        irq: Some(irq),
-        problem: None,
-        classes: chain_classes(&chain),
-        chain,
-        usage,
-        cause: Cause::Usage { class, bit },
-        trigger: *trigger,
-        held: held_summary(held),
-        tasks: Vec::new(),
-    });
+    let chain = found.path.iter().map(|&e| link(ctx.graph, e)).collect();
+    let cause = Cause::Usage { class, bit };
+    report_inversion(ctx, irq, (safe, unsafe_class), chain, cause, trigger, held);
 }
 
 /// The conflicting (safe bit, unsafe bit) of two classes.
@@ -175,20 +164,33 @@ fn report_dependency(
     let new_edge = chain.len();
     chain.push(link(ctx.graph, edge));
     chain.extend(unsafe_hit.path.iter().map(|&e| link(ctx.graph, e)));
-    let usage = pair(ctx, safe_hit.class, unsafe_hit.class, irq);
-    ctx.report(
-        DedupKey::inversion(irq, safe_hit.class, unsafe_hit.class),
-        || Alert {
-            kind: AlertKind::IrqLockInversion,
-            irq: Some(irq),
-            problem: None,
-            classes: chain_classes(&chain),
-            chain,
-            usage,
-            cause: Cause::Dependency { edge: new_edge },
-            trigger: *trigger,
-            held: held_summary(held),
-            tasks: Vec::new(),
-        },
-    );
+    let classes = (safe_hit.class, unsafe_hit.class);
+    let cause = Cause::Dependency { edge: new_edge };
+    report_inversion(ctx, irq, classes, chain, cause, trigger, held);
+}
+
+/// Reports that `safe` (irq-safe) depends on `unsafe_class` (irq-unsafe) through `chain`,
+/// found as `cause` says: once per (irq, safe, unsafe) triple.
+fn report_inversion(
+    ctx: &mut CheckCtx<'_>,
+    irq: IrqKind,
+    (safe, unsafe_class): (ClassId, ClassId),
+    chain: Vec<ChainLink>,
+    cause: Cause,
+    trigger: &Trigger,
+    held: &[HeldLock],
+) {
+    let usage = pair(ctx, safe, unsafe_class, irq);
+    ctx.report(DedupKey::inversion(irq, safe, unsafe_class), || Alert {
+        kind: AlertKind::IrqLockInversion,
+        irq: Some(irq),
+        problem: None,
+        classes: chain_classes(&chain),
+        chain,
+        usage,
+        cause,
+        trigger: *trigger,
+        held: held_summary(held),
+        tasks: Vec::new(),
+    });
 }
