@@ -60,15 +60,23 @@ pub fn not_attached(why: &str) -> Vec<ProbeStatus> {
     catalog::USER_LOCKS
         .iter()
         .flat_map(|probe| {
-            let kind = if probe.ret { "uretprobe" } else { "uprobe" };
-            probe.functions.iter().map(move |function| ProbeStatus {
-                name: format!("{kind}:{function}"),
-                kind: kind.to_string(),
-                attached: false,
-                detail: why.to_string(),
-            })
+            probe
+                .functions
+                .iter()
+                .map(move |function| status(probe, function, Err(why.to_string())))
         })
         .collect()
+}
+
+/// The status of `probe` on `function`: attached, or not and why.
+fn status(probe: &UserProbe, function: &str, result: Result<(), String>) -> ProbeStatus {
+    let kind = if probe.ret { "uretprobe" } else { "uprobe" };
+    ProbeStatus {
+        name: format!("{kind}:{function}"),
+        kind: kind.to_string(),
+        attached: result.is_ok(),
+        detail: result.err().unwrap_or_default(),
+    }
 }
 
 /// Every distinct C library (by device and inode) mapped by any running process, as paths
@@ -162,13 +170,7 @@ fn attach_program(
     libc: &Path,
     scope: UProbeScope,
 ) -> Vec<ProbeStatus> {
-    let kind = if probe.ret { "uretprobe" } else { "uprobe" };
-    let status = |function: &str, result: Result<(), String>| ProbeStatus {
-        name: format!("{kind}:{function}"),
-        kind: kind.to_string(),
-        attached: result.is_ok(),
-        detail: result.err().unwrap_or_default(),
-    };
+    let status = |function: &str, result| status(probe, function, result);
     let program = ebpf
         .program_mut(probe.program)
         .unwrap_or_else(|| panic!("program {} missing from the eBPF object", probe.program));

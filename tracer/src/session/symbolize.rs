@@ -177,11 +177,7 @@ impl Namer {
             frames.push(frame);
         }
         for frame in &frames {
-            if let Some((sym, _)) = self.symbols.kernel.lookup(frame.addr)
-                && self.written_kernel.insert(sym.addr)
-            {
-                self.pending.kernel.push(sym.clone());
-            }
+            self.note_kernel_addr(frame.addr);
         }
         frames
     }
