@@ -118,6 +118,54 @@ fn report_replays_alerts_as_json_and_text() {
 }
 
 #[test]
+fn script_prints_every_event_named_in_order() {
+    let dir = support::tempdir();
+    let path = support::path_in(&dir, "abba.lttrace");
+    write_trace(&path, 2);
+    let output = run(&["script", path.to_str().unwrap()]);
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 10, "eight lock events and two vfree: {stdout}");
+    let expected = [
+        ("acquire", "alpha_lock"),
+        ("acquire", "beta_lock"),
+        ("release", "beta_lock"),
+        ("release", "alpha_lock"),
+        ("acquire", "beta_lock"),
+        ("acquire", "alpha_lock"),
+        ("release", "alpha_lock"),
+        ("release", "beta_lock"),
+    ];
+    for (line, (kind, lock)) in lines.iter().zip(expected) {
+        assert!(
+            line.contains(&format!(" {kind} ")) && line.contains(lock),
+            "{kind} {lock}: {line}"
+        );
+        assert!(line.contains("at do_work+0x10"), "caller named: {line}");
+        assert!(line.contains("task irqs-on"), "context and irqs: {line}");
+    }
+    assert!(
+        lines[8].contains("vfree") && lines[9].contains("arg=0x1"),
+        "{stdout}"
+    );
+
+    // Cut inside the last event chunk (a one-event chunk is longer than the end record, so
+    // the length of the same file with one chunk fewer lands inside it): the readable prefix
+    // is printed and the damage reported.
+    let shorter = support::path_in(&dir, "shorter.lttrace");
+    write_trace(&shorter, 1);
+    let cut_at = std::fs::metadata(&shorter).unwrap().len() - 1;
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(cut_at).unwrap();
+    let cut = run(&["script", path.to_str().unwrap()]);
+    assert!(cut.status.success());
+    let cut_lines = String::from_utf8_lossy(&cut.stdout).lines().count();
+    assert_eq!(cut_lines, 9, "everything before the damaged chunk");
+    assert!(String::from_utf8_lossy(&cut.stderr).contains("warning:"));
+}
+
+#[test]
 fn truncated_file_reports_its_prefix_and_where_it_stopped() {
     let dir = support::tempdir();
     let path = support::path_in(&dir, "cut.lttrace");

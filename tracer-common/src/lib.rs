@@ -245,17 +245,44 @@ pub enum ExecContext {
     Nmi = 4,
 }
 
-/// `preempt_count` layout (include/linux/preempt.h): 8 bits preempt, 8 softirq, 4 hardirq,
-/// 4 NMI.
+/// `preempt_count` layout (include/linux/preempt.h): 8 bits preempt and 8 softirq everywhere;
+/// where the hardirq and NMI counts sit depends on the kernel (see [`PreemptLayout`]).
 pub mod preempt {
     /// Softirq count mask.
     pub const SOFTIRQ_MASK: u32 = 0x0000_ff00;
     /// Set while a softirq is being served (the low bit of the softirq count).
     pub const SOFTIRQ_OFFSET: u32 = 0x0000_0100;
-    /// Hardirq nesting mask.
-    pub const HARDIRQ_MASK: u32 = 0x000f_0000;
-    /// NMI nesting mask.
-    pub const NMI_MASK: u32 = 0x00f0_0000;
+}
+
+/// Where `preempt_count` keeps the hardirq and NMI counts. Linux 7.0 put an 8-bit
+/// hardirq-disable count (`HARDIRQ_DISABLE_MASK`) between the softirq and hardirq counts;
+/// reading a 7.x count with the old masks takes a hardirq for task context.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PreemptLayout {
+    /// `HARDIRQ_MASK`.
+    pub hardirq_mask: u32,
+    /// `NMI_MASK`.
+    pub nmi_mask: u32,
+}
+
+impl PreemptLayout {
+    /// Up to Linux 6.x: hardirq `0x000f0000`, NMI `0x00f00000`.
+    pub const CLASSIC: PreemptLayout = PreemptLayout {
+        hardirq_mask: 0x000f_0000,
+        nmi_mask: 0x00f0_0000,
+    };
+    /// Linux 7.x with the need-resched bit in its own word (x86-64: `__preempt_count` is an
+    /// `unsigned long`): hardirq `0x0f000000`, NMI `0xf0000000`.
+    pub const HARDIRQ_DISABLE: PreemptLayout = PreemptLayout {
+        hardirq_mask: 0x0f00_0000,
+        nmi_mask: 0xf000_0000,
+    };
+    /// Linux 7.x with the need-resched bit folded into bit 31: NMI is bit 28 alone.
+    pub const HARDIRQ_DISABLE_FOLDED_RESCHED: PreemptLayout = PreemptLayout {
+        hardirq_mask: 0x0f00_0000,
+        nmi_mask: 0x1000_0000,
+    };
 }
 
 impl ExecContext {
@@ -270,11 +297,12 @@ impl ExecContext {
         }
     }
 
-    /// Decodes `preempt_count` the way `in_nmi()`, `in_hardirq()` and `in_serving_softirq()` do.
-    pub const fn from_preempt_count(count: u32) -> ExecContext {
-        if count & preempt::NMI_MASK != 0 {
+    /// Decodes `preempt_count` laid out as `layout` the way `in_nmi()`, `in_hardirq()` and
+    /// `in_serving_softirq()` do.
+    pub const fn from_preempt_count(count: u32, layout: PreemptLayout) -> ExecContext {
+        if count & layout.nmi_mask != 0 {
             ExecContext::Nmi
-        } else if count & preempt::HARDIRQ_MASK != 0 {
+        } else if count & layout.hardirq_mask != 0 {
             ExecContext::Hardirq
         } else if count & preempt::SOFTIRQ_OFFSET != 0 {
             ExecContext::Softirq
@@ -449,14 +477,17 @@ pub enum DropReason {
     PendingFull = 2,
     /// `bpf_get_stackid` failed (map full or collision without reuse).
     StackFailed = 3,
-    /// A probe fired while another of our programs ran on the same CPU in the same context:
-    /// a lock taken by our own helpers (ring buffer, maps). Skipped: tracing it would
-    /// re-enter the ring buffer under its own lock.
+    /// A probe fired inside another of our programs run by the same task in the same
+    /// context: a lock taken by our own helpers (ring buffer, maps). Skipped: tracing it would
+    /// re-enter the ring buffer under its own lock. Loses nothing the task did itself.
     Nested = 4,
+    /// Every running-program slot of this CPU and context was held by tasks preempted inside
+    /// one of our programs, so the event could not be recorded.
+    Preempted = 5,
 }
 
 /// Number of [`DropReason`] slots in the `DROPS` map.
-pub const DROP_REASONS: u32 = 5;
+pub const DROP_REASONS: u32 = 6;
 
 impl DropReason {
     /// Every reason, in index order.
@@ -466,6 +497,7 @@ impl DropReason {
         DropReason::PendingFull,
         DropReason::StackFailed,
         DropReason::Nested,
+        DropReason::Preempted,
     ];
 
     /// A short stable name, used in status lines, trace files and JSON.
@@ -476,27 +508,34 @@ impl DropReason {
             DropReason::PendingFull => "pending_full",
             DropReason::StackFailed => "stack_failed",
             DropReason::Nested => "nested",
+            DropReason::Preempted => "preempted",
         }
     }
 }
 
-/// Run-time configuration user space writes into the `CONFIG` array before attaching: the
-/// kernel-specific facts the programs cannot compute themselves.
+/// Run-time configuration user space writes into the `CONFIG` array: the kernel-specific
+/// facts the programs cannot compute themselves, and the switch that starts and stops a session.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProbeConfig {
-    /// Offset of `se.cfs_rq` in `struct task_struct` (BTF), or 0 when unknown.
+    /// For [`PreemptCountSource::ThisCpuPtr`]: the count's offset inside the per-CPU variable
+    /// (0 for `__preempt_count`, the member's offset for `pcpu_hot`). For
+    /// [`PreemptCountSource::Runqueue`]: the `.data..percpu` offset of the count.
+    pub preempt_count_offset: u64,
+    /// Offset of `se.cfs_rq` in `struct task_struct` (BTF), for the run-queue source.
     pub task_cfs_rq_offset: u64,
-    /// Offset of `rq` in `struct cfs_rq` (BTF).
+    /// Offset of `rq` in `struct cfs_rq` (BTF), for the run-queue source.
     pub cfs_rq_rq_offset: u64,
-    /// `.data..percpu` offset of `runqueues` (its BTF variable's section offset).
+    /// Offset of `cpu` in `struct rq` (BTF), for the run-queue source.
+    pub rq_cpu_offset: u64,
+    /// `.data..percpu` offset of `runqueues`, for the run-queue source.
     pub runqueues_percpu_offset: u64,
-    /// `.data..percpu` offset of `__preempt_count`.
-    pub preempt_count_percpu_offset: u64,
     /// Offset of `name` in `struct kmem_cache` (BTF), used with `kmem_cache_kfunc_valid`.
     pub kmem_cache_name_offset: u64,
-    /// Non-zero when the four fields above are valid.
-    pub preempt_count_valid: u32,
+    /// How this kernel's `preempt_count` reads as a context.
+    pub preempt_layout: PreemptLayout,
+    /// [`PreemptCountSource`] discriminant.
+    pub preempt_count_source: u32,
     /// Non-zero when the kfunc call sites were patched (irq state is readable).
     pub irq_kfunc_valid: u32,
     /// Non-zero when `bpf_get_kmem_cache` was patched in.
@@ -504,7 +543,36 @@ pub struct ProbeConfig {
     /// locktrace's own thread group: its events are not traced (reading the ring buffer
     /// takes locks, and tracing that would feed back into the ring).
     pub self_pid: u32,
+    /// Non-zero while the session records. User space sets it once every probe is attached
+    /// and clears it before detaching, so a session never sees acquisitions from a moment when
+    /// the matching release probes were not attached yet.
+    pub tracing: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
 }
+
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 80);
+
+/// How the programs find this CPU's `preempt_count`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PreemptCountSource {
+    /// Not readable: contexts are reported unknown.
+    #[default]
+    None = 0,
+    /// `bpf_this_cpu_ptr()` on the per-CPU variable holding it (a typed ksym, which needs
+    /// the variable in kallsyms: `CONFIG_KALLSYMS_ALL`). Exact on every CPU and task.
+    ThisCpuPtr = 1,
+    /// The current task's run queue (`current->se.cfs_rq->rq`) minus the per-CPU offset of
+    /// `runqueues` gives the per-CPU base. Only true while the task's `se.cfs_rq` points at this
+    /// CPU, so the programs check `rq->cpu` and report unknown otherwise.
+    Runqueue = 2,
+}
+
+/// Markers in the `imm` field of the `ld_imm64` that loads the per-CPU variable holding the
+/// preempt count (`r1 = &var`, `BPF_PSEUDO_BTF_ID`); user space replaces it with the
+/// variable's BTF id, or the load and the `bpf_this_cpu_ptr` call after it with `r0 = 0`.
+pub const PREEMPT_COUNT_VAR_MARKER: u32 = 0x7a11_0004;
 
 /// Length of a slab cache name in the `SLAB_NAMES` map (names are NUL-padded, cut to fit).
 pub const SLAB_NAME_LEN: usize = 32;

@@ -6,17 +6,20 @@ use aya_ebpf::helpers::{
     bpf_probe_read_kernel_str_bytes,
     generated::{bpf_get_current_task, bpf_get_smp_processor_id, bpf_ktime_get_ns},
 };
-use tracer_common::{Event, ExecContext, IrqState, ProbeConfig, SLAB_NAME_LEN, flags, preempt};
+use tracer_common::{
+    Event, ExecContext, IrqState, PreemptCountSource, ProbeConfig, SLAB_NAME_LEN, flags, preempt,
+};
 
 use crate::{
     emit,
     maps::{CONFIG, SLAB_NAMES},
 };
 
-/// The configuration user space wrote, or `None` before it did.
+/// The configuration user space wrote, or `None` while no session records (before every
+/// probe is attached, and while they are detached).
 #[inline(always)]
 pub fn config() -> Option<&'static ProbeConfig> {
-    CONFIG.get(0)
+    CONFIG.get(0).filter(|cfg| cfg.tracing != 0)
 }
 
 /// True when this task's events should be dropped at the source: locktrace's own (user-space
@@ -63,22 +66,67 @@ fn irq_state(cfg: &ProbeConfig) -> IrqState {
     }
 }
 
-/// Reads this CPU's `preempt_count`: the per-CPU base is `current->se.cfs_rq->rq` minus the
-/// per-CPU offset of `runqueues`, and the count lives at the per-CPU offset of
-/// `__preempt_count`. All offsets come from vmlinux BTF through the configuration.
+/// Reads this CPU's `preempt_count` the way the configuration says (see
+/// [`PreemptCountSource`]); `None` when it cannot be read exactly.
 #[inline(always)]
 fn preempt_count(cfg: &ProbeConfig) -> Option<u32> {
-    if cfg.preempt_count_valid == 0 {
-        return None;
+    if cfg.preempt_count_source == PreemptCountSource::ThisCpuPtr as u32 {
+        preempt_count_this_cpu(cfg)
+    } else if cfg.preempt_count_source == PreemptCountSource::Runqueue as u32 {
+        preempt_count_from_runqueue(cfg)
+    } else {
+        None
     }
+}
+
+/// `bpf_this_cpu_ptr(&var)` on the per-CPU variable holding the count. The `ld_imm64` of the
+/// typed ksym is emitted raw with a marker (aya-ebpf cannot declare a ksym) and patched by
+/// user space into the variable's BTF id, or, with the call, into `r0 = 0` when this source
+/// is not used.
+#[inline(always)]
+fn preempt_count_this_cpu(cfg: &ProbeConfig) -> Option<u32> {
+    let typed: u64;
+    // SAFETY: r1 = &var (BPF_PSEUDO_BTF_ID), then helper 154 (bpf_this_cpu_ptr) leaves this
+    // CPU's copy in r0; every caller-saved register is declared clobbered.
+    unsafe {
+        core::arch::asm!(
+            ".quad 0x7a11000400003118",
+            ".quad 0",
+            ".quad 0x0000009a00000085",
+            lateout("r0") typed,
+            out("r1") _, out("r2") _, out("r3") _, out("r4") _, out("r5") _,
+        );
+    }
+    // The verifier types r0 as read-only memory of the variable's size; copying it out makes
+    // it a plain address that may take the run-time member offset.
+    // SAFETY: reading our own stack slot, then kernel memory through the read helper.
+    unsafe {
+        let var: u64 = bpf_probe_read_kernel(&raw const typed).ok()?;
+        if var == 0 {
+            return None;
+        }
+        bpf_probe_read_kernel((var + cfg.preempt_count_offset) as *const u32).ok()
+    }
+}
+
+/// The per-CPU base is `current->se.cfs_rq->rq` minus the per-CPU offset of `runqueues`. A
+/// task's `se.cfs_rq` can point at another CPU's queue (real-time and stopper tasks, tasks
+/// being migrated), so the queue's own `cpu` must be this CPU, or the count would be another
+/// CPU's.
+#[inline(always)]
+fn preempt_count_from_runqueue(cfg: &ProbeConfig) -> Option<u32> {
     // SAFETY: kernel reads through the fault-tolerant helper.
     unsafe {
         let task = bpf_get_current_task();
         let cfs_rq: u64 =
             bpf_probe_read_kernel((task + cfg.task_cfs_rq_offset) as *const u64).ok()?;
         let rq: u64 = bpf_probe_read_kernel((cfs_rq + cfg.cfs_rq_rq_offset) as *const u64).ok()?;
+        let rq_cpu: u32 = bpf_probe_read_kernel((rq + cfg.rq_cpu_offset) as *const u32).ok()?;
+        if rq_cpu != bpf_get_smp_processor_id() {
+            return None;
+        }
         let base = rq.wrapping_sub(cfg.runqueues_percpu_offset);
-        bpf_probe_read_kernel(base.wrapping_add(cfg.preempt_count_percpu_offset) as *const u32).ok()
+        bpf_probe_read_kernel(base.wrapping_add(cfg.preempt_count_offset) as *const u32).ok()
     }
 }
 
@@ -104,7 +152,8 @@ fn fill_task(ev: &mut Event) {
 #[inline(always)]
 pub fn enter(cfg: &ProbeConfig) -> Option<(emit::Running, Option<u32>)> {
     let count = preempt_count(cfg);
-    let level = match count.map(ExecContext::from_preempt_count) {
+    let level = match count.map(|count| ExecContext::from_preempt_count(count, cfg.preempt_layout))
+    {
         Some(ExecContext::Softirq) => 1,
         Some(ExecContext::Hardirq) => 2,
         Some(ExecContext::Nmi) => 3,
@@ -135,7 +184,7 @@ pub fn fill(ev: &mut Event, cfg: &ProbeConfig, count: Option<u32>) {
     match count {
         Some(count) => {
             ev.preempt_count = count;
-            ev.context = ExecContext::from_preempt_count(count) as u32;
+            ev.context = ExecContext::from_preempt_count(count, cfg.preempt_layout) as u32;
             ev.flags |= flags::PREEMPT_COUNT_VALID;
             if count & preempt::SOFTIRQ_MASK != 0 {
                 ev.flags |= flags::SOFTIRQS_DISABLED;

@@ -1,9 +1,9 @@
 //! Writing events to the ring buffer and counting what could not be written.
 
-use aya_ebpf::programs::tracing::StackIdContext;
+use aya_ebpf::{helpers::generated::bpf_get_current_task, programs::tracing::StackIdContext};
 use tracer_common::{DropReason, Event, flags};
 
-use crate::maps::{DROPS, EVENTS, LOSS_PENDING, RUNNING, STACKS};
+use crate::maps::{DROPS, EVENTS, LOSS_PENDING, RUNNING, RUNNING_SLOTS, STACKS};
 
 /// `BPF_F_USER_STACK`: walk the user stack instead of the kernel's.
 const BPF_F_USER_STACK: u64 = 1 << 8;
@@ -18,7 +18,8 @@ pub fn count_drop(reason: DropReason) {
         // SAFETY: a per-CPU slot; only this CPU writes it while the program runs.
         unsafe { *counter += 1 };
     }
-    // Stack failures lose no event; nested probes are our own helpers' locks.
+    // Stack failures lose no event; nested probes are our own helpers' locks. Everything
+    // else is an event of the traced kernel or program that was not recorded.
     if !matches!(reason, DropReason::StackFailed | DropReason::Nested)
         && let Some(pending) = LOSS_PENDING.get_ptr_mut(0)
     {
@@ -78,24 +79,46 @@ pub fn send(ev: &mut Event) {
     }
 }
 
-/// Marks one of our programs as running in this CPU's current context until dropped.
-pub struct Running(*mut u32);
+/// Marks one of our programs as running for the current task in this CPU's current context
+/// until dropped.
+///
+/// A probe that fires while the same task already runs one of our programs in the same
+/// context is inside our own helpers (the ring buffer's lock on kernels where it is a plain
+/// spinlock) and must not re-enter them. Programs run with migration disabled but, on
+/// preemptible kernels, not with preemption disabled: another task may run on this CPU while
+/// one is preempted inside a program, and its events are not nested. So each context has
+/// [`RUNNING_SLOTS`] slots holding the owning task.
+pub struct Running(*mut u64);
 
 impl Running {
-    /// Claims the context `level` (0 task, 1 softirq, 2 hardirq, 3 NMI); `None`, counted,
-    /// when another of our programs already runs there (this probe is nested inside it).
+    /// Claims a slot of context `level` (0 task, 1 softirq, 2 hardirq, 3 NMI) for the current
+    /// task; `None`, counted, when the task already holds one there (this probe is nested in
+    /// one of our programs) or when every slot is held by preempted tasks.
     #[inline(always)]
     pub fn enter(level: u32) -> Option<Running> {
-        let slot = RUNNING.get_ptr_mut(level)?;
-        // SAFETY: a per-CPU slot; programs on this CPU and level run one inside another,
-        // never concurrently.
-        unsafe {
-            if *slot != 0 {
+        // SAFETY: a helper without arguments.
+        let task = unsafe { bpf_get_current_task() };
+        let mut free: Option<*mut u64> = None;
+        for i in 0..RUNNING_SLOTS {
+            let slot = RUNNING.get_ptr_mut(level * RUNNING_SLOTS + i)?;
+            // SAFETY: a per-CPU slot; the task owning it cannot migrate while it does.
+            let owner = unsafe { *slot };
+            if owner == task {
                 count_drop(DropReason::Nested);
                 return None;
             }
-            *slot = 1;
+            if owner == 0 && free.is_none() {
+                free = Some(slot);
+            }
         }
+        let Some(slot) = free else {
+            count_drop(DropReason::Preempted);
+            return None;
+        };
+        // SAFETY: as above. Claiming is not atomic: a task preempted between the read and
+        // this write can take over a slot another task claimed meanwhile; the release below
+        // only clears a slot it still owns, so the worst case is one unguarded program run.
+        unsafe { *slot = task };
         Some(Running(slot))
     }
 }
@@ -103,7 +126,11 @@ impl Running {
 impl Drop for Running {
     #[inline(always)]
     fn drop(&mut self) {
-        // SAFETY: the slot claimed in `enter`.
-        unsafe { *self.0 = 0 };
+        // SAFETY: the slot claimed in `enter`; cleared only while this task still owns it.
+        unsafe {
+            if *self.0 == bpf_get_current_task() {
+                *self.0 = 0;
+            }
+        }
     }
 }

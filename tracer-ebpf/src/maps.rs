@@ -54,8 +54,12 @@ pub static SLAB_NAMES: HashMap<u64, [u8; SLAB_NAME_LEN]> = HashMap::with_max_ent
 #[map]
 pub static LOSS_PENDING: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
-/// Per CPU and per context level (task, softirq, hardirq, NMI): one of our programs is
-/// running. A probe that fires while the flag is set is inside our own helpers (the ring
-/// buffer's lock on kernels where it is a plain spinlock) and must not re-enter them.
+/// Slots per context level in [`RUNNING`]: the task running one of our programs, plus up to
+/// three more tasks preempted inside one on the same CPU (each preemption needs a task
+/// switch in the middle of a program a few hundred instructions long: more is not seen).
+pub const RUNNING_SLOTS: u32 = 4;
+
+/// Per CPU, per context level (task, softirq, hardirq, NMI) and per slot: the task running one
+/// of our programs there (see `emit::Running`).
 #[map]
-pub static RUNNING: PerCpuArray<u32> = PerCpuArray::with_max_entries(4, 0);
+pub static RUNNING: PerCpuArray<u64> = PerCpuArray::with_max_entries(4 * RUNNING_SLOTS, 0);

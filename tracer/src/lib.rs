@@ -6,6 +6,7 @@
 //! - [`tracefile`] writes and reads recorded sessions;
 //! - [`engine`] is lockdep's model on an event stream (no BPF, no I/O);
 //! - [`report`] turns the engine's findings into lockdep-style text, JSON and graphs;
+//! - [`script`] prints a recording's raw events, one per line;
 //! - [`symbols`] names addresses for all of the above.
 #![deny(missing_docs)]
 
@@ -13,6 +14,7 @@ pub mod engine;
 pub mod probes;
 pub mod replay;
 pub mod report;
+pub mod script;
 pub mod session;
 pub mod symbols;
 pub mod tracefile;

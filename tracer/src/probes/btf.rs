@@ -48,8 +48,19 @@ struct Type {
     /// `size` or `type`, depending on the kind.
     size_or_type: u32,
     kind_flag: bool,
-    /// Struct/union members (name, type, bit offset) or DATASEC entries (type, offset, 0).
+    /// Struct/union members (name, type, bit offset) or DATASEC entries (size, type, offset).
     members: Vec<(u32, u32, u32)>,
+}
+
+/// A variable of a DATASEC (per-CPU variables are those of `.data..percpu`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SectionVar {
+    /// The variable's BTF id (what a typed ksym load needs).
+    pub btf_id: u32,
+    /// Its offset in the section (for `.data..percpu`, the per-CPU offset).
+    pub offset: u64,
+    /// Its size in bytes.
+    pub size: u64,
 }
 
 /// Parsed kernel BTF.
@@ -130,7 +141,7 @@ impl KernelBtf {
                     let b = u32_at(at + 4).ok_or(BtfError::Malformed("truncated members"))?;
                     let c = u32_at(at + 8).ok_or(BtfError::Malformed("truncated members"))?;
                     members.push(if kind == KIND_DATASEC {
-                        (0, a, b)
+                        (c, a, b)
                     } else {
                         (a, b, c)
                     });
@@ -245,16 +256,24 @@ impl KernelBtf {
 
     /// Offset of variable `var` in DATASEC `section` (for `.data..percpu`, the per-CPU offset).
     pub fn var_offset(&self, section: &str, var: &str) -> Option<u64> {
+        self.section_var(section, var).map(|v| v.offset)
+    }
+
+    /// Variable `var` of DATASEC `section`: its BTF id, offset and size.
+    pub fn section_var(&self, section: &str, var: &str) -> Option<SectionVar> {
         let sec = self
             .by_name
             .get(section)?
             .iter()
             .map(|&id| &self.types[id as usize])
             .find(|ty| ty.kind == KIND_DATASEC)?;
-        sec.members.iter().find_map(|&(_, var_id, offset)| {
+        sec.members.iter().find_map(|&(size, var_id, offset)| {
             let var_ty = self.types.get(var_id as usize)?;
-            (var_ty.kind == KIND_VAR && self.string(var_ty.name) == var)
-                .then_some(u64::from(offset))
+            (var_ty.kind == KIND_VAR && self.string(var_ty.name) == var).then_some(SectionVar {
+                btf_id: var_id,
+                offset: u64::from(offset),
+                size: u64::from(size),
+            })
         })
     }
 }

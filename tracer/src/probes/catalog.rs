@@ -179,8 +179,25 @@ pub const PTHREAD_LOCK_FUNCTIONS: &[&str] = &[
     "pthread_rwlock_trywrlock",
 ];
 
-/// pthread mutexes and rwlocks.
+/// pthread mutexes and rwlocks, in attach order: unlocks first, then the return probe, then
+/// the entries, so a library probed in the middle of a session (`follow_libc`) never reports
+/// an acquisition whose release is not probed yet.
 pub const USER_LOCKS: &[UserProbe] = &[
+    UserProbe {
+        program: "up_mutex_unlock",
+        ret: false,
+        functions: &["pthread_mutex_unlock"],
+    },
+    UserProbe {
+        program: "up_rwlock_unlock",
+        ret: false,
+        functions: &["pthread_rwlock_unlock"],
+    },
+    UserProbe {
+        program: "up_lock_return",
+        ret: true,
+        functions: PTHREAD_LOCK_FUNCTIONS,
+    },
     UserProbe {
         program: "up_mutex_lock",
         ret: false,
@@ -210,21 +227,6 @@ pub const USER_LOCKS: &[UserProbe] = &[
         program: "up_rwlock_trywrlock",
         ret: false,
         functions: &["pthread_rwlock_trywrlock"],
-    },
-    UserProbe {
-        program: "up_lock_return",
-        ret: true,
-        functions: PTHREAD_LOCK_FUNCTIONS,
-    },
-    UserProbe {
-        program: "up_mutex_unlock",
-        ret: false,
-        functions: &["pthread_mutex_unlock"],
-    },
-    UserProbe {
-        program: "up_rwlock_unlock",
-        ret: false,
-        functions: &["pthread_rwlock_unlock"],
     },
 ];
 

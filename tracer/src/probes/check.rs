@@ -74,8 +74,12 @@ pub fn run() -> CheckReport {
         Ok(_) => feature("btf", true, "/sys/kernel/btf/vmlinux"),
         Err(e) => feature("btf", false, e.to_string()),
     });
-    let facts = btf.as_ref().ok().map(KernelFacts::from_btf);
-    let kallsyms = KernelSymbols::load(std::path::Path::new("/proc/kallsyms")).unwrap_or_default();
+    let kallsyms_text = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
+    let facts = btf
+        .as_ref()
+        .ok()
+        .map(|btf| KernelFacts::from_btf(btf, |name| KernelSymbols::lists(&kallsyms_text, name)));
+    let kallsyms = KernelSymbols::parse(&kallsyms_text);
     let data = kallsyms.has_data_symbols();
     features.push(feature(
         "kallsyms_data",
@@ -107,12 +111,8 @@ pub fn run() -> CheckReport {
                 "absent (Linux 6.13+): dynamic locks are classed by address"
             },
         ));
-        features.push(match facts.preempt_count {
-            Ok(_) => feature(
-                "preempt_count",
-                true,
-                "execution context read from preempt_count",
-            ),
+        features.push(match &facts.preempt_count {
+            Ok(count) => feature("preempt_count", true, count.describe()),
             Err(missing) => feature(
                 "preempt_count",
                 false,

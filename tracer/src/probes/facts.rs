@@ -3,7 +3,7 @@
 //! the per-CPU allocator has. **Everything that depends on the running kernel is decided here
 //! or in `attach`, at attach time.**
 
-use tracer_common::ProbeConfig;
+use tracer_common::{PreemptCountSource, PreemptLayout, ProbeConfig};
 
 use super::btf::KernelBtf;
 
@@ -11,55 +11,137 @@ use super::btf::KernelBtf;
 /// before.
 pub const PCPU_ALLOC_NAMES: [&str; 2] = ["pcpu_alloc_noprof", "pcpu_alloc"];
 
-/// Offsets that locate this CPU's `preempt_count` from the current task.
+const PERCPU: &str = ".data..percpu";
+
+/// How the programs reach this CPU's `preempt_count`, and how to read it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PreemptCountOffsets {
+pub struct PreemptCount {
+    /// Where it is.
+    pub access: PreemptCountAccess,
+    /// Where its hardirq and NMI counts are.
+    pub layout: PreemptLayout,
+}
+
+/// Where this CPU's `preempt_count` is found from a program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PreemptCountAccess {
+    /// `bpf_this_cpu_ptr()` on a per-CPU variable that kallsyms lists (Debian's kernels, with
+    /// `CONFIG_KALLSYMS_ALL`): exact for every task.
+    ThisCpuPtr {
+        /// `__preempt_count`, or `pcpu_hot` on x86 from 6.2 to 6.14.
+        var: &'static str,
+        /// The variable's BTF id.
+        btf_id: u32,
+        /// The count's offset inside the variable.
+        offset: u64,
+    },
+    /// Through the current task's run queue (kernels whose kallsyms has no data symbols).
+    Runqueue(RunqueueOffsets),
+}
+
+/// Offsets that locate this CPU's `preempt_count` from the current task's run queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunqueueOffsets {
     /// `offsetof(struct task_struct, se.cfs_rq)`.
     pub task_cfs_rq: u64,
     /// `offsetof(struct cfs_rq, rq)`.
     pub cfs_rq_rq: u64,
+    /// `offsetof(struct rq, cpu)`.
+    pub rq_cpu: u64,
     /// Per-CPU offset of `runqueues`.
     pub runqueues: u64,
-    /// Per-CPU offset of the preempt count (`__preempt_count`, or `pcpu_hot.preempt_count`
-    /// on x86 from 6.2 to 6.14).
+    /// Per-CPU offset of the preempt count.
     pub preempt_count: u64,
 }
 
-impl PreemptCountOffsets {
-    /// Reads the offsets from BTF; `None` with the missing piece's name when one is absent
-    /// (for example a kernel without `CONFIG_FAIR_GROUP_SCHED` has no `se.cfs_rq`).
-    pub fn from_btf(btf: &KernelBtf) -> Result<PreemptCountOffsets, &'static str> {
-        const PERCPU: &str = ".data..percpu";
-        let task_cfs_rq = btf
-            .member_offset("task_struct", &["se", "cfs_rq"])
-            .ok_or("task_struct.se.cfs_rq")?;
-        let cfs_rq_rq = btf.member_offset("cfs_rq", &["rq"]).ok_or("cfs_rq.rq")?;
-        let runqueues = btf
-            .var_offset(PERCPU, "runqueues")
-            .ok_or("per-CPU runqueues")?;
-        let preempt_count = btf
-            .var_offset(PERCPU, "__preempt_count")
-            .or_else(|| {
-                Some(
-                    btf.var_offset(PERCPU, "pcpu_hot")?
-                        + btf.member_offset("pcpu_hot", &["preempt_count"])?,
-                )
-            })
-            .ok_or("per-CPU __preempt_count")?;
-        Ok(PreemptCountOffsets {
-            task_cfs_rq,
-            cfs_rq_rq,
-            runqueues,
-            preempt_count,
+impl PreemptCount {
+    /// Reads where the count is from BTF, preferring a typed ksym when `in_kallsyms` says
+    /// the variable can be resolved; `Err` names the missing piece (for example a kernel
+    /// without `CONFIG_FAIR_GROUP_SCHED` has no `se.cfs_rq`).
+    pub fn from_btf(
+        btf: &KernelBtf,
+        in_kallsyms: impl Fn(&str) -> bool,
+    ) -> Result<PreemptCount, &'static str> {
+        // (variable, its count's offset inside it)
+        let (var, var_entry, offset) = match btf.section_var(PERCPU, "__preempt_count") {
+            Some(entry) => ("__preempt_count", entry, 0),
+            None => {
+                let entry = btf.section_var(PERCPU, "pcpu_hot");
+                let member = btf.member_offset("pcpu_hot", &["preempt_count"]);
+                match (entry, member) {
+                    (Some(entry), Some(member)) => ("pcpu_hot", entry, member),
+                    _ => return Err("per-CPU __preempt_count"),
+                }
+            }
+        };
+        let layout = Self::layout(btf, var_entry.size);
+        if in_kallsyms(var) {
+            return Ok(PreemptCount {
+                access: PreemptCountAccess::ThisCpuPtr {
+                    var,
+                    btf_id: var_entry.btf_id,
+                    offset,
+                },
+                layout,
+            });
+        }
+        let runqueue = RunqueueOffsets {
+            task_cfs_rq: btf
+                .member_offset("task_struct", &["se", "cfs_rq"])
+                .ok_or("task_struct.se.cfs_rq")?,
+            cfs_rq_rq: btf.member_offset("cfs_rq", &["rq"]).ok_or("cfs_rq.rq")?,
+            rq_cpu: btf.member_offset("rq", &["cpu"]).ok_or("rq.cpu")?,
+            runqueues: btf
+                .var_offset(PERCPU, "runqueues")
+                .ok_or("per-CPU runqueues")?,
+            preempt_count: var_entry.offset + offset,
+        };
+        Ok(PreemptCount {
+            access: PreemptCountAccess::Runqueue(runqueue),
+            layout,
         })
+    }
+
+    /// Linux 7.0 added an 8-bit hardirq-disable count below the hardirq count, with the
+    /// per-CPU `local_interrupt_disable_state` beside it; where the need-resched bit has a
+    /// word of its own (`__preempt_count` is 8 bytes) the NMI count takes the top nibble.
+    fn layout(btf: &KernelBtf, count_size: u64) -> PreemptLayout {
+        if btf
+            .section_var(PERCPU, "local_interrupt_disable_state")
+            .is_none()
+        {
+            PreemptLayout::CLASSIC
+        } else if count_size == 8 {
+            PreemptLayout::HARDIRQ_DISABLE
+        } else {
+            PreemptLayout::HARDIRQ_DISABLE_FOLDED_RESCHED
+        }
+    }
+
+    /// How `check` describes it.
+    pub fn describe(&self) -> String {
+        let access = match self.access {
+            PreemptCountAccess::ThisCpuPtr { var, .. } => format!("bpf_this_cpu_ptr(&{var})"),
+            PreemptCountAccess::Runqueue(_) => {
+                "the current task's run queue (no per-CPU data symbols in kallsyms; \
+                 unknown for tasks queued on another CPU)"
+                    .to_string()
+            }
+        };
+        let layout = if self.layout == PreemptLayout::CLASSIC {
+            "classic layout"
+        } else {
+            "hardirq-disable layout (Linux 7.0+)"
+        };
+        format!("execution context read from preempt_count through {access}, {layout}")
     }
 }
 
 /// What the running kernel offers, as far as BTF tells.
 #[derive(Clone, Debug)]
 pub struct KernelFacts {
-    /// Preempt-count offsets, or the name of what is missing.
-    pub preempt_count: Result<PreemptCountOffsets, &'static str>,
+    /// Where `preempt_count` is, or the name of what is missing.
+    pub preempt_count: Result<PreemptCount, &'static str>,
     /// `bpf_local_irq_save` and `_restore` exist (irq state readable).
     pub irq_kfunc: bool,
     /// `bpf_get_kmem_cache` exists and `struct kmem_cache` has `name` (slab caches name
@@ -72,10 +154,11 @@ pub struct KernelFacts {
 }
 
 impl KernelFacts {
-    /// Reads the facts from BTF.
-    pub fn from_btf(btf: &KernelBtf) -> KernelFacts {
+    /// Reads the facts from BTF; `in_kallsyms` tells whether kallsyms lists a symbol (a
+    /// typed ksym can only be loaded then).
+    pub fn from_btf(btf: &KernelBtf, in_kallsyms: impl Fn(&str) -> bool) -> KernelFacts {
         KernelFacts {
-            preempt_count: PreemptCountOffsets::from_btf(btf),
+            preempt_count: PreemptCount::from_btf(btf, in_kallsyms),
             irq_kfunc: btf.has_func("bpf_local_irq_save") && btf.has_func("bpf_local_irq_restore"),
             kmem_cache_kfunc: btf.has_func("bpf_get_kmem_cache")
                 && btf.member_offset("kmem_cache", &["name"]).is_some(),
@@ -84,7 +167,19 @@ impl KernelFacts {
         }
     }
 
-    /// The configuration the programs read, when locktrace runs as process `self_pid`.
+    /// The BTF id of the per-CPU variable the programs load as a typed ksym, if they do.
+    pub fn preempt_count_ksym(&self) -> Option<u32> {
+        match self.preempt_count {
+            Ok(PreemptCount {
+                access: PreemptCountAccess::ThisCpuPtr { btf_id, .. },
+                ..
+            }) => Some(btf_id),
+            _ => None,
+        }
+    }
+
+    /// The configuration the programs read, when locktrace runs as process `self_pid`
+    /// (with tracing off: [`crate::probes::Probes::start_tracing`] turns it on).
     pub fn probe_config(&self, self_pid: u32) -> ProbeConfig {
         let mut cfg = ProbeConfig {
             irq_kfunc_valid: self.irq_kfunc.into(),
@@ -93,12 +188,22 @@ impl KernelFacts {
             self_pid,
             ..ProbeConfig::default()
         };
-        if let Ok(off) = self.preempt_count {
-            cfg.task_cfs_rq_offset = off.task_cfs_rq;
-            cfg.cfs_rq_rq_offset = off.cfs_rq_rq;
-            cfg.runqueues_percpu_offset = off.runqueues;
-            cfg.preempt_count_percpu_offset = off.preempt_count;
-            cfg.preempt_count_valid = 1;
+        if let Ok(count) = self.preempt_count {
+            cfg.preempt_layout = count.layout;
+            match count.access {
+                PreemptCountAccess::ThisCpuPtr { offset, .. } => {
+                    cfg.preempt_count_source = PreemptCountSource::ThisCpuPtr as u32;
+                    cfg.preempt_count_offset = offset;
+                }
+                PreemptCountAccess::Runqueue(off) => {
+                    cfg.preempt_count_source = PreemptCountSource::Runqueue as u32;
+                    cfg.preempt_count_offset = off.preempt_count;
+                    cfg.task_cfs_rq_offset = off.task_cfs_rq;
+                    cfg.cfs_rq_rq_offset = off.cfs_rq_rq;
+                    cfg.rq_cpu_offset = off.rq_cpu;
+                    cfg.runqueues_percpu_offset = off.runqueues;
+                }
+            }
         }
         cfg
     }

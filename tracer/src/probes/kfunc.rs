@@ -73,6 +73,40 @@ pub fn patch(object: &mut [u8], btf: &KernelBtf) -> Vec<Patched> {
         .collect()
 }
 
+/// The typed ksym load as the programs emit it: `r1 = ld_imm64` with src_reg 3
+/// (`BPF_PSEUDO_BTF_ID`) and the marker in `imm`, its second half zero, then `call 154`
+/// (`bpf_this_cpu_ptr`).
+const KSYM_LOAD_PREFIX: [u8; 4] = [0x18, 0x31, 0x00, 0x00];
+const CALL_THIS_CPU_PTR: [u8; 8] = [0x85, 0x00, 0x00, 0x00, 0x9a, 0x00, 0x00, 0x00];
+/// `r1 = 0`, which stands in for each half of a load not used.
+const MOV_R1_ZERO: [u8; 8] = [0xb7, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00];
+
+/// Points every `bpf_this_cpu_ptr(&marker var)` sequence at the per-CPU variable `btf_id`, or,
+/// when `None`, turns it into `r1 = 0; r1 = 0; r0 = 0` (the verifier refuses a ksym the
+/// kernel cannot resolve even on a path never taken). Returns the sites patched.
+pub fn patch_ksym(object: &mut [u8], marker: u32, btf_id: Option<u32>) -> usize {
+    let mut head = [0u8; 8];
+    head[..4].copy_from_slice(&KSYM_LOAD_PREFIX);
+    head[4..].copy_from_slice(&marker.to_le_bytes());
+    let insns = object.as_chunks_mut::<8>().0;
+    let mut sites = 0;
+    for i in 0..insns.len().saturating_sub(2) {
+        if insns[i] != head || insns[i + 1] != [0; 8] || insns[i + 2] != CALL_THIS_CPU_PTR {
+            continue;
+        }
+        match btf_id {
+            Some(id) => insns[i][4..].copy_from_slice(&id.to_le_bytes()),
+            None => {
+                insns[i] = MOV_R1_ZERO;
+                insns[i + 1] = MOV_R1_ZERO;
+                insns[i + 2] = MOV_R0_ZERO;
+            }
+        }
+        sites += 1;
+    }
+    sites
+}
+
 fn patch_marker(object: &mut [u8], marker: u32, btf_id: Option<u32>) -> usize {
     let mut pattern = [0u8; 8];
     pattern[..4].copy_from_slice(&CALL_KFUNC_PREFIX);
@@ -100,6 +134,33 @@ mod tests {
         let mut insn = [0x85, 0x20, 0, 0, 0, 0, 0, 0];
         insn[4..].copy_from_slice(&marker.to_le_bytes());
         insn
+    }
+
+    #[test]
+    fn ksym_load_becomes_var_id_or_zero() {
+        let marker = tracer_common::PREEMPT_COUNT_VAR_MARKER;
+        let mut site = Vec::new();
+        site.extend_from_slice(&[0x18, 0x31, 0, 0]);
+        site.extend_from_slice(&marker.to_le_bytes());
+        site.extend_from_slice(&[0; 8]);
+        site.extend_from_slice(&CALL_THIS_CPU_PTR);
+        let mut object = [0x95, 0, 0, 0, 0, 0, 0, 0].to_vec();
+        object.extend_from_slice(&site);
+
+        let mut used = object.clone();
+        assert_eq!(patch_ksym(&mut used, marker, Some(0xabcd)), 1);
+        assert_eq!(&used[8..16], &[0x18, 0x31, 0, 0, 0xcd, 0xab, 0, 0]);
+        assert_eq!(&used[16..], &object[16..], "second half and call untouched");
+
+        let mut unused = object.clone();
+        assert_eq!(patch_ksym(&mut unused, marker, None), 1);
+        assert_eq!(&unused[8..16], &MOV_R1_ZERO);
+        assert_eq!(&unused[16..24], &MOV_R1_ZERO);
+        assert_eq!(&unused[24..32], &MOV_R0_ZERO);
+
+        let mut other = object.clone();
+        assert_eq!(patch_ksym(&mut other, marker + 1, None), 0);
+        assert_eq!(other, object);
     }
 
     #[test]

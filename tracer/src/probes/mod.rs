@@ -22,7 +22,7 @@ use aya::{
     programs::{BtfTracePoint, FEntry, FExit, ProgramError},
 };
 use thiserror::Error;
-use tracer_common::{DROP_REASONS, DropReason};
+use tracer_common::{DROP_REASONS, DropReason, ProbeConfig};
 
 use crate::tracefile::ProbeStatus;
 use btf::KernelBtf;
@@ -98,6 +98,8 @@ pub struct Probes {
     patched: Vec<kfunc::Patched>,
     drops: PerCpuArray<MapData, u64>,
     user: Option<UserProbes>,
+    /// What the programs read from `CONFIG`, as last written.
+    config: ProbeConfig,
 }
 
 /// Where the pthread probes are attached.
@@ -123,6 +125,13 @@ pub struct NameMaps {
     pub slab_names: aya::maps::HashMap<MapData, u64, [u8; tracer_common::SLAB_NAME_LEN]>,
 }
 
+/// True when /proc/kallsyms lists `name`: the kernel resolves a typed ksym through kallsyms,
+/// so a per-CPU variable missing there (no `CONFIG_KALLSYMS_ALL`) cannot be loaded as one.
+fn kallsyms_lists(name: &str) -> bool {
+    std::fs::read_to_string("/proc/kallsyms")
+        .is_ok_and(|text| crate::symbols::KernelSymbols::lists(&text, name))
+}
+
 fn effective_uid() -> u32 {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() }
@@ -139,7 +148,7 @@ impl Probes {
             return Err(ProbeError::NoObject);
         }
         let kernel_btf = KernelBtf::from_sys_fs().map_err(ProbeError::NoBtf)?;
-        let facts = KernelFacts::from_btf(&kernel_btf);
+        let facts = KernelFacts::from_btf(&kernel_btf, kallsyms_lists);
 
         // Patch the kfunc calls in a private, 8-byte aligned copy of the object.
         let mut words = vec![0u64; OBJECT.len().div_ceil(8)];
@@ -147,24 +156,17 @@ impl Probes {
         bytes[..OBJECT.len()].copy_from_slice(OBJECT);
         let object = &mut bytes[..OBJECT.len()];
         let patched = kfunc::patch(object, &kernel_btf);
+        kfunc::patch_ksym(
+            object,
+            tracer_common::PREEMPT_COUNT_VAR_MARKER,
+            facts.preempt_count_ksym(),
+        );
 
         let mut ebpf = EbpfLoader::new()
             .load(object)
             .map_err(|e| ProbeError::Load(Box::new(e)))?;
         let config = facts.probe_config(std::process::id());
-        let mut config_map: Array<_, tracer_common::ProbeConfig> = Array::try_from(
-            ebpf.map_mut("CONFIG").expect("CONFIG map in object"),
-        )
-        .map_err(|source| ProbeError::Map {
-            name: "CONFIG",
-            source,
-        })?;
-        config_map
-            .set(0, &config, 0)
-            .map_err(|source| ProbeError::Map {
-                name: "CONFIG",
-                source,
-            })?;
+        write_config(&mut ebpf, &config)?;
         let drops = PerCpuArray::try_from(ebpf.take_map("DROPS").expect("DROPS map in object"))
             .map_err(|source| ProbeError::Map {
                 name: "DROPS",
@@ -198,6 +200,7 @@ impl Probes {
             patched,
             drops,
             user: None,
+            config,
         };
         if options.kernel {
             probes.attach_kernel(&kernel_btf);
@@ -292,6 +295,19 @@ impl Probes {
         Ok(Some(libc))
     }
 
+    /// Starts recording: until now the programs returned at once, so that no acquisition is
+    /// seen from a moment when the probe of its release was not attached yet.
+    pub fn start_tracing(&mut self) -> Result<(), ProbeError> {
+        self.config.tracing = 1;
+        write_config(&mut self.ebpf, &self.config)
+    }
+
+    /// Stops recording before the programs are detached (which happens one by one).
+    pub fn stop_tracing(&mut self) -> Result<(), ProbeError> {
+        self.config.tracing = 0;
+        write_config(&mut self.ebpf, &self.config)
+    }
+
     /// Every probe and whether it attached.
     pub fn statuses(&self) -> &[ProbeStatus] {
         &self.statuses
@@ -339,6 +355,18 @@ impl Probes {
 }
 
 const _: () = assert!(DROP_REASONS as usize == DropReason::ALL.len());
+
+/// Writes the configuration the programs read.
+fn write_config(ebpf: &mut Ebpf, config: &ProbeConfig) -> Result<(), ProbeError> {
+    let map_error = |source| ProbeError::Map {
+        name: "CONFIG",
+        source,
+    };
+    let mut map: Array<_, ProbeConfig> =
+        Array::try_from(ebpf.map_mut("CONFIG").expect("CONFIG map in object"))
+            .map_err(map_error)?;
+    map.set(0, config, 0).map_err(map_error)
+}
 
 /// Views a `u64` buffer as bytes (keeps the 8-byte alignment the ELF parser wants).
 fn bytemuck_bytes(words: &mut [u64]) -> &mut [u8] {

@@ -182,6 +182,8 @@ pub async fn run(
     let mut ring = maps.events;
     let names = maps.names;
 
+    // Every probe is attached: the session starts here, for all of them at once.
+    probes.start_tracing()?;
     let (child_tx, mut child_rx) = tokio::sync::mpsc::unbounded_channel::<ChildEvent>();
     if let Some(child) = child.as_mut() {
         child::watch(child.pid(), child_tx);
@@ -262,7 +264,9 @@ pub async fn run(
         }
     };
 
-    // Read what is still in flight, then finish the sink whatever happened.
+    // Stop before anything is detached, read what is still in flight, then finish the sink
+    // whatever happened.
+    probes.stop_tracing()?;
     let drain_until = Instant::now() + DRAIN_AFTER_EXIT;
     loop {
         drain(

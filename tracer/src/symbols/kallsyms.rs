@@ -81,6 +81,13 @@ impl KernelSymbols {
         Ok(KernelSymbols::parse(&std::fs::read_to_string(path)?))
     }
 
+    /// True when the kallsyms or System.map text `text` lists a symbol called `name` (of any
+    /// type), found without building the table.
+    pub fn lists(text: &str, name: &str) -> bool {
+        text.lines()
+            .any(|line| line.split_whitespace().nth(2) == Some(name))
+    }
+
     /// All symbols, sorted by address.
     pub fn symbols(&self) -> &[KernelSymbol] {
         &self.symbols

@@ -46,6 +46,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a recorded session's events one per line, like `perf script`.
+    Script {
+        /// The trace file.
+        file: PathBuf,
+        /// Print each event's kernel and user stack under it.
+        #[arg(long)]
+        stacks: bool,
+    },
     /// Export the lock-dependency graph of a recorded session.
     Graph {
         /// The trace file.

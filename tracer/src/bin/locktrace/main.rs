@@ -114,6 +114,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Script { file, stacks } => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let summary =
+                match tracer::script::write_events(&file, stacks, &mut out).and_then(|summary| {
+                    out.flush().map_err(ReplayError::Output)?;
+                    Ok(summary)
+                }) {
+                    Ok(summary) => summary,
+                    Err(ReplayError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+            warn_damage(summary.damage.as_ref());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Graph { file, format } => {
             let replayed = replay(&file, None)?;
             warn_damage(replayed.damage.as_ref());

@@ -5,7 +5,9 @@
 //! twice would never return: what the engine sees is either a contended wait on a lock the
 //! waiter already holds (`contention_begin`), a non-recursive read taken twice (possible
 //! while no writer waits, and a deadlock when one does), or a release it missed. [`classify`]
-//! tells them apart; the engine drops a missed release's entry as stale.
+//! tells them apart; the engine drops a missed release's entry as stale. An exclusive lock
+//! that an acquisition returned holding again proves the earlier release was missed: the
+//! kernel would have hung otherwise.
 
 use tracer_common::LockKind;
 
@@ -28,13 +30,12 @@ pub enum Reacquire {
 pub fn classify(held: &HeldLock, kind: LockKind, trylock: bool) -> Reacquire {
     if kind.is_recursive_read() && held.kind.is_read() {
         Reacquire::Nested
-    } else if trylock {
-        // A trylock of a held lock fails; one that succeeded proves the release was missed.
-        Reacquire::Stale
-    } else if kind.is_spinning() || (kind == LockKind::RwsemRead && held.kind.is_read()) {
+    } else if !trylock && kind == LockKind::RwsemRead && held.kind.is_read() {
+        // A second reader gets in while no writer waits, and deadlocks behind one that does.
         Reacquire::Recursive
     } else {
-        // A mutex or a user-space lock taken again: a recursive mutex, or a missed release.
+        // A trylock, a spinning lock or a mutex that returned holding a lock already held:
+        // the release was missed (or, for user-space mutexes, the mutex is recursive).
         Reacquire::Stale
     }
 }
@@ -67,8 +68,9 @@ mod tests {
         let cases = [
             (RwlockRead, RwlockRead, false, Reacquire::Nested),
             (RwsemRead, RwlockRead, false, Reacquire::Nested),
-            (Spin, Spin, false, Reacquire::Recursive),
-            (RwlockRead, RwlockWrite, false, Reacquire::Recursive),
+            (Spin, Spin, false, Reacquire::Stale),
+            (RwlockRead, RwlockWrite, false, Reacquire::Stale),
+            (RwlockWrite, RwlockWrite, false, Reacquire::Stale),
             (RwsemRead, RwsemRead, false, Reacquire::Recursive),
             (Spin, Spin, true, Reacquire::Stale),
             (Mutex, Mutex, false, Reacquire::Stale),
