@@ -43,7 +43,7 @@ fn report<C: StackIdContext>(
 #[inline(always)]
 fn bracket(kind: EventKind, arg: u64) {
     let Some(cfg) = context::config() else { return };
-    let Some((_running, count)) = context::enter(cfg) else {
+    let Some((_running, count)) = context::enter(cfg, context::levels::ANY) else {
         return;
     };
     let mut ev = Event::zeroed();
@@ -85,11 +85,12 @@ pub fn free_percpu_entry(ctx: &FEntryContext) {
     );
 }
 
-/// fentry `vfree(addr)`.
+/// fentry `vfree(addr)`. The address is not read: the checks only need the call, and 6.12's
+/// verifier refuses the argument access ("invalid bpf_context access off=0"), which cost the
+/// whole probe there.
 #[inline(always)]
 pub fn vfree_entry(ctx: &FEntryContext) {
-    let addr: u64 = ctx.arg(0);
-    report(ctx, EventKind::Vfree, 0, (addr, 0), flags::FROM_TRAMPOLINE);
+    report(ctx, EventKind::Vfree, 0, (0, 0), flags::FROM_TRAMPOLINE);
 }
 
 /// tp_btf `percpu_alloc_percpu(call_site, reserved, is_atomic, size, align, base_addr, off,

@@ -146,11 +146,26 @@ fn fill_task(ev: &mut Event) {
     }
 }
 
+/// Context levels as bits, for programs that report only some contexts (level 0 task,
+/// 1 softirq, 2 hardirq, 3 NMI, as in [`emit::Running`]).
+pub mod levels {
+    /// Task context (and unknown context).
+    pub const TASK: u32 = 1 << 0;
+    /// Serving a softirq.
+    pub const SOFTIRQ: u32 = 1 << 1;
+    /// Hardware interrupt or NMI.
+    pub const HARDIRQ_AND_NMI: u32 = 1 << 2 | 1 << 3;
+    /// Every context.
+    pub const ANY: u32 = 0b1111;
+}
+
 /// Claims this CPU's current context for the running program (see [`emit::Running`]) and
-/// reads `preempt_count` once for it and for [`fill`]. `None` when the probe fired inside
-/// another of our programs.
+/// reads `preempt_count` once for it and for [`fill`]. `None` when the context is not one
+/// of `wanted` ([`levels`]), when it is locktrace's own task context, or when the probe fired
+/// inside another of our programs. (Interrupts that arrive while locktrace runs are the
+/// kernel's, and traced.)
 #[inline(always)]
-pub fn enter(cfg: &ProbeConfig) -> Option<(emit::Running, Option<u32>)> {
+pub fn enter(cfg: &ProbeConfig, wanted: u32) -> Option<(emit::Running, Option<u32>)> {
     let count = preempt_count(cfg);
     let level = match count.map(|count| ExecContext::from_preempt_count(count, cfg.preempt_layout))
     {
@@ -159,19 +174,24 @@ pub fn enter(cfg: &ProbeConfig) -> Option<(emit::Running, Option<u32>)> {
         Some(ExecContext::Nmi) => 3,
         _ => 0,
     };
+    if wanted & (1 << level) == 0 || (level == 0 && filtered_out(cfg)) {
+        return None;
+    }
     Some((emit::Running::enter(level)?, count))
 }
 
-/// The start of every program that reports a traced task's event: the configuration (none
-/// before user space wrote it), locktrace's own events filtered out, and this context claimed
-/// (see [`enter`]).
+/// The start of every program that reports a kernel event: the configuration (none while
+/// no session records) and this context claimed (see [`enter`]).
 #[inline(always)]
 pub fn begin() -> Option<(&'static ProbeConfig, emit::Running, Option<u32>)> {
+    begin_in(levels::ANY)
+}
+
+/// [`begin`] for a program that reports only the contexts in `wanted` ([`levels`]).
+#[inline(always)]
+pub fn begin_in(wanted: u32) -> Option<(&'static ProbeConfig, emit::Running, Option<u32>)> {
     let cfg = config()?;
-    if filtered_out(cfg) {
-        return None;
-    }
-    let (running, count) = enter(cfg)?;
+    let (running, count) = enter(cfg, wanted)?;
     Some((cfg, running, count))
 }
 

@@ -54,10 +54,11 @@ pub fn on_acquire(ctx: &FExitContext, lock_kind: LockKind, variant: u32, success
     emit::send(&mut ev);
 }
 
-/// Reports a release before the release function drops the lock.
+/// Reports a release before the release function drops the lock, when it happens in one of
+/// the contexts `levels` (see [`context::levels`]).
 #[inline(always)]
-pub fn on_release(ctx: &FEntryContext, lock_kind: LockKind) {
-    let Some((cfg, _running, count)) = context::begin() else {
+pub fn on_release(ctx: &FEntryContext, lock_kind: LockKind, levels: u32) {
+    let Some((cfg, _running, count)) = context::begin_in(levels) else {
         return;
     };
     let mut ev = Event::zeroed();

@@ -37,12 +37,12 @@ macro_rules! acquire {
     )+};
 }
 
-/// fentry programs on kernel release functions.
+/// fentry programs on kernel release functions, each reporting the contexts in `$levels`.
 macro_rules! release {
-    ($($prog:ident => $func:literal, $kind:ident;)+) => {$(
+    ($($prog:ident => $func:literal, $kind:ident, $levels:expr;)+) => {$(
         #[fentry(function = $func)]
         pub fn $prog(ctx: FEntryContext) -> i32 {
-            kernel_locks::on_release(&ctx, LockKind::$kind);
+            kernel_locks::on_release(&ctx, LockKind::$kind, $levels);
             0
         }
     )+};
@@ -52,6 +52,11 @@ const NONE: u32 = 0;
 const IRQ: u32 = flags::IRQ_VARIANT;
 const BH: u32 = flags::BH_VARIANT;
 const TRY: u32 = flags::TRYLOCK;
+
+const TASK: u32 = context::levels::TASK;
+const SOFTIRQ: u32 = context::levels::SOFTIRQ;
+const HARDIRQ: u32 = context::levels::HARDIRQ_AND_NMI;
+const ANY: u32 = context::levels::ANY;
 
 acquire! {
     acq_spin => "_raw_spin_lock", Spin, NONE, Always;
@@ -84,22 +89,51 @@ acquire! {
     acq_down_write_try => "down_write_trylock", RwsemWrite, TRY, NonZero;
 }
 
+// Releases of locks that interrupts take come from three programs per function, one per
+// context. The kernel runs a tracing program at most once per CPU at a time: an interrupt
+// arriving while a task runs `rel_spin` would have its own unlocks skipped (a "recursion
+// miss") and their locks left held; a program of its own for the interrupt's context runs.
 release! {
-    rel_spin => "_raw_spin_unlock", Spin;
-    rel_spin_irqrestore => "_raw_spin_unlock_irqrestore", Spin;
-    rel_spin_irq => "_raw_spin_unlock_irq", Spin;
-    rel_spin_bh => "_raw_spin_unlock_bh", Spin;
-    rel_read => "_raw_read_unlock", RwlockRead;
-    rel_read_irqrestore => "_raw_read_unlock_irqrestore", RwlockRead;
-    rel_read_irq => "_raw_read_unlock_irq", RwlockRead;
-    rel_read_bh => "_raw_read_unlock_bh", RwlockRead;
-    rel_write => "_raw_write_unlock", RwlockWrite;
-    rel_write_irqrestore => "_raw_write_unlock_irqrestore", RwlockWrite;
-    rel_write_irq => "_raw_write_unlock_irq", RwlockWrite;
-    rel_write_bh => "_raw_write_unlock_bh", RwlockWrite;
-    rel_mutex => "mutex_unlock", Mutex;
-    rel_up_read => "up_read", RwsemRead;
-    rel_up_write => "up_write", RwsemWrite;
+    rel_spin => "_raw_spin_unlock", Spin, TASK;
+    rel_spin_s => "_raw_spin_unlock", Spin, SOFTIRQ;
+    rel_spin_h => "_raw_spin_unlock", Spin, HARDIRQ;
+    rel_spin_irqrestore => "_raw_spin_unlock_irqrestore", Spin, TASK;
+    rel_spin_irqrestore_s => "_raw_spin_unlock_irqrestore", Spin, SOFTIRQ;
+    rel_spin_irqrestore_h => "_raw_spin_unlock_irqrestore", Spin, HARDIRQ;
+    rel_spin_irq => "_raw_spin_unlock_irq", Spin, TASK;
+    rel_spin_irq_s => "_raw_spin_unlock_irq", Spin, SOFTIRQ;
+    rel_spin_irq_h => "_raw_spin_unlock_irq", Spin, HARDIRQ;
+    rel_spin_bh => "_raw_spin_unlock_bh", Spin, TASK;
+    rel_spin_bh_s => "_raw_spin_unlock_bh", Spin, SOFTIRQ;
+    rel_spin_bh_h => "_raw_spin_unlock_bh", Spin, HARDIRQ;
+    rel_read => "_raw_read_unlock", RwlockRead, TASK;
+    rel_read_s => "_raw_read_unlock", RwlockRead, SOFTIRQ;
+    rel_read_h => "_raw_read_unlock", RwlockRead, HARDIRQ;
+    rel_read_irqrestore => "_raw_read_unlock_irqrestore", RwlockRead, TASK;
+    rel_read_irqrestore_s => "_raw_read_unlock_irqrestore", RwlockRead, SOFTIRQ;
+    rel_read_irqrestore_h => "_raw_read_unlock_irqrestore", RwlockRead, HARDIRQ;
+    rel_read_irq => "_raw_read_unlock_irq", RwlockRead, TASK;
+    rel_read_irq_s => "_raw_read_unlock_irq", RwlockRead, SOFTIRQ;
+    rel_read_irq_h => "_raw_read_unlock_irq", RwlockRead, HARDIRQ;
+    rel_read_bh => "_raw_read_unlock_bh", RwlockRead, TASK;
+    rel_read_bh_s => "_raw_read_unlock_bh", RwlockRead, SOFTIRQ;
+    rel_read_bh_h => "_raw_read_unlock_bh", RwlockRead, HARDIRQ;
+    rel_write => "_raw_write_unlock", RwlockWrite, TASK;
+    rel_write_s => "_raw_write_unlock", RwlockWrite, SOFTIRQ;
+    rel_write_h => "_raw_write_unlock", RwlockWrite, HARDIRQ;
+    rel_write_irqrestore => "_raw_write_unlock_irqrestore", RwlockWrite, TASK;
+    rel_write_irqrestore_s => "_raw_write_unlock_irqrestore", RwlockWrite, SOFTIRQ;
+    rel_write_irqrestore_h => "_raw_write_unlock_irqrestore", RwlockWrite, HARDIRQ;
+    rel_write_irq => "_raw_write_unlock_irq", RwlockWrite, TASK;
+    rel_write_irq_s => "_raw_write_unlock_irq", RwlockWrite, SOFTIRQ;
+    rel_write_irq_h => "_raw_write_unlock_irq", RwlockWrite, HARDIRQ;
+    rel_write_bh => "_raw_write_unlock_bh", RwlockWrite, TASK;
+    rel_write_bh_s => "_raw_write_unlock_bh", RwlockWrite, SOFTIRQ;
+    rel_write_bh_h => "_raw_write_unlock_bh", RwlockWrite, HARDIRQ;
+    // Sleeping locks are never released in interrupt context.
+    rel_mutex => "mutex_unlock", Mutex, ANY;
+    rel_up_read => "up_read", RwsemRead, ANY;
+    rel_up_write => "up_write", RwsemWrite, ANY;
 }
 
 /// fentry on the per-CPU allocator; user space loads it against `pcpu_alloc_noprof` or

@@ -22,6 +22,11 @@ pub fn on_lock_entry(ctx: &ProbeContext, lock_kind: LockKind, variant: u32) {
     if context::filtered_out(cfg) {
         return;
     }
+    // The map update takes a bucket lock our kernel probes see: they must know they are
+    // nested. Uprobes run in task context: level 0.
+    let Some(_running) = emit::Running::enter(0) else {
+        return;
+    };
     let Some(addr) = ctx.arg::<u64>(0) else {
         return;
     };
@@ -81,6 +86,11 @@ pub fn on_unlock(ctx: &ProbeContext, lock_kind: LockKind) {
     if context::filtered_out(cfg) {
         return;
     }
+    // Writing the ring takes its lock; a kernel probe firing under it must not write again
+    // (on kernels where that lock is a plain spinlock it would deadlock the CPU).
+    let Some(_running) = emit::Running::enter(0) else {
+        return;
+    };
     let Some(addr) = ctx.arg::<u64>(0) else {
         return;
     };

@@ -6,8 +6,10 @@
 //! Events get lost and unlocks get inlined, so a stack must never trust itself for long:
 //! it is bounded ([`EngineConfig::max_lock_depth`], lockdep's `MAX_LOCK_DEPTH`), releases
 //! remove a lock wherever it sits, and [`HeldStack::expire`] drops entries that cannot still be
-//! held (a spinning lock whose holder ran on another CPU, or held too long). The engine counts
-//! every entry it drops.
+//! held (a spinning lock whose holder ran on another CPU, or held too long). A kernel lock
+//! acquired while another place holds it exclusively proves that holder's release was missed
+//! (the acquisition would not have returned otherwise), so [`HeldLocks`] remembers exclusive
+//! owners. The engine counts every entry it drops.
 
 use rustc_hash::FxHashMap;
 use tracer_common::{Event, EventKind, ExecContext, LockKind};
@@ -252,7 +254,14 @@ pub struct HeldLocks {
     tasks: FxHashMap<TaskKey, HeldStack>,
     cpus: Vec<CpuState>,
     sweep_at: usize,
+    /// Where each exclusively held kernel lock was last acquired. An entry may outlive its
+    /// lock (stacks drop entries without telling): it is checked against the stack before use.
+    owners: FxHashMap<u64, Place>,
+    owners_sweep_at: usize,
 }
+
+/// Owner entries above this count trigger a sweep of those no stack confirms.
+const OWNER_SWEEP: usize = 1 << 18;
 
 impl Default for HeldLocks {
     fn default() -> HeldLocks {
@@ -260,6 +269,8 @@ impl Default for HeldLocks {
             tasks: FxHashMap::default(),
             cpus: Vec::new(),
             sweep_at: TASK_SWEEP,
+            owners: FxHashMap::default(),
+            owners_sweep_at: OWNER_SWEEP,
         }
     }
 }
@@ -354,6 +365,47 @@ impl HeldLocks {
             .map(HeldStack::clear)
             .sum();
         tasks + irqs
+    }
+
+    /// `place` acquired kernel lock `addr` (exclusively when `exclusive`): if another place
+    /// holds it exclusively, that entry is a missed release and is dropped. Returns true when
+    /// one was. Spinning and sleeping kernel locks alike: no acquisition returns while another
+    /// holder keeps the lock exclusively.
+    pub fn acquired_elsewhere(&mut self, addr: u64, place: Place, exclusive: bool) -> bool {
+        let previous = if exclusive {
+            self.owners.insert(addr, place)
+        } else {
+            self.owners.remove(&addr)
+        };
+        let mut dropped = false;
+        if let Some(owner) = previous.filter(|&owner| owner != place)
+            && let Some(stack) = self.stack_existing(owner)
+            && let Some(i) = stack.position(addr)
+            && !stack.locks()[i].kind.is_read()
+        {
+            stack.remove(i);
+            dropped = true;
+        }
+        if self.owners.len() >= self.owners_sweep_at {
+            self.sweep_owners();
+        }
+        dropped
+    }
+
+    /// Kernel lock `addr` was released: it has no exclusive owner any more.
+    pub fn released(&mut self, addr: u64) {
+        self.owners.remove(&addr);
+    }
+
+    /// Keeps only owner entries a stack still confirms.
+    fn sweep_owners(&mut self) {
+        let mut owners = std::mem::take(&mut self.owners);
+        owners.retain(|&addr, &mut place| {
+            self.stack_existing(place)
+                .is_some_and(|stack| stack.position(addr).is_some())
+        });
+        self.owners = owners;
+        self.owners_sweep_at = OWNER_SWEEP.max(self.owners.len() * 2);
     }
 
     /// Releases `addr` from whichever task holds it; false when none does. For a lock handed

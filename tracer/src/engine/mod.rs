@@ -210,6 +210,9 @@ impl Engine {
             graph.ensure_class(class);
         }
         let place = Place::of(ev, context);
+        if !kind.is_user() && held.acquired_elsewhere(ev.lock_addr, place, !kind.is_read()) {
+            counters.stale_held += 1;
+        }
         let stack = held.stack_mut(place);
         let task = matches!(place, Place::Task(_));
         counters.stale_held += stack.expire(ev.timestamp_ns, ev.cpu, task, config);
@@ -302,6 +305,9 @@ impl Engine {
 
     fn release(&mut self, ev: &Event, context: ExecContext) {
         self.counters.releases += 1;
+        if !ev.lock_kind().is_user() {
+            self.held.released(ev.lock_addr);
+        }
         let place = Place::of(ev, context);
         let released = self
             .held

@@ -253,13 +253,20 @@ pub fn acquisition_usage(ev: &Event, kind: LockKind, context: ExecContext) -> Us
         && !ev.has(flags::SOFTIRQS_DISABLED)
         && !ev.has(flags::BH_VARIANT)
         && !hardirqs_off;
+    // As lockdep's mark_usage: a trylock never waits, so taking one in an interrupt cannot
+    // deadlock against the interrupted holder and does not make the class irq-safe (the
+    // per-CPU page lists rely on this: IRQs and softirqs only ever trylock them).
+    let used_in = !ev.has(flags::TRYLOCK);
     let mut mask = 0;
     match context {
-        ExecContext::Hardirq => {
+        ExecContext::Hardirq if used_in => {
             mask |= UsageBit::from_parts(IrqKind::Hardirq, false, read).mask().0
         }
+        ExecContext::Hardirq => {}
         ExecContext::Softirq => {
-            mask |= UsageBit::from_parts(IrqKind::Softirq, false, read).mask().0;
+            if used_in {
+                mask |= UsageBit::from_parts(IrqKind::Softirq, false, read).mask().0;
+            }
             if hardirqs_on {
                 mask |= UsageBit::from_parts(IrqKind::Hardirq, true, read).mask().0;
             }

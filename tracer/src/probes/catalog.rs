@@ -41,15 +41,22 @@ pub struct KernelProbe {
     /// The function or tracepoint; for functions renamed across versions, the alternatives in
     /// order of preference (the first the kernel's BTF has is used).
     pub targets: &'static [&'static str],
+    /// For a program that reports only some contexts (several programs then share the
+    /// function), which: `softirq`, `hardirq`.
+    pub only_in: Option<&'static str>,
 }
 
 impl KernelProbe {
     /// `fexit:_raw_spin_lock`, `tp:percpu:percpu_alloc_percpu` ...: the probe's display name
     /// for `target`.
     pub fn display_name(&self, target: &str) -> String {
-        match self.hook {
+        let name = match self.hook {
             Hook::TpBtf { category } => format!("tp:{category}:{target}"),
             hook => format!("{}:{target}", hook.kind()),
+        };
+        match self.only_in {
+            Some(context) => format!("{name} [{context}]"),
+            None => name,
         }
     }
 }
@@ -59,6 +66,7 @@ const fn fexit(program: &'static str, targets: &'static [&'static str]) -> Kerne
         program,
         hook: Hook::Fexit,
         targets,
+        only_in: None,
     }
 }
 
@@ -67,6 +75,20 @@ const fn fentry(program: &'static str, targets: &'static [&'static str]) -> Kern
         program,
         hook: Hook::Fentry,
         targets,
+        only_in: None,
+    }
+}
+
+/// The program of a release function split by context (see `tracer-ebpf/src/main.rs`): the
+/// plain one reports task context, the others the interrupt context named.
+const fn fentry_in(
+    program: &'static str,
+    targets: &'static [&'static str],
+    context: &'static str,
+) -> KernelProbe {
+    KernelProbe {
+        only_in: Some(context),
+        ..fentry(program, targets)
     }
 }
 
@@ -79,10 +101,14 @@ const fn tp(
         program,
         hook: Hook::TpBtf { category },
         targets,
+        only_in: None,
     }
 }
 
-/// Kernel lock primitives: fexit on acquire, fentry on release.
+/// Kernel lock primitives: fexit on acquire, fentry on release. The release of a spinning
+/// lock has three programs, for task, softirq and hardirq context: the kernel skips a program
+/// that fires while it already runs on the CPU, so one program would lose the releases of
+/// an interrupt that arrives while it runs for the interrupted task.
 pub const KERNEL_LOCKS: &[KernelProbe] = &[
     fexit("acq_spin", &["_raw_spin_lock"]),
     fexit("acq_spin_irqsave", &["_raw_spin_lock_irqsave"]),
@@ -113,17 +139,65 @@ pub const KERNEL_LOCKS: &[KernelProbe] = &[
     fexit("acq_down_write_kill", &["down_write_killable"]),
     fexit("acq_down_write_try", &["down_write_trylock"]),
     fentry("rel_spin", &["_raw_spin_unlock"]),
+    fentry_in("rel_spin_s", &["_raw_spin_unlock"], "softirq"),
+    fentry_in("rel_spin_h", &["_raw_spin_unlock"], "hardirq"),
     fentry("rel_spin_irqrestore", &["_raw_spin_unlock_irqrestore"]),
+    fentry_in(
+        "rel_spin_irqrestore_s",
+        &["_raw_spin_unlock_irqrestore"],
+        "softirq",
+    ),
+    fentry_in(
+        "rel_spin_irqrestore_h",
+        &["_raw_spin_unlock_irqrestore"],
+        "hardirq",
+    ),
     fentry("rel_spin_irq", &["_raw_spin_unlock_irq"]),
+    fentry_in("rel_spin_irq_s", &["_raw_spin_unlock_irq"], "softirq"),
+    fentry_in("rel_spin_irq_h", &["_raw_spin_unlock_irq"], "hardirq"),
     fentry("rel_spin_bh", &["_raw_spin_unlock_bh"]),
+    fentry_in("rel_spin_bh_s", &["_raw_spin_unlock_bh"], "softirq"),
+    fentry_in("rel_spin_bh_h", &["_raw_spin_unlock_bh"], "hardirq"),
     fentry("rel_read", &["_raw_read_unlock"]),
+    fentry_in("rel_read_s", &["_raw_read_unlock"], "softirq"),
+    fentry_in("rel_read_h", &["_raw_read_unlock"], "hardirq"),
     fentry("rel_read_irqrestore", &["_raw_read_unlock_irqrestore"]),
+    fentry_in(
+        "rel_read_irqrestore_s",
+        &["_raw_read_unlock_irqrestore"],
+        "softirq",
+    ),
+    fentry_in(
+        "rel_read_irqrestore_h",
+        &["_raw_read_unlock_irqrestore"],
+        "hardirq",
+    ),
     fentry("rel_read_irq", &["_raw_read_unlock_irq"]),
+    fentry_in("rel_read_irq_s", &["_raw_read_unlock_irq"], "softirq"),
+    fentry_in("rel_read_irq_h", &["_raw_read_unlock_irq"], "hardirq"),
     fentry("rel_read_bh", &["_raw_read_unlock_bh"]),
+    fentry_in("rel_read_bh_s", &["_raw_read_unlock_bh"], "softirq"),
+    fentry_in("rel_read_bh_h", &["_raw_read_unlock_bh"], "hardirq"),
     fentry("rel_write", &["_raw_write_unlock"]),
+    fentry_in("rel_write_s", &["_raw_write_unlock"], "softirq"),
+    fentry_in("rel_write_h", &["_raw_write_unlock"], "hardirq"),
     fentry("rel_write_irqrestore", &["_raw_write_unlock_irqrestore"]),
+    fentry_in(
+        "rel_write_irqrestore_s",
+        &["_raw_write_unlock_irqrestore"],
+        "softirq",
+    ),
+    fentry_in(
+        "rel_write_irqrestore_h",
+        &["_raw_write_unlock_irqrestore"],
+        "hardirq",
+    ),
     fentry("rel_write_irq", &["_raw_write_unlock_irq"]),
+    fentry_in("rel_write_irq_s", &["_raw_write_unlock_irq"], "softirq"),
+    fentry_in("rel_write_irq_h", &["_raw_write_unlock_irq"], "hardirq"),
     fentry("rel_write_bh", &["_raw_write_unlock_bh"]),
+    fentry_in("rel_write_bh_s", &["_raw_write_unlock_bh"], "softirq"),
+    fentry_in("rel_write_bh_h", &["_raw_write_unlock_bh"], "hardirq"),
     fentry("rel_mutex", &["mutex_unlock"]),
     fentry("rel_up_read", &["up_read"]),
     fentry("rel_up_write", &["up_write"]),
