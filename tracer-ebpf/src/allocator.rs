@@ -25,7 +25,7 @@ fn report<C: StackIdContext>(
     (arg, arg2): (u64, u64),
     extra: u32,
 ) {
-    let Some((cfg, _running, count)) = context::begin() else {
+    let Some((cfg, _running, here)) = context::begin() else {
         return;
     };
     let mut ev = Event::zeroed();
@@ -34,7 +34,7 @@ fn report<C: StackIdContext>(
     ev.arg = arg;
     ev.arg2 = arg2;
     ev.flags = extra;
-    context::fill(&mut ev, cfg, count);
+    context::fill(&mut ev, cfg, &here);
     ev.kernel_stack_id = emit::kernel_stack(ctx);
     emit::send(&mut ev);
 }
@@ -43,13 +43,13 @@ fn report<C: StackIdContext>(
 #[inline(always)]
 fn bracket(kind: EventKind, arg: u64) {
     let Some(cfg) = context::config() else { return };
-    let Some((_running, count)) = context::enter(cfg, context::levels::ANY) else {
+    let Some((_running, here)) = context::enter(cfg, context::levels::ANY) else {
         return;
     };
     let mut ev = Event::zeroed();
     ev.kind = kind as u32;
     ev.arg = arg;
-    context::fill(&mut ev, cfg, count);
+    context::fill(&mut ev, cfg, &here);
     emit::send(&mut ev);
 }
 
@@ -132,7 +132,7 @@ pub fn free_vmap_area_tp(ctx: &BtfTracePointContext) {
 /// tp_btf `contention_begin(lock, flags)` and `contention_end(lock, ret)`.
 #[inline(always)]
 pub fn contention_tp(ctx: &BtfTracePointContext, kind: EventKind) {
-    let Some((cfg, _running, count)) = context::begin() else {
+    let Some((cfg, _running, here)) = context::begin() else {
         return;
     };
     let mut ev = Event::zeroed();
@@ -144,7 +144,7 @@ pub fn contention_tp(ctx: &BtfTracePointContext, kind: EventKind) {
         let lock: u64 = unsafe { bpf_probe_read_kernel(ctx.as_ptr() as *const u64) }.unwrap_or(0);
         ev.slab_cache = context::slab_cache(lock, cfg);
     }
-    context::fill(&mut ev, cfg, count);
+    context::fill(&mut ev, cfg, &here);
     emit::send(&mut ev);
 }
 

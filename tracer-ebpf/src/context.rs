@@ -146,26 +146,39 @@ fn fill_task(ev: &mut Event) {
     }
 }
 
-/// Context levels as bits, for programs that report only some contexts (level 0 task,
-/// 1 softirq, 2 hardirq, 3 NMI, as in [`emit::Running`]).
+/// Where a program runs, as bits: the context level (as in [`emit::Running`]) and, below
+/// hardirq, whether hardware interrupts are on. Programs that share a function report
+/// disjoint sets (see `main.rs`).
 pub mod levels {
-    /// Task context (and unknown context).
+    /// Task context (or unknown) with IRQs on (or unknown).
     pub const TASK: u32 = 1 << 0;
-    /// Serving a softirq.
-    pub const SOFTIRQ: u32 = 1 << 1;
+    /// Task context with IRQs off.
+    pub const TASK_IRQS_OFF: u32 = 1 << 1;
+    /// Serving a softirq, IRQs on (or unknown).
+    pub const SOFTIRQ: u32 = 1 << 2;
+    /// Serving a softirq with IRQs off.
+    pub const SOFTIRQ_IRQS_OFF: u32 = 1 << 3;
     /// Hardware interrupt or NMI.
-    pub const HARDIRQ_AND_NMI: u32 = 1 << 2 | 1 << 3;
-    /// Every context.
-    pub const ANY: u32 = 0b1111;
+    pub const HARDIRQ_AND_NMI: u32 = 1 << 4 | 1 << 5;
+    /// Everywhere.
+    pub const ANY: u32 = 0b11_1111;
+}
+
+/// What [`enter`] learned about where the program runs, for [`fill`].
+pub struct Here {
+    /// `preempt_count`, when readable.
+    count: Option<u32>,
+    /// The hardware-interrupt state.
+    irqs: IrqState,
 }
 
 /// Claims this CPU's current context for the running program (see [`emit::Running`]) and
-/// reads `preempt_count` once for it and for [`fill`]. `None` when the context is not one
-/// of `wanted` ([`levels`]), when it is locktrace's own task context, or when the probe fired
-/// inside another of our programs. (Interrupts that arrive while locktrace runs are the
-/// kernel's, and traced.)
+/// reads `preempt_count` and the IRQ state once for it and for [`fill`]. `None` when the
+/// context is not one of `wanted` ([`levels`]), when it is locktrace's own task context, or
+/// when the probe fired inside another of our programs. (Interrupts that arrive while
+/// locktrace runs are the kernel's, and traced.)
 #[inline(always)]
-pub fn enter(cfg: &ProbeConfig, wanted: u32) -> Option<(emit::Running, Option<u32>)> {
+pub fn enter(cfg: &ProbeConfig, wanted: u32) -> Option<(emit::Running, Here)> {
     let count = preempt_count(cfg);
     let level = match count.map(|count| ExecContext::from_preempt_count(count, cfg.preempt_layout))
     {
@@ -174,34 +187,43 @@ pub fn enter(cfg: &ProbeConfig, wanted: u32) -> Option<(emit::Running, Option<u3
         Some(ExecContext::Nmi) => 3,
         _ => 0,
     };
-    if wanted & (1 << level) == 0 || (level == 0 && filtered_out(cfg)) {
+    let irqs = irq_state(cfg);
+    let off = irqs == IrqState::Disabled;
+    let bit = match (level, off) {
+        (0, false) => levels::TASK,
+        (0, true) => levels::TASK_IRQS_OFF,
+        (1, false) => levels::SOFTIRQ,
+        (1, true) => levels::SOFTIRQ_IRQS_OFF,
+        _ => levels::HARDIRQ_AND_NMI,
+    };
+    if wanted & bit == 0 || (level == 0 && filtered_out(cfg)) {
         return None;
     }
-    Some((emit::Running::enter(level)?, count))
+    Some((emit::Running::enter(level)?, Here { count, irqs }))
 }
 
 /// The start of every program that reports a kernel event: the configuration (none while
 /// no session records) and this context claimed (see [`enter`]).
 #[inline(always)]
-pub fn begin() -> Option<(&'static ProbeConfig, emit::Running, Option<u32>)> {
+pub fn begin() -> Option<(&'static ProbeConfig, emit::Running, Here)> {
     begin_in(levels::ANY)
 }
 
-/// [`begin`] for a program that reports only the contexts in `wanted` ([`levels`]).
+/// [`begin`] for a program that reports only where `wanted` says ([`levels`]).
 #[inline(always)]
-pub fn begin_in(wanted: u32) -> Option<(&'static ProbeConfig, emit::Running, Option<u32>)> {
+pub fn begin_in(wanted: u32) -> Option<(&'static ProbeConfig, emit::Running, Here)> {
     let cfg = config()?;
-    let (running, count) = enter(cfg, wanted)?;
-    Some((cfg, running, count))
+    let (running, here) = enter(cfg, wanted)?;
+    Some((cfg, running, here))
 }
 
-/// Fills the fields every kernel event has: time, CPU, ids, comm, irq state and context
-/// (`count` is the `preempt_count` [`enter`] read).
+/// Fills the fields every kernel event has: time, CPU, ids, comm, irq state and context (as
+/// [`enter`] read them).
 #[inline(always)]
-pub fn fill(ev: &mut Event, cfg: &ProbeConfig, count: Option<u32>) {
+pub fn fill(ev: &mut Event, cfg: &ProbeConfig, here: &Here) {
     fill_task(ev);
-    ev.irqs = irq_state(cfg) as u32;
-    match count {
+    ev.irqs = here.irqs as u32;
+    match here.count {
         Some(count) => {
             ev.preempt_count = count;
             ev.context = ExecContext::from_preempt_count(count, cfg.preempt_layout) as u32;

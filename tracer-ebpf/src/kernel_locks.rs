@@ -25,7 +25,7 @@ pub enum Success {
 /// Reports an acquisition when the acquire function returned holding the lock.
 #[inline(always)]
 pub fn on_acquire(ctx: &FExitContext, lock_kind: LockKind, variant: u32, success: Success) {
-    let Some((cfg, _running, count)) = context::begin() else {
+    let Some((cfg, _running, here)) = context::begin() else {
         return;
     };
     // Every hooked acquire function takes exactly one argument: the lock. The return value
@@ -49,7 +49,7 @@ pub fn on_acquire(ctx: &FExitContext, lock_kind: LockKind, variant: u32, success
     ev.lock_addr = lock;
     ev.flags = variant | flags::FROM_TRAMPOLINE;
     ev.slab_cache = context::slab_cache(lock_scalar, cfg);
-    context::fill(&mut ev, cfg, count);
+    context::fill(&mut ev, cfg, &here);
     ev.kernel_stack_id = emit::kernel_stack(ctx);
     emit::send(&mut ev);
 }
@@ -58,7 +58,7 @@ pub fn on_acquire(ctx: &FExitContext, lock_kind: LockKind, variant: u32, success
 /// the contexts `levels` (see [`context::levels`]).
 #[inline(always)]
 pub fn on_release(ctx: &FEntryContext, lock_kind: LockKind, levels: u32) {
-    let Some((cfg, _running, count)) = context::begin_in(levels) else {
+    let Some((cfg, _running, here)) = context::begin_in(levels) else {
         return;
     };
     let mut ev = Event::zeroed();
@@ -66,6 +66,6 @@ pub fn on_release(ctx: &FEntryContext, lock_kind: LockKind, levels: u32) {
     ev.lock_kind = lock_kind as u32;
     ev.lock_addr = ctx.arg(0);
     ev.flags = flags::FROM_TRAMPOLINE;
-    context::fill(&mut ev, cfg, count);
+    context::fill(&mut ev, cfg, &here);
     emit::send(&mut ev);
 }

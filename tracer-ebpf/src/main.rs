@@ -54,7 +54,9 @@ const BH: u32 = flags::BH_VARIANT;
 const TRY: u32 = flags::TRYLOCK;
 
 const TASK: u32 = context::levels::TASK;
+const TASK_IRQS_OFF: u32 = context::levels::TASK_IRQS_OFF;
 const SOFTIRQ: u32 = context::levels::SOFTIRQ;
+const SOFTIRQ_IRQS_OFF: u32 = context::levels::SOFTIRQ_IRQS_OFF;
 const HARDIRQ: u32 = context::levels::HARDIRQ_AND_NMI;
 const ANY: u32 = context::levels::ANY;
 
@@ -89,46 +91,73 @@ acquire! {
     acq_down_write_try => "down_write_trylock", RwsemWrite, TRY, NonZero;
 }
 
-// Releases of locks that interrupts take come from three programs per function, one per
-// context. The kernel runs a tracing program at most once per CPU at a time: an interrupt
-// arriving while a task runs `rel_spin` would have its own unlocks skipped (a "recursion
-// miss") and their locks left held; a program of its own for the interrupt's context runs.
+// The release of a lock that interrupts may take comes from five programs per function, one
+// per place it can run: task or softirq context with IRQs on or off, and hardirq. The kernel
+// runs a tracing program at most once per CPU at a time (a nested run is a "recursion miss",
+// skipped), and whatever an interrupt does (its handler, the work on its way out with IRQs
+// still off, softirqs after it) would otherwise find the program it interrupted running and
+// lose its unlocks, leaving their locks held. An interrupted program always ran with IRQs on;
+// nothing the interrupt runs uses that program.
 release! {
     rel_spin => "_raw_spin_unlock", Spin, TASK;
+    rel_spin_ti => "_raw_spin_unlock", Spin, TASK_IRQS_OFF;
     rel_spin_s => "_raw_spin_unlock", Spin, SOFTIRQ;
+    rel_spin_si => "_raw_spin_unlock", Spin, SOFTIRQ_IRQS_OFF;
     rel_spin_h => "_raw_spin_unlock", Spin, HARDIRQ;
     rel_spin_irqrestore => "_raw_spin_unlock_irqrestore", Spin, TASK;
+    rel_spin_irqrestore_ti => "_raw_spin_unlock_irqrestore", Spin, TASK_IRQS_OFF;
     rel_spin_irqrestore_s => "_raw_spin_unlock_irqrestore", Spin, SOFTIRQ;
+    rel_spin_irqrestore_si => "_raw_spin_unlock_irqrestore", Spin, SOFTIRQ_IRQS_OFF;
     rel_spin_irqrestore_h => "_raw_spin_unlock_irqrestore", Spin, HARDIRQ;
     rel_spin_irq => "_raw_spin_unlock_irq", Spin, TASK;
+    rel_spin_irq_ti => "_raw_spin_unlock_irq", Spin, TASK_IRQS_OFF;
     rel_spin_irq_s => "_raw_spin_unlock_irq", Spin, SOFTIRQ;
+    rel_spin_irq_si => "_raw_spin_unlock_irq", Spin, SOFTIRQ_IRQS_OFF;
     rel_spin_irq_h => "_raw_spin_unlock_irq", Spin, HARDIRQ;
     rel_spin_bh => "_raw_spin_unlock_bh", Spin, TASK;
+    rel_spin_bh_ti => "_raw_spin_unlock_bh", Spin, TASK_IRQS_OFF;
     rel_spin_bh_s => "_raw_spin_unlock_bh", Spin, SOFTIRQ;
+    rel_spin_bh_si => "_raw_spin_unlock_bh", Spin, SOFTIRQ_IRQS_OFF;
     rel_spin_bh_h => "_raw_spin_unlock_bh", Spin, HARDIRQ;
     rel_read => "_raw_read_unlock", RwlockRead, TASK;
+    rel_read_ti => "_raw_read_unlock", RwlockRead, TASK_IRQS_OFF;
     rel_read_s => "_raw_read_unlock", RwlockRead, SOFTIRQ;
+    rel_read_si => "_raw_read_unlock", RwlockRead, SOFTIRQ_IRQS_OFF;
     rel_read_h => "_raw_read_unlock", RwlockRead, HARDIRQ;
     rel_read_irqrestore => "_raw_read_unlock_irqrestore", RwlockRead, TASK;
+    rel_read_irqrestore_ti => "_raw_read_unlock_irqrestore", RwlockRead, TASK_IRQS_OFF;
     rel_read_irqrestore_s => "_raw_read_unlock_irqrestore", RwlockRead, SOFTIRQ;
+    rel_read_irqrestore_si => "_raw_read_unlock_irqrestore", RwlockRead, SOFTIRQ_IRQS_OFF;
     rel_read_irqrestore_h => "_raw_read_unlock_irqrestore", RwlockRead, HARDIRQ;
     rel_read_irq => "_raw_read_unlock_irq", RwlockRead, TASK;
+    rel_read_irq_ti => "_raw_read_unlock_irq", RwlockRead, TASK_IRQS_OFF;
     rel_read_irq_s => "_raw_read_unlock_irq", RwlockRead, SOFTIRQ;
+    rel_read_irq_si => "_raw_read_unlock_irq", RwlockRead, SOFTIRQ_IRQS_OFF;
     rel_read_irq_h => "_raw_read_unlock_irq", RwlockRead, HARDIRQ;
     rel_read_bh => "_raw_read_unlock_bh", RwlockRead, TASK;
+    rel_read_bh_ti => "_raw_read_unlock_bh", RwlockRead, TASK_IRQS_OFF;
     rel_read_bh_s => "_raw_read_unlock_bh", RwlockRead, SOFTIRQ;
+    rel_read_bh_si => "_raw_read_unlock_bh", RwlockRead, SOFTIRQ_IRQS_OFF;
     rel_read_bh_h => "_raw_read_unlock_bh", RwlockRead, HARDIRQ;
     rel_write => "_raw_write_unlock", RwlockWrite, TASK;
+    rel_write_ti => "_raw_write_unlock", RwlockWrite, TASK_IRQS_OFF;
     rel_write_s => "_raw_write_unlock", RwlockWrite, SOFTIRQ;
+    rel_write_si => "_raw_write_unlock", RwlockWrite, SOFTIRQ_IRQS_OFF;
     rel_write_h => "_raw_write_unlock", RwlockWrite, HARDIRQ;
     rel_write_irqrestore => "_raw_write_unlock_irqrestore", RwlockWrite, TASK;
+    rel_write_irqrestore_ti => "_raw_write_unlock_irqrestore", RwlockWrite, TASK_IRQS_OFF;
     rel_write_irqrestore_s => "_raw_write_unlock_irqrestore", RwlockWrite, SOFTIRQ;
+    rel_write_irqrestore_si => "_raw_write_unlock_irqrestore", RwlockWrite, SOFTIRQ_IRQS_OFF;
     rel_write_irqrestore_h => "_raw_write_unlock_irqrestore", RwlockWrite, HARDIRQ;
     rel_write_irq => "_raw_write_unlock_irq", RwlockWrite, TASK;
+    rel_write_irq_ti => "_raw_write_unlock_irq", RwlockWrite, TASK_IRQS_OFF;
     rel_write_irq_s => "_raw_write_unlock_irq", RwlockWrite, SOFTIRQ;
+    rel_write_irq_si => "_raw_write_unlock_irq", RwlockWrite, SOFTIRQ_IRQS_OFF;
     rel_write_irq_h => "_raw_write_unlock_irq", RwlockWrite, HARDIRQ;
     rel_write_bh => "_raw_write_unlock_bh", RwlockWrite, TASK;
+    rel_write_bh_ti => "_raw_write_unlock_bh", RwlockWrite, TASK_IRQS_OFF;
     rel_write_bh_s => "_raw_write_unlock_bh", RwlockWrite, SOFTIRQ;
+    rel_write_bh_si => "_raw_write_unlock_bh", RwlockWrite, SOFTIRQ_IRQS_OFF;
     rel_write_bh_h => "_raw_write_unlock_bh", RwlockWrite, HARDIRQ;
     // Sleeping locks are never released in interrupt context.
     rel_mutex => "mutex_unlock", Mutex, ANY;

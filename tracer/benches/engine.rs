@@ -190,6 +190,9 @@ struct Generator {
     irq_paths: Vec<usize>,
     cpus: Vec<Vec<Section>>,
     clock: u64,
+    /// Addresses some section on some CPU will take or holds: a real kernel never lets two
+    /// places hold one exclusive lock (and the engine takes such a holder as a missed release).
+    reserved: std::collections::HashSet<u64>,
 }
 
 impl Generator {
@@ -209,6 +212,7 @@ impl Generator {
             irq_paths,
             cpus: (0..CPUS).map(|_| Vec::new()).collect(),
             clock: 0,
+            reserved: std::collections::HashSet::new(),
         }
     }
 
@@ -221,7 +225,22 @@ impl Generator {
         }
     }
 
-    fn start(&mut self, cpu: usize, irq: bool) -> Section {
+    /// A new section whose locks nobody else holds or will take, or `None` after a few
+    /// tries (the CPU then waits its turn).
+    fn start(&mut self, cpu: usize, irq: bool) -> Option<Section> {
+        for _ in 0..8 {
+            let section = self.try_start(cpu, irq);
+            let n = self.paths[section.path].locks.len();
+            let addrs = &section.addrs[..n];
+            if addrs.iter().all(|a| !self.reserved.contains(a)) {
+                self.reserved.extend(addrs.iter().copied());
+                return Some(section);
+            }
+        }
+        None
+    }
+
+    fn try_start(&mut self, cpu: usize, irq: bool) -> Section {
         let path = if irq {
             let i = self.pick(self.irq_paths.len());
             self.irq_paths[i]
@@ -259,10 +278,14 @@ impl Generator {
         while out.len() < BATCH {
             let cpu = self.rng.below(u64::from(CPUS)) as usize;
             if self.cpus[cpu].is_empty() {
-                let s = self.start(cpu, false);
+                let Some(s) = self.start(cpu, false) else {
+                    continue;
+                };
                 self.cpus[cpu].push(s);
             } else if self.cpus[cpu].len() == 1 && self.rng.below(40) == 0 {
-                let s = self.start(cpu, true);
+                let Some(s) = self.start(cpu, true) else {
+                    continue;
+                };
                 let mut ev = base(
                     &mut self.clock,
                     cpu as u32,
@@ -301,7 +324,10 @@ impl Generator {
                 }
                 ev.kernel_stack_id = path_idx as i32;
             } else {
-                self.cpus[cpu].pop();
+                let done = self.cpus[cpu].pop().expect("a section");
+                for addr in &done.addrs[..n] {
+                    self.reserved.remove(addr);
+                }
                 if depth == 1 {
                     continue;
                 }

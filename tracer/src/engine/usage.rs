@@ -245,14 +245,22 @@ pub fn acquisition_usage(ev: &Event, kind: LockKind, context: ExecContext) -> Us
         return UsageMask::EMPTY;
     }
     let read = kind.is_read();
-    let hardirqs_on = ev.irq_state() == IrqState::Enabled && !ev.has(flags::IRQ_VARIANT);
+    // A sleeping lock is only ever taken with hardirqs enabled (might_sleep), so its state is
+    // known even where the kernel cannot report it. A spinning lock's is not: with the state
+    // unknown (no kfunc before Linux 6.14) it is neither HARDIRQ- nor SOFTIRQ-unsafe, since
+    // plain spin_lock() inside local_irq_save() sections is everywhere.
+    let irqs = if kind.is_sleeping() {
+        IrqState::Enabled
+    } else {
+        ev.irq_state()
+    };
+    let hardirqs_on = irqs == IrqState::Enabled && !ev.has(flags::IRQ_VARIANT);
     // As lockdep's mark_usage: softirqs cannot run while hardirqs are off, so only an
-    // acquisition with hardirqs not known to be off is SOFTIRQ-unsafe.
-    let hardirqs_off = ev.irq_state() == IrqState::Disabled || ev.has(flags::IRQ_VARIANT);
-    let softirqs_on = ev.has(flags::PREEMPT_COUNT_VALID)
+    // acquisition with hardirqs on is SOFTIRQ-unsafe.
+    let softirqs_on = hardirqs_on
+        && ev.has(flags::PREEMPT_COUNT_VALID)
         && !ev.has(flags::SOFTIRQS_DISABLED)
-        && !ev.has(flags::BH_VARIANT)
-        && !hardirqs_off;
+        && !ev.has(flags::BH_VARIANT);
     // As lockdep's mark_usage: a trylock never waits, so taking one in an interrupt cannot
     // deadlock against the interrupted holder and does not make the class irq-safe (the
     // per-CPU page lists rely on this: IRQs and softirqs only ever trylock them).
@@ -349,6 +357,12 @@ mod tests {
         assert!(mask.is_empty(), "softirqs cannot run with hardirqs off");
         ev.irqs = IrqState::Unknown as u32;
         let mask = acquisition_usage(&ev, LockKind::Spin, ExecContext::Task);
-        assert_eq!(mask, UsageBit::EnabledSoftirq.mask());
+        assert!(mask.is_empty(), "a spinlock may be inside local_irq_save()");
+        let mask = acquisition_usage(&ev, LockKind::Mutex, ExecContext::Task);
+        assert_eq!(
+            mask,
+            UsageMask(UsageBit::EnabledHardirq.mask().0 | UsageBit::EnabledSoftirq.mask().0),
+            "a mutex is taken with irqs on"
+        );
     }
 }

@@ -42,7 +42,7 @@ pub struct KernelProbe {
     /// order of preference (the first the kernel's BTF has is used).
     pub targets: &'static [&'static str],
     /// For a program that reports only some contexts (several programs then share the
-    /// function), which: `softirq`, `hardirq`.
+    /// function), which: `task, irqs off`, `softirq`, `softirq, irqs off`, `hardirq`.
     pub only_in: Option<&'static str>,
 }
 
@@ -106,9 +106,10 @@ const fn tp(
 }
 
 /// Kernel lock primitives: fexit on acquire, fentry on release. The release of a spinning
-/// lock has three programs, for task, softirq and hardirq context: the kernel skips a program
-/// that fires while it already runs on the CPU, so one program would lose the releases of
-/// an interrupt that arrives while it runs for the interrupted task.
+/// lock has five programs, for task and softirq context with IRQs on and off, and hardirq:
+/// the kernel skips a program that fires while it already runs on the CPU, so one program
+/// would lose the releases of an interrupt that arrives while it runs for the interrupted
+/// task (see `tracer-ebpf/src/main.rs`).
 pub const KERNEL_LOCKS: &[KernelProbe] = &[
     fexit("acq_spin", &["_raw_spin_lock"]),
     fexit("acq_spin_irqsave", &["_raw_spin_lock_irqsave"]),
@@ -139,13 +140,25 @@ pub const KERNEL_LOCKS: &[KernelProbe] = &[
     fexit("acq_down_write_kill", &["down_write_killable"]),
     fexit("acq_down_write_try", &["down_write_trylock"]),
     fentry("rel_spin", &["_raw_spin_unlock"]),
+    fentry_in("rel_spin_ti", &["_raw_spin_unlock"], "task, irqs off"),
     fentry_in("rel_spin_s", &["_raw_spin_unlock"], "softirq"),
+    fentry_in("rel_spin_si", &["_raw_spin_unlock"], "softirq, irqs off"),
     fentry_in("rel_spin_h", &["_raw_spin_unlock"], "hardirq"),
     fentry("rel_spin_irqrestore", &["_raw_spin_unlock_irqrestore"]),
+    fentry_in(
+        "rel_spin_irqrestore_ti",
+        &["_raw_spin_unlock_irqrestore"],
+        "task, irqs off",
+    ),
     fentry_in(
         "rel_spin_irqrestore_s",
         &["_raw_spin_unlock_irqrestore"],
         "softirq",
+    ),
+    fentry_in(
+        "rel_spin_irqrestore_si",
+        &["_raw_spin_unlock_irqrestore"],
+        "softirq, irqs off",
     ),
     fentry_in(
         "rel_spin_irqrestore_h",
@@ -153,19 +166,47 @@ pub const KERNEL_LOCKS: &[KernelProbe] = &[
         "hardirq",
     ),
     fentry("rel_spin_irq", &["_raw_spin_unlock_irq"]),
+    fentry_in(
+        "rel_spin_irq_ti",
+        &["_raw_spin_unlock_irq"],
+        "task, irqs off",
+    ),
     fentry_in("rel_spin_irq_s", &["_raw_spin_unlock_irq"], "softirq"),
+    fentry_in(
+        "rel_spin_irq_si",
+        &["_raw_spin_unlock_irq"],
+        "softirq, irqs off",
+    ),
     fentry_in("rel_spin_irq_h", &["_raw_spin_unlock_irq"], "hardirq"),
     fentry("rel_spin_bh", &["_raw_spin_unlock_bh"]),
+    fentry_in("rel_spin_bh_ti", &["_raw_spin_unlock_bh"], "task, irqs off"),
     fentry_in("rel_spin_bh_s", &["_raw_spin_unlock_bh"], "softirq"),
+    fentry_in(
+        "rel_spin_bh_si",
+        &["_raw_spin_unlock_bh"],
+        "softirq, irqs off",
+    ),
     fentry_in("rel_spin_bh_h", &["_raw_spin_unlock_bh"], "hardirq"),
     fentry("rel_read", &["_raw_read_unlock"]),
+    fentry_in("rel_read_ti", &["_raw_read_unlock"], "task, irqs off"),
     fentry_in("rel_read_s", &["_raw_read_unlock"], "softirq"),
+    fentry_in("rel_read_si", &["_raw_read_unlock"], "softirq, irqs off"),
     fentry_in("rel_read_h", &["_raw_read_unlock"], "hardirq"),
     fentry("rel_read_irqrestore", &["_raw_read_unlock_irqrestore"]),
+    fentry_in(
+        "rel_read_irqrestore_ti",
+        &["_raw_read_unlock_irqrestore"],
+        "task, irqs off",
+    ),
     fentry_in(
         "rel_read_irqrestore_s",
         &["_raw_read_unlock_irqrestore"],
         "softirq",
+    ),
+    fentry_in(
+        "rel_read_irqrestore_si",
+        &["_raw_read_unlock_irqrestore"],
+        "softirq, irqs off",
     ),
     fentry_in(
         "rel_read_irqrestore_h",
@@ -173,19 +214,47 @@ pub const KERNEL_LOCKS: &[KernelProbe] = &[
         "hardirq",
     ),
     fentry("rel_read_irq", &["_raw_read_unlock_irq"]),
+    fentry_in(
+        "rel_read_irq_ti",
+        &["_raw_read_unlock_irq"],
+        "task, irqs off",
+    ),
     fentry_in("rel_read_irq_s", &["_raw_read_unlock_irq"], "softirq"),
+    fentry_in(
+        "rel_read_irq_si",
+        &["_raw_read_unlock_irq"],
+        "softirq, irqs off",
+    ),
     fentry_in("rel_read_irq_h", &["_raw_read_unlock_irq"], "hardirq"),
     fentry("rel_read_bh", &["_raw_read_unlock_bh"]),
+    fentry_in("rel_read_bh_ti", &["_raw_read_unlock_bh"], "task, irqs off"),
     fentry_in("rel_read_bh_s", &["_raw_read_unlock_bh"], "softirq"),
+    fentry_in(
+        "rel_read_bh_si",
+        &["_raw_read_unlock_bh"],
+        "softirq, irqs off",
+    ),
     fentry_in("rel_read_bh_h", &["_raw_read_unlock_bh"], "hardirq"),
     fentry("rel_write", &["_raw_write_unlock"]),
+    fentry_in("rel_write_ti", &["_raw_write_unlock"], "task, irqs off"),
     fentry_in("rel_write_s", &["_raw_write_unlock"], "softirq"),
+    fentry_in("rel_write_si", &["_raw_write_unlock"], "softirq, irqs off"),
     fentry_in("rel_write_h", &["_raw_write_unlock"], "hardirq"),
     fentry("rel_write_irqrestore", &["_raw_write_unlock_irqrestore"]),
+    fentry_in(
+        "rel_write_irqrestore_ti",
+        &["_raw_write_unlock_irqrestore"],
+        "task, irqs off",
+    ),
     fentry_in(
         "rel_write_irqrestore_s",
         &["_raw_write_unlock_irqrestore"],
         "softirq",
+    ),
+    fentry_in(
+        "rel_write_irqrestore_si",
+        &["_raw_write_unlock_irqrestore"],
+        "softirq, irqs off",
     ),
     fentry_in(
         "rel_write_irqrestore_h",
@@ -193,10 +262,30 @@ pub const KERNEL_LOCKS: &[KernelProbe] = &[
         "hardirq",
     ),
     fentry("rel_write_irq", &["_raw_write_unlock_irq"]),
+    fentry_in(
+        "rel_write_irq_ti",
+        &["_raw_write_unlock_irq"],
+        "task, irqs off",
+    ),
     fentry_in("rel_write_irq_s", &["_raw_write_unlock_irq"], "softirq"),
+    fentry_in(
+        "rel_write_irq_si",
+        &["_raw_write_unlock_irq"],
+        "softirq, irqs off",
+    ),
     fentry_in("rel_write_irq_h", &["_raw_write_unlock_irq"], "hardirq"),
     fentry("rel_write_bh", &["_raw_write_unlock_bh"]),
+    fentry_in(
+        "rel_write_bh_ti",
+        &["_raw_write_unlock_bh"],
+        "task, irqs off",
+    ),
     fentry_in("rel_write_bh_s", &["_raw_write_unlock_bh"], "softirq"),
+    fentry_in(
+        "rel_write_bh_si",
+        &["_raw_write_unlock_bh"],
+        "softirq, irqs off",
+    ),
     fentry_in("rel_write_bh_h", &["_raw_write_unlock_bh"], "hardirq"),
     fentry("rel_mutex", &["mutex_unlock"]),
     fentry("rel_up_read", &["up_read"]),

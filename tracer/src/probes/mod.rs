@@ -506,3 +506,42 @@ pub fn summarize_failures(statuses: &[ProbeStatus]) -> Vec<String> {
 pub(crate) fn proc_path(pid: u32, path: &str) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/root{path}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
+
+    use super::{OBJECT, catalog};
+
+    /// Every kernel program in the eBPF object is in the catalog and the other way round: a
+    /// program the catalog forgets is never attached, and nothing says so.
+    #[test]
+    fn the_catalog_names_every_kernel_program_of_the_object() {
+        let file = object::File::parse(OBJECT).expect("the eBPF object parses");
+        let mut in_object: Vec<String> = file
+            .symbols()
+            .filter(|sym| sym.kind() == SymbolKind::Text && sym.is_global())
+            .filter(|sym| {
+                let section = sym.section_index().and_then(|i| file.section_by_index(i).ok());
+                section
+                    .and_then(|s| s.name().ok().map(str::to_owned))
+                    .is_some_and(|name| {
+                        ["fentry/", "fexit/", "tp_btf/"]
+                            .iter()
+                            .any(|prefix| name.starts_with(prefix))
+                    })
+            })
+            .map(|sym| sym.name().expect("a symbol name").to_owned())
+            .collect();
+        let mut in_catalog: Vec<String> = catalog::KERNEL_LOCKS
+            .iter()
+            .chain(catalog::TRACEPOINTS)
+            .chain(catalog::ALLOCATOR.iter().flat_map(|(a, b)| [a, b]))
+            .map(|probe| probe.program.to_owned())
+            .collect();
+        in_object.sort();
+        in_catalog.sort();
+        assert!(!in_object.is_empty());
+        assert_eq!(in_object, in_catalog);
+    }
+}

@@ -2,7 +2,7 @@
 //! sleeping lock) done with irqs disabled, in irq context, or under a spinning lock.
 //! Reported once per (problem, call site or class).
 
-use tracer_common::{Event, ExecContext, IrqState};
+use tracer_common::{Event, ExecContext, IrqState, flags};
 
 use super::{CheckCtx, held_summary};
 use crate::engine::alert::{Alert, AlertKind, AtomicProblem, Cause, DedupKey, Trigger};
@@ -20,6 +20,20 @@ pub fn is_atomic(ev: &Event, context: ExecContext, locks: &[HeldLock]) -> bool {
         || locks.iter().any(|l| l.kind.is_spinning())
 }
 
+/// True when `vfree` at `ev` may sleep where it must not. In interrupt context (and with
+/// softirqs disabled: the kernel's `in_interrupt()`) it defers the work to `vfree_atomic()`
+/// and never sleeps (Linux 4.10+); in NMI it is a bug whatever else holds; otherwise it calls
+/// `might_sleep()`.
+fn vfree_may_sleep(ev: &Event, context: ExecContext, locks: &[HeldLock]) -> bool {
+    match context {
+        ExecContext::Nmi => true,
+        ExecContext::Softirq | ExecContext::Hardirq => false,
+        ExecContext::Task | ExecContext::Unknown => {
+            !ev.has(flags::SOFTIRQS_DISABLED) && is_atomic(ev, context, locks)
+        }
+    }
+}
+
 /// Checks a call that may sleep (`vfree`, non-atomic `pcpu_alloc`), deduplicated by the
 /// calling function.
 pub fn sleeping_call(
@@ -30,7 +44,11 @@ pub fn sleeping_call(
     locks: &[HeldLock],
     symbols: &Symbols,
 ) {
-    if !is_atomic(ev, context, locks) {
+    let atomic = match problem {
+        AtomicProblem::Vfree => vfree_may_sleep(ev, context, locks),
+        _ => is_atomic(ev, context, locks),
+    };
+    if !atomic {
         return;
     }
     let site = symbols
