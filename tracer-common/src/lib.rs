@@ -342,6 +342,12 @@ pub mod flags {
     /// Events were lost on this CPU (ring full, or a pthread call whose entry was not seen)
     /// since its previous event: held-lock state built before this point cannot be trusted.
     pub const AFTER_LOSS: u32 = 1 << 7;
+    /// Set by the programs, cleared by the decoder: [`super::Event::caller`],
+    /// [`super::Event::arg`] and [`super::Event::arg2`] hold the innermost three kernel stack
+    /// frames, and the caller is the first that is not locktrace's own program or trampoline.
+    /// (A stack-map id can be reused by another stack before user space reads it; these
+    /// frames travel with the event.)
+    pub const RAW_CALLERS: u32 = 1 << 8;
 }
 
 /// One fixed-size record in the ring buffer and in the trace file.

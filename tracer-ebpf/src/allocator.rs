@@ -35,6 +35,10 @@ fn report<C: StackIdContext>(
     ev.arg2 = arg2;
     ev.flags = extra;
     context::fill(&mut ev, cfg, &here);
+    // The raw frames travel in the argument slots: only where those are free.
+    if caller == 0 && arg == 0 && arg2 == 0 {
+        context::raw_callers(ctx, &mut ev);
+    }
     ev.kernel_stack_id = emit::kernel_stack(ctx);
     emit::send(&mut ev);
 }
@@ -43,7 +47,7 @@ fn report<C: StackIdContext>(
 #[inline(always)]
 fn bracket(kind: EventKind, arg: u64) {
     let Some(cfg) = context::config() else { return };
-    let Some((_running, here)) = context::enter(cfg, context::levels::ANY) else {
+    let Some((_running, here)) = context::enter(cfg) else {
         return;
     };
     let mut ev = Event::zeroed();

@@ -1,10 +1,15 @@
 //! What every event records about where it happened: time, CPU, task, hardware-interrupt
 //! state (through the `bpf_local_irq_save` kfunc) and execution context (from `preempt_count`).
 
-use aya_ebpf::helpers::{
-    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
-    bpf_probe_read_kernel_str_bytes,
-    generated::{bpf_get_current_task, bpf_get_smp_processor_id, bpf_ktime_get_ns},
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
+        bpf_probe_read_kernel_str_bytes,
+        generated::{
+            bpf_get_current_task, bpf_get_smp_processor_id, bpf_get_stack, bpf_ktime_get_ns,
+        },
+    },
 };
 use tracer_common::{
     Event, ExecContext, IrqState, PreemptCountSource, ProbeConfig, SLAB_NAME_LEN, flags, preempt,
@@ -146,39 +151,22 @@ fn fill_task(ev: &mut Event) {
     }
 }
 
-/// Where a program runs, as bits: the context level (as in [`emit::Running`]) and, below
-/// hardirq, whether hardware interrupts are on. Programs that share a function report
-/// disjoint sets (see `main.rs`).
-pub mod levels {
-    /// Task context (or unknown) with IRQs on (or unknown).
-    pub const TASK: u32 = 1 << 0;
-    /// Task context with IRQs off.
-    pub const TASK_IRQS_OFF: u32 = 1 << 1;
-    /// Serving a softirq, IRQs on (or unknown).
-    pub const SOFTIRQ: u32 = 1 << 2;
-    /// Serving a softirq with IRQs off.
-    pub const SOFTIRQ_IRQS_OFF: u32 = 1 << 3;
-    /// Hardware interrupt or NMI.
-    pub const HARDIRQ_AND_NMI: u32 = 1 << 4 | 1 << 5;
-    /// Everywhere.
-    pub const ANY: u32 = 0b11_1111;
-}
-
 /// What [`enter`] learned about where the program runs, for [`fill`].
 pub struct Here {
     /// `preempt_count`, when readable.
     count: Option<u32>,
     /// The hardware-interrupt state.
     irqs: IrqState,
+    /// The context level (0 task, 1 softirq, 2 hardirq, 3 NMI, as in [`emit::Running`]).
+    pub level: u32,
 }
 
 /// Claims this CPU's current context for the running program (see [`emit::Running`]) and
-/// reads `preempt_count` and the IRQ state once for it and for [`fill`]. `None` when the
-/// context is not one of `wanted` ([`levels`]), when it is locktrace's own task context, or
-/// when the probe fired inside another of our programs. (Interrupts that arrive while
-/// locktrace runs are the kernel's, and traced.)
+/// reads `preempt_count` and the IRQ state once for it and for [`fill`]. `None` in
+/// locktrace's own task context, or when the probe fired inside another of our programs.
+/// (Interrupts that arrive while locktrace runs are the kernel's, and traced.)
 #[inline(always)]
-pub fn enter(cfg: &ProbeConfig, wanted: u32) -> Option<(emit::Running, Here)> {
+pub fn enter(cfg: &ProbeConfig) -> Option<(emit::Running, Here)> {
     let count = preempt_count(cfg);
     let level = match count.map(|count| ExecContext::from_preempt_count(count, cfg.preempt_layout))
     {
@@ -187,33 +175,20 @@ pub fn enter(cfg: &ProbeConfig, wanted: u32) -> Option<(emit::Running, Here)> {
         Some(ExecContext::Nmi) => 3,
         _ => 0,
     };
-    let irqs = irq_state(cfg);
-    let off = irqs == IrqState::Disabled;
-    let bit = match (level, off) {
-        (0, false) => levels::TASK,
-        (0, true) => levels::TASK_IRQS_OFF,
-        (1, false) => levels::SOFTIRQ,
-        (1, true) => levels::SOFTIRQ_IRQS_OFF,
-        _ => levels::HARDIRQ_AND_NMI,
-    };
-    if wanted & bit == 0 || (level == 0 && filtered_out(cfg)) {
+    if level == 0 && filtered_out(cfg) {
         return None;
     }
-    Some((emit::Running::enter(level)?, Here { count, irqs }))
+    let running = emit::Running::enter(level)?;
+    let irqs = irq_state(cfg);
+    Some((running, Here { count, irqs, level }))
 }
 
 /// The start of every program that reports a kernel event: the configuration (none while
 /// no session records) and this context claimed (see [`enter`]).
 #[inline(always)]
 pub fn begin() -> Option<(&'static ProbeConfig, emit::Running, Here)> {
-    begin_in(levels::ANY)
-}
-
-/// [`begin`] for a program that reports only where `wanted` says ([`levels`]).
-#[inline(always)]
-pub fn begin_in(wanted: u32) -> Option<(&'static ProbeConfig, emit::Running, Here)> {
     let cfg = config()?;
-    let (running, here) = enter(cfg, wanted)?;
+    let (running, here) = enter(cfg)?;
     Some((cfg, running, here))
 }
 
@@ -283,4 +258,26 @@ pub fn slab_cache(addr: u64, cfg: &ProbeConfig) -> u64 {
         }
     }
     cache
+}
+
+/// The innermost three kernel stack frames into `caller`, `arg` and `arg2` (see
+/// [`flags::RAW_CALLERS`]): our program, its trampoline, then the lock function's caller.
+#[inline(always)]
+pub fn raw_callers<C: EbpfContext>(ctx: &C, ev: &mut Event) {
+    let mut frames = [0u64; 3];
+    // SAFETY: the buffer is 24 bytes of our stack; the helper writes at most that.
+    let copied = unsafe {
+        bpf_get_stack(
+            ctx.as_ptr(),
+            frames.as_mut_ptr() as *mut core::ffi::c_void,
+            core::mem::size_of_val(&frames) as u32,
+            0,
+        )
+    };
+    if copied > 0 {
+        ev.caller = frames[0];
+        ev.arg = frames[1];
+        ev.arg2 = frames[2];
+        ev.flags |= flags::RAW_CALLERS;
+    }
 }

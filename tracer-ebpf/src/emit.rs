@@ -7,8 +7,6 @@ use crate::maps::{DROPS, EVENTS, LOSS_PENDING, RUNNING, RUNNING_SLOTS, STACKS};
 
 /// `BPF_F_USER_STACK`: walk the user stack instead of the kernel's.
 const BPF_F_USER_STACK: u64 = 1 << 8;
-/// `BPF_F_REUSE_STACKID`: on a hash collision, replace the old stack rather than fail.
-const BPF_F_REUSE_STACKID: u64 = 1 << 10;
 
 /// Adds one to the per-CPU drop counter for `reason`; a lost event also marks the CPU's next
 /// event (see [`LOSS_PENDING`]).
@@ -28,10 +26,13 @@ pub fn count_drop(reason: DropReason) {
     }
 }
 
-/// The id of the current kernel stack, or -1 (counted) when it could not be taken.
+/// The id of the current kernel stack, or -1 (counted) when it could not be taken. Without
+/// `BPF_F_REUSE_STACKID` a stack whose hash bucket holds another fails rather than replacing
+/// it: user space reads a stack some milliseconds after the event, and a replaced one would
+/// show the wrong stack for every earlier event that named the id.
 #[inline(always)]
 pub fn kernel_stack<C: StackIdContext>(ctx: &C) -> i32 {
-    match ctx.get_stackid(&STACKS, BPF_F_REUSE_STACKID) {
+    match ctx.get_stackid(&STACKS, 0) {
         Ok(id) => id as i32,
         Err(_) => {
             count_drop(DropReason::StackFailed);
@@ -43,7 +44,7 @@ pub fn kernel_stack<C: StackIdContext>(ctx: &C) -> i32 {
 /// The id of the current user stack, or -1 (counted) when it could not be taken.
 #[inline(always)]
 pub fn user_stack<C: StackIdContext>(ctx: &C) -> i32 {
-    match ctx.get_stackid(&STACKS, BPF_F_REUSE_STACKID | BPF_F_USER_STACK) {
+    match ctx.get_stackid(&STACKS, BPF_F_USER_STACK) {
         Ok(id) => id as i32,
         Err(_) => {
             count_drop(DropReason::StackFailed);

@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use tracer_common::{Event, EventKind, LockKind, flags};
 
-use crate::{context, emit};
+use crate::{context, emit, maps::RELEASE_CLAIM};
 
 /// How an acquire function says it succeeded.
 #[derive(Clone, Copy)]
@@ -50,22 +50,56 @@ pub fn on_acquire(ctx: &FExitContext, lock_kind: LockKind, variant: u32, success
     ev.flags = variant | flags::FROM_TRAMPOLINE;
     ev.slab_cache = context::slab_cache(lock_scalar, cfg);
     context::fill(&mut ev, cfg, &here);
+    context::raw_callers(ctx, &mut ev);
     ev.kernel_stack_id = emit::kernel_stack(ctx);
     emit::send(&mut ev);
 }
 
-/// Reports a release before the release function drops the lock, when it happens in one of
-/// the contexts `levels` (see [`context::levels`]).
+/// Reports a release before the release function drops the lock. `copies` programs run this
+/// for every call (see `main.rs`); the first of them to run reports it.
 #[inline(always)]
-pub fn on_release(ctx: &FEntryContext, lock_kind: LockKind, levels: u32) {
-    let Some((cfg, _running, here)) = context::begin_in(levels) else {
+pub fn on_release(ctx: &FEntryContext, lock_kind: LockKind, copies: u64) {
+    let Some((cfg, _running, here)) = context::begin() else {
         return;
     };
+    let addr: u64 = ctx.arg(0);
+    if copies > 1 && !first_copy(here.level, addr, copies) {
+        return;
+    }
     let mut ev = Event::zeroed();
     ev.kind = EventKind::LockRelease as u32;
     ev.lock_kind = lock_kind as u32;
-    ev.lock_addr = ctx.arg(0);
+    ev.lock_addr = addr;
     ev.flags = flags::FROM_TRAMPOLINE;
     context::fill(&mut ev, cfg, &here);
+    context::raw_callers(ctx, &mut ev);
     emit::send(&mut ev);
+}
+
+/// True for the first of the `copies` programs of one release call to run on this CPU at
+/// context `level`: it reports the release, and the others that follow in the same call only
+/// count down. When the kernel skipped the first (it was running already, interrupted), the
+/// next finds no claim for `addr` and reports instead.
+#[inline(always)]
+fn first_copy(level: u32, addr: u64, copies: u64) -> bool {
+    let (Some(claimed), Some(left)) = (
+        RELEASE_CLAIM.get_ptr_mut(level * 2),
+        RELEASE_CLAIM.get_ptr_mut(level * 2 + 1),
+    ) else {
+        return true;
+    };
+    // SAFETY: per-CPU slots of one context level, used by one program at a time (the
+    // RUNNING slot of this level is held).
+    unsafe {
+        if *claimed == addr && *left > 0 {
+            *left -= 1;
+            if *left == 0 {
+                *claimed = 0;
+            }
+            return false;
+        }
+        *claimed = addr;
+        *left = copies - 1;
+    }
+    true
 }

@@ -37,12 +37,12 @@ macro_rules! acquire {
     )+};
 }
 
-/// fentry programs on kernel release functions, each reporting the contexts in `$levels`.
+/// fentry programs on kernel release functions, one of `$copies` identical ones each.
 macro_rules! release {
-    ($($prog:ident => $func:literal, $kind:ident, $levels:expr;)+) => {$(
+    ($($prog:ident => $func:literal, $kind:ident, $copies:expr;)+) => {$(
         #[fentry(function = $func)]
         pub fn $prog(ctx: FEntryContext) -> i32 {
-            kernel_locks::on_release(&ctx, LockKind::$kind, $levels);
+            kernel_locks::on_release(&ctx, LockKind::$kind, $copies);
             0
         }
     )+};
@@ -52,13 +52,8 @@ const NONE: u32 = 0;
 const IRQ: u32 = flags::IRQ_VARIANT;
 const BH: u32 = flags::BH_VARIANT;
 const TRY: u32 = flags::TRYLOCK;
-
-const TASK: u32 = context::levels::TASK;
-const TASK_IRQS_OFF: u32 = context::levels::TASK_IRQS_OFF;
-const SOFTIRQ: u32 = context::levels::SOFTIRQ;
-const SOFTIRQ_IRQS_OFF: u32 = context::levels::SOFTIRQ_IRQS_OFF;
-const HARDIRQ: u32 = context::levels::HARDIRQ_AND_NMI;
-const ANY: u32 = context::levels::ANY;
+/// Copies of each release program of a lock interrupts may take (see `release!` below).
+const COPIES: u64 = 3;
 
 acquire! {
     acq_spin => "_raw_spin_lock", Spin, NONE, Always;
@@ -91,78 +86,54 @@ acquire! {
     acq_down_write_try => "down_write_trylock", RwsemWrite, TRY, NonZero;
 }
 
-// The release of a lock that interrupts may take comes from five programs per function, one
-// per place it can run: task or softirq context with IRQs on or off, and hardirq. The kernel
-// runs a tracing program at most once per CPU at a time (a nested run is a "recursion miss",
-// skipped), and whatever an interrupt does (its handler, the work on its way out with IRQs
-// still off, softirqs after it) would otherwise find the program it interrupted running and
-// lose its unlocks, leaving their locks held. An interrupted program always ran with IRQs on;
-// nothing the interrupt runs uses that program.
+// The release of a lock that interrupts may take comes from three identical programs per
+// function. The kernel runs a tracing program at most once per CPU at a time: a nested run
+// is skipped (a "recursion miss"). All programs on a function run for every call, so an
+// interrupt that arrives while a task runs one of them finds that one busy; the next copy
+// reports the interrupt's unlock instead, and the copies of one call report it once (see
+// `kernel_locks::on_release`). Three cover a task interrupted by a softirq interrupted by a
+// hardirq.
 release! {
-    rel_spin => "_raw_spin_unlock", Spin, TASK;
-    rel_spin_ti => "_raw_spin_unlock", Spin, TASK_IRQS_OFF;
-    rel_spin_s => "_raw_spin_unlock", Spin, SOFTIRQ;
-    rel_spin_si => "_raw_spin_unlock", Spin, SOFTIRQ_IRQS_OFF;
-    rel_spin_h => "_raw_spin_unlock", Spin, HARDIRQ;
-    rel_spin_irqrestore => "_raw_spin_unlock_irqrestore", Spin, TASK;
-    rel_spin_irqrestore_ti => "_raw_spin_unlock_irqrestore", Spin, TASK_IRQS_OFF;
-    rel_spin_irqrestore_s => "_raw_spin_unlock_irqrestore", Spin, SOFTIRQ;
-    rel_spin_irqrestore_si => "_raw_spin_unlock_irqrestore", Spin, SOFTIRQ_IRQS_OFF;
-    rel_spin_irqrestore_h => "_raw_spin_unlock_irqrestore", Spin, HARDIRQ;
-    rel_spin_irq => "_raw_spin_unlock_irq", Spin, TASK;
-    rel_spin_irq_ti => "_raw_spin_unlock_irq", Spin, TASK_IRQS_OFF;
-    rel_spin_irq_s => "_raw_spin_unlock_irq", Spin, SOFTIRQ;
-    rel_spin_irq_si => "_raw_spin_unlock_irq", Spin, SOFTIRQ_IRQS_OFF;
-    rel_spin_irq_h => "_raw_spin_unlock_irq", Spin, HARDIRQ;
-    rel_spin_bh => "_raw_spin_unlock_bh", Spin, TASK;
-    rel_spin_bh_ti => "_raw_spin_unlock_bh", Spin, TASK_IRQS_OFF;
-    rel_spin_bh_s => "_raw_spin_unlock_bh", Spin, SOFTIRQ;
-    rel_spin_bh_si => "_raw_spin_unlock_bh", Spin, SOFTIRQ_IRQS_OFF;
-    rel_spin_bh_h => "_raw_spin_unlock_bh", Spin, HARDIRQ;
-    rel_read => "_raw_read_unlock", RwlockRead, TASK;
-    rel_read_ti => "_raw_read_unlock", RwlockRead, TASK_IRQS_OFF;
-    rel_read_s => "_raw_read_unlock", RwlockRead, SOFTIRQ;
-    rel_read_si => "_raw_read_unlock", RwlockRead, SOFTIRQ_IRQS_OFF;
-    rel_read_h => "_raw_read_unlock", RwlockRead, HARDIRQ;
-    rel_read_irqrestore => "_raw_read_unlock_irqrestore", RwlockRead, TASK;
-    rel_read_irqrestore_ti => "_raw_read_unlock_irqrestore", RwlockRead, TASK_IRQS_OFF;
-    rel_read_irqrestore_s => "_raw_read_unlock_irqrestore", RwlockRead, SOFTIRQ;
-    rel_read_irqrestore_si => "_raw_read_unlock_irqrestore", RwlockRead, SOFTIRQ_IRQS_OFF;
-    rel_read_irqrestore_h => "_raw_read_unlock_irqrestore", RwlockRead, HARDIRQ;
-    rel_read_irq => "_raw_read_unlock_irq", RwlockRead, TASK;
-    rel_read_irq_ti => "_raw_read_unlock_irq", RwlockRead, TASK_IRQS_OFF;
-    rel_read_irq_s => "_raw_read_unlock_irq", RwlockRead, SOFTIRQ;
-    rel_read_irq_si => "_raw_read_unlock_irq", RwlockRead, SOFTIRQ_IRQS_OFF;
-    rel_read_irq_h => "_raw_read_unlock_irq", RwlockRead, HARDIRQ;
-    rel_read_bh => "_raw_read_unlock_bh", RwlockRead, TASK;
-    rel_read_bh_ti => "_raw_read_unlock_bh", RwlockRead, TASK_IRQS_OFF;
-    rel_read_bh_s => "_raw_read_unlock_bh", RwlockRead, SOFTIRQ;
-    rel_read_bh_si => "_raw_read_unlock_bh", RwlockRead, SOFTIRQ_IRQS_OFF;
-    rel_read_bh_h => "_raw_read_unlock_bh", RwlockRead, HARDIRQ;
-    rel_write => "_raw_write_unlock", RwlockWrite, TASK;
-    rel_write_ti => "_raw_write_unlock", RwlockWrite, TASK_IRQS_OFF;
-    rel_write_s => "_raw_write_unlock", RwlockWrite, SOFTIRQ;
-    rel_write_si => "_raw_write_unlock", RwlockWrite, SOFTIRQ_IRQS_OFF;
-    rel_write_h => "_raw_write_unlock", RwlockWrite, HARDIRQ;
-    rel_write_irqrestore => "_raw_write_unlock_irqrestore", RwlockWrite, TASK;
-    rel_write_irqrestore_ti => "_raw_write_unlock_irqrestore", RwlockWrite, TASK_IRQS_OFF;
-    rel_write_irqrestore_s => "_raw_write_unlock_irqrestore", RwlockWrite, SOFTIRQ;
-    rel_write_irqrestore_si => "_raw_write_unlock_irqrestore", RwlockWrite, SOFTIRQ_IRQS_OFF;
-    rel_write_irqrestore_h => "_raw_write_unlock_irqrestore", RwlockWrite, HARDIRQ;
-    rel_write_irq => "_raw_write_unlock_irq", RwlockWrite, TASK;
-    rel_write_irq_ti => "_raw_write_unlock_irq", RwlockWrite, TASK_IRQS_OFF;
-    rel_write_irq_s => "_raw_write_unlock_irq", RwlockWrite, SOFTIRQ;
-    rel_write_irq_si => "_raw_write_unlock_irq", RwlockWrite, SOFTIRQ_IRQS_OFF;
-    rel_write_irq_h => "_raw_write_unlock_irq", RwlockWrite, HARDIRQ;
-    rel_write_bh => "_raw_write_unlock_bh", RwlockWrite, TASK;
-    rel_write_bh_ti => "_raw_write_unlock_bh", RwlockWrite, TASK_IRQS_OFF;
-    rel_write_bh_s => "_raw_write_unlock_bh", RwlockWrite, SOFTIRQ;
-    rel_write_bh_si => "_raw_write_unlock_bh", RwlockWrite, SOFTIRQ_IRQS_OFF;
-    rel_write_bh_h => "_raw_write_unlock_bh", RwlockWrite, HARDIRQ;
+    rel_spin => "_raw_spin_unlock", Spin, COPIES;
+    rel_spin_2 => "_raw_spin_unlock", Spin, COPIES;
+    rel_spin_3 => "_raw_spin_unlock", Spin, COPIES;
+    rel_spin_irqrestore => "_raw_spin_unlock_irqrestore", Spin, COPIES;
+    rel_spin_irqrestore_2 => "_raw_spin_unlock_irqrestore", Spin, COPIES;
+    rel_spin_irqrestore_3 => "_raw_spin_unlock_irqrestore", Spin, COPIES;
+    rel_spin_irq => "_raw_spin_unlock_irq", Spin, COPIES;
+    rel_spin_irq_2 => "_raw_spin_unlock_irq", Spin, COPIES;
+    rel_spin_irq_3 => "_raw_spin_unlock_irq", Spin, COPIES;
+    rel_spin_bh => "_raw_spin_unlock_bh", Spin, COPIES;
+    rel_spin_bh_2 => "_raw_spin_unlock_bh", Spin, COPIES;
+    rel_spin_bh_3 => "_raw_spin_unlock_bh", Spin, COPIES;
+    rel_read => "_raw_read_unlock", RwlockRead, COPIES;
+    rel_read_2 => "_raw_read_unlock", RwlockRead, COPIES;
+    rel_read_3 => "_raw_read_unlock", RwlockRead, COPIES;
+    rel_read_irqrestore => "_raw_read_unlock_irqrestore", RwlockRead, COPIES;
+    rel_read_irqrestore_2 => "_raw_read_unlock_irqrestore", RwlockRead, COPIES;
+    rel_read_irqrestore_3 => "_raw_read_unlock_irqrestore", RwlockRead, COPIES;
+    rel_read_irq => "_raw_read_unlock_irq", RwlockRead, COPIES;
+    rel_read_irq_2 => "_raw_read_unlock_irq", RwlockRead, COPIES;
+    rel_read_irq_3 => "_raw_read_unlock_irq", RwlockRead, COPIES;
+    rel_read_bh => "_raw_read_unlock_bh", RwlockRead, COPIES;
+    rel_read_bh_2 => "_raw_read_unlock_bh", RwlockRead, COPIES;
+    rel_read_bh_3 => "_raw_read_unlock_bh", RwlockRead, COPIES;
+    rel_write => "_raw_write_unlock", RwlockWrite, COPIES;
+    rel_write_2 => "_raw_write_unlock", RwlockWrite, COPIES;
+    rel_write_3 => "_raw_write_unlock", RwlockWrite, COPIES;
+    rel_write_irqrestore => "_raw_write_unlock_irqrestore", RwlockWrite, COPIES;
+    rel_write_irqrestore_2 => "_raw_write_unlock_irqrestore", RwlockWrite, COPIES;
+    rel_write_irqrestore_3 => "_raw_write_unlock_irqrestore", RwlockWrite, COPIES;
+    rel_write_irq => "_raw_write_unlock_irq", RwlockWrite, COPIES;
+    rel_write_irq_2 => "_raw_write_unlock_irq", RwlockWrite, COPIES;
+    rel_write_irq_3 => "_raw_write_unlock_irq", RwlockWrite, COPIES;
+    rel_write_bh => "_raw_write_unlock_bh", RwlockWrite, COPIES;
+    rel_write_bh_2 => "_raw_write_unlock_bh", RwlockWrite, COPIES;
+    rel_write_bh_3 => "_raw_write_unlock_bh", RwlockWrite, COPIES;
     // Sleeping locks are never released in interrupt context.
-    rel_mutex => "mutex_unlock", Mutex, ANY;
-    rel_up_read => "up_read", RwsemRead, ANY;
-    rel_up_write => "up_write", RwsemWrite, ANY;
+    rel_mutex => "mutex_unlock", Mutex, 1;
+    rel_up_read => "up_read", RwsemRead, 1;
+    rel_up_write => "up_write", RwsemWrite, 1;
 }
 
 /// fentry on the per-CPU allocator; user space loads it against `pcpu_alloc_noprof` or

@@ -12,8 +12,9 @@ use tracer_common::{DROP_REASONS, ProbeConfig, SLAB_NAME_LEN};
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 
 /// Kernel and user stacks, deduplicated by the kernel. 16,384 distinct stacks cover the
-/// acquisition sites of a busy kernel; ids are reused on hash collision (BPF_F_REUSE_STACKID),
-/// and user space symbolizes each id when it first sees it.
+/// acquisition sites of a busy kernel; a stack whose hash bucket is taken by another is not
+/// recorded (counted as `stack_failed`: the event keeps its caller), and user space symbolizes
+/// each id when it first sees it.
 #[map]
 pub static STACKS: StackTrace = StackTrace::with_max_entries(16 * 1024, 0);
 
@@ -63,3 +64,9 @@ pub const RUNNING_SLOTS: u32 = 4;
 /// of our programs there (see `emit::Running`).
 #[map]
 pub static RUNNING: PerCpuArray<u64> = PerCpuArray::with_max_entries(4 * RUNNING_SLOTS, 0);
+
+/// Per CPU and per context level: the lock address whose release the first copy of a release
+/// program reported, and how many copies of that call are still to run (see
+/// `kernel_locks::on_release`).
+#[map]
+pub static RELEASE_CLAIM: PerCpuArray<u64> = PerCpuArray::with_max_entries(2 * 4, 0);

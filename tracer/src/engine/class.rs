@@ -7,7 +7,11 @@
 //!    named by the symbol (`pcpu_lock`, `foo_struct+0x8`);
 //! 2. a kernel lock in a slab object is keyed by (slab cache, function that first took it),
 //!    named `&kmalloc-64 (taken in foo_func)`;
-//! 3. any other kernel lock is keyed by its address, named `lock#<addr> (first taken in f)`;
+//! 3. any other kernel lock (per-CPU data, locks in page-table pages, and every dynamic lock
+//!    where the kernel has no `bpf_get_kmem_cache`) is keyed by the function acquiring it,
+//!    named `lock (taken in f)`: that memory is reused for other objects, so an address says
+//!    nothing lasting (a page-table page comes back as another level's table, and classes
+//!    keyed by address made cycles out of such reuse);
 //! 4. a user-space lock is keyed by (pid, address), named by its ELF symbol when known.
 //!
 //! Every class records which rule made it ([`ClassSource`]); reports show it. The class of an
@@ -39,10 +43,10 @@ pub enum ClassKey {
         /// Start of the function that first acquired it (the caller when unresolved).
         site: u64,
     },
-    /// Any other kernel lock: its address.
-    Address {
-        /// The lock's address.
-        addr: u64,
+    /// Any other kernel lock: the function acquiring it.
+    Site {
+        /// Start of the acquiring function (the caller when unresolved).
+        site: u64,
     },
     /// A user-space lock: process and address.
     User {
@@ -61,8 +65,8 @@ pub enum ClassSource {
     KernelSymbol,
     /// In a slab object, split by acquiring function.
     SlabCache,
-    /// A kernel address with no symbol and no slab cache.
-    KernelAddress,
+    /// A kernel lock with no symbol and no slab cache, split by acquiring function.
+    KernelSite,
     /// A user-space lock.
     UserLock,
 }
@@ -73,7 +77,7 @@ impl ClassSource {
         match self {
             ClassSource::KernelSymbol => "static lock (kallsyms data symbol)",
             ClassSource::SlabCache => "slab object (cache + acquiring function)",
-            ClassSource::KernelAddress => "kernel address (no symbol, no slab cache)",
+            ClassSource::KernelSite => "acquiring function (no symbol, no slab cache)",
             ClassSource::UserLock => "user-space lock (pid + address)",
         }
     }
@@ -109,18 +113,18 @@ pub fn classify(ev: &Event, kind: LockKind, symbols: &Symbols) -> (ClassKey, Cla
     if symbols.kernel.data(addr).is_some() {
         return (ClassKey::Static { addr }, ClassSource::KernelSymbol);
     }
+    let site = symbols
+        .kernel
+        .function(ev.caller)
+        .map_or(ev.caller, |(sym, _)| sym.addr);
     if ev.slab_cache != 0 {
-        let site = symbols
-            .kernel
-            .function(ev.caller)
-            .map_or(ev.caller, |(sym, _)| sym.addr);
         let key = ClassKey::Slab {
             cache: ev.slab_cache,
             site,
         };
         return (key, ClassSource::SlabCache);
     }
-    (ClassKey::Address { addr }, ClassSource::KernelAddress)
+    (ClassKey::Site { site }, ClassSource::KernelSite)
 }
 
 impl LockClass {
@@ -144,12 +148,7 @@ impl LockClass {
                     .unwrap_or_else(|| format!("slab@{cache:#x}"));
                 format!("&{cache} (taken in {})", kernel_fn(site))
             }
-            ClassKey::Address { addr } => {
-                format!(
-                    "lock#{addr:x} (first taken in {})",
-                    kernel_fn(self.first_caller)
-                )
-            }
+            ClassKey::Site { site } => format!("lock (taken in {})", kernel_fn(site)),
             ClassKey::User { pid, addr } => match symbols.user_locks.get(&(pid, addr)) {
                 Some(name) => name.clone(),
                 None => {
@@ -169,7 +168,8 @@ impl LockClass {
 pub struct ClassTable {
     classes: Vec<LockClass>,
     by_key: FxHashMap<ClassKey, ClassId>,
-    /// (address, slab cache or pid tag) → class: the hot-path cache.
+    /// (address, slab cache or pid tag) → class, or [`BY_SITE`] and then (call site,
+    /// `SITE_TAG`) → class: the hot-path cache.
     by_addr: FxHashMap<(u64, u64), ClassId>,
     addr_cache_limit: usize,
     /// Times the address cache was emptied for reaching its limit.
@@ -178,6 +178,11 @@ pub struct ClassTable {
 
 /// Tags user addresses in the address cache so they never meet kernel addresses.
 const USER_TAG: u64 = 1 << 63;
+/// Tags call sites in the address cache (kernel pointers never have this bit alone).
+const SITE_TAG: u64 = 1 << 62;
+/// What the address cache holds for a lock classed by its acquiring function: look the
+/// call site up.
+const BY_SITE: ClassId = ClassId(u32::MAX);
 
 impl ClassTable {
     /// An empty table whose address cache holds at most `addr_cache_limit` entries.
@@ -197,8 +202,14 @@ impl ClassTable {
         } else {
             ev.slab_cache
         };
-        if let Some(&id) = self.by_addr.get(&(ev.lock_addr, tag)) {
-            return (id, false);
+        match self.by_addr.get(&(ev.lock_addr, tag)) {
+            Some(&BY_SITE) => {
+                if let Some(&id) = self.by_addr.get(&(ev.caller, SITE_TAG)) {
+                    return (id, false);
+                }
+            }
+            Some(&id) => return (id, false),
+            None => {}
         }
         self.resolve_slow(ev, kind, symbols, tag)
     }
@@ -234,19 +245,13 @@ impl ClassTable {
             self.by_addr.clear();
             self.addr_cache_flushes += 1;
         }
-        self.by_addr.insert((ev.lock_addr, tag), id);
-        (id, created)
-    }
-
-    /// The class already known for a released lock, without creating one.
-    #[inline]
-    pub fn known(&self, ev: &Event, kind: LockKind) -> Option<ClassId> {
-        let tag = if kind.is_user() {
-            USER_TAG | u64::from(ev.pid)
+        if matches!(key, ClassKey::Site { .. }) {
+            self.by_addr.insert((ev.lock_addr, tag), BY_SITE);
+            self.by_addr.insert((ev.caller, SITE_TAG), id);
         } else {
-            ev.slab_cache
-        };
-        self.by_addr.get(&(ev.lock_addr, tag)).copied()
+            self.by_addr.insert((ev.lock_addr, tag), id);
+        }
+        (id, created)
     }
 
     /// A class by id.
@@ -341,8 +346,8 @@ mod tests {
                 0,
                 LockKind::Mutex,
                 0,
-                "lock#ffff888012345600 (first taken in foo_func)",
-                ClassSource::KernelAddress,
+                "lock (taken in foo_func)",
+                ClassSource::KernelSite,
             ),
             (
                 0x601000,

@@ -41,9 +41,8 @@ pub struct KernelProbe {
     /// The function or tracepoint; for functions renamed across versions, the alternatives in
     /// order of preference (the first the kernel's BTF has is used).
     pub targets: &'static [&'static str],
-    /// For a program that reports only some contexts (several programs then share the
-    /// function), which: `task, irqs off`, `softirq`, `softirq, irqs off`, `hardirq`.
-    pub only_in: Option<&'static str>,
+    /// For one of several programs on the same function, which (`copy 2` ...).
+    pub copy: Option<&'static str>,
 }
 
 impl KernelProbe {
@@ -54,8 +53,8 @@ impl KernelProbe {
             Hook::TpBtf { category } => format!("tp:{category}:{target}"),
             hook => format!("{}:{target}", hook.kind()),
         };
-        match self.only_in {
-            Some(context) => format!("{name} [{context}]"),
+        match self.copy {
+            Some(copy) => format!("{name} [{copy}]"),
             None => name,
         }
     }
@@ -66,7 +65,7 @@ const fn fexit(program: &'static str, targets: &'static [&'static str]) -> Kerne
         program,
         hook: Hook::Fexit,
         targets,
-        only_in: None,
+        copy: None,
     }
 }
 
@@ -75,19 +74,18 @@ const fn fentry(program: &'static str, targets: &'static [&'static str]) -> Kern
         program,
         hook: Hook::Fentry,
         targets,
-        only_in: None,
+        copy: None,
     }
 }
 
-/// The program of a release function split by context (see `tracer-ebpf/src/main.rs`): the
-/// plain one reports task context, the others the interrupt context named.
-const fn fentry_in(
+/// A further copy of a release program (see `tracer-ebpf/src/main.rs`), named `copy`.
+const fn fentry_copy(
     program: &'static str,
     targets: &'static [&'static str],
-    context: &'static str,
+    copy: &'static str,
 ) -> KernelProbe {
     KernelProbe {
-        only_in: Some(context),
+        copy: Some(copy),
         ..fentry(program, targets)
     }
 }
@@ -101,15 +99,14 @@ const fn tp(
         program,
         hook: Hook::TpBtf { category },
         targets,
-        only_in: None,
+        copy: None,
     }
 }
 
 /// Kernel lock primitives: fexit on acquire, fentry on release. The release of a spinning
-/// lock has five programs, for task and softirq context with IRQs on and off, and hardirq:
-/// the kernel skips a program that fires while it already runs on the CPU, so one program
-/// would lose the releases of an interrupt that arrives while it runs for the interrupted
-/// task (see `tracer-ebpf/src/main.rs`).
+/// lock has three identical programs: the kernel skips a program that fires while it already
+/// runs on the CPU, so one program would lose the releases of an interrupt that arrives while
+/// it runs for the interrupted task (see `tracer-ebpf/src/main.rs`).
 pub const KERNEL_LOCKS: &[KernelProbe] = &[
     fexit("acq_spin", &["_raw_spin_lock"]),
     fexit("acq_spin_irqsave", &["_raw_spin_lock_irqsave"]),
@@ -140,153 +137,65 @@ pub const KERNEL_LOCKS: &[KernelProbe] = &[
     fexit("acq_down_write_kill", &["down_write_killable"]),
     fexit("acq_down_write_try", &["down_write_trylock"]),
     fentry("rel_spin", &["_raw_spin_unlock"]),
-    fentry_in("rel_spin_ti", &["_raw_spin_unlock"], "task, irqs off"),
-    fentry_in("rel_spin_s", &["_raw_spin_unlock"], "softirq"),
-    fentry_in("rel_spin_si", &["_raw_spin_unlock"], "softirq, irqs off"),
-    fentry_in("rel_spin_h", &["_raw_spin_unlock"], "hardirq"),
+    fentry_copy("rel_spin_2", &["_raw_spin_unlock"], "copy 2"),
+    fentry_copy("rel_spin_3", &["_raw_spin_unlock"], "copy 3"),
     fentry("rel_spin_irqrestore", &["_raw_spin_unlock_irqrestore"]),
-    fentry_in(
-        "rel_spin_irqrestore_ti",
+    fentry_copy(
+        "rel_spin_irqrestore_2",
         &["_raw_spin_unlock_irqrestore"],
-        "task, irqs off",
+        "copy 2",
     ),
-    fentry_in(
-        "rel_spin_irqrestore_s",
+    fentry_copy(
+        "rel_spin_irqrestore_3",
         &["_raw_spin_unlock_irqrestore"],
-        "softirq",
-    ),
-    fentry_in(
-        "rel_spin_irqrestore_si",
-        &["_raw_spin_unlock_irqrestore"],
-        "softirq, irqs off",
-    ),
-    fentry_in(
-        "rel_spin_irqrestore_h",
-        &["_raw_spin_unlock_irqrestore"],
-        "hardirq",
+        "copy 3",
     ),
     fentry("rel_spin_irq", &["_raw_spin_unlock_irq"]),
-    fentry_in(
-        "rel_spin_irq_ti",
-        &["_raw_spin_unlock_irq"],
-        "task, irqs off",
-    ),
-    fentry_in("rel_spin_irq_s", &["_raw_spin_unlock_irq"], "softirq"),
-    fentry_in(
-        "rel_spin_irq_si",
-        &["_raw_spin_unlock_irq"],
-        "softirq, irqs off",
-    ),
-    fentry_in("rel_spin_irq_h", &["_raw_spin_unlock_irq"], "hardirq"),
+    fentry_copy("rel_spin_irq_2", &["_raw_spin_unlock_irq"], "copy 2"),
+    fentry_copy("rel_spin_irq_3", &["_raw_spin_unlock_irq"], "copy 3"),
     fentry("rel_spin_bh", &["_raw_spin_unlock_bh"]),
-    fentry_in("rel_spin_bh_ti", &["_raw_spin_unlock_bh"], "task, irqs off"),
-    fentry_in("rel_spin_bh_s", &["_raw_spin_unlock_bh"], "softirq"),
-    fentry_in(
-        "rel_spin_bh_si",
-        &["_raw_spin_unlock_bh"],
-        "softirq, irqs off",
-    ),
-    fentry_in("rel_spin_bh_h", &["_raw_spin_unlock_bh"], "hardirq"),
+    fentry_copy("rel_spin_bh_2", &["_raw_spin_unlock_bh"], "copy 2"),
+    fentry_copy("rel_spin_bh_3", &["_raw_spin_unlock_bh"], "copy 3"),
     fentry("rel_read", &["_raw_read_unlock"]),
-    fentry_in("rel_read_ti", &["_raw_read_unlock"], "task, irqs off"),
-    fentry_in("rel_read_s", &["_raw_read_unlock"], "softirq"),
-    fentry_in("rel_read_si", &["_raw_read_unlock"], "softirq, irqs off"),
-    fentry_in("rel_read_h", &["_raw_read_unlock"], "hardirq"),
+    fentry_copy("rel_read_2", &["_raw_read_unlock"], "copy 2"),
+    fentry_copy("rel_read_3", &["_raw_read_unlock"], "copy 3"),
     fentry("rel_read_irqrestore", &["_raw_read_unlock_irqrestore"]),
-    fentry_in(
-        "rel_read_irqrestore_ti",
+    fentry_copy(
+        "rel_read_irqrestore_2",
         &["_raw_read_unlock_irqrestore"],
-        "task, irqs off",
+        "copy 2",
     ),
-    fentry_in(
-        "rel_read_irqrestore_s",
+    fentry_copy(
+        "rel_read_irqrestore_3",
         &["_raw_read_unlock_irqrestore"],
-        "softirq",
-    ),
-    fentry_in(
-        "rel_read_irqrestore_si",
-        &["_raw_read_unlock_irqrestore"],
-        "softirq, irqs off",
-    ),
-    fentry_in(
-        "rel_read_irqrestore_h",
-        &["_raw_read_unlock_irqrestore"],
-        "hardirq",
+        "copy 3",
     ),
     fentry("rel_read_irq", &["_raw_read_unlock_irq"]),
-    fentry_in(
-        "rel_read_irq_ti",
-        &["_raw_read_unlock_irq"],
-        "task, irqs off",
-    ),
-    fentry_in("rel_read_irq_s", &["_raw_read_unlock_irq"], "softirq"),
-    fentry_in(
-        "rel_read_irq_si",
-        &["_raw_read_unlock_irq"],
-        "softirq, irqs off",
-    ),
-    fentry_in("rel_read_irq_h", &["_raw_read_unlock_irq"], "hardirq"),
+    fentry_copy("rel_read_irq_2", &["_raw_read_unlock_irq"], "copy 2"),
+    fentry_copy("rel_read_irq_3", &["_raw_read_unlock_irq"], "copy 3"),
     fentry("rel_read_bh", &["_raw_read_unlock_bh"]),
-    fentry_in("rel_read_bh_ti", &["_raw_read_unlock_bh"], "task, irqs off"),
-    fentry_in("rel_read_bh_s", &["_raw_read_unlock_bh"], "softirq"),
-    fentry_in(
-        "rel_read_bh_si",
-        &["_raw_read_unlock_bh"],
-        "softirq, irqs off",
-    ),
-    fentry_in("rel_read_bh_h", &["_raw_read_unlock_bh"], "hardirq"),
+    fentry_copy("rel_read_bh_2", &["_raw_read_unlock_bh"], "copy 2"),
+    fentry_copy("rel_read_bh_3", &["_raw_read_unlock_bh"], "copy 3"),
     fentry("rel_write", &["_raw_write_unlock"]),
-    fentry_in("rel_write_ti", &["_raw_write_unlock"], "task, irqs off"),
-    fentry_in("rel_write_s", &["_raw_write_unlock"], "softirq"),
-    fentry_in("rel_write_si", &["_raw_write_unlock"], "softirq, irqs off"),
-    fentry_in("rel_write_h", &["_raw_write_unlock"], "hardirq"),
+    fentry_copy("rel_write_2", &["_raw_write_unlock"], "copy 2"),
+    fentry_copy("rel_write_3", &["_raw_write_unlock"], "copy 3"),
     fentry("rel_write_irqrestore", &["_raw_write_unlock_irqrestore"]),
-    fentry_in(
-        "rel_write_irqrestore_ti",
+    fentry_copy(
+        "rel_write_irqrestore_2",
         &["_raw_write_unlock_irqrestore"],
-        "task, irqs off",
+        "copy 2",
     ),
-    fentry_in(
-        "rel_write_irqrestore_s",
+    fentry_copy(
+        "rel_write_irqrestore_3",
         &["_raw_write_unlock_irqrestore"],
-        "softirq",
-    ),
-    fentry_in(
-        "rel_write_irqrestore_si",
-        &["_raw_write_unlock_irqrestore"],
-        "softirq, irqs off",
-    ),
-    fentry_in(
-        "rel_write_irqrestore_h",
-        &["_raw_write_unlock_irqrestore"],
-        "hardirq",
+        "copy 3",
     ),
     fentry("rel_write_irq", &["_raw_write_unlock_irq"]),
-    fentry_in(
-        "rel_write_irq_ti",
-        &["_raw_write_unlock_irq"],
-        "task, irqs off",
-    ),
-    fentry_in("rel_write_irq_s", &["_raw_write_unlock_irq"], "softirq"),
-    fentry_in(
-        "rel_write_irq_si",
-        &["_raw_write_unlock_irq"],
-        "softirq, irqs off",
-    ),
-    fentry_in("rel_write_irq_h", &["_raw_write_unlock_irq"], "hardirq"),
+    fentry_copy("rel_write_irq_2", &["_raw_write_unlock_irq"], "copy 2"),
+    fentry_copy("rel_write_irq_3", &["_raw_write_unlock_irq"], "copy 3"),
     fentry("rel_write_bh", &["_raw_write_unlock_bh"]),
-    fentry_in(
-        "rel_write_bh_ti",
-        &["_raw_write_unlock_bh"],
-        "task, irqs off",
-    ),
-    fentry_in("rel_write_bh_s", &["_raw_write_unlock_bh"], "softirq"),
-    fentry_in(
-        "rel_write_bh_si",
-        &["_raw_write_unlock_bh"],
-        "softirq, irqs off",
-    ),
-    fentry_in("rel_write_bh_h", &["_raw_write_unlock_bh"], "hardirq"),
+    fentry_copy("rel_write_bh_2", &["_raw_write_unlock_bh"], "copy 2"),
+    fentry_copy("rel_write_bh_3", &["_raw_write_unlock_bh"], "copy 3"),
     fentry("rel_mutex", &["mutex_unlock"]),
     fentry("rel_up_read", &["up_read"]),
     fentry("rel_up_write", &["up_write"]),

@@ -346,11 +346,24 @@ impl Probes {
     /// Program runs the kernel skipped because a program of ours was already running on the
     /// CPU (for example a lock taken inside the ring buffer code), summed over programs.
     pub fn recursion_misses(&self) -> u64 {
-        self.ebpf
-            .programs()
-            .filter_map(|(_, program)| program.fd().ok())
-            .map(stats::recursion_misses)
+        self.recursion_misses_by_program()
+            .iter()
+            .map(|(_, n)| n)
             .sum()
+    }
+
+    /// [`Probes::recursion_misses`] per program that had any, most first.
+    pub fn recursion_misses_by_program(&self) -> Vec<(String, u64)> {
+        let mut misses: Vec<(String, u64)> = self
+            .ebpf
+            .programs()
+            .filter_map(|(name, program)| {
+                let n = stats::recursion_misses(program.fd().ok()?);
+                (n > 0).then(|| (name.to_owned(), n))
+            })
+            .collect();
+        misses.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+        misses
     }
 }
 
@@ -522,7 +535,9 @@ mod tests {
             .symbols()
             .filter(|sym| sym.kind() == SymbolKind::Text && sym.is_global())
             .filter(|sym| {
-                let section = sym.section_index().and_then(|i| file.section_by_index(i).ok());
+                let section = sym
+                    .section_index()
+                    .and_then(|i| file.section_by_index(i).ok());
                 section
                     .and_then(|s| s.name().ok().map(str::to_owned))
                     .is_some_and(|name| {

@@ -169,6 +169,9 @@ pub async fn run(
     };
     // A child that never gets released exits by itself when the gate closes.
     let (mut probes, maps) = Probes::load(&probe_options)?;
+    // Every probe is attached: the session starts here, for all of them at once (events
+    // wait in the ring until the symbol table below is read).
+    probes.start_tracing()?;
     for line in probes.not_attached_summary() {
         notice(format_args!("locktrace: {line}"));
     }
@@ -182,8 +185,6 @@ pub async fn run(
     let mut ring = maps.events;
     let names = maps.names;
 
-    // Every probe is attached: the session starts here, for all of them at once.
-    probes.start_tracing()?;
     let (child_tx, mut child_rx) = tokio::sync::mpsc::unbounded_channel::<ChildEvent>();
     if let Some(child) = child.as_mut() {
         child::watch(child.pid(), child_tx);
@@ -286,6 +287,20 @@ pub async fn run(
     sink.drops(&drops)?;
     if show_status {
         notice(format_args!(""));
+    }
+    // Which programs the kernel skipped: where the events counted as recursion misses went.
+    let missed = probes.recursion_misses_by_program();
+    if !missed.is_empty() {
+        let top: Vec<String> = missed
+            .iter()
+            .take(5)
+            .map(|(program, n)| format!("{program} {n}"))
+            .collect();
+        notice(format_args!(
+            "locktrace: recursion misses by program (the kernel skipped a program already running on the CPU): {}{}",
+            top.join(", "),
+            if missed.len() > 5 { ", ..." } else { "" }
+        ));
     }
     sink.finish(&mut namer, started.elapsed())?;
     Ok(SessionSummary {

@@ -90,6 +90,9 @@ impl Namer {
     /// Names what `event` points at, filling `event.caller` from the stack when the probe
     /// could not give it. Call before the event reaches the engine or the file.
     pub fn observe(&mut self, event: &mut Event, maps: &NameMaps) {
+        if event.has(tracer_common::flags::RAW_CALLERS) {
+            self.pick_caller(event);
+        }
         let stacks = &maps.stacks;
         if event.slab_cache != 0 && !self.symbols.slab_caches.contains_key(&event.slab_cache) {
             self.name_slab_cache(event.slab_cache, maps);
@@ -139,6 +142,26 @@ impl Namer {
             self.pending.slab_caches.push((cache, name.clone()));
         }
         self.symbols.slab_caches.insert(cache, name);
+    }
+
+    /// Turns the raw frames of a [`tracer_common::flags::RAW_CALLERS`] event into its caller:
+    /// the first frame that is not our program, its trampoline or unnamed JIT code.
+    fn pick_caller(&mut self, event: &mut Event) {
+        let frames = [event.caller, event.arg, event.arg2];
+        event.caller = frames
+            .into_iter()
+            .find(|&ip| {
+                ip != 0
+                    && self
+                        .symbols
+                        .kernel
+                        .function(ip)
+                        .is_some_and(|(sym, _)| !is_tracing_frame(sym))
+            })
+            .unwrap_or(0);
+        event.arg = 0;
+        event.arg2 = 0;
+        event.flags &= !tracer_common::flags::RAW_CALLERS;
     }
 
     fn note_kernel_addr(&mut self, addr: u64) {
