@@ -343,8 +343,10 @@ pub mod flags {
     /// since its previous event: held-lock state built before this point cannot be trusted.
     pub const AFTER_LOSS: u32 = 1 << 7;
     /// Set by the programs, cleared by the decoder: [`super::Event::caller`],
-    /// [`super::Event::arg`] and [`super::Event::arg2`] hold the innermost three kernel stack
-    /// frames, and the caller is the first that is not locktrace's own program or trampoline.
+    /// [`super::Event::arg`] and [`super::Event::arg2`] hold the three kernel stack frames
+    /// below the program's own, and the caller is the first that is neither locktrace's
+    /// trampoline nor inside the probed function (some kernels show the trampoline's return
+    /// address into it).
     /// (A stack-map id can be reused by another stack before user space reads it; these
     /// frames travel with the event.)
     pub const RAW_CALLERS: u32 = 1 << 8;

@@ -260,10 +260,13 @@ pub fn slab_cache(addr: u64, cfg: &ProbeConfig) -> u64 {
     cache
 }
 
-/// The innermost three kernel stack frames into `caller`, `arg` and `arg2` (see
-/// [`flags::RAW_CALLERS`]): our program, its trampoline, then the lock function's caller.
+/// The three kernel stack frames below our own program into `caller`, `arg` and `arg2` (see
+/// [`flags::RAW_CALLERS`]): the trampoline, then on some kernels a return address into the
+/// traced function itself, then the caller.
 #[inline(always)]
 pub fn raw_callers<C: EbpfContext>(ctx: &C, ev: &mut Event) {
+    /// Low bits of the flags: frames to skip (ours is always the first).
+    const SKIP_OUR_PROGRAM: u64 = 1;
     let mut frames = [0u64; 3];
     // SAFETY: the buffer is 24 bytes of our stack; the helper writes at most that.
     let copied = unsafe {
@@ -271,7 +274,7 @@ pub fn raw_callers<C: EbpfContext>(ctx: &C, ev: &mut Event) {
             ctx.as_ptr(),
             frames.as_mut_ptr() as *mut core::ffi::c_void,
             core::mem::size_of_val(&frames) as u32,
-            0,
+            SKIP_OUR_PROGRAM,
         )
     };
     if copied > 0 {

@@ -88,8 +88,9 @@ fn first_copy(level: u32, addr: u64, copies: u64) -> bool {
     ) else {
         return true;
     };
-    // SAFETY: per-CPU slots of one context level, used by one program at a time (the
-    // RUNNING slot of this level is held).
+    // SAFETY: per-CPU slots of one context level. A task preempted between two copies (a
+    // sleeping lock's release) may find its claim overwritten by another task's release and
+    // report its own again: a duplicate release, which the engine counts as unmatched.
     unsafe {
         if *claimed == addr && *left > 0 {
             *left -= 1;

@@ -52,7 +52,7 @@ const NONE: u32 = 0;
 const IRQ: u32 = flags::IRQ_VARIANT;
 const BH: u32 = flags::BH_VARIANT;
 const TRY: u32 = flags::TRYLOCK;
-/// Copies of each release program of a lock interrupts may take (see `release!` below).
+/// Copies of each release program (see `release!` below).
 const COPIES: u64 = 3;
 
 acquire! {
@@ -86,13 +86,13 @@ acquire! {
     acq_down_write_try => "down_write_trylock", RwsemWrite, TRY, NonZero;
 }
 
-// The release of a lock that interrupts may take comes from three identical programs per
-// function. The kernel runs a tracing program at most once per CPU at a time: a nested run
-// is skipped (a "recursion miss"). All programs on a function run for every call, so an
-// interrupt that arrives while a task runs one of them finds that one busy; the next copy
-// reports the interrupt's unlock instead, and the copies of one call report it once (see
-// `kernel_locks::on_release`). Three cover a task interrupted by a softirq interrupted by a
-// hardirq.
+// Every release comes from three identical programs per function. The kernel runs a
+// tracing program at most once per CPU at a time: a nested run is skipped (a "recursion
+// miss"). All programs on a function run for every call, so an interrupt that arrives while
+// a task runs one of them, or a task that runs while another is preempted inside one, finds
+// that one busy; the next copy reports the unlock instead, and the copies of one call report
+// it once (see `kernel_locks::on_release`). Three cover a task interrupted by a softirq
+// interrupted by a hardirq.
 release! {
     rel_spin => "_raw_spin_unlock", Spin, COPIES;
     rel_spin_2 => "_raw_spin_unlock", Spin, COPIES;
@@ -130,10 +130,17 @@ release! {
     rel_write_bh => "_raw_write_unlock_bh", RwlockWrite, COPIES;
     rel_write_bh_2 => "_raw_write_unlock_bh", RwlockWrite, COPIES;
     rel_write_bh_3 => "_raw_write_unlock_bh", RwlockWrite, COPIES;
-    // Sleeping locks are never released in interrupt context.
-    rel_mutex => "mutex_unlock", Mutex, 1;
-    rel_up_read => "up_read", RwsemRead, 1;
-    rel_up_write => "up_write", RwsemWrite, 1;
+    // Sleeping locks are released with preemption on: a task preempted inside a copy makes
+    // the next task on that CPU find it busy.
+    rel_mutex => "mutex_unlock", Mutex, COPIES;
+    rel_mutex_2 => "mutex_unlock", Mutex, COPIES;
+    rel_mutex_3 => "mutex_unlock", Mutex, COPIES;
+    rel_up_read => "up_read", RwsemRead, COPIES;
+    rel_up_read_2 => "up_read", RwsemRead, COPIES;
+    rel_up_read_3 => "up_read", RwsemRead, COPIES;
+    rel_up_write => "up_write", RwsemWrite, COPIES;
+    rel_up_write_2 => "up_write", RwsemWrite, COPIES;
+    rel_up_write_3 => "up_write", RwsemWrite, COPIES;
 }
 
 /// fentry on the per-CPU allocator; user space loads it against `pcpu_alloc_noprof` or

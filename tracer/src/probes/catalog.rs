@@ -103,8 +103,8 @@ const fn tp(
     }
 }
 
-/// Kernel lock primitives: fexit on acquire, fentry on release. The release of a spinning
-/// lock has three identical programs: the kernel skips a program that fires while it already
+/// Kernel lock primitives: fexit on acquire, fentry on release. Every release function has
+/// three identical programs: the kernel skips a program that fires while it already
 /// runs on the CPU, so one program would lose the releases of an interrupt that arrives while
 /// it runs for the interrupted task (see `tracer-ebpf/src/main.rs`).
 pub const KERNEL_LOCKS: &[KernelProbe] = &[
@@ -197,9 +197,24 @@ pub const KERNEL_LOCKS: &[KernelProbe] = &[
     fentry_copy("rel_write_bh_2", &["_raw_write_unlock_bh"], "copy 2"),
     fentry_copy("rel_write_bh_3", &["_raw_write_unlock_bh"], "copy 3"),
     fentry("rel_mutex", &["mutex_unlock"]),
+    fentry_copy("rel_mutex_2", &["mutex_unlock"], "copy 2"),
+    fentry_copy("rel_mutex_3", &["mutex_unlock"], "copy 3"),
     fentry("rel_up_read", &["up_read"]),
+    fentry_copy("rel_up_read_2", &["up_read"], "copy 2"),
+    fentry_copy("rel_up_read_3", &["up_read"], "copy 3"),
     fentry("rel_up_write", &["up_write"]),
+    fentry_copy("rel_up_write_2", &["up_write"], "copy 2"),
+    fentry_copy("rel_up_write_3", &["up_write"], "copy 3"),
 ];
+
+/// True when `function` is one the trampolines probe (a lock or release function, or the
+/// allocator's): a frame inside it is the probe's own, never the caller.
+pub fn is_probed_function(function: &str) -> bool {
+    KERNEL_LOCKS
+        .iter()
+        .chain(ALLOCATOR.iter().map(|(trampoline, _)| trampoline))
+        .any(|probe| probe.targets.contains(&function))
+}
 
 /// The seed's functions: a trampoline where the kernel allows it, else the tracepoint on the
 /// same path (klockstat's pattern: choose per kernel, say what was chosen).

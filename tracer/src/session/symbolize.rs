@@ -14,7 +14,7 @@ use tracer_common::SLAB_NAME_LEN;
 use tracer_common::{Event, EventKind};
 
 use crate::{
-    probes::NameMaps,
+    probes::{NameMaps, catalog},
     symbols::{Frame, KernelSymbol, StackKey, Symbols},
     tracefile::Record,
 };
@@ -145,18 +145,16 @@ impl Namer {
     }
 
     /// Turns the raw frames of a [`tracer_common::flags::RAW_CALLERS`] event into its caller:
-    /// the first frame that is not our program, its trampoline or unnamed JIT code.
+    /// the first frame that is not our trampoline, unnamed JIT code or the probed function.
     fn pick_caller(&mut self, event: &mut Event) {
         let frames = [event.caller, event.arg, event.arg2];
         event.caller = frames
             .into_iter()
             .find(|&ip| {
                 ip != 0
-                    && self
-                        .symbols
-                        .kernel
-                        .function(ip)
-                        .is_some_and(|(sym, _)| !is_tracing_frame(sym))
+                    && self.symbols.kernel.function(ip).is_some_and(|(sym, _)| {
+                        !is_tracing_frame(sym) && !catalog::is_probed_function(&sym.name)
+                    })
             })
             .unwrap_or(0);
         event.arg = 0;
