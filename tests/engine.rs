@@ -273,6 +273,7 @@ impl Parser {
                         None => hex(cache),
                     }
                 }
+                ("field", offset) => ev.slab_offset = hex(offset) as u32 + 1,
                 ("variant", "irq") => ev.flags |= flags::IRQ_VARIANT,
                 ("variant", "bh") => ev.flags |= flags::BH_VARIANT,
                 ("lost", "before") => ev.flags |= flags::AFTER_LOSS,

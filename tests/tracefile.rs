@@ -70,7 +70,7 @@ fn event(i: u64) -> Event {
         preempt_count: 0x100 * (small % 4),
         kernel_stack_id: -(i as i32) - 1,
         user_stack_id: i as i32,
-        reserved: 0xa5a5_0000 | small,
+        slab_offset: 0xa5a5_0000 | small,
         comm,
     }
 }
@@ -581,7 +581,7 @@ fn golden_event() -> (Event, [u8; EVENT_SIZE]) {
         preempt_count: 0x201,
         kernel_stack_id: -1,
         user_stack_id: 7,
-        reserved: 0,
+        slab_offset: 0,
         comm,
     };
     #[rustfmt::skip]
@@ -603,7 +603,7 @@ fn golden_event() -> (Event, [u8; EVENT_SIZE]) {
         0x01, 0x02, 0, 0,                               // preempt_count
         0xff, 0xff, 0xff, 0xff,                         // kernel_stack_id: -1
         0x07, 0, 0, 0,                                  // user_stack_id
-        0, 0, 0, 0,                                     // reserved
+        0, 0, 0, 0,                                     // slab_offset
         b'k', b'w', b'o', b'r', b'k', b'e', b'r', b'/', // comm
         b'0', b':', b'1', 0, 0, 0, 0, 0,
     ];

@@ -395,8 +395,9 @@ pub struct Event {
     pub kernel_stack_id: i32,
     /// User stack id in the stack-trace map, or negative when none was taken.
     pub user_stack_id: i32,
-    /// Reserved, zero. Keeps the size a multiple of 8 without implicit padding.
-    pub reserved: u32,
+    /// With [`Event::slab_cache`]: the lock's offset inside its slab object plus one (the lock
+    /// field: lockdep's class for a lock in a dedicated cache), or 0 when unknown.
+    pub slab_offset: u32,
     /// The task's `comm`, NUL-padded.
     pub comm: [u8; 16],
 }
@@ -427,7 +428,7 @@ impl Event {
             preempt_count: 0,
             kernel_stack_id: -1,
             user_stack_id: -1,
-            reserved: 0,
+            slab_offset: 0,
             comm: [0; 16],
         }
     }
@@ -540,6 +541,11 @@ pub struct ProbeConfig {
     pub runqueues_percpu_offset: u64,
     /// Offset of `name` in `struct kmem_cache` (BTF), used with `kmem_cache_kfunc_valid`.
     pub kmem_cache_name_offset: u64,
+    /// Offset of `size` (object size with metadata) in `struct kmem_cache`, or 0 when BTF
+    /// lacks it: then slab offsets are not computed.
+    pub kmem_cache_size_offset: u64,
+    /// Offset of `oo` (order and objects per slab) in `struct kmem_cache`.
+    pub kmem_cache_oo_offset: u64,
     /// How this kernel's `preempt_count` reads as a context.
     pub preempt_layout: PreemptLayout,
     /// [`PreemptCountSource`] discriminant.
@@ -559,7 +565,7 @@ pub struct ProbeConfig {
     pub reserved: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 80);
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 96);
 
 /// How the programs find this CPU's `preempt_count`.
 #[repr(u32)]

@@ -146,7 +146,7 @@ pub fn contention_tp(ctx: &BtfTracePointContext, kind: EventKind) {
     if kind == EventKind::ContentionBegin {
         // SAFETY: the context's first slot is the lock address, copied as a plain scalar.
         let lock: u64 = unsafe { bpf_probe_read_kernel(ctx.as_ptr() as *const u64) }.unwrap_or(0);
-        ev.slab_cache = context::slab_cache(lock, cfg);
+        (ev.slab_cache, ev.slab_offset) = context::slab_cache(lock, cfg);
     }
     context::fill(&mut ev, cfg, &here);
     emit::send(&mut ev);

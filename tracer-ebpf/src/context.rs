@@ -17,7 +17,7 @@ use tracer_common::{
 
 use crate::{
     emit,
-    maps::{CONFIG, SLAB_NAMES},
+    maps::{CONFIG, SLAB_GEOMETRY, SLAB_NAMES},
 };
 
 /// The configuration user space wrote, or `None` while no session records (before every
@@ -220,13 +220,14 @@ pub fn fill_user(ev: &mut Event) {
     ev.context = ExecContext::Task as u32;
 }
 
-/// The slab cache holding `addr` (kfunc `bpf_get_kmem_cache`, Linux 6.13+), or 0. The first
-/// time a cache is seen its name is copied into `SLAB_NAMES`. The kfunc wants a plain scalar,
-/// so callers pass an address copied out of the context, not a typed pointer.
+/// The slab cache holding `addr` (kfunc `bpf_get_kmem_cache`, Linux 6.13+), or 0, and the
+/// offset of `addr` in its object plus one (0 when unknown). The first time a cache is seen
+/// its name goes into `SLAB_NAMES` and its geometry into `SLAB_GEOMETRY`. The kfunc wants a
+/// plain scalar, so callers pass an address copied out of the context, not a typed pointer.
 #[inline(always)]
-pub fn slab_cache(addr: u64, cfg: &ProbeConfig) -> u64 {
+pub fn slab_cache(addr: u64, cfg: &ProbeConfig) -> (u64, u32) {
     if cfg.kmem_cache_kfunc_valid == 0 {
-        return 0;
+        return (0, 0);
     }
     let typed: u64;
     // SAFETY: one argument in r1, the result in r0, caller-saved registers clobbered; user
@@ -244,20 +245,64 @@ pub fn slab_cache(addr: u64, cfg: &ProbeConfig) -> u64 {
     // number.
     // SAFETY: reading our own stack slot.
     let cache: u64 = unsafe { bpf_probe_read_kernel(&raw const typed) }.unwrap_or(0);
-    // SAFETY: the map lookup returns a reference valid for this program run.
-    if cache != 0 && unsafe { SLAB_NAMES.get(&cache) }.is_none() {
-        let mut name = [0u8; SLAB_NAME_LEN];
-        // SAFETY: kernel reads through the fault-tolerant helpers.
-        let name_ptr: Option<u64> = unsafe {
-            bpf_probe_read_kernel((cache + cfg.kmem_cache_name_offset) as *const u64).ok()
-        };
-        if let Some(ptr) = name_ptr {
-            // SAFETY: as above.
-            let _ = unsafe { bpf_probe_read_kernel_str_bytes(ptr as *const u8, &mut name) };
-            let _ = SLAB_NAMES.insert(&cache, &name, 0);
-        }
+    if cache == 0 {
+        return (0, 0);
     }
-    cache
+    // SAFETY: the map lookup returns a reference valid for this program run.
+    if unsafe { SLAB_NAMES.get(&cache) }.is_none() {
+        learn_cache(cache, cfg);
+    }
+    // SAFETY: as above.
+    let offset = match unsafe { SLAB_GEOMETRY.get(&cache) } {
+        Some(&geometry) => offset_in_object(addr, geometry),
+        None => 0,
+    };
+    (cache, offset)
+}
+
+/// Copies a cache's name and geometry into the maps.
+#[inline(always)]
+fn learn_cache(cache: u64, cfg: &ProbeConfig) {
+    let mut name = [0u8; SLAB_NAME_LEN];
+    // SAFETY: kernel reads through the fault-tolerant helpers.
+    let name_ptr: Option<u64> =
+        unsafe { bpf_probe_read_kernel((cache + cfg.kmem_cache_name_offset) as *const u64).ok() };
+    if let Some(ptr) = name_ptr {
+        // SAFETY: as above.
+        let _ = unsafe { bpf_probe_read_kernel_str_bytes(ptr as *const u8, &mut name) };
+        let _ = SLAB_NAMES.insert(&cache, &name, 0);
+    }
+    if cfg.kmem_cache_size_offset == 0 {
+        return;
+    }
+    // SAFETY: as above.
+    let (size, oo) = unsafe {
+        (
+            bpf_probe_read_kernel((cache + cfg.kmem_cache_size_offset) as *const u32),
+            bpf_probe_read_kernel((cache + cfg.kmem_cache_oo_offset) as *const u32),
+        )
+    };
+    if let (Ok(size), Ok(oo)) = (size, oo) {
+        // `struct kmem_cache_order_objects`: the page order above OO_SHIFT (16).
+        let order = u64::from(oo >> 16);
+        let _ = SLAB_GEOMETRY.insert(&cache, &(u64::from(size) | order << 32), 0);
+    }
+}
+
+/// Where `addr` sits in its slab object, plus one. A slab is a buddy allocation of 2^order
+/// pages, so it starts at `addr` rounded down to its size, and (without slub_debug's red
+/// zones) its objects follow each other from there, `size` bytes apart.
+#[inline(always)]
+fn offset_in_object(addr: u64, geometry: u64) -> u32 {
+    const PAGE_SIZE: u64 = 4096;
+    let size = geometry & 0xffff_ffff;
+    let order = (geometry >> 32) & 0x1f;
+    if size == 0 {
+        return 0;
+    }
+    let slab_bytes = PAGE_SIZE << order;
+    let in_slab = addr & (slab_bytes - 1);
+    (in_slab % size) as u32 + 1
 }
 
 /// The three kernel stack frames below our own program into `caller`, `arg` and `arg2` (see

@@ -48,7 +48,7 @@ pub fn on_acquire(ctx: &FExitContext, lock_kind: LockKind, variant: u32, success
     ev.lock_kind = lock_kind as u32;
     ev.lock_addr = lock;
     ev.flags = variant | flags::FROM_TRAMPOLINE;
-    ev.slab_cache = context::slab_cache(lock_scalar, cfg);
+    (ev.slab_cache, ev.slab_offset) = context::slab_cache(lock_scalar, cfg);
     context::fill(&mut ev, cfg, &here);
     context::raw_callers(ctx, &mut ev);
     ev.kernel_stack_id = emit::kernel_stack(ctx);

@@ -50,6 +50,11 @@ pub static PENDING: HashMap<u64, PendingLock> = HashMap::with_max_entries(16 * 1
 #[map]
 pub static SLAB_NAMES: HashMap<u64, [u8; SLAB_NAME_LEN]> = HashMap::with_max_entries(4096, 0);
 
+/// Slab cache geometry by `struct kmem_cache *`, filled with `SLAB_NAMES`: the object size in
+/// the low 32 bits, the slab's page order above. As many as caches (4,096).
+#[map]
+pub static SLAB_GEOMETRY: HashMap<u64, u64> = HashMap::with_max_entries(4096, 0);
+
 /// One per-CPU flag: events were lost on this CPU since the last one written. The next event
 /// written there carries `flags::AFTER_LOSS`, so user space knows where its view has a hole.
 #[map]

@@ -5,8 +5,10 @@
 //!
 //! 1. a kernel lock inside a kallsyms data symbol is a static class keyed by its address and
 //!    named by the symbol (`pcpu_lock`, `foo_struct+0x8`);
-//! 2. a kernel lock in a slab object is keyed by (slab cache, function that first took it),
-//!    named `&kmalloc-64 (taken in foo_func)`;
+//! 2. a kernel lock in an object of a dedicated slab cache is keyed by (cache, offset of the
+//!    lock in the object): the lock field, as lockdep's class for it (`&mm_struct+0x70`);
+//!    one in a generic `kmalloc-*` cache, where objects of many types mix, or whose offset is
+//!    unknown, by (cache, offset, acquiring function), named `&kmalloc-64 (taken in f)`;
 //! 3. any other kernel lock (per-CPU data, locks in page-table pages, and every dynamic lock
 //!    where the kernel has no `bpf_get_kmem_cache`) is keyed by the function acquiring it,
 //!    named `lock (taken in f)`: that memory is reused for other objects, so an address says
@@ -14,9 +16,9 @@
 //!    keyed by address made cycles out of such reuse);
 //! 4. a user-space lock is keyed by (pid, address), named by its ELF symbol when known.
 //!
-//! Every class records which rule made it ([`ClassSource`]); reports show it. The class of an
-//! address is resolved once and cached; names are computed at report time so that symbols
-//! learned later are used.
+//! Every class records which rule made it ([`ClassSource`]); reports show it. Classes are
+//! cached by address where the address alone decides them, and by call site otherwise; names
+//! are computed at report time so that symbols learned later are used.
 
 use rustc_hash::FxHashMap;
 use tracer_common::{Event, LockKind};
@@ -36,11 +38,21 @@ pub enum ClassKey {
         /// The lock's address.
         addr: u64,
     },
-    /// A lock in a slab object: the cache and the acquiring function.
+    /// A lock field of a dedicated slab cache's objects.
+    SlabField {
+        /// `struct kmem_cache *`.
+        cache: u64,
+        /// The lock's offset in the object.
+        offset: u32,
+    },
+    /// A lock in a slab object of a generic cache (or at an unknown offset), by acquiring
+    /// function.
     Slab {
         /// `struct kmem_cache *`.
         cache: u64,
-        /// Start of the function that first acquired it (the caller when unresolved).
+        /// The lock's offset in the object plus one, 0 when unknown.
+        offset: u32,
+        /// Start of the acquiring function (the caller when unresolved).
         site: u64,
     },
     /// Any other kernel lock: the function acquiring it.
@@ -63,6 +75,8 @@ pub enum ClassKey {
 pub enum ClassSource {
     /// Inside a kallsyms data symbol.
     KernelSymbol,
+    /// A lock field of a dedicated slab cache.
+    SlabField,
     /// In a slab object, split by acquiring function.
     SlabCache,
     /// A kernel lock with no symbol and no slab cache, split by acquiring function.
@@ -76,6 +90,7 @@ impl ClassSource {
     pub const fn describe(self) -> &'static str {
         match self {
             ClassSource::KernelSymbol => "static lock (kallsyms data symbol)",
+            ClassSource::SlabField => "slab object field (cache + offset in the object)",
             ClassSource::SlabCache => "slab object (cache + acquiring function)",
             ClassSource::KernelSite => "acquiring function (no symbol, no slab cache)",
             ClassSource::UserLock => "user-space lock (pid + address)",
@@ -118,13 +133,40 @@ pub fn classify(ev: &Event, kind: LockKind, symbols: &Symbols) -> (ClassKey, Cla
         .function(ev.caller)
         .map_or(ev.caller, |(sym, _)| sym.addr);
     if ev.slab_cache != 0 {
+        let dedicated = symbols
+            .slab_caches
+            .get(&ev.slab_cache)
+            .is_some_and(|name| !is_generic_cache(name));
+        if dedicated && ev.slab_offset != 0 {
+            let key = ClassKey::SlabField {
+                cache: ev.slab_cache,
+                offset: ev.slab_offset - 1,
+            };
+            return (key, ClassSource::SlabField);
+        }
         let key = ClassKey::Slab {
             cache: ev.slab_cache,
+            offset: ev.slab_offset,
             site,
         };
         return (key, ClassSource::SlabCache);
     }
     (ClassKey::Site { site }, ClassSource::KernelSite)
+}
+
+/// True for the kmalloc caches, which hold objects of many types.
+fn is_generic_cache(name: &str) -> bool {
+    name.contains("kmalloc")
+}
+
+impl ClassKey {
+    /// True when the lock's address (with its cache or process) alone decides the class.
+    fn by_address(&self) -> bool {
+        matches!(
+            self,
+            ClassKey::Static { .. } | ClassKey::SlabField { .. } | ClassKey::User { .. }
+        )
+    }
 }
 
 impl LockClass {
@@ -134,20 +176,35 @@ impl LockClass {
             Some((sym, _)) => sym.name.clone(),
             None => format!("{addr:#x}"),
         };
+        let cache_name = |cache: u64| {
+            symbols
+                .slab_caches
+                .get(&cache)
+                .cloned()
+                .unwrap_or_else(|| format!("slab@{cache:#x}"))
+        };
         match self.key {
             ClassKey::Static { addr } => match symbols.kernel.data(addr) {
                 Some((sym, 0)) => sym.name.clone(),
                 Some((sym, off)) => format!("{}+{off:#x}", sym.name),
                 None => format!("lock#{addr:x}"),
             },
-            ClassKey::Slab { cache, site } => {
-                let cache = symbols
-                    .slab_caches
-                    .get(&cache)
-                    .cloned()
-                    .unwrap_or_else(|| format!("slab@{cache:#x}"));
-                format!("&{cache} (taken in {})", kernel_fn(site))
+            ClassKey::SlabField { cache, offset } => {
+                format!("&{}+{offset:#x}", cache_name(cache))
             }
+            ClassKey::Slab {
+                cache,
+                offset,
+                site,
+            } => match offset {
+                0 => format!("&{} (taken in {})", cache_name(cache), kernel_fn(site)),
+                o => format!(
+                    "&{}+{:#x} (taken in {})",
+                    cache_name(cache),
+                    o - 1,
+                    kernel_fn(site)
+                ),
+            },
             ClassKey::Site { site } => format!("lock (taken in {})", kernel_fn(site)),
             ClassKey::User { pid, addr } => match symbols.user_locks.get(&(pid, addr)) {
                 Some(name) => name.clone(),
@@ -168,9 +225,10 @@ impl LockClass {
 pub struct ClassTable {
     classes: Vec<LockClass>,
     by_key: FxHashMap<ClassKey, ClassId>,
-    /// (address, slab cache or pid tag) → class, or [`BY_SITE`] and then (call site,
-    /// `SITE_TAG`) → class: the hot-path cache.
+    /// (address, slab cache or pid tag) → class, or [`BY_SITE`]: the hot-path cache.
     by_addr: FxHashMap<(u64, u64), ClassId>,
+    /// (call site, slab cache, slab offset) → class, for classes keyed by acquiring function.
+    by_site: FxHashMap<(u64, u64, u32), ClassId>,
     addr_cache_limit: usize,
     /// Times the address cache was emptied for reaching its limit.
     pub(crate) addr_cache_flushes: u64,
@@ -178,8 +236,6 @@ pub struct ClassTable {
 
 /// Tags user addresses in the address cache so they never meet kernel addresses.
 const USER_TAG: u64 = 1 << 63;
-/// Tags call sites in the address cache (kernel pointers never have this bit alone).
-const SITE_TAG: u64 = 1 << 62;
 /// What the address cache holds for a lock classed by its acquiring function: look the
 /// call site up.
 const BY_SITE: ClassId = ClassId(u32::MAX);
@@ -204,7 +260,8 @@ impl ClassTable {
         };
         match self.by_addr.get(&(ev.lock_addr, tag)) {
             Some(&BY_SITE) => {
-                if let Some(&id) = self.by_addr.get(&(ev.caller, SITE_TAG)) {
+                let site_key = (ev.caller, ev.slab_cache, ev.slab_offset);
+                if let Some(&id) = self.by_site.get(&site_key) {
                     return (id, false);
                 }
             }
@@ -245,11 +302,15 @@ impl ClassTable {
             self.by_addr.clear();
             self.addr_cache_flushes += 1;
         }
-        if matches!(key, ClassKey::Site { .. }) {
-            self.by_addr.insert((ev.lock_addr, tag), BY_SITE);
-            self.by_addr.insert((ev.caller, SITE_TAG), id);
-        } else {
+        if key.by_address() {
             self.by_addr.insert((ev.lock_addr, tag), id);
+        } else {
+            if self.by_site.len() >= self.addr_cache_limit {
+                self.by_site.clear();
+            }
+            self.by_addr.insert((ev.lock_addr, tag), BY_SITE);
+            self.by_site
+                .insert((ev.caller, ev.slab_cache, ev.slab_offset), id);
         }
         (id, created)
     }

@@ -149,6 +149,9 @@ pub struct KernelFacts {
     pub kmem_cache_kfunc: bool,
     /// Offset of `name` in `struct kmem_cache`.
     pub kmem_cache_name_offset: u64,
+    /// Offsets of `size` and `oo` in `struct kmem_cache` (SLUB), when BTF has both: they
+    /// locate a lock inside its object.
+    pub kmem_cache_geometry: Option<(u64, u64)>,
     /// The per-CPU allocator's name in this kernel, if either exists.
     pub pcpu_alloc: Option<&'static str>,
 }
@@ -163,6 +166,9 @@ impl KernelFacts {
             kmem_cache_kfunc: btf.has_func("bpf_get_kmem_cache")
                 && btf.member_offset("kmem_cache", &["name"]).is_some(),
             kmem_cache_name_offset: btf.member_offset("kmem_cache", &["name"]).unwrap_or(0),
+            kmem_cache_geometry: btf
+                .member_offset("kmem_cache", &["size"])
+                .zip(btf.member_offset("kmem_cache", &["oo"])),
             pcpu_alloc: PCPU_ALLOC_NAMES.into_iter().find(|name| btf.has_func(name)),
         }
     }
@@ -185,6 +191,8 @@ impl KernelFacts {
             irq_kfunc_valid: self.irq_kfunc.into(),
             kmem_cache_kfunc_valid: self.kmem_cache_kfunc.into(),
             kmem_cache_name_offset: self.kmem_cache_name_offset,
+            kmem_cache_size_offset: self.kmem_cache_geometry.map_or(0, |(size, _)| size),
+            kmem_cache_oo_offset: self.kmem_cache_geometry.map_or(0, |(_, oo)| oo),
             self_pid,
             ..ProbeConfig::default()
         };

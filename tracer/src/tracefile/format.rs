@@ -415,7 +415,7 @@ fn put_event(buf: &mut impl BufMut, event: &Event) {
     buf.put_u32_le(event.preempt_count);
     buf.put_i32_le(event.kernel_stack_id);
     buf.put_i32_le(event.user_stack_id);
-    buf.put_u32_le(event.reserved);
+    buf.put_u32_le(event.slab_offset);
     buf.put_slice(&event.comm);
 }
 
@@ -563,7 +563,7 @@ impl Decoder<'_> {
             preempt_count: self.u32()?,
             kernel_stack_id: self.i32()?,
             user_stack_id: self.i32()?,
-            reserved: self.u32()?,
+            slab_offset: self.u32()?,
             comm: [0; 16],
         };
         self.buf

@@ -35,7 +35,7 @@
 //! | Part               | Content                                                                |
 //! |--------------------|------------------------------------------------------------------------|
 //! | header body        | kernel release `str`, boot id `str`, hostname `str`, start unix ns u64, start monotonic ns u64, command line `list<str>`, probes `list<{name str, kind str, attached bool, detail str}>` |
-//! | 1 Events (*)       | [`tracer_common::Event`]s, each [`tracer_common::EVENT_SIZE`] = 112 bytes: its fields in declaration order (6 × u64, 9 × u32, 2 × i32, u32 reserved, 16 comm bytes) |
+//! | 1 Events (*)       | [`tracer_common::Event`]s, each [`tracer_common::EVENT_SIZE`] = 112 bytes: its fields in declaration order (6 × u64, 9 × u32, 2 × i32, u32 slab_offset, 16 comm bytes) |
 //! | 2 Drops            | monotonic ns u64, counters `list<{name str, value u64}>` (cumulative)  |
 //! | 3 KernelSymbols (*)| addr u64, type letter as u32 (Unicode scalar), name `str`, module `opt<str>` |
 //! | 4 Stacks (*)       | space u32 (0 kernel, 1 user), pid u32, id i32, frames `list<frame>`    |
