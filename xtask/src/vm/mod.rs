@@ -217,36 +217,12 @@ struct Prepared {
     out: PathBuf,
 }
 
-/// Checks that fail today for reasons issue 4 records: printed as XFAIL (with the reason) and
-/// not failing the run, so the suite still guards everything that works. A known failure
-/// that passes is printed as XPASS: delete its line then.
-const KNOWN_FAILURES: &[(&str, &str)] = &[
-    // 6.12 only: its verifier refuses fentry on vfree (the free_vmap_area_noflush tracepoint
-    // stands in), and recording deadlocks the guest on the ring buffer's spinlock, so nothing
-    // after `locktrace check` ships.
-    ("trixie/probes-attached", VFREE_612),
-    ("trixie/guest-run", RINGBUF_612),
-    ("trixie/graph-pcpu", RINGBUF_612),
-    ("alerts-seed", KERNEL_ALERTS),
-    ("alerts-abba", KERNEL_ALERTS),
-    ("alerts-vfree_irqoff", KERNEL_ALERTS),
-    ("alerts-percpu_softirq", KERNEL_ALERTS),
-    ("alerts-clean", KERNEL_ALERTS),
-    ("workload-clean", KERNEL_ALERTS),
-    ("replay-on-host", KERNEL_ALERTS),
-    // Any file the guest could not ship: hundreds of false alerts make the workload's JSON
-    // nearly as large as the console transfer allows (7.8 of 8 MiB).
-    ("ship-*", ALERT_VOLUME),
-];
-
-const VFREE_612: &str = "6.12's verifier refuses fentry on vfree (EACCES); the \
-free_vmap_area_noflush tracepoint is attached instead";
-const RINGBUF_612: &str = "on 6.12 (plain spinlock in the BPF ring buffer) a recording \
-deadlocks both vCPUs in __bpf_ringbuf_reserve; the guest times out";
-const ALERT_VOLUME: &str = "the false alerts of an idle kernel make alert output large \
-enough to outgrow the serial transfer";
-const KERNEL_ALERTS: &str = "kernel-wide alerts are not yet exact: false positives remain on \
-per-CPU timer/runqueue and page-table locks, and only the abba pattern is found so far";
+/// Checks that fail for a known, recorded reason: printed as XFAIL (with the reason) and not
+/// failing the run, so the suite still guards everything that works. A known failure that
+/// passes is printed as XPASS: delete its line then. Entries are `("suite/check", reason)`,
+/// `("check", reason)` for every suite, or a name ending in `*` for every check it starts.
+/// Empty: every check passes on both kernels.
+const KNOWN_FAILURES: &[(&str, &str)] = &[];
 
 /// The reason check `name` of `suite` is a known failure. An entry `suite/check` is for that
 /// suite only; an entry ending in `*` covers every name it starts.
