@@ -609,3 +609,46 @@ mod user {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ProbeConfig {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{ExecContext, PreemptLayout};
+
+    /// Counts seen on real kernels: 6.18's `irq_handler_entry` (0x80010002) and
+    /// `softirq_entry` (0x80000101), 7.3's `hrtimer_interrupt` (0x1000001).
+    #[test]
+    fn each_layout_reads_its_kernels_counts() {
+        use ExecContext::*;
+        let cases = [
+            (0x8001_0002, PreemptLayout::CLASSIC, Hardirq),
+            (0x8000_0101, PreemptLayout::CLASSIC, Softirq),
+            (0x0000_0201, PreemptLayout::CLASSIC, Task),
+            (0x0010_0000, PreemptLayout::CLASSIC, Nmi),
+            (0x0100_0001, PreemptLayout::HARDIRQ_DISABLE, Hardirq),
+            // The hardirq-disable count of 7.x is not an interrupt.
+            (0x0001_0002, PreemptLayout::HARDIRQ_DISABLE, Task),
+            (0x0000_0102, PreemptLayout::HARDIRQ_DISABLE, Softirq),
+            (0x1000_0000, PreemptLayout::HARDIRQ_DISABLE, Nmi),
+            (
+                0x1000_0000,
+                PreemptLayout::HARDIRQ_DISABLE_FOLDED_RESCHED,
+                Nmi,
+            ),
+            // Folded need-resched (bit 31) is not an NMI there.
+            (
+                0x8000_0000,
+                PreemptLayout::HARDIRQ_DISABLE_FOLDED_RESCHED,
+                Task,
+            ),
+            // Read with the old masks, a 7.x hardirq looked like task context.
+            (0x0100_0001, PreemptLayout::CLASSIC, Task),
+        ];
+        for (count, layout, want) in cases {
+            assert_eq!(
+                ExecContext::from_preempt_count(count, layout),
+                want,
+                "{count:#x} with {layout:?}"
+            );
+        }
+    }
+}
