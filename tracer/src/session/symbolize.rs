@@ -298,3 +298,48 @@ impl Namer {
         records
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tracer_common::{Event, flags};
+
+    use super::Namer;
+    use crate::symbols::KernelSymbols;
+
+    /// The frames below our program: on 7.x the trampoline then the caller; on 6.12 the
+    /// trampoline, a return address into the probed lock function, then the caller.
+    #[test]
+    fn the_caller_is_the_first_frame_that_is_neither_ours_nor_probed() {
+        let kallsyms = "\
+ffffffff81000000 T do_work
+ffffffff81100000 T _raw_spin_lock
+ffffffffa0000000 t bpf_trampoline_6442514761\t[bpf]
+";
+        let mut namer = Namer::new(KernelSymbols::parse(kallsyms));
+        let cases = [
+            (
+                [0xffffffffa0000048, 0xffffffff81000010, 0],
+                0xffffffff81000010,
+            ),
+            (
+                [0xffffffffa0000048, 0xffffffff81100005, 0xffffffff81000020],
+                0xffffffff81000020,
+            ),
+            // An address no symbol covers is not a caller.
+            (
+                [0xffffffff80000000, 0xffffffff81000030, 0],
+                0xffffffff81000030,
+            ),
+            ([0xffffffffa0000048, 0, 0], 0),
+        ];
+        for (frames, caller) in cases {
+            let mut ev = Event::zeroed();
+            (ev.caller, ev.arg, ev.arg2) = (frames[0], frames[1], frames[2]);
+            ev.flags = flags::RAW_CALLERS | flags::TRYLOCK;
+            namer.pick_caller(&mut ev);
+            assert_eq!(ev.caller, caller, "{frames:x?}");
+            assert_eq!((ev.arg, ev.arg2), (0, 0), "the frames are not arguments");
+            assert_eq!(ev.flags, flags::TRYLOCK, "only RAW_CALLERS is cleared");
+        }
+    }
+}
