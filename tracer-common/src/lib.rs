@@ -487,8 +487,9 @@ pub enum DropReason {
     /// `bpf_get_stackid` failed (map full or collision without reuse).
     StackFailed = 3,
     /// A probe fired inside another of our programs run by the same task in the same
-    /// context: a lock taken by our own helpers (ring buffer, maps). Skipped: tracing it would
-    /// re-enter the ring buffer under its own lock. Loses nothing the task did itself.
+    /// context: a lock taken by our own helpers (ring buffer, maps), or by the kernel's work
+    /// on an interrupt's way out (still task context) while the task was inside one of our
+    /// programs. Skipped: tracing it could re-enter the ring buffer under its own lock.
     Nested = 4,
     /// Every running-program slot of this CPU and context was held by tasks preempted inside
     /// one of our programs, so the event could not be recorded.
