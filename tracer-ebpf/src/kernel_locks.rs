@@ -55,15 +55,19 @@ pub fn on_acquire(ctx: &FExitContext, lock_kind: LockKind, variant: u32, success
     emit::send(&mut ev);
 }
 
-/// Reports a release before the release function drops the lock. `copies` programs run this
-/// for every call (see `main.rs`); the first of them to run reports it.
+/// Identical programs on each release function (see `main.rs`): a task interrupted by a
+/// softirq interrupted by a hardirq still finds one free.
+pub const RELEASE_COPIES: u64 = 3;
+
+/// Reports a release before the release function drops the lock. [`RELEASE_COPIES`] programs
+/// run this for every call; the first of them to run reports it.
 #[inline(always)]
-pub fn on_release(ctx: &FEntryContext, lock_kind: LockKind, copies: u64) {
+pub fn on_release(ctx: &FEntryContext, lock_kind: LockKind) {
     let Some((cfg, _running, here)) = context::begin() else {
         return;
     };
     let addr: u64 = ctx.arg(0);
-    if copies > 1 && !first_copy(here.level, addr, copies) {
+    if !first_copy(here.level, addr) {
         return;
     }
     let mut ev = Event::zeroed();
@@ -76,12 +80,12 @@ pub fn on_release(ctx: &FEntryContext, lock_kind: LockKind, copies: u64) {
     emit::send(&mut ev);
 }
 
-/// True for the first of the `copies` programs of one release call to run on this CPU at
+/// True for the first of the [`RELEASE_COPIES`] programs of one release call to run on this CPU at
 /// context `level`: it reports the release, and the others that follow in the same call only
 /// count down. When the kernel skipped the first (it was running already, interrupted), the
 /// next finds no claim for `addr` and reports instead.
 #[inline(always)]
-fn first_copy(level: u32, addr: u64, copies: u64) -> bool {
+fn first_copy(level: u32, addr: u64) -> bool {
     let (Some(claimed), Some(left)) = (
         RELEASE_CLAIM.get_ptr_mut(level * 2),
         RELEASE_CLAIM.get_ptr_mut(level * 2 + 1),
@@ -100,7 +104,7 @@ fn first_copy(level: u32, addr: u64, copies: u64) -> bool {
             return false;
         }
         *claimed = addr;
-        *left = copies - 1;
+        *left = RELEASE_COPIES - 1;
     }
     true
 }

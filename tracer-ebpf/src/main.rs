@@ -37,23 +37,22 @@ macro_rules! acquire {
     )+};
 }
 
-/// fentry programs on kernel release functions, one of `$copies` identical ones each.
+/// fentry programs on kernel release functions: the `kernel_locks::RELEASE_COPIES` identical
+/// programs of each function, named on one line.
 macro_rules! release {
-    ($($prog:ident => $func:literal, $kind:ident, $copies:expr;)+) => {$(
+    ($(($($prog:ident),+) => $func:literal, $kind:ident;)+) => {$($(
         #[fentry(function = $func)]
         pub fn $prog(ctx: FEntryContext) -> i32 {
-            kernel_locks::on_release(&ctx, LockKind::$kind, $copies);
+            kernel_locks::on_release(&ctx, LockKind::$kind);
             0
         }
-    )+};
+    )+)+};
 }
 
 const NONE: u32 = 0;
 const IRQ: u32 = flags::IRQ_VARIANT;
 const BH: u32 = flags::BH_VARIANT;
 const TRY: u32 = flags::TRYLOCK;
-/// Copies of each release program (see `release!` below).
-const COPIES: u64 = 3;
 
 acquire! {
     acq_spin => "_raw_spin_lock", Spin, NONE, Always;
@@ -94,53 +93,23 @@ acquire! {
 // it once (see `kernel_locks::on_release`). Three cover a task interrupted by a softirq
 // interrupted by a hardirq.
 release! {
-    rel_spin => "_raw_spin_unlock", Spin, COPIES;
-    rel_spin_2 => "_raw_spin_unlock", Spin, COPIES;
-    rel_spin_3 => "_raw_spin_unlock", Spin, COPIES;
-    rel_spin_irqrestore => "_raw_spin_unlock_irqrestore", Spin, COPIES;
-    rel_spin_irqrestore_2 => "_raw_spin_unlock_irqrestore", Spin, COPIES;
-    rel_spin_irqrestore_3 => "_raw_spin_unlock_irqrestore", Spin, COPIES;
-    rel_spin_irq => "_raw_spin_unlock_irq", Spin, COPIES;
-    rel_spin_irq_2 => "_raw_spin_unlock_irq", Spin, COPIES;
-    rel_spin_irq_3 => "_raw_spin_unlock_irq", Spin, COPIES;
-    rel_spin_bh => "_raw_spin_unlock_bh", Spin, COPIES;
-    rel_spin_bh_2 => "_raw_spin_unlock_bh", Spin, COPIES;
-    rel_spin_bh_3 => "_raw_spin_unlock_bh", Spin, COPIES;
-    rel_read => "_raw_read_unlock", RwlockRead, COPIES;
-    rel_read_2 => "_raw_read_unlock", RwlockRead, COPIES;
-    rel_read_3 => "_raw_read_unlock", RwlockRead, COPIES;
-    rel_read_irqrestore => "_raw_read_unlock_irqrestore", RwlockRead, COPIES;
-    rel_read_irqrestore_2 => "_raw_read_unlock_irqrestore", RwlockRead, COPIES;
-    rel_read_irqrestore_3 => "_raw_read_unlock_irqrestore", RwlockRead, COPIES;
-    rel_read_irq => "_raw_read_unlock_irq", RwlockRead, COPIES;
-    rel_read_irq_2 => "_raw_read_unlock_irq", RwlockRead, COPIES;
-    rel_read_irq_3 => "_raw_read_unlock_irq", RwlockRead, COPIES;
-    rel_read_bh => "_raw_read_unlock_bh", RwlockRead, COPIES;
-    rel_read_bh_2 => "_raw_read_unlock_bh", RwlockRead, COPIES;
-    rel_read_bh_3 => "_raw_read_unlock_bh", RwlockRead, COPIES;
-    rel_write => "_raw_write_unlock", RwlockWrite, COPIES;
-    rel_write_2 => "_raw_write_unlock", RwlockWrite, COPIES;
-    rel_write_3 => "_raw_write_unlock", RwlockWrite, COPIES;
-    rel_write_irqrestore => "_raw_write_unlock_irqrestore", RwlockWrite, COPIES;
-    rel_write_irqrestore_2 => "_raw_write_unlock_irqrestore", RwlockWrite, COPIES;
-    rel_write_irqrestore_3 => "_raw_write_unlock_irqrestore", RwlockWrite, COPIES;
-    rel_write_irq => "_raw_write_unlock_irq", RwlockWrite, COPIES;
-    rel_write_irq_2 => "_raw_write_unlock_irq", RwlockWrite, COPIES;
-    rel_write_irq_3 => "_raw_write_unlock_irq", RwlockWrite, COPIES;
-    rel_write_bh => "_raw_write_unlock_bh", RwlockWrite, COPIES;
-    rel_write_bh_2 => "_raw_write_unlock_bh", RwlockWrite, COPIES;
-    rel_write_bh_3 => "_raw_write_unlock_bh", RwlockWrite, COPIES;
+    (rel_spin, rel_spin_2, rel_spin_3) => "_raw_spin_unlock", Spin;
+    (rel_spin_irqrestore, rel_spin_irqrestore_2, rel_spin_irqrestore_3) => "_raw_spin_unlock_irqrestore", Spin;
+    (rel_spin_irq, rel_spin_irq_2, rel_spin_irq_3) => "_raw_spin_unlock_irq", Spin;
+    (rel_spin_bh, rel_spin_bh_2, rel_spin_bh_3) => "_raw_spin_unlock_bh", Spin;
+    (rel_read, rel_read_2, rel_read_3) => "_raw_read_unlock", RwlockRead;
+    (rel_read_irqrestore, rel_read_irqrestore_2, rel_read_irqrestore_3) => "_raw_read_unlock_irqrestore", RwlockRead;
+    (rel_read_irq, rel_read_irq_2, rel_read_irq_3) => "_raw_read_unlock_irq", RwlockRead;
+    (rel_read_bh, rel_read_bh_2, rel_read_bh_3) => "_raw_read_unlock_bh", RwlockRead;
+    (rel_write, rel_write_2, rel_write_3) => "_raw_write_unlock", RwlockWrite;
+    (rel_write_irqrestore, rel_write_irqrestore_2, rel_write_irqrestore_3) => "_raw_write_unlock_irqrestore", RwlockWrite;
+    (rel_write_irq, rel_write_irq_2, rel_write_irq_3) => "_raw_write_unlock_irq", RwlockWrite;
+    (rel_write_bh, rel_write_bh_2, rel_write_bh_3) => "_raw_write_unlock_bh", RwlockWrite;
     // Sleeping locks are released with preemption on: a task preempted inside a copy makes
     // the next task on that CPU find it busy.
-    rel_mutex => "mutex_unlock", Mutex, COPIES;
-    rel_mutex_2 => "mutex_unlock", Mutex, COPIES;
-    rel_mutex_3 => "mutex_unlock", Mutex, COPIES;
-    rel_up_read => "up_read", RwsemRead, COPIES;
-    rel_up_read_2 => "up_read", RwsemRead, COPIES;
-    rel_up_read_3 => "up_read", RwsemRead, COPIES;
-    rel_up_write => "up_write", RwsemWrite, COPIES;
-    rel_up_write_2 => "up_write", RwsemWrite, COPIES;
-    rel_up_write_3 => "up_write", RwsemWrite, COPIES;
+    (rel_mutex, rel_mutex_2, rel_mutex_3) => "mutex_unlock", Mutex;
+    (rel_up_read, rel_up_read_2, rel_up_read_3) => "up_read", RwsemRead;
+    (rel_up_write, rel_up_write_2, rel_up_write_3) => "up_write", RwsemWrite;
 }
 
 /// fentry on the per-CPU allocator; user space loads it against `pcpu_alloc_noprof` or
