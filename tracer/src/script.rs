@@ -119,11 +119,8 @@ fn lock_name(ev: &Event, user: bool, symbols: &Symbols) -> String {
             None => format!("{addr:#x}"),
         };
     }
-    if let Some((sym, off)) = symbols.kernel.data(addr) {
-        return match off {
-            0 => sym.name.clone(),
-            off => format!("{}+{off:#x}", sym.name),
-        };
+    if let Some(name) = symbols.kernel.data_name(addr) {
+        return name;
     }
     match symbols.slab_caches.get(&ev.slab_cache) {
         Some(cache) => format!("&{cache}@{addr:#x}"),

@@ -184,11 +184,10 @@ impl LockClass {
                 .unwrap_or_else(|| format!("slab@{cache:#x}"))
         };
         match self.key {
-            ClassKey::Static { addr } => match symbols.kernel.data(addr) {
-                Some((sym, 0)) => sym.name.clone(),
-                Some((sym, off)) => format!("{}+{off:#x}", sym.name),
-                None => format!("lock#{addr:x}"),
-            },
+            ClassKey::Static { addr } => symbols
+                .kernel
+                .data_name(addr)
+                .unwrap_or_else(|| format!("lock#{addr:x}")),
             ClassKey::SlabField { cache, offset } => {
                 format!("&{}+{offset:#x}", cache_name(cache))
             }

@@ -130,6 +130,14 @@ impl KernelSymbols {
             .filter(|(sym, off)| sym.is_data() && *off < MAX_DATA_OFFSET)
     }
 
+    /// The static variable containing `addr` as `name` or `name+0xoff`, if one does.
+    pub fn data_name(&self, addr: u64) -> Option<String> {
+        self.data(addr).map(|(sym, off)| match off {
+            0 => sym.name.clone(),
+            off => format!("{}+{off:#x}", sym.name),
+        })
+    }
+
     /// The symbols whose ranges contain any of `addrs`: what a trace file must carry to name
     /// those addresses elsewhere.
     pub fn subset_for(&self, addrs: impl IntoIterator<Item = u64>) -> Vec<KernelSymbol> {
