@@ -254,17 +254,16 @@ impl Summary {
 
     /// Failed checks that are not known failures.
     fn failed_names(&self) -> Vec<&str> {
-        self.checks
-            .iter()
-            .filter(|check| !check.pass && known_failure(self.suite, &check.name).is_none())
-            .map(|check| check.name.as_str())
-            .collect()
+        self.failed_where(false)
     }
 
-    fn known_failed_names(&self) -> Vec<&str> {
+    /// Failed checks that are (`known`) or are not known failures.
+    fn failed_where(&self, known: bool) -> Vec<&str> {
         self.checks
             .iter()
-            .filter(|check| !check.pass && known_failure(self.suite, &check.name).is_some())
+            .filter(|check| {
+                !check.pass && known_failure(self.suite, &check.name).is_some() == known
+            })
             .map(|check| check.name.as_str())
             .collect()
     }
@@ -288,7 +287,7 @@ impl Summary {
         if !failed.is_empty() {
             println!("    failed: {}", failed.join(" "));
         }
-        let known = self.known_failed_names();
+        let known = self.failed_where(true);
         if !known.is_empty() {
             println!("    known failures (issue 4): {}", known.join(" "));
         }
