@@ -6,6 +6,8 @@ mod support;
 use std::process::Output;
 
 use tracer::{
+    fact::FactRecord,
+    model::KernelModel,
     symbols::KernelSymbol,
     tracefile::{EndSummary, Header, Record, TraceWriter},
 };
@@ -55,12 +57,22 @@ fn abba() -> Vec<Event> {
     events
 }
 
-/// A file with the symbols, the AB-BA, then `filler` more chunks of unrelated events.
+/// The facts the kernel side finds in `events`.
+fn facts(model: &mut KernelModel, events: &[Event]) -> Vec<FactRecord> {
+    let mut facts = Vec::new();
+    for ev in events {
+        model.process(ev, &mut facts);
+    }
+    facts
+}
+
+/// A file with the symbols, the AB-BA's facts, then `filler` more chunks of unrelated facts.
 fn write_trace(path: &std::path::Path, filler: usize) {
     let header = Header::for_this_machine(vec!["test".into()], Vec::new());
     let mut writer = TraceWriter::create(path, &header).unwrap();
+    let mut model = KernelModel::default();
     writer.write(&Record::KernelSymbols(symbols())).unwrap();
-    writer.write_events(&abba()).unwrap();
+    writer.write_facts(&facts(&mut model, &abba())).unwrap();
     writer.flush().unwrap();
     for i in 0..filler {
         let mut ev = Event::zeroed();
@@ -68,12 +80,13 @@ fn write_trace(path: &std::path::Path, filler: usize) {
         ev.arg = i as u64;
         ev.irqs = IrqState::Enabled as u32;
         ev.context = ExecContext::Task as u32;
-        writer.write_events(&[ev]).unwrap();
+        writer.write_facts(&facts(&mut model, &[ev])).unwrap();
         writer.flush().unwrap();
     }
+    let written = writer.facts_written();
     writer
         .finish(EndSummary {
-            events_written: 8 + filler as u64,
+            facts_written: written,
             duration_ns: 1,
         })
         .unwrap();
@@ -118,7 +131,7 @@ fn report_replays_alerts_as_json_and_text() {
 }
 
 #[test]
-fn script_prints_every_event_named_in_order() {
+fn script_prints_every_fact_named_in_order() {
     let dir = support::tempdir();
     let path = support::path_in(&dir, "abba.lttrace");
     write_trace(&path, 2);
@@ -126,31 +139,35 @@ fn script_prints_every_event_named_in_order() {
     assert!(output.status.success());
     let stdout = String::from_utf8_lossy(&output.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 10, "eight lock events and two vfree: {stdout}");
+    assert_eq!(
+        lines.len(),
+        6,
+        "four new chains (releases bring nothing) and two vfree: {stdout}"
+    );
     let expected = [
-        ("acquire", "alpha_lock"),
-        ("acquire", "beta_lock"),
-        ("release", "beta_lock"),
-        ("release", "alpha_lock"),
-        ("acquire", "beta_lock"),
-        ("acquire", "alpha_lock"),
-        ("release", "alpha_lock"),
-        ("release", "beta_lock"),
+        ("alpha_lock", None),
+        ("beta_lock", Some("alpha_lock")),
+        ("beta_lock", None),
+        ("alpha_lock", Some("beta_lock")),
     ];
-    for (line, (kind, lock)) in lines.iter().zip(expected) {
+    for (line, (lock, held)) in lines.iter().zip(expected) {
         assert!(
-            line.contains(&format!(" {kind} ")) && line.contains(lock),
-            "{kind} {lock}: {line}"
+            line.contains(" chain ") && line.contains(&format!("spinlock   {lock}")),
+            "chain {lock}: {line}"
         );
+        match held {
+            Some(held) => assert!(line.ends_with(&format!("| held: {held}")), "{line}"),
+            None => assert!(!line.contains("held:"), "{line}"),
+        }
         assert!(line.contains("at do_work+0x10"), "caller named: {line}");
         assert!(line.contains("task irqs-on"), "context and irqs: {line}");
     }
     assert!(
-        lines[8].contains("vfree") && lines[9].contains("arg=0x1"),
+        lines[4].contains("vfree") && lines[5].contains("arg=0x1"),
         "{stdout}"
     );
 
-    // Cut inside the last event chunk (a one-event chunk is longer than the end record, so
+    // Cut inside the last fact chunk (a one-fact chunk is longer than the end record, so
     // the length of the same file with one chunk fewer lands inside it): the readable prefix
     // is printed and the damage reported.
     let shorter = support::path_in(&dir, "shorter.lttrace");
@@ -161,7 +178,7 @@ fn script_prints_every_event_named_in_order() {
     let cut = run(&["script", path.to_str().unwrap()]);
     assert!(cut.status.success());
     let cut_lines = String::from_utf8_lossy(&cut.stdout).lines().count();
-    assert_eq!(cut_lines, 9, "everything before the damaged chunk");
+    assert_eq!(cut_lines, 5, "everything before the damaged chunk");
     assert!(String::from_utf8_lossy(&cut.stderr).contains("warning:"));
 }
 

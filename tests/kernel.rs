@@ -12,8 +12,11 @@ use std::{
     time::Duration,
 };
 
-use tracer::tracefile::{Record, TraceReader};
-use tracer_common::{Event, EventKind, ExecContext, IrqState};
+use tracer::{
+    fact::FactRecord,
+    tracefile::{Record, TraceReader},
+};
+use tracer_common::{EventKind, ExecContext, IrqState};
 
 /// Starts `locktrace ARGS` and waits until it says its probes are attached.
 fn start_attached(args: &[&str]) -> Child {
@@ -78,16 +81,16 @@ fn signal(child: &Child, sig: i32) {
     unsafe { libc::kill(child.id() as i32, sig) };
 }
 
-/// Every event in a trace file, and whether it ended cleanly.
-fn read_events(path: &std::path::Path) -> (Vec<Event>, bool) {
+/// Every fact in a trace file, and whether it ended cleanly.
+fn read_facts(path: &std::path::Path) -> (Vec<FactRecord>, bool) {
     let mut reader = TraceReader::open(path).expect("open the recording");
-    let mut events = Vec::new();
+    let mut facts = Vec::new();
     for record in reader.by_ref() {
-        if let Record::Events(batch) = record.expect("no damage in the recording") {
-            events.extend(batch);
+        if let Record::Facts(batch) = record.expect("no damage in the recording") {
+            facts.extend(batch);
         }
     }
-    (events, reader.end().is_some())
+    (facts, reader.end().is_some())
 }
 
 /// Names of our programs still loaded in the kernel.
@@ -125,38 +128,39 @@ fn per_cpu_allocations_are_recorded_with_irq_state_and_context() {
     let status = recorder.wait().unwrap();
     assert!(status.success(), "locktrace record exited with {status}");
 
-    let (events, clean) = read_events(&trace);
+    let (facts, clean) = read_facts(&trace);
     assert!(clean, "SIGINT leaves a cleanly finished file");
     let me = std::process::id();
-    let allocs: Vec<&Event> = events
+    let allocs: Vec<&FactRecord> = facts
         .iter()
-        .filter(|e| e.event_kind() == Some(EventKind::PcpuAlloc) && e.pid == me)
+        .filter(|f| f.call() == Some(EventKind::PcpuAlloc) && f.pid == me)
         .collect();
     assert!(
         allocs.len() >= 8,
-        "each map creation allocates per-CPU memory: {} events from this test",
+        "each map creation allocates per-CPU memory: {} facts from this test",
         allocs.len()
     );
     for alloc in &allocs {
         assert_eq!(
-            alloc.irq_state(),
+            alloc.irqs,
             IrqState::Enabled,
             "pcpu_alloc runs with IRQs on"
         );
-        assert_eq!(alloc.exec_context(), ExecContext::Task, "in task context");
+        assert_eq!(alloc.context, ExecContext::Task, "in task context");
         assert!(
             !alloc.has(tracer_common::flags::ATOMIC),
             "GFP_KERNEL allocations"
         );
+        assert!(alloc.stack.is_some(), "every call fact carries its stack");
     }
-    let frees: Vec<&Event> = events
+    let frees: Vec<&FactRecord> = facts
         .iter()
-        .filter(|e| e.event_kind() == Some(EventKind::PcpuFree))
+        .filter(|f| f.call() == Some(EventKind::PcpuFree))
         .collect();
     assert!(!frees.is_empty(), "closing the maps frees per-CPU memory");
     for free in &frees {
         assert_eq!(
-            free.irq_state(),
+            free.irqs,
             IrqState::Disabled,
             "percpu_free_percpu fires under pcpu_lock with IRQs saved"
         );
@@ -186,15 +190,15 @@ fn sigterm_and_sigkill_leave_a_readable_file_and_nothing_attached() {
         recorder.wait().unwrap();
 
         let mut reader = TraceReader::open(&trace).expect("the file has a valid header");
-        let mut events = 0;
+        let mut facts = 0;
         for record in reader.by_ref() {
-            if let Ok(Record::Events(batch)) = record {
-                events += batch.len();
+            if let Ok(Record::Facts(batch)) = record {
+                facts += batch.len();
             }
         }
         assert!(
-            events > 0,
-            "signal {sig}: events before the signal are in the file"
+            facts > 0,
+            "signal {sig}: facts before the signal are in the file"
         );
         assert_eq!(
             reader.end().is_some(),
@@ -330,27 +334,26 @@ fn contended_locks_are_classed_by_their_slab_cache() {
 
     let mut reader = TraceReader::open(&trace).unwrap();
     let mut symbols = tracer::symbols::Symbols::default();
-    let mut contended = Vec::new();
+    let mut contention = None;
     for record in reader.by_ref() {
         let record = record.unwrap();
         tracer::tracefile::apply_to_symbols(&record, &mut symbols);
-        if let Record::Events(batch) = record {
-            contended.extend(
-                batch
-                    .into_iter()
-                    .filter(|e| e.event_kind() == Some(EventKind::ContentionBegin)),
-            );
+        if let Record::Contention(snapshot) = record {
+            contention = Some(snapshot);
         }
     }
-    let me = std::process::id();
-    let ours: Vec<&Event> = contended.iter().filter(|e| e.pid == me).collect();
+    let stats = contention
+        .expect("the recording ends with contention figures")
+        .stats;
     assert!(
-        !ours.is_empty(),
-        "four threads mapping memory contend on mmap_lock"
+        stats.iter().any(|s| s.count > 0 && s.wait_ns > 0),
+        "four threads mapping memory contend on mmap_lock: {stats:?}"
     );
-    let caches: std::collections::BTreeSet<&str> = ours
+    // The contention tracepoints see the lock by address: a class the address decides.
+    let caches: std::collections::BTreeSet<&str> = stats
         .iter()
-        .filter_map(|e| symbols.slab_caches.get(&e.slab_cache))
+        .filter(|s| s.class.class_tag() == Some(tracer_common::ClassTag::SlabField))
+        .filter_map(|s| symbols.slab_caches.get(&s.class.a))
         .map(String::as_str)
         .collect();
     assert!(

@@ -1,19 +1,22 @@
 //! The trace file on real files: round trips, files cut short or corrupted at every offset,
-//! permissions, and the exact bytes of the event encoding.
+//! permissions, and the exact bytes of the fact encoding.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use tempfile::TempDir;
+use tracer::fact::FactRecord;
 use tracer::symbols::kallsyms::KernelSymbol;
 use tracer::symbols::{Frame, StackKey, Symbols};
 use tracer::tracefile::{
-    CHUNK_HEADER_LEN, ChunkType, Corruption, DropCounts, EndSummary, FILE_PREFIX_LEN,
-    FORMAT_VERSION, Header, IoOp, ProbeStatus, Record, TraceError, TraceReader, TraceWriter,
-    Truncation, apply_to_symbols, chunk_crc,
+    CHUNK_HEADER_LEN, ChunkType, ContentionSnapshot, Corruption, DropCounts, EndSummary,
+    FILE_PREFIX_LEN, FORMAT_VERSION, Header, IoOp, ProbeStatus, Record, TraceError, TraceReader,
+    TraceWriter, Truncation, apply_to_symbols, chunk_crc,
 };
-use tracer_common::{EVENT_SIZE, Event};
+use tracer_common::{
+    ClassDesc, ContentionStat, ExecContext, FactKind, HeldLock, IrqState, fact::news,
+};
 
 fn header() -> Header {
     Header {
@@ -46,32 +49,54 @@ fn header() -> Header {
     }
 }
 
-/// An event whose every field differs from its neighbours' and from zero.
-fn event(i: u64) -> Event {
+/// A held lock whose every field differs from its neighbours' and from zero.
+fn held(i: u64) -> HeldLock {
+    let small = i as u32;
+    HeldLock {
+        addr: 0xffff_8880_0000_0000 + i * 64,
+        site: 0xffff_ffff_8100_0000 + i,
+        class: ClassDesc {
+            a: 0xffff_8880_1000_0000 + i,
+            b: i * 7,
+            tag: 1 + small % 6,
+            offset: 0xa5a5_0000 | small,
+        },
+        class_key: u64::MAX - i,
+        acquired_ns: 1_000_000 + i,
+        acquired_at: small * 3,
+        cpu: small % 64,
+        kind: small % 10,
+        variant: small & 7,
+    }
+}
+
+/// A fact whose every field differs from its neighbours' and from zero, holding `i % 4` locks.
+fn fact(i: u64) -> FactRecord {
     let small = i as u32;
     let mut comm = [0u8; 16];
     comm[..7].copy_from_slice(b"worker-");
     comm[7] = b'a' + (i % 26) as u8;
-    Event {
+    FactRecord {
         timestamp_ns: 1_000_000 + i,
-        lock_addr: 0xffff_8880_0000_0000 + i * 64,
-        caller: 0xffff_ffff_8100_0000 + i,
+        kind: if i.is_multiple_of(2) {
+            FactKind::Acquire
+        } else {
+            FactKind::Call
+        },
+        news: 1 + small % 7,
         arg: i * 3,
         arg2: u64::MAX - i,
-        slab_cache: 0xffff_8880_1000_0000 + i,
-        kind: 1 + (small % 11),
-        lock_kind: small % 10,
-        flags: small & 0x7f,
         cpu: small % 64,
         pid: 1000 + small,
         tid: 2000 + small,
-        irqs: small % 3,
-        context: small % 5,
+        context: ExecContext::from_u32(small % 5),
+        irqs: IrqState::from_u32(small % 3),
         preempt_count: 0x100 * (small % 4),
-        kernel_stack_id: -(i as i32) - 1,
-        user_stack_id: i as i32,
-        slab_offset: 0xa5a5_0000 | small,
+        flags: small & 0xff,
         comm,
+        lock: held(i),
+        held: (0..i % 4).map(|k| held(i * 10 + k)).collect(),
+        stack: (!i.is_multiple_of(3)).then(|| StackKey::user(1000 + small, -(i as i32))),
     }
 }
 
@@ -88,7 +113,7 @@ fn frame(addr: u64, function: &str) -> Frame {
 /// One record of every kind except End, each small.
 fn every_record() -> Vec<Record> {
     vec![
-        Record::Events((0..3).map(event).collect()),
+        Record::Facts((0..3).map(fact).collect()),
         Record::KernelSymbols(vec![
             KernelSymbol {
                 addr: 0xffff_ffff_8100_0000,
@@ -121,15 +146,25 @@ fn every_record() -> Vec<Record> {
         )]),
         Record::Drops(DropCounts {
             monotonic_ns: 98_765_999_999,
-            counts: vec![("ring_full".into(), 12), ("ring_lost".into(), 3)],
+            counts: vec![("ring_full".into(), 12), ("stale_held".into(), 3)],
         }),
-        Record::Events((3..5).map(event).collect()),
+        Record::Contention(ContentionSnapshot {
+            monotonic_ns: 98_766_000_000,
+            stats: vec![ContentionStat {
+                class: held(1).class,
+                count: 4,
+                wait_ns: 5000,
+                max_ns: 2000,
+            }],
+        }),
+        Record::PercpuVars(vec![(0x1f000, 0x1000, "runqueues".into())]),
+        Record::Facts((3..5).map(fact).collect()),
     ]
 }
 
 fn summary() -> EndSummary {
     EndSummary {
-        events_written: 5,
+        facts_written: 5,
         duration_ns: 1_500_000_000,
     }
 }
@@ -202,18 +237,18 @@ fn round_trip_preserves_the_header_and_every_record() {
     expected.push(Record::End(summary()));
     assert_eq!(
         back, expected,
-        "events byte-exact, every field of every record"
+        "facts byte-exact, every field of every record"
     );
     assert!(reader.damage().is_none());
     assert_eq!(reader.end(), Some(&summary()));
-    assert_eq!(reader.events_read(), 5);
+    assert_eq!(reader.facts_read(), 5);
 
     let mut symbols = Symbols::default();
     let applied = back
         .iter()
         .filter(|record| apply_to_symbols(record, &mut symbols))
         .count();
-    assert_eq!(applied, 5);
+    assert_eq!(applied, 6);
     assert_eq!(
         symbols.kernel.data(0xffff_ffff_c000_1008).unwrap().0.name,
         "lt_seed_lock"
@@ -222,19 +257,19 @@ fn round_trip_preserves_the_header_and_every_record() {
 }
 
 #[test]
-fn events_are_batched_into_bounded_chunks_in_order() {
+fn facts_are_batched_into_bounded_chunks_in_order() {
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("many.lt");
-    let events: Vec<Event> = (0..20_000).map(event).collect();
+    let facts: Vec<FactRecord> = (0..20_000).map(fact).collect();
     let mut writer = TraceWriter::create(&path, &header()).unwrap();
-    for batch in events.chunks(7) {
-        writer.write_events(batch).unwrap();
+    for batch in facts.chunks(7) {
+        writer.write_facts(batch).unwrap();
     }
-    assert_eq!(writer.events_written(), 20_000);
-    let written = writer.events_written();
+    assert_eq!(writer.facts_written(), 20_000);
+    let written = writer.facts_written();
     writer
         .finish(EndSummary {
-            events_written: written,
+            facts_written: written,
             duration_ns: 1,
         })
         .unwrap();
@@ -243,26 +278,26 @@ fn events_are_batched_into_bounded_chunks_in_order() {
     assert!(read.damage.is_none());
     let mut back = Vec::new();
     for record in &read.records[..read.records.len() - 1] {
-        let Record::Events(batch) = record else {
-            panic!("expected events, got {record:?}");
+        let Record::Facts(batch) = record else {
+            panic!("expected facts, got {record:?}");
         };
-        assert!(batch.len() <= 8192, "chunk of {} events", batch.len());
         back.extend_from_slice(batch);
     }
-    assert_eq!(read.records.len(), 4, "three event chunks and the end");
-    assert_eq!(back, events);
+    let chunks = read.records.len() - 1;
+    assert!(chunks > 1, "{chunks} chunks of facts");
+    assert_eq!(back, facts);
 }
 
 #[test]
-fn flush_makes_buffered_events_readable() {
+fn flush_makes_buffered_facts_readable() {
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("flush.lt");
     let mut writer = TraceWriter::create(&path, &header()).unwrap();
-    writer.write_events(&[event(1), event(2)]).unwrap();
+    writer.write_facts(&[fact(1), fact(2)]).unwrap();
     writer.flush().unwrap();
 
     let read = read_back(&path).unwrap();
-    assert_eq!(read.records, vec![Record::Events(vec![event(1), event(2)])]);
+    assert_eq!(read.records, vec![Record::Facts(vec![fact(1), fact(2)])]);
     assert!(matches!(read.damage, Some(TraceError::Unfinished { .. })));
     drop(writer);
 }
@@ -273,14 +308,14 @@ fn a_writer_dropped_without_finish_leaves_a_readable_unfinished_file() {
     let path = dir.path().join("dropped.lt");
     let mut writer = TraceWriter::create(&path, &header()).unwrap();
     writer.write(&every_record()[1]).unwrap();
-    writer.write_events(&[event(9)]).unwrap();
+    writer.write_facts(&[fact(9)]).unwrap();
     drop(writer);
 
     let len = fs::metadata(&path).unwrap().len();
     let read = read_back(&path).unwrap();
     assert_eq!(
         read.records,
-        vec![every_record()[1].clone(), Record::Events(vec![event(9)])]
+        vec![every_record()[1].clone(), Record::Facts(vec![fact(9)])]
     );
     assert!(
         read.error.is_none(),
@@ -559,88 +594,111 @@ fn a_header_of_another_version_is_not_written() {
     assert!(!path.exists(), "nothing is created");
 }
 
-/// The event of the golden test and its encoding, computed by hand.
-fn golden_event() -> (Event, [u8; EVENT_SIZE]) {
+/// The fact of the golden test and its encoding, computed by hand.
+fn golden_fact() -> (FactRecord, Vec<u8>) {
     let mut comm = [0u8; 16];
     comm[..11].copy_from_slice(b"kworker/0:1");
-    let event = Event {
+    let fact = FactRecord {
         timestamp_ns: 0x0102_0304_0506_0708,
-        lock_addr: 0xffff_8880_1234_5678,
-        caller: 0xffff_ffff_8123_4567,
-        arg: 1,
-        arg2: 2,
-        slab_cache: 0,
-        kind: 1,
-        lock_kind: 4,
-        flags: 0x11,
+        kind: FactKind::Acquire,
+        news: news::NEW_CHAIN,
+        arg: 4,
+        arg2: 0,
         cpu: 3,
         pid: 0x1234,
         tid: 0x1235,
-        irqs: 2,
-        context: 1,
+        context: ExecContext::Task,
+        irqs: IrqState::Disabled,
         preempt_count: 0x201,
-        kernel_stack_id: -1,
-        user_stack_id: 7,
-        slab_offset: 0,
+        flags: 0x10,
         comm,
+        lock: HeldLock {
+            addr: 0xffff_ffff_8234_5678,
+            site: 0xffff_ffff_8123_4567,
+            class: ClassDesc {
+                a: 0xffff_ffff_8234_5678,
+                b: 0,
+                tag: 1,
+                offset: 0,
+            },
+            class_key: 0x1122_3344_5566_7788,
+            acquired_ns: 0x0102_0304_0506_0708,
+            acquired_at: 9,
+            cpu: 3,
+            kind: 4,
+            variant: 1,
+        },
+        held: Vec::new(),
+        stack: Some(StackKey::kernel(7)),
     };
     #[rustfmt::skip]
-    let bytes: [u8; EVENT_SIZE] = [
-        0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, // timestamp_ns
-        0x78, 0x56, 0x34, 0x12, 0x80, 0x88, 0xff, 0xff, // lock_addr
-        0x67, 0x45, 0x23, 0x81, 0xff, 0xff, 0xff, 0xff, // caller
-        0x01, 0, 0, 0, 0, 0, 0, 0,                      // arg
-        0x02, 0, 0, 0, 0, 0, 0, 0,                      // arg2
-        0, 0, 0, 0, 0, 0, 0, 0,                         // slab_cache
-        0x01, 0, 0, 0,                                  // kind: LockAcquire
-        0x04, 0, 0, 0,                                  // lock_kind: Mutex
-        0x11, 0, 0, 0,                                  // flags
-        0x03, 0, 0, 0,                                  // cpu
-        0x34, 0x12, 0, 0,                               // pid
-        0x35, 0x12, 0, 0,                               // tid
-        0x02, 0, 0, 0,                                  // irqs: Disabled
-        0x01, 0, 0, 0,                                  // context: Task
-        0x01, 0x02, 0, 0,                               // preempt_count
-        0xff, 0xff, 0xff, 0xff,                         // kernel_stack_id: -1
-        0x07, 0, 0, 0,                                  // user_stack_id
-        0, 0, 0, 0,                                     // slab_offset
-        b'k', b'w', b'o', b'r', b'k', b'e', b'r', b'/', // comm
-        b'0', b':', b'1', 0, 0, 0, 0, 0,
-    ];
-    (event, bytes)
+    let bytes: Vec<u8> = [
+        &[0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01][..], // timestamp_ns
+        &[0x04, 0, 0, 0, 0, 0, 0, 0],                           // arg: usage bits
+        &[0, 0, 0, 0, 0, 0, 0, 0],                              // arg2
+        &[0x01, 0, 0, 0],                                       // kind: Acquire
+        &[0x01, 0, 0, 0],                                       // news: NEW_CHAIN
+        &[0x03, 0, 0, 0],                                       // cpu
+        &[0x34, 0x12, 0, 0],                                    // pid
+        &[0x35, 0x12, 0, 0],                                    // tid
+        &[0x01, 0, 0, 0],                                       // context: Task
+        &[0x02, 0, 0, 0],                                       // irqs: Disabled
+        &[0x01, 0x02, 0, 0],                                    // preempt_count
+        &[0x10, 0, 0, 0],                                       // flags
+        b"kworker/0:1\0\0\0\0\0",                                // comm
+        &[0x78, 0x56, 0x34, 0x82, 0xff, 0xff, 0xff, 0xff],     // lock.addr
+        &[0x67, 0x45, 0x23, 0x81, 0xff, 0xff, 0xff, 0xff],     // lock.site
+        &[0x78, 0x56, 0x34, 0x82, 0xff, 0xff, 0xff, 0xff],     // lock.class.a
+        &[0, 0, 0, 0, 0, 0, 0, 0],                              // lock.class.b
+        &[0x01, 0, 0, 0],                                       // lock.class.tag: Static
+        &[0, 0, 0, 0],                                          // lock.class.offset
+        &[0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11],     // lock.class_key
+        &[0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01],     // lock.acquired_ns
+        &[0x09, 0, 0, 0],                                       // lock.acquired_at
+        &[0x03, 0, 0, 0],                                       // lock.cpu
+        &[0x04, 0, 0, 0],                                       // lock.kind: Mutex
+        &[0x01, 0, 0, 0],                                       // lock.variant: TRYLOCK
+        &[0, 0, 0, 0],                                          // held: none
+        &[0x01],                                                // stack: present
+        &[0, 0, 0, 0],                                          //   space: kernel
+        &[0, 0, 0, 0],                                          //   pid
+        &[0x07, 0, 0, 0],                                       //   id
+    ]
+    .concat();
+    (fact, bytes)
 }
 
 #[test]
-fn events_are_encoded_little_endian_field_by_field() {
-    let (event, golden) = golden_event();
+fn facts_are_encoded_little_endian_field_by_field() {
+    let (fact, golden) = golden_fact();
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("golden.lt");
     let mut writer = TraceWriter::create(&path, &header()).unwrap();
-    writer.write_events(&[event]).unwrap();
+    writer.write_facts(&[fact]).unwrap();
     drop(writer);
 
     let bytes = fs::read(&path).unwrap();
     let chunk = &bytes[chunk_boundaries(&bytes)[0]..];
     assert_eq!(
         &chunk[..8],
-        &[1, 0, 0, 0, 112, 0, 0, 0],
-        "type Events, length 112"
+        &[9, 0, 0, 0, golden.len() as u8, 0, 0, 0],
+        "type Facts, length of one fact"
     );
     assert_eq!(&chunk[CHUNK_HEADER_LEN..], &golden[..]);
 }
 
 #[test]
-fn hand_written_event_bytes_decode_to_the_event() {
-    let (event, golden) = golden_event();
+fn hand_written_fact_bytes_decode_to_the_fact() {
+    let (fact, golden) = golden_fact();
     let dir = TempDir::new().unwrap();
     let path = write_file(&dir, "hand.lt", &[], false);
     let mut bytes = fs::read(&path).unwrap();
-    bytes.extend_from_slice(&(ChunkType::Events as u32).to_le_bytes());
-    bytes.extend_from_slice(&(EVENT_SIZE as u32).to_le_bytes());
-    bytes.extend_from_slice(&chunk_crc(ChunkType::Events as u32, &golden).to_le_bytes());
+    bytes.extend_from_slice(&(ChunkType::Facts as u32).to_le_bytes());
+    bytes.extend_from_slice(&(golden.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&chunk_crc(ChunkType::Facts as u32, &golden).to_le_bytes());
     bytes.extend_from_slice(&golden);
     fs::write(&path, &bytes).unwrap();
 
     let read = read_back(&path).unwrap();
-    assert_eq!(read.records, vec![Record::Events(vec![event])]);
+    assert_eq!(read.records, vec![Record::Facts(vec![fact])]);
 }

@@ -1,14 +1,43 @@
-//! The event ABI shared by locktrace's eBPF programs (`tracer-ebpf`) and its user space
-//! (`tracer`).
+//! What locktrace's eBPF programs (`tracer-ebpf`) and its user space (`tracer`) share: the
+//! record ABI, and the part of lockdep that runs where the locks are taken.
 //!
-//! Every type here is `#[repr(C)]`, fixed-size and free of implicit padding, so the bytes a BPF
-//! program writes into the ring buffer are exactly the bytes the decoder and the trace file read.
-//! Enumerations travel as `u32` with explicit discriminants; a retired value is never reused.
-//! With the `user` feature the types implement `aya::Pod`.
+//! - [`class`], [`held`], [`chain`], [`usage`]: lock classes, held-lock stacks, chain keys and
+//!   usage bits. The BPF programs keep held locks per task and per CPU, a chain cache and a
+//!   usage mask per class, and run this code on every acquisition; user space runs the same
+//!   code in its model of the kernel side (`tracer::model`), so the engine's fixtures exercise
+//!   what the kernel runs.
+//! - [`fact`]: the one record that crosses the ring buffer, sent only when an acquisition
+//!   brings something new (a chain, a usage bit, a recursive acquisition) and for the calls
+//!   the atomic-context checks need.
+//! - [`Event`]: one lock event as a probe sees it, the model's input.
+//!
+//! Every ABI type is `#[repr(C)]`, fixed-size and free of implicit padding, so the bytes a BPF
+//! program writes into the ring buffer are exactly the bytes the decoder reads. Enumerations
+//! travel as `u32` with explicit discriminants; a retired value is never reused. Everything
+//! here is `no_std` and written for the BPF verifier: bounded loops, checked indexing, no
+//! panics. With the `user` feature the ABI types implement `aya::Pod`.
 #![no_std]
 #![deny(missing_docs)]
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
-/// What happened. Every [`Event`] carries one of these in [`Event::kind`].
+#[cfg(test)]
+extern crate std;
+
+pub mod chain;
+pub mod class;
+pub mod fact;
+mod hash;
+pub mod held;
+pub mod usage;
+pub mod validate;
+
+pub use class::{ClassDesc, ClassTag};
+pub use fact::{ContentionStat, FACT_SIZE, Fact, FactKind, MAX_FRAMES};
+pub use held::{HeldLock, HeldStack, Limits, MAX_HELD};
+pub use usage::AcquireState;
+
+/// What happened. Every [`Event`] carries one of these in [`Event::kind`]; call facts carry
+/// theirs in [`Fact::news`].
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EventKind {
@@ -40,11 +69,16 @@ pub enum EventKind {
     SoftirqEntry = 10,
     /// A softirq handler ends; [`Event::arg`] is the softirq vector.
     SoftirqExit = 11,
+    /// The task switches out (`sched:sched_switch`); [`Event::arg`] is the next task's thread
+    /// id. The run-queue lock changes hands.
+    SchedSwitch = 12,
+    /// The task exits (`sched:sched_process_exit`): its held stacks go.
+    TaskExit = 13,
 }
 
 impl EventKind {
     /// Every kind, in discriminant order.
-    pub const ALL: [EventKind; 11] = [
+    pub const ALL: [EventKind; 13] = [
         EventKind::LockAcquire,
         EventKind::LockRelease,
         EventKind::PcpuAlloc,
@@ -56,6 +90,8 @@ impl EventKind {
         EventKind::HardirqExit,
         EventKind::SoftirqEntry,
         EventKind::SoftirqExit,
+        EventKind::SchedSwitch,
+        EventKind::TaskExit,
     ];
 
     /// Decodes a raw discriminant; `None` for values this build does not know.
@@ -81,6 +117,8 @@ impl EventKind {
             EventKind::HardirqExit => "hardirq_exit",
             EventKind::SoftirqEntry => "softirq_entry",
             EventKind::SoftirqExit => "softirq_exit",
+            EventKind::SchedSwitch => "sched_switch",
+            EventKind::TaskExit => "task_exit",
         }
     }
 }
@@ -129,11 +167,20 @@ impl LockKind {
 
     /// Decodes a raw discriminant; `None` for values this build does not know.
     pub const fn from_u32(raw: u32) -> Option<LockKind> {
-        if (raw as usize) < Self::ALL.len() {
-            Some(Self::ALL[raw as usize])
-        } else {
-            None
-        }
+        // A match, not a table: no memory load, which the BPF programs' loops prefer.
+        Some(match raw {
+            0 => LockKind::None,
+            1 => LockKind::Spin,
+            2 => LockKind::RwlockRead,
+            3 => LockKind::RwlockWrite,
+            4 => LockKind::Mutex,
+            5 => LockKind::RwsemRead,
+            6 => LockKind::RwsemWrite,
+            7 => LockKind::PthreadMutex,
+            8 => LockKind::PthreadRwlockRead,
+            9 => LockKind::PthreadRwlockWrite,
+            _ => return None,
+        })
     }
 
     /// True for the read side of a reader/writer lock.
@@ -323,7 +370,7 @@ impl ExecContext {
     }
 }
 
-/// Bits of [`Event::flags`].
+/// Bits of [`Event::flags`], [`Fact::flags`] and [`HeldLock::variant`].
 pub mod flags {
     /// The acquisition was a successful trylock (lockdep adds no dependency for it).
     pub const TRYLOCK: u32 = 1 << 0;
@@ -333,45 +380,36 @@ pub mod flags {
     pub const BH_VARIANT: u32 = 1 << 2;
     /// For [`super::EventKind::PcpuAlloc`]: the allocation was atomic (`is_atomic`).
     pub const ATOMIC: u32 = 1 << 3;
-    /// [`super::Event::preempt_count`] holds a value read from the kernel.
+    /// `preempt_count` holds a value read from the kernel.
     pub const PREEMPT_COUNT_VALID: u32 = 1 << 4;
-    /// The event came from a trampoline (fentry/fexit) rather than a tracepoint.
+    /// The record came from a trampoline (fentry/fexit) rather than a tracepoint.
     pub const FROM_TRAMPOLINE: u32 = 1 << 5;
     /// Softirqs were disabled (softirq count non-zero) at the probe point.
     pub const SOFTIRQS_DISABLED: u32 = 1 << 6;
-    /// Events were lost on this CPU (ring full, or a pthread call whose entry was not seen)
-    /// since its previous event: held-lock state built before this point cannot be trusted.
-    pub const AFTER_LOSS: u32 = 1 << 7;
-    /// Set by the programs, cleared by the decoder: [`super::Event::caller`],
-    /// [`super::Event::arg`] and [`super::Event::arg2`] hold the three kernel stack frames
-    /// below the program's own, and the caller is the first that is neither locktrace's
-    /// trampoline nor inside the probed function (some kernels show the trampoline's return
-    /// address into it).
-    /// (A stack-map id can be reused by another stack before user space reads it; these
-    /// frames travel with the event.)
-    pub const RAW_CALLERS: u32 = 1 << 8;
+    /// [`super::Fact::frames`] is a user stack.
+    pub const USER_STACK: u32 = 1 << 7;
+    /// The lock variant bits a held lock keeps.
+    pub const VARIANT_MASK: u32 = TRYLOCK | IRQ_VARIANT | BH_VARIANT;
 }
 
-/// One fixed-size record in the ring buffer and in the trace file.
-///
-/// Field order puts the 64-bit fields first so the struct has no implicit padding; the
-/// layout is checked by a test and by `assert!` below.
+/// One lock event as a probe sees it: the input of user space's model of the kernel side
+/// (`tracer::model`), which runs the same held-stack, class and chain code as the programs and
+/// turns a stream of these into [`Fact`]s. Fixtures, benchmarks and tests speak in events; the
+/// programs build the same fields from their context and never send them.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Event {
-    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC nanoseconds.
+    /// CLOCK_MONOTONIC nanoseconds.
     pub timestamp_ns: u64,
     /// The lock's address (kernel or user virtual address), 0 when not a lock event.
     pub lock_addr: u64,
-    /// The caller's instruction address: the return address for trampolines and uprobes,
-    /// `call_site` for the per-CPU allocator tracepoint.
+    /// The caller's instruction address.
     pub caller: u64,
     /// Kind-specific argument (see [`EventKind`]).
     pub arg: u64,
     /// Second kind-specific argument (see [`EventKind`]).
     pub arg2: u64,
-    /// Class hint for dynamic kernel locks: the `struct kmem_cache *` of the slab the lock
-    /// lives in (kfunc `bpf_get_kmem_cache`, Linux 6.13+), or 0.
+    /// The `struct kmem_cache *` of the slab the lock lives in, or 0.
     pub slab_cache: u64,
     /// [`EventKind`] discriminant.
     pub kind: u32,
@@ -391,21 +429,19 @@ pub struct Event {
     pub context: u32,
     /// Raw `preempt_count` when [`flags::PREEMPT_COUNT_VALID`] is set.
     pub preempt_count: u32,
-    /// Kernel stack id in the stack-trace map, or negative when none was taken.
+    /// Kernel stack id (an index into the model's stack table), or negative when none.
     pub kernel_stack_id: i32,
-    /// User stack id in the stack-trace map, or negative when none was taken.
+    /// User stack id (an index into the model's stack table), or negative when none.
     pub user_stack_id: i32,
-    /// With [`Event::slab_cache`]: the lock's offset inside its slab object plus one (the lock
-    /// field: lockdep's class for a lock in a dedicated cache), or 0 when unknown.
+    /// With [`Event::slab_cache`]: the lock's offset inside its slab object plus one, or 0.
     pub slab_offset: u32,
+    /// The lock's offset in the static per-CPU area plus one, or 0 when it is not there.
+    pub percpu_offset: u32,
+    /// Non-zero when [`Event::slab_cache`] is a generic (`kmalloc-*`) cache.
+    pub slab_generic: u32,
     /// The task's `comm`, NUL-padded.
     pub comm: [u8; 16],
 }
-
-/// Size of one [`Event`] in bytes; part of the ABI and of the trace-file format.
-pub const EVENT_SIZE: usize = 112;
-const _: () = assert!(core::mem::size_of::<Event>() == EVENT_SIZE);
-const _: () = assert!(core::mem::align_of::<Event>() == 8);
 
 impl Event {
     /// An all-zero event with no stacks, a starting point for probes and tests.
@@ -429,6 +465,8 @@ impl Event {
             kernel_stack_id: -1,
             user_stack_id: -1,
             slab_offset: 0,
+            percpu_offset: 0,
+            slab_generic: 0,
             comm: [0; 16],
         }
     }
@@ -461,72 +499,142 @@ impl Event {
         self.flags & mask == mask
     }
 
-    /// The task name up to its first NUL byte (raw bytes; may not be UTF-8).
-    pub fn comm_bytes(&self) -> &[u8] {
-        let len = self
-            .comm
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(self.comm.len());
-        &self.comm[..len]
+    /// Where and how the event ran, as the usage bits and chain keys see it.
+    pub const fn acquire_state(&self) -> AcquireState {
+        AcquireState {
+            context: self.exec_context(),
+            irqs: self.irq_state(),
+            softirqs_disabled: if self.has(flags::PREEMPT_COUNT_VALID) {
+                Some(self.has(flags::SOFTIRQS_DISABLED))
+            } else {
+                None
+            },
+        }
+    }
+
+    /// Where the lock sits, as [`class::classify`] takes it.
+    pub const fn instance(&self) -> class::Instance {
+        class::Instance {
+            addr: self.lock_addr,
+            site: self.caller,
+            user_pid: if self.lock_kind().is_user() {
+                Some(self.pid)
+            } else {
+                None
+            },
+            percpu_offset: if self.percpu_offset != 0 {
+                Some(self.percpu_offset - 1)
+            } else {
+                None
+            },
+            slab_cache: self.slab_cache,
+            slab_offset: self.slab_offset,
+            slab_generic: self.slab_generic != 0,
+        }
     }
 }
 
-/// Indices of the per-CPU drop counters (map `DROPS`), each counting events lost for one
-/// reason. User space sums them over CPUs and records them.
+/// Per-CPU counters the programs keep (map `COUNTERS`), indexed by this enum. User space sums
+/// them over CPUs, shows them and records them. Losses ([`Counter::is_loss`]) are events of the
+/// traced kernel or programs that could not be followed; the held-state counters say how often
+/// the held stacks had to correct themselves.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DropReason {
-    /// The ring buffer was full; the event was not written.
+pub enum Counter {
+    /// The ring buffer was full: a fact was not written. Nothing was remembered for it, so the
+    /// next acquisition with the same news sends it again.
     RingFull = 0,
     /// A uretprobe found no pending entry for its thread (the entry map was full or the
-    /// entry probe was missed).
+    /// entry probe was missed): a user-space acquisition was lost.
     PendingMissing = 1,
     /// The pending-call map was full, so a uprobe entry could not be remembered.
     PendingFull = 2,
-    /// `bpf_get_stackid` failed (map full or collision without reuse).
+    /// A fact's stack could not be taken.
     StackFailed = 3,
     /// A probe fired inside another of our programs run by the same task in the same
     /// context: a lock taken by our own helpers (ring buffer, maps), or by the kernel's work
     /// on an interrupt's way out (still task context) while the task was inside one of our
-    /// programs. Skipped: tracing it could re-enter the ring buffer under its own lock.
+    /// programs. Skipped: following it could re-enter our helpers under their own locks.
     Nested = 4,
     /// Every running-program slot of this CPU and context was held by tasks preempted inside
-    /// one of our programs, so the event could not be recorded.
+    /// one of our programs, so the event could not be followed.
     Preempted = 5,
+    /// Held entries dropped as stale: expired, left behind by an interrupt handler, spinning
+    /// locks of a task that switched out, or re-acquired after a missed release.
+    StaleHeld = 6,
+    /// Held entries dropped because a stack was full.
+    HeldOverflow = 7,
+    /// Releases of locks not held where the release ran.
+    UnmatchedRelease = 8,
+    /// Run-queue locks handed from the task switching out to the next one.
+    Handoff = 9,
+    /// The task map was full: a task's locks could not be followed.
+    TaskMapFull = 10,
+    /// Lock acquisitions followed.
+    Acquisitions = 11,
+    /// Lock releases followed.
+    Releases = 12,
 }
 
-/// Number of [`DropReason`] slots in the `DROPS` map.
-pub const DROP_REASONS: u32 = 6;
+/// Number of [`Counter`] slots in the `COUNTERS` map.
+pub const COUNTERS: u32 = 13;
 
-impl DropReason {
-    /// Every reason, in index order.
-    pub const ALL: [DropReason; DROP_REASONS as usize] = [
-        DropReason::RingFull,
-        DropReason::PendingMissing,
-        DropReason::PendingFull,
-        DropReason::StackFailed,
-        DropReason::Nested,
-        DropReason::Preempted,
+impl Counter {
+    /// Every counter, in index order.
+    pub const ALL: [Counter; COUNTERS as usize] = [
+        Counter::RingFull,
+        Counter::PendingMissing,
+        Counter::PendingFull,
+        Counter::StackFailed,
+        Counter::Nested,
+        Counter::Preempted,
+        Counter::StaleHeld,
+        Counter::HeldOverflow,
+        Counter::UnmatchedRelease,
+        Counter::Handoff,
+        Counter::TaskMapFull,
+        Counter::Acquisitions,
+        Counter::Releases,
     ];
 
     /// A short stable name, used in status lines, trace files and JSON.
     pub const fn name(self) -> &'static str {
         match self {
-            DropReason::RingFull => "ring_full",
-            DropReason::PendingMissing => "pending_missing",
-            DropReason::PendingFull => "pending_full",
-            DropReason::StackFailed => "stack_failed",
-            DropReason::Nested => "nested",
-            DropReason::Preempted => "preempted",
+            Counter::RingFull => "ring_full",
+            Counter::PendingMissing => "pending_missing",
+            Counter::PendingFull => "pending_full",
+            Counter::StackFailed => "stack_failed",
+            Counter::Nested => "nested",
+            Counter::Preempted => "preempted",
+            Counter::StaleHeld => "stale_held",
+            Counter::HeldOverflow => "held_overflow",
+            Counter::UnmatchedRelease => "unmatched_release",
+            Counter::Handoff => "handoff",
+            Counter::TaskMapFull => "task_map_full",
+            Counter::Acquisitions => "acquisitions",
+            Counter::Releases => "releases",
         }
+    }
+
+    /// True for events of the traced world that could not be followed (or, for
+    /// [`Counter::RingFull`], a fact that had to wait for its next occurrence).
+    pub const fn is_loss(self) -> bool {
+        matches!(
+            self,
+            Counter::RingFull
+                | Counter::PendingMissing
+                | Counter::PendingFull
+                | Counter::StackFailed
+                | Counter::Preempted
+                | Counter::TaskMapFull
+        )
     }
 }
 
 /// Run-time configuration user space writes into the `CONFIG` array: the kernel-specific
 /// facts the programs cannot compute themselves, and the switch that starts and stops a session.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProbeConfig {
     /// For [`PreemptCountSource::ThisCpuPtr`]: the count's offset inside the per-CPU variable
     /// (0 for `__preempt_count`, the member's offset for `pcpu_hot`). For
@@ -540,6 +648,12 @@ pub struct ProbeConfig {
     pub rq_cpu_offset: u64,
     /// `.data..percpu` offset of `runqueues`, for the run-queue source.
     pub runqueues_percpu_offset: u64,
+    /// For [`PreemptCountSource::ThisCpuPtr`]: the `.data..percpu` offset of the variable, so
+    /// that its address on this CPU minus this is the CPU's per-CPU base.
+    pub this_cpu_var_percpu_offset: u64,
+    /// Size of the static per-CPU area (`.data..percpu`), or 0 when unknown: then no lock is
+    /// classed as a per-CPU variable.
+    pub percpu_size: u64,
     /// Offset of `name` in `struct kmem_cache` (BTF), used with `kmem_cache_kfunc_valid`.
     pub kmem_cache_name_offset: u64,
     /// Offset of `size` (object size with metadata) in `struct kmem_cache`, or 0 when BTF
@@ -547,6 +661,10 @@ pub struct ProbeConfig {
     pub kmem_cache_size_offset: u64,
     /// Offset of `oo` (order and objects per slab) in `struct kmem_cache`.
     pub kmem_cache_oo_offset: u64,
+    /// Offset of `pid` in `struct task_struct`, for `sched_switch`.
+    pub task_pid_offset: u64,
+    /// When held entries are stale.
+    pub limits: Limits,
     /// How this kernel's `preempt_count` reads as a context.
     pub preempt_layout: PreemptLayout,
     /// [`PreemptCountSource`] discriminant.
@@ -555,6 +673,11 @@ pub struct ProbeConfig {
     pub irq_kfunc_valid: u32,
     /// Non-zero when `bpf_get_kmem_cache` was patched in.
     pub kmem_cache_kfunc_valid: u32,
+    /// Non-zero when `bpf_get_func_ip` may be called (Linux 5.15+).
+    pub func_ip_helper: u32,
+    /// Non-zero when the acquire programs are attached: contention is then accounted when
+    /// the lock is acquired, under its full class; otherwise when the wait ends.
+    pub acquisitions_traced: u32,
     /// locktrace's own thread group: its events are not traced (reading the ring buffer
     /// takes locks, and tracing that would feed back into the ring).
     pub self_pid: u32,
@@ -566,7 +689,35 @@ pub struct ProbeConfig {
     pub reserved: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 96);
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 152);
+
+impl Default for ProbeConfig {
+    fn default() -> ProbeConfig {
+        ProbeConfig {
+            preempt_count_offset: 0,
+            task_cfs_rq_offset: 0,
+            cfs_rq_rq_offset: 0,
+            rq_cpu_offset: 0,
+            runqueues_percpu_offset: 0,
+            this_cpu_var_percpu_offset: 0,
+            percpu_size: 0,
+            kmem_cache_name_offset: 0,
+            kmem_cache_size_offset: 0,
+            kmem_cache_oo_offset: 0,
+            task_pid_offset: 0,
+            limits: Limits::DEFAULT,
+            preempt_layout: PreemptLayout::CLASSIC,
+            preempt_count_source: 0,
+            irq_kfunc_valid: 0,
+            kmem_cache_kfunc_valid: 0,
+            func_ip_helper: 0,
+            acquisitions_traced: 0,
+            self_pid: 0,
+            tracing: 0,
+            reserved: 0,
+        }
+    }
+}
 
 /// How the programs find this CPU's `preempt_count`.
 #[repr(u32)]
@@ -605,10 +756,14 @@ pub mod kfunc_marker {
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: both are repr(C), Copy, have no padding and every bit pattern is valid.
-    unsafe impl aya::Pod for super::Event {}
+    // SAFETY: all are repr(C), Copy, have no padding and every bit pattern is valid.
+    unsafe impl aya::Pod for super::Fact {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ProbeConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::HeldStack {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ContentionStat {}
 }
 
 #[cfg(test)]

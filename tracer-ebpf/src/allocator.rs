@@ -1,24 +1,29 @@
 //! The functions of the seed bug: the per-CPU allocator (`pcpu_alloc`, `free_percpu`) and
-//! `vfree`, by fentry where trampolines are allowed and by their tracepoints everywhere else,
-//! plus the tracepoints that bracket interrupt handlers and report lock contention.
+//! `vfree`, by fentry where trampolines are allowed and by their tracepoints everywhere else.
+//! Every call sends a fact with the locks held in its context (they are rare). Also the
+//! interrupt brackets, which place events only where `preempt_count` cannot be read.
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::bpf_probe_read_kernel,
-    programs::{BtfTracePointContext, FEntryContext, tracing::StackIdContext},
+    programs::{BtfTracePointContext, FEntryContext},
 };
-use tracer_common::{Event, EventKind, flags};
+use tracer_common::{EventKind, FactKind, HeldLock, flags};
 
-use crate::{context, emit};
+use crate::{
+    context,
+    emit::{self, FactInfo},
+    held,
+    maps::{BRACKETS, EMPTY_HELD},
+};
 
 /// `__GFP_DIRECT_RECLAIM` (bit 10 since Linux 4.4): an allocation is atomic when it may not
 /// reclaim directly, exactly as `pcpu_alloc` computes `is_atomic`.
 const GFP_DIRECT_RECLAIM: u64 = 0x400;
 
-/// Sends a non-lock event of `kind` with two arguments, the caller (0 when the stack must
-/// tell) and a kernel stack.
+/// Sends a call fact: `kind` with two arguments, its caller (0: from the trampoline's frame)
+/// and the locks held in its context.
 #[inline(always)]
-fn report<C: StackIdContext>(
+fn call<C: EbpfContext>(
     ctx: &C,
     kind: EventKind,
     caller: u64,
@@ -28,33 +33,40 @@ fn report<C: StackIdContext>(
     let Some((cfg, _running, here)) = context::begin() else {
         return;
     };
-    let mut ev = Event::zeroed();
-    ev.kind = kind as u32;
-    ev.caller = caller;
-    ev.arg = arg;
-    ev.arg2 = arg2;
-    ev.flags = extra;
-    context::fill(&mut ev, cfg, &here);
-    // The raw frames travel in the argument slots: only where those are free.
-    if caller == 0 && arg == 0 && arg2 == 0 {
-        context::raw_callers(ctx, &mut ev);
-    }
-    ev.kernel_stack_id = emit::kernel_stack(ctx);
-    emit::send(&mut ev);
-}
-
-/// Sends an interrupt bracket event (no stack: they are frequent and the stack says nothing).
-#[inline(always)]
-fn bracket(kind: EventKind, arg: u64) {
-    let Some(cfg) = context::config() else { return };
-    let Some((_running, here)) = context::enter(cfg) else {
-        return;
+    let caller = if caller == 0 && extra & flags::FROM_TRAMPOLINE != 0 {
+        context::trampoline_caller(ctx, cfg)
+    } else {
+        caller
     };
-    let mut ev = Event::zeroed();
-    ev.kind = kind as u32;
-    ev.arg = arg;
-    context::fill(&mut ev, cfg, &here);
-    emit::send(&mut ev);
+    let lock = HeldLock {
+        site: caller,
+        cpu: here.cpu,
+        ..HeldLock::default()
+    };
+    let info = FactInfo {
+        kind: FactKind::Call,
+        news: kind as u32,
+        arg,
+        arg2,
+        irqs: context::irq_state(cfg),
+        flags: extra,
+        user_stack: false,
+    };
+    match held::kernel_stack(&here, false) {
+        Some(stack) => {
+            // A stale spinlock must not make a legal call look atomic.
+            let stale = stack.expire(context::now_ns(), here.cpu, here.in_task(), &cfg.limits);
+            if stale > 0 {
+                emit::count(tracer_common::Counter::StaleHeld, u64::from(stale));
+            }
+            emit::fact(ctx, &here, &info, &lock, stack);
+        }
+        None => {
+            if let Some(empty) = EMPTY_HELD.get(0) {
+                emit::fact(ctx, &here, &info, &lock, empty);
+            }
+        }
+    }
 }
 
 /// fentry `pcpu_alloc_noprof(size, align, reserved, gfp)` (`pcpu_alloc` before Linux 6.10).
@@ -67,7 +79,7 @@ pub fn pcpu_alloc_entry(ctx: &FEntryContext) {
     } else {
         0
     };
-    report(
+    call(
         ctx,
         EventKind::PcpuAlloc,
         0,
@@ -80,7 +92,7 @@ pub fn pcpu_alloc_entry(ctx: &FEntryContext) {
 #[inline(always)]
 pub fn free_percpu_entry(ctx: &FEntryContext) {
     let ptr: u64 = ctx.arg(0);
-    report(
+    call(
         ctx,
         EventKind::PcpuFree,
         0,
@@ -94,7 +106,7 @@ pub fn free_percpu_entry(ctx: &FEntryContext) {
 /// whole probe there.
 #[inline(always)]
 pub fn vfree_entry(ctx: &FEntryContext) {
-    report(ctx, EventKind::Vfree, 0, (0, 0), flags::FROM_TRAMPOLINE);
+    call(ctx, EventKind::Vfree, 0, (0, 0), flags::FROM_TRAMPOLINE);
 }
 
 /// tp_btf `percpu_alloc_percpu(call_site, reserved, is_atomic, size, align, base_addr, off,
@@ -110,7 +122,7 @@ pub fn percpu_alloc_tp(ctx: &BtfTracePointContext) {
     } else {
         0
     };
-    report(
+    call(
         ctx,
         EventKind::PcpuAlloc,
         call_site,
@@ -123,39 +135,33 @@ pub fn percpu_alloc_tp(ctx: &BtfTracePointContext) {
 #[inline(always)]
 pub fn percpu_free_tp(ctx: &BtfTracePointContext) {
     let ptr: u64 = ctx.arg(2);
-    report(ctx, EventKind::PcpuFree, 0, (ptr, 0), 0);
+    call(ctx, EventKind::PcpuFree, 0, (ptr, 0), 0);
 }
 
 /// tp_btf `free_vmap_area_noflush(va_start, nr_lazy, nr_lazy_max)`: on the `vfree` path.
 #[inline(always)]
 pub fn free_vmap_area_tp(ctx: &BtfTracePointContext) {
     let va_start: u64 = ctx.arg(0);
-    report(ctx, EventKind::Vfree, 0, (va_start, 0), 0);
+    call(ctx, EventKind::Vfree, 0, (va_start, 0), 0);
 }
 
-/// tp_btf `contention_begin(lock, flags)` and `contention_end(lock, ret)`.
+/// tp_btf `irq_handler_entry`/`_exit` (`hardirq`) and `softirq_entry`/`_exit`: keeps this
+/// CPU's bracket depths, which place events where `preempt_count` cannot be read.
 #[inline(always)]
-pub fn contention_tp(ctx: &BtfTracePointContext, kind: EventKind) {
-    let Some((cfg, _running, here)) = context::begin() else {
+pub fn irq_bracket(hardirq: bool, entry: bool) {
+    if context::config().is_none() {
+        return;
+    }
+    let Some(depth) = BRACKETS.get_ptr_mut(if hardirq { 0 } else { 1 }) else {
         return;
     };
-    let mut ev = Event::zeroed();
-    ev.kind = kind as u32;
-    ev.lock_addr = ctx.arg(0);
-    ev.arg = ctx.arg::<u64>(1) & 0xffff_ffff;
-    if kind == EventKind::ContentionBegin {
-        // SAFETY: the context's first slot is the lock address, copied as a plain scalar.
-        let lock: u64 = unsafe { bpf_probe_read_kernel(ctx.as_ptr() as *const u64) }.unwrap_or(0);
-        (ev.slab_cache, ev.slab_offset) = context::slab_cache(lock, cfg);
+    // SAFETY: this CPU's slot; brackets of one kind do not nest on a CPU except through
+    // a higher context, which keeps its own count.
+    unsafe {
+        *depth = if entry {
+            (*depth).saturating_add(1)
+        } else {
+            (*depth).saturating_sub(1)
+        };
     }
-    context::fill(&mut ev, cfg, &here);
-    emit::send(&mut ev);
-}
-
-/// tp_btf `irq_handler_entry(irq, action)` / `irq_handler_exit(irq, action, ret)` and
-/// `softirq_entry(vec_nr)` / `softirq_exit(vec_nr)`.
-#[inline(always)]
-pub fn irq_bracket_tp(ctx: &BtfTracePointContext, kind: EventKind) {
-    let nr: u64 = ctx.arg(0);
-    bracket(kind, nr & 0xffff_ffff);
 }

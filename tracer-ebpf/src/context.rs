@@ -1,29 +1,42 @@
-//! What every event records about where it happened: time, CPU, task, hardware-interrupt
-//! state (through the `bpf_local_irq_save` kfunc) and execution context (from `preempt_count`).
+//! Where a program runs: the session switch, the task, the execution context (from
+//! `preempt_count`), the hardware-interrupt state (through the `bpf_local_irq_save` kfunc), this
+//! CPU's per-CPU base, and where a lock sits (slab cache, per-CPU offset, acquisition site).
 
 use aya_ebpf::{
     EbpfContext,
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
+        bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
         bpf_probe_read_kernel_str_bytes,
         generated::{
-            bpf_get_current_task, bpf_get_smp_processor_id, bpf_get_stack, bpf_ktime_get_ns,
+            bpf_get_current_task, bpf_get_func_ip, bpf_get_smp_processor_id, bpf_get_stack,
+            bpf_ktime_get_ns,
         },
     },
 };
 use tracer_common::{
-    Event, ExecContext, IrqState, PreemptCountSource, ProbeConfig, SLAB_NAME_LEN, flags, preempt,
+    AcquireState, ExecContext, IrqState, PreemptCountSource, ProbeConfig, SLAB_NAME_LEN,
+    class::Instance, flags, preempt,
 };
 
 use crate::{
     emit,
-    maps::{CONFIG, SLAB_GEOMETRY, SLAB_NAMES},
+    maps::{BRACKETS, CONFIG, SLAB_GENERIC, SLAB_GEOMETRY, SLAB_NAMES},
 };
 
+/// Set to 1 by user space at load time for the benchmark's floor: every program then returns
+/// at once (the verifier sees the constant and prunes the rest), so a session measures what
+/// the trampolines, tracepoints and uprobes alone cost.
+#[unsafe(no_mangle)]
+static FLOOR: u32 = 0;
+
 /// The configuration user space wrote, or `None` while no session records (before every
-/// probe is attached, and while they are detached).
+/// probe is attached, and while they are detached) and in the floor.
 #[inline(always)]
 pub fn config() -> Option<&'static ProbeConfig> {
+    // SAFETY: a read-only global, set before loading.
+    if unsafe { core::ptr::read_volatile(&raw const FLOOR) } != 0 {
+        return None;
+    }
     CONFIG.get(0).filter(|cfg| cfg.tracing != 0)
 }
 
@@ -32,6 +45,20 @@ pub fn config() -> Option<&'static ProbeConfig> {
 #[inline(always)]
 pub fn filtered_out(cfg: &ProbeConfig) -> bool {
     (bpf_get_current_pid_tgid() >> 32) as u32 == cfg.self_pid
+}
+
+/// `bpf_ktime_get_ns()`.
+#[inline(always)]
+pub fn now_ns() -> u64 {
+    // SAFETY: a helper without arguments.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// This CPU.
+#[inline(always)]
+pub fn cpu() -> u32 {
+    // SAFETY: a helper without arguments.
+    unsafe { bpf_get_smp_processor_id() }
 }
 
 /// Reads the x86 flags register through `bpf_local_irq_save`/`bpf_local_irq_restore`
@@ -44,7 +71,7 @@ pub fn filtered_out(cfg: &ProbeConfig) -> bool {
 /// bpf-linker. The verifier refuses a direct read of the saved slot, so it is copied out with
 /// `bpf_probe_read_kernel`.
 #[inline(always)]
-fn irq_state(cfg: &ProbeConfig) -> IrqState {
+pub fn irq_state(cfg: &ProbeConfig) -> IrqState {
     if cfg.irq_kfunc_valid == 0 {
         return IrqState::Unknown;
     }
@@ -71,14 +98,14 @@ fn irq_state(cfg: &ProbeConfig) -> IrqState {
     }
 }
 
-/// Reads this CPU's `preempt_count` the way the configuration says (see
-/// [`PreemptCountSource`]); `None` when it cannot be read exactly.
+/// This CPU's `preempt_count` and per-CPU base, read the way the configuration says (see
+/// [`PreemptCountSource`]); `None` when they cannot be read exactly.
 #[inline(always)]
-fn preempt_count(cfg: &ProbeConfig) -> Option<u32> {
+fn cpu_view(cfg: &ProbeConfig) -> Option<(u32, u64)> {
     if cfg.preempt_count_source == PreemptCountSource::ThisCpuPtr as u32 {
-        preempt_count_this_cpu(cfg)
+        cpu_view_this_cpu(cfg)
     } else if cfg.preempt_count_source == PreemptCountSource::Runqueue as u32 {
-        preempt_count_from_runqueue(cfg)
+        cpu_view_runqueue(cfg)
     } else {
         None
     }
@@ -89,7 +116,7 @@ fn preempt_count(cfg: &ProbeConfig) -> Option<u32> {
 /// user space into the variable's BTF id, or, with the call, into `r0 = 0` when this source
 /// is not used.
 #[inline(always)]
-fn preempt_count_this_cpu(cfg: &ProbeConfig) -> Option<u32> {
+fn cpu_view_this_cpu(cfg: &ProbeConfig) -> Option<(u32, u64)> {
     let typed: u64;
     // SAFETY: r1 = &var (BPF_PSEUDO_BTF_ID), then helper 154 (bpf_this_cpu_ptr) leaves this
     // CPU's copy in r0; every caller-saved register is declared clobbered.
@@ -110,16 +137,17 @@ fn preempt_count_this_cpu(cfg: &ProbeConfig) -> Option<u32> {
         if var == 0 {
             return None;
         }
-        bpf_probe_read_kernel((var + cfg.preempt_count_offset) as *const u32).ok()
+        let count = bpf_probe_read_kernel((var + cfg.preempt_count_offset) as *const u32).ok()?;
+        Some((count, var.wrapping_sub(cfg.this_cpu_var_percpu_offset)))
     }
 }
 
 /// The per-CPU base is `current->se.cfs_rq->rq` minus the per-CPU offset of `runqueues`. A
 /// task's `se.cfs_rq` can point at another CPU's queue (real-time and stopper tasks, tasks
-/// being migrated), so the queue's own `cpu` must be this CPU, or the count would be another
+/// being migrated), so the queue's own `cpu` must be this CPU, or the view would be another
 /// CPU's.
 #[inline(always)]
-fn preempt_count_from_runqueue(cfg: &ProbeConfig) -> Option<u32> {
+fn cpu_view_runqueue(cfg: &ProbeConfig) -> Option<(u32, u64)> {
     // SAFETY: kernel reads through the fault-tolerant helper.
     unsafe {
         let task = bpf_get_current_task();
@@ -131,103 +159,145 @@ fn preempt_count_from_runqueue(cfg: &ProbeConfig) -> Option<u32> {
             return None;
         }
         let base = rq.wrapping_sub(cfg.runqueues_percpu_offset);
-        bpf_probe_read_kernel(base.wrapping_add(cfg.preempt_count_offset) as *const u32).ok()
+        let count =
+            bpf_probe_read_kernel(base.wrapping_add(cfg.preempt_count_offset) as *const u32)
+                .ok()?;
+        Some((count, base))
     }
 }
 
-/// Fills when, where and who: time, CPU, ids and comm.
-#[inline(always)]
-fn fill_task(ev: &mut Event) {
-    // SAFETY: plain helpers without arguments.
-    unsafe {
-        ev.timestamp_ns = bpf_ktime_get_ns();
-        ev.cpu = bpf_get_smp_processor_id();
-    }
-    let pid_tgid = bpf_get_current_pid_tgid();
-    ev.pid = (pid_tgid >> 32) as u32;
-    ev.tid = pid_tgid as u32;
-    if let Ok(comm) = bpf_get_current_comm() {
-        ev.comm = comm;
-    }
-}
-
-/// What [`enter`] learned about where the program runs, for [`fill`].
+/// What [`begin`] learned about where the program runs.
 pub struct Here {
     /// `preempt_count`, when readable.
-    count: Option<u32>,
-    /// The hardware-interrupt state.
-    irqs: IrqState,
+    pub count: Option<u32>,
+    /// This CPU's per-CPU base (where its copy of the static per-CPU area starts).
+    pub percpu_base: Option<u64>,
+    /// The execution context: from `preempt_count`, else from the interrupt brackets.
+    pub context: ExecContext,
     /// The context level (0 task, 1 softirq, 2 hardirq, 3 NMI, as in [`emit::Running`]).
     pub level: u32,
+    /// This CPU.
+    pub cpu: u32,
+    /// Thread-group and thread id.
+    pub pid_tgid: u64,
 }
 
-/// Claims this CPU's current context for the running program (see [`emit::Running`]) and
-/// reads `preempt_count` and the IRQ state once for it and for [`fill`]. `None` in
-/// locktrace's own task context, or when the probe fired inside another of our programs.
-/// (Interrupts that arrive while locktrace runs are the kernel's, and traced.)
+impl Here {
+    /// The thread id.
+    #[inline(always)]
+    pub fn tid(&self) -> u32 {
+        self.pid_tgid as u32
+    }
+
+    /// True in task (or unknown, hence task-placed) context.
+    #[inline(always)]
+    pub fn in_task(&self) -> bool {
+        self.level == 0
+    }
+
+    /// Where and how an acquisition here runs, with the interrupt state `irqs`.
+    #[inline(always)]
+    pub fn state(&self, irqs: IrqState) -> AcquireState {
+        AcquireState {
+            context: self.context,
+            irqs,
+            softirqs_disabled: self.count.map(|count| count & preempt::SOFTIRQ_MASK != 0),
+        }
+    }
+
+    /// The [`flags`] a fact made here carries.
+    #[inline(always)]
+    pub fn flags(&self) -> u32 {
+        match self.count {
+            Some(count) if count & preempt::SOFTIRQ_MASK != 0 => {
+                flags::PREEMPT_COUNT_VALID | flags::SOFTIRQS_DISABLED
+            }
+            Some(_) => flags::PREEMPT_COUNT_VALID,
+            None => 0,
+        }
+    }
+}
+
+/// The context of a CPU whose `preempt_count` cannot be read, from its open interrupt
+/// brackets.
 #[inline(always)]
-pub fn enter(cfg: &ProbeConfig) -> Option<(emit::Running, Here)> {
-    let count = preempt_count(cfg);
-    let level = match count.map(|count| ExecContext::from_preempt_count(count, cfg.preempt_layout))
-    {
-        Some(ExecContext::Softirq) => 1,
-        Some(ExecContext::Hardirq) => 2,
-        Some(ExecContext::Nmi) => 3,
-        _ => 0,
+fn bracket_context() -> ExecContext {
+    let depth = |i| BRACKETS.get(i).copied().unwrap_or(0);
+    if depth(0) > 0 {
+        ExecContext::Hardirq
+    } else if depth(1) > 0 {
+        ExecContext::Softirq
+    } else {
+        ExecContext::Unknown
+    }
+}
+
+/// The start of every program that follows a kernel event: the configuration (none while no
+/// session records), where it runs, and this context claimed for it (see
+/// [`emit::Running`]). `None` in locktrace's own task context, or when the probe fired inside
+/// another of our programs. (Interrupts that arrive while locktrace runs are the kernel's,
+/// and traced.)
+#[inline(always)]
+pub fn begin() -> Option<(&'static ProbeConfig, emit::Running, Here)> {
+    let cfg = config()?;
+    let view = cpu_view(cfg);
+    let context = match view {
+        Some((count, _)) => ExecContext::from_preempt_count(count, cfg.preempt_layout),
+        None => bracket_context(),
+    };
+    let level = match context {
+        ExecContext::Softirq => 1,
+        ExecContext::Hardirq => 2,
+        ExecContext::Nmi => 3,
+        ExecContext::Task | ExecContext::Unknown => 0,
     };
     if level == 0 && filtered_out(cfg) {
         return None;
     }
     let running = emit::Running::enter(level)?;
-    let irqs = irq_state(cfg);
-    Some((running, Here { count, irqs, level }))
-}
-
-/// The start of every program that reports a kernel event: the configuration (none while
-/// no session records) and this context claimed (see [`enter`]).
-#[inline(always)]
-pub fn begin() -> Option<(&'static ProbeConfig, emit::Running, Here)> {
-    let cfg = config()?;
-    let (running, here) = enter(cfg)?;
+    let here = Here {
+        count: view.map(|(count, _)| count),
+        percpu_base: view.map(|(_, base)| base),
+        context,
+        level,
+        cpu: cpu(),
+        pid_tgid: bpf_get_current_pid_tgid(),
+    };
     Some((cfg, running, here))
 }
 
-/// Fills the fields every kernel event has: time, CPU, ids, comm, irq state and context (as
-/// [`enter`] read them).
+/// Where a kernel lock at `addr` sits, taken at `site`: its slab cache (kfunc
+/// `bpf_get_kmem_cache`, Linux 6.13+) or its offset in this CPU's static per-CPU area. The
+/// kfunc wants a plain scalar, so callers pass an address copied out of the context, not a
+/// typed pointer.
 #[inline(always)]
-pub fn fill(ev: &mut Event, cfg: &ProbeConfig, here: &Here) {
-    fill_task(ev);
-    ev.irqs = here.irqs as u32;
-    match here.count {
-        Some(count) => {
-            ev.preempt_count = count;
-            ev.context = ExecContext::from_preempt_count(count, cfg.preempt_layout) as u32;
-            ev.flags |= flags::PREEMPT_COUNT_VALID;
-            if count & preempt::SOFTIRQ_MASK != 0 {
-                ev.flags |= flags::SOFTIRQS_DISABLED;
-            }
-        }
-        None => ev.context = ExecContext::Unknown as u32,
+pub fn instance(addr: u64, site: u64, cfg: &ProbeConfig, here: &Here) -> Instance {
+    let mut inst = Instance {
+        addr,
+        site,
+        ..Instance::default()
+    };
+    if addr >= tracer_common::class::STATIC_START {
+        return inst;
     }
+    if let Some(base) = here.percpu_base {
+        let offset = addr.wrapping_sub(base);
+        if offset < cfg.percpu_size {
+            inst.percpu_offset = Some(offset as u32);
+            return inst;
+        }
+    }
+    (inst.slab_cache, inst.slab_offset, inst.slab_generic) = slab_cache(addr, cfg);
+    inst
 }
 
-/// Fills the fields of a user-space event: no kernel state is meaningful there (user code
-/// always runs in task context with interrupts enabled).
+/// The slab cache holding `addr`, or 0; the offset of `addr` in its object plus one (0 when
+/// unknown); whether the cache is generic. The first time a cache is seen its name goes into
+/// `SLAB_NAMES` and its geometry into `SLAB_GEOMETRY`.
 #[inline(always)]
-pub fn fill_user(ev: &mut Event) {
-    fill_task(ev);
-    ev.irqs = IrqState::Enabled as u32;
-    ev.context = ExecContext::Task as u32;
-}
-
-/// The slab cache holding `addr` (kfunc `bpf_get_kmem_cache`, Linux 6.13+), or 0, and the
-/// offset of `addr` in its object plus one (0 when unknown). The first time a cache is seen
-/// its name goes into `SLAB_NAMES` and its geometry into `SLAB_GEOMETRY`. The kfunc wants a
-/// plain scalar, so callers pass an address copied out of the context, not a typed pointer.
-#[inline(always)]
-pub fn slab_cache(addr: u64, cfg: &ProbeConfig) -> (u64, u32) {
+fn slab_cache(addr: u64, cfg: &ProbeConfig) -> (u64, u32, bool) {
     if cfg.kmem_cache_kfunc_valid == 0 {
-        return (0, 0);
+        return (0, 0, false);
     }
     let typed: u64;
     // SAFETY: one argument in r1, the result in r0, caller-saved registers clobbered; user
@@ -246,23 +316,23 @@ pub fn slab_cache(addr: u64, cfg: &ProbeConfig) -> (u64, u32) {
     // SAFETY: reading our own stack slot.
     let cache: u64 = unsafe { bpf_probe_read_kernel(&raw const typed) }.unwrap_or(0);
     if cache == 0 {
-        return (0, 0);
+        return (0, 0, false);
     }
     // SAFETY: the map lookup returns a reference valid for this program run.
-    if unsafe { SLAB_NAMES.get(&cache) }.is_none() {
-        learn_cache(cache, cfg);
-    }
-    // SAFETY: as above.
-    let offset = match unsafe { SLAB_GEOMETRY.get(&cache) } {
-        Some(&geometry) => offset_in_object(addr, geometry),
-        None => 0,
+    let geometry = match unsafe { SLAB_GEOMETRY.get(&cache) } {
+        Some(&geometry) => geometry,
+        None => learn_cache(cache, cfg),
     };
-    (cache, offset)
+    (
+        cache,
+        offset_in_object(addr, geometry),
+        geometry & SLAB_GENERIC != 0,
+    )
 }
 
-/// Copies a cache's name and geometry into the maps.
+/// Copies a cache's name and geometry into the maps; returns the geometry.
 #[inline(always)]
-fn learn_cache(cache: u64, cfg: &ProbeConfig) {
+fn learn_cache(cache: u64, cfg: &ProbeConfig) -> u64 {
     let mut name = [0u8; SLAB_NAME_LEN];
     // SAFETY: kernel reads through the fault-tolerant helpers.
     let name_ptr: Option<u64> =
@@ -272,21 +342,28 @@ fn learn_cache(cache: u64, cfg: &ProbeConfig) {
         let _ = unsafe { bpf_probe_read_kernel_str_bytes(ptr as *const u8, &mut name) };
         let _ = SLAB_NAMES.insert(&cache, &name, 0);
     }
-    if cfg.kmem_cache_size_offset == 0 {
-        return;
-    }
-    // SAFETY: as above.
-    let (size, oo) = unsafe {
-        (
-            bpf_probe_read_kernel((cache + cfg.kmem_cache_size_offset) as *const u32),
-            bpf_probe_read_kernel((cache + cfg.kmem_cache_oo_offset) as *const u32),
-        )
+    let generic = if name.starts_with(b"kmalloc") {
+        SLAB_GENERIC
+    } else {
+        0
     };
-    if let (Ok(size), Ok(oo)) = (size, oo) {
-        // `struct kmem_cache_order_objects`: the page order above OO_SHIFT (16).
-        let order = u64::from(oo >> 16);
-        let _ = SLAB_GEOMETRY.insert(&cache, &(u64::from(size) | order << 32), 0);
+    let mut geometry = generic;
+    if cfg.kmem_cache_size_offset != 0 {
+        // SAFETY: as above.
+        let (size, oo) = unsafe {
+            (
+                bpf_probe_read_kernel((cache + cfg.kmem_cache_size_offset) as *const u32),
+                bpf_probe_read_kernel((cache + cfg.kmem_cache_oo_offset) as *const u32),
+            )
+        };
+        if let (Ok(size), Ok(oo)) = (size, oo) {
+            // `struct kmem_cache_order_objects`: the page order above OO_SHIFT (16).
+            let order = u64::from(oo >> 16) & 0x1f;
+            geometry |= u64::from(size) | order << 32;
+        }
     }
+    let _ = SLAB_GEOMETRY.insert(&cache, &geometry, 0);
+    geometry
 }
 
 /// Where `addr` sits in its slab object, plus one. A slab is a buddy allocation of 2^order
@@ -305,11 +382,44 @@ fn offset_in_object(addr: u64, geometry: u64) -> u32 {
     (in_slab % size) as u32 + 1
 }
 
-/// The three kernel stack frames below our own program into `caller`, `arg` and `arg2` (see
-/// [`flags::RAW_CALLERS`]): the trampoline, then on some kernels a return address into the
-/// traced function itself, then the caller.
+/// Words of the trampoline's frame read after the probed function's first argument.
+const FRAME_WORDS: usize = 6;
+
+/// The caller of the probed kernel function (the return address into the function that took
+/// the lock), from a trampoline program.
+///
+/// On x86-64 the trampoline's frame holds, after the arguments (and the return value, for
+/// fexit), the saved frame pointer, the return address into the probed function (just past its
+/// `__fentry__` call) and the probed function's own return address: the caller. That word is
+/// found next to the one within 16 bytes of `bpf_get_func_ip()`, at the cost of one read.
+/// Without the helper (before Linux 5.15) or when the frame does not look like that, three
+/// frames of the stack are walked instead: the trampoline, possibly the return address into
+/// the probed function, then the caller.
 #[inline(always)]
-pub fn raw_callers<C: EbpfContext>(ctx: &C, ev: &mut Event) {
+pub fn trampoline_caller<C: EbpfContext>(ctx: &C, cfg: &ProbeConfig) -> u64 {
+    let func_ip = if cfg.func_ip_helper != 0 {
+        // SAFETY: the helper reads the trampoline's saved function address.
+        unsafe { bpf_get_func_ip(ctx.as_ptr()) }
+    } else {
+        0
+    };
+    if func_ip != 0 {
+        let mut words = [0u64; FRAME_WORDS];
+        // SAFETY: the trampoline's frame on the kernel stack, read through the helper.
+        let read = unsafe {
+            bpf_probe_read_kernel_buf(
+                (ctx.as_ptr() as *const u8).wrapping_add(8),
+                core::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), 8 * FRAME_WORDS),
+            )
+        };
+        if read.is_ok() {
+            for k in 0..FRAME_WORDS - 1 {
+                if words[k].wrapping_sub(func_ip) < 16 {
+                    return words[k + 1];
+                }
+            }
+        }
+    }
     /// Low bits of the flags: frames to skip (ours is always the first).
     const SKIP_OUR_PROGRAM: u64 = 1;
     let mut frames = [0u64; 3];
@@ -322,10 +432,14 @@ pub fn raw_callers<C: EbpfContext>(ctx: &C, ev: &mut Event) {
             SKIP_OUR_PROGRAM,
         )
     };
-    if copied > 0 {
-        ev.caller = frames[0];
-        ev.arg = frames[1];
-        ev.arg2 = frames[2];
-        ev.flags |= flags::RAW_CALLERS;
+    if copied <= 0 {
+        return 0;
     }
+    // frames[0] is the trampoline.
+    for &frame in &frames[1..] {
+        if frame != 0 && (func_ip == 0 || frame.wrapping_sub(func_ip) >= 16) {
+            return frame;
+        }
+    }
+    0
 }

@@ -1,83 +1,128 @@
-//! Writing events to the ring buffer and counting what could not be written.
+//! Counting, and writing facts to the ring buffer: the only thing that crosses to user space.
 
-use aya_ebpf::{helpers::generated::bpf_get_current_task, programs::tracing::StackIdContext};
-use tracer_common::{DropReason, Event, flags};
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{
+        bpf_get_current_comm,
+        generated::{bpf_get_current_task, bpf_get_stack, bpf_probe_read_kernel},
+    },
+};
+use tracer_common::{
+    Counter, ExecContext, Fact, FactKind, HeldLock, HeldStack, IrqState, MAX_FRAMES, flags,
+};
 
-use crate::maps::{DROPS, EVENTS, LOSS_PENDING, RUNNING, RUNNING_SLOTS, STACKS};
+use crate::{
+    context::{self, Here},
+    maps::{COUNTERS_MAP, FACTS, RUNNING, RUNNING_SLOTS},
+};
 
 /// `BPF_F_USER_STACK`: walk the user stack instead of the kernel's.
 const BPF_F_USER_STACK: u64 = 1 << 8;
 
-/// Adds one to the per-CPU drop counter for `reason`; a lost event also marks the CPU's next
-/// event (see [`LOSS_PENDING`]).
-#[inline(always)]
-pub fn count_drop(reason: DropReason) {
-    if let Some(counter) = DROPS.get_ptr_mut(reason as u32) {
-        // SAFETY: a per-CPU slot; only this CPU writes it while the program runs.
-        unsafe { *counter += 1 };
-    }
-    // Stack failures lose no event; nested probes are our own helpers' locks. Everything
-    // else is an event of the traced kernel or program that was not recorded.
-    if !matches!(reason, DropReason::StackFailed | DropReason::Nested)
-        && let Some(pending) = LOSS_PENDING.get_ptr_mut(0)
-    {
-        // SAFETY: as above.
-        unsafe { *pending = 1 };
-    }
-}
-
-/// The id of the current kernel stack, or -1 (counted) when it could not be taken. Without
-/// `BPF_F_REUSE_STACKID` a stack whose hash bucket holds another fails rather than replacing
-/// it: user space reads a stack some milliseconds after the event, and a replaced one would
-/// show the wrong stack for every earlier event that named the id.
-#[inline(always)]
-pub fn kernel_stack<C: StackIdContext>(ctx: &C) -> i32 {
-    match ctx.get_stackid(&STACKS, 0) {
-        Ok(id) => id as i32,
-        Err(_) => {
-            count_drop(DropReason::StackFailed);
-            -1
-        }
-    }
-}
-
-/// The id of the current user stack, or -1 (counted) when it could not be taken.
-#[inline(always)]
-pub fn user_stack<C: StackIdContext>(ctx: &C) -> i32 {
-    match ctx.get_stackid(&STACKS, BPF_F_USER_STACK) {
-        Ok(id) => id as i32,
-        Err(_) => {
-            count_drop(DropReason::StackFailed);
-            -1
-        }
-    }
-}
-
 /// `BPF_RB_NO_WAKEUP`: do not wake the reader for this record.
 ///
-/// The programs never wake the reader; user space drains the ring on a 10 ms timer. A wake-up
-/// is an irq_work whose handler takes the wait-queue, `pi_lock` and runqueue locks, which our
-/// own lock probes trace: with a slow reader every wake-up made events that forced the next
-/// one, a storm that livelocked a 6.12 guest on the ring buffer's lock. (Waking per event also
-/// cost a context switch per traced pthread operation.)
+/// The programs never wake the reader; user space drains the ring on a timer. A wake-up is an
+/// irq_work whose handler takes the wait-queue, `pi_lock` and runqueue locks, which our own
+/// lock probes trace.
 const BPF_RB_NO_WAKEUP: u64 = 1;
 
-/// Sends one event; a full ring buffer is counted, never silent.
+/// Adds `n` to the per-CPU counter `counter`.
 #[inline(always)]
-pub fn send(ev: &mut Event) {
-    let pending = LOSS_PENDING.get_ptr_mut(0);
-    // SAFETY: a per-CPU slot read and written only by this CPU's running program.
-    if let Some(pending) = pending
-        && unsafe { *pending } != 0
-    {
-        ev.flags |= flags::AFTER_LOSS;
+pub fn count(counter: Counter, n: u64) {
+    if let Some(slot) = COUNTERS_MAP.get_ptr_mut(counter as u32) {
+        // SAFETY: a per-CPU slot; only this CPU writes it while the program runs (an
+        // interrupting program may lose an increment: these are statistics).
+        unsafe { *slot += n };
     }
-    if EVENTS.output(&*ev, BPF_RB_NO_WAKEUP).is_err() {
-        count_drop(DropReason::RingFull);
-    } else if let Some(pending) = pending {
-        // SAFETY: as above.
-        unsafe { *pending = 0 };
+}
+
+/// What a fact says besides its kind: the interrupt state it was made in and its arguments.
+pub struct FactInfo {
+    /// [`FactKind`].
+    pub kind: FactKind,
+    /// See [`Fact::news`].
+    pub news: u32,
+    /// See [`Fact::arg`].
+    pub arg: u64,
+    /// See [`Fact::arg2`].
+    pub arg2: u64,
+    /// The hardware-interrupt state.
+    pub irqs: IrqState,
+    /// Extra [`flags`] (`ATOMIC`, `FROM_TRAMPOLINE`).
+    pub flags: u32,
+    /// Take the user stack rather than the kernel's.
+    pub user_stack: bool,
+}
+
+/// Writes a fact: `lock` and the locks `held` in its context (bottom first), with one stack.
+/// Returns false, counted as `ring_full`, when the ring had no room: the caller must then
+/// remember nothing, so that the next occurrence is reported.
+#[inline(always)]
+pub fn fact<C: EbpfContext>(
+    ctx: &C,
+    here: &Here,
+    info: &FactInfo,
+    lock: &HeldLock,
+    held: &HeldStack,
+) -> bool {
+    let Some(mut entry) = FACTS.reserve::<Fact>(0) else {
+        count(Counter::RingFull, 1);
+        return false;
+    };
+    let fact = entry.as_mut_ptr();
+    // SAFETY: `fact` is the reserved record, written field by field; the helper calls write
+    // inside it with sizes that fit.
+    unsafe {
+        (*fact).timestamp_ns = context::now_ns();
+        (*fact).arg = info.arg;
+        (*fact).arg2 = info.arg2;
+        (*fact).kind = info.kind as u32;
+        (*fact).news = info.news;
+        (*fact).cpu = here.cpu;
+        (*fact).pid = (here.pid_tgid >> 32) as u32;
+        (*fact).tid = here.tid();
+        (*fact).context = if info.user_stack {
+            ExecContext::Task as u32
+        } else {
+            here.context as u32
+        };
+        (*fact).irqs = info.irqs as u32;
+        (*fact).preempt_count = here.count.unwrap_or(0);
+        (*fact).flags = info.flags
+            | if info.user_stack {
+                flags::USER_STACK
+            } else {
+                here.flags()
+            };
+        (*fact).reserved = 0;
+        (*fact).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        (*fact).lock = *lock;
+        // One copy of the entries in use, by the kernel's memcpy: a loop of 80-byte copies
+        // would be walked by the verifier once per entry and per path.
+        let n = held.len();
+        let bytes = n * core::mem::size_of::<HeldLock>();
+        let copied = bpf_probe_read_kernel(
+            (*fact).held.as_mut_ptr() as *mut core::ffi::c_void,
+            bytes as u32,
+            held.locks.as_ptr() as *const core::ffi::c_void,
+        );
+        (*fact).nr_held = if copied == 0 { n as u32 } else { 0 };
+        let stack_flags = if info.user_stack { BPF_F_USER_STACK } else { 0 };
+        let copied = bpf_get_stack(
+            ctx.as_ptr(),
+            (*fact).frames.as_mut_ptr() as *mut core::ffi::c_void,
+            (MAX_FRAMES * 8) as u32,
+            stack_flags,
+        );
+        (*fact).nr_frames = if copied > 0 {
+            (copied as u32) / 8
+        } else {
+            count(Counter::StackFailed, 1);
+            0
+        };
     }
+    entry.submit(BPF_RB_NO_WAKEUP);
+    true
 }
 
 /// Marks one of our programs as running for the current task in this CPU's current context
@@ -85,10 +130,10 @@ pub fn send(ev: &mut Event) {
 ///
 /// A probe that fires while the same task already runs one of our programs in the same
 /// context is inside our own helpers (the ring buffer's lock on kernels where it is a plain
-/// spinlock) and must not re-enter them. Programs run with migration disabled but, on
-/// preemptible kernels, not with preemption disabled: another task may run on this CPU while
-/// one is preempted inside a program, and its events are not nested. So each context has
-/// [`RUNNING_SLOTS`] slots holding the owning task.
+/// spinlock, a hash map's bucket lock) and must not re-enter them. Programs run with migration
+/// disabled but, on preemptible kernels, not with preemption disabled: another task may run on
+/// this CPU while one is preempted inside a program, and its events are not nested. So each
+/// context has [`RUNNING_SLOTS`] slots holding the owning task.
 pub struct Running(*mut u64);
 
 impl Running {
@@ -105,7 +150,7 @@ impl Running {
             // SAFETY: a per-CPU slot; the task owning it cannot migrate while it does.
             let owner = unsafe { *slot };
             if owner == task {
-                count_drop(DropReason::Nested);
+                count(Counter::Nested, 1);
                 return None;
             }
             if owner == 0 && free.is_none() {
@@ -113,7 +158,7 @@ impl Running {
             }
         }
         let Some(slot) = free else {
-            count_drop(DropReason::Preempted);
+            count(Counter::Preempted, 1);
             return None;
         };
         // SAFETY: as above. Claiming is not atomic: a task preempted between the read and

@@ -1,15 +1,20 @@
 //! Kernel lock primitives through BPF trampolines: fexit on the acquire functions (the lock is
-//! held when they return; trylocks report only success) and fentry on the release functions.
-//! Needs a kernel that allows trampolines (Linux 5.5+, not locked down against them).
+//! held when they return; trylocks report only success) and fentry on the release functions,
+//! plus the scheduler's hand-over of the run-queue lock and task exit. Needs a kernel that
+//! allows trampolines (Linux 5.5+, not locked down against them).
 
 use aya_ebpf::{
     EbpfContext,
     helpers::bpf_probe_read_kernel,
-    programs::{FEntryContext, FExitContext},
+    programs::{BtfTracePointContext, FEntryContext, FExitContext},
 };
-use tracer_common::{Event, EventKind, LockKind, flags};
+use tracer_common::{HeldLock, IrqState, LockKind, class::classify, flags};
 
-use crate::{context, emit, maps::RELEASE_CLAIM};
+use crate::{
+    context, held,
+    maps::RELEASE_CLAIM,
+    validate::{self, Maps},
+};
 
 /// How an acquire function says it succeeded.
 #[derive(Clone, Copy)]
@@ -22,19 +27,9 @@ pub enum Success {
     Zero,
 }
 
-/// Reports an acquisition when the acquire function returned holding the lock.
+/// Follows an acquisition when the acquire function returned holding the lock.
 #[inline(always)]
 pub fn on_acquire(ctx: &FExitContext, lock_kind: LockKind, variant: u32, success: Success) {
-    let Some((cfg, _running, here)) = context::begin() else {
-        return;
-    };
-    // Every hooked acquire function takes exactly one argument: the lock. The return value
-    // follows the arguments in the trampoline's context.
-    let lock: u64 = ctx.arg(0);
-    // The same address as a plain scalar (copied out of the context), for the kfunc.
-    // SAFETY: the context's first slot is the argument.
-    let lock_scalar: u64 =
-        unsafe { bpf_probe_read_kernel(ctx.as_ptr() as *const u64) }.unwrap_or(0);
     let held = match success {
         Success::Always => true,
         Success::NonZero => ctx.arg::<i32>(1) != 0,
@@ -43,47 +38,68 @@ pub fn on_acquire(ctx: &FExitContext, lock_kind: LockKind, variant: u32, success
     if !held {
         return;
     }
-    let mut ev = Event::zeroed();
-    ev.kind = EventKind::LockAcquire as u32;
-    ev.lock_kind = lock_kind as u32;
-    ev.lock_addr = lock;
-    ev.flags = variant | flags::FROM_TRAMPOLINE;
-    (ev.slab_cache, ev.slab_offset) = context::slab_cache(lock_scalar, cfg);
-    context::fill(&mut ev, cfg, &here);
-    context::raw_callers(ctx, &mut ev);
-    ev.kernel_stack_id = emit::kernel_stack(ctx);
-    emit::send(&mut ev);
+    let Some((cfg, _running, here)) = context::begin() else {
+        return;
+    };
+    // Every hooked acquire function takes exactly one argument: the lock. The same address
+    // as a plain scalar (copied out of the context), for the kfunc.
+    // SAFETY: the context's first slot is the argument.
+    let addr: u64 = unsafe { bpf_probe_read_kernel(ctx.as_ptr() as *const u64) }.unwrap_or(0);
+    let site = context::trampoline_caller(ctx, cfg);
+    let class = classify(&context::instance(addr, site, cfg, &here));
+    let lock = HeldLock {
+        addr,
+        site,
+        class,
+        class_key: class.key(),
+        acquired_ns: context::now_ns(),
+        cpu: here.cpu,
+        kind: lock_kind as u32,
+        variant,
+        ..HeldLock::default()
+    };
+    let Some(stack) = held::kernel_stack(&here, true) else {
+        return;
+    };
+    let mut maps = Maps {
+        ctx,
+        here: &here,
+        irqs: context::irq_state(cfg),
+        flags: flags::FROM_TRAMPOLINE,
+        user: false,
+    };
+    validate::acquire(&mut maps, cfg, stack, lock);
 }
 
 /// Identical programs on each release function (see `main.rs`): a task interrupted by a
 /// softirq interrupted by a hardirq still finds one free.
 pub const RELEASE_COPIES: u64 = 3;
 
-/// Reports a release before the release function drops the lock. [`RELEASE_COPIES`] programs
-/// run this for every call; the first of them to run reports it.
+/// Follows a release before the release function drops the lock. [`RELEASE_COPIES`] programs
+/// run this for every call; the first of them to run handles it.
 #[inline(always)]
-pub fn on_release(ctx: &FEntryContext, lock_kind: LockKind) {
-    let Some((cfg, _running, here)) = context::begin() else {
+pub fn on_release(ctx: &FEntryContext) {
+    let Some((_cfg, _running, here)) = context::begin() else {
         return;
     };
     let addr: u64 = ctx.arg(0);
     if !first_copy(here.level, addr) {
         return;
     }
-    let mut ev = Event::zeroed();
-    ev.kind = EventKind::LockRelease as u32;
-    ev.lock_kind = lock_kind as u32;
-    ev.lock_addr = addr;
-    ev.flags = flags::FROM_TRAMPOLINE;
-    context::fill(&mut ev, cfg, &here);
-    context::raw_callers(ctx, &mut ev);
-    emit::send(&mut ev);
+    let mut maps = Maps {
+        ctx,
+        here: &here,
+        irqs: IrqState::Unknown,
+        flags: 0,
+        user: false,
+    };
+    tracer_common::validate::release(&mut maps, held::kernel_stack(&here, false), addr);
 }
 
 /// True for the first of the [`RELEASE_COPIES`] programs of one release call to run on this CPU at
-/// context `level`: it reports the release, and the others that follow in the same call only
+/// context `level`: it handles the release, and the others that follow in the same call only
 /// count down. When the kernel skipped the first (it was running already, interrupted), the
-/// next finds no claim for `addr` and reports instead.
+/// next finds no claim for `addr` and handles it instead.
 #[inline(always)]
 fn first_copy(level: u32, addr: u64) -> bool {
     let (Some(claimed), Some(left)) = (
@@ -94,7 +110,7 @@ fn first_copy(level: u32, addr: u64) -> bool {
     };
     // SAFETY: per-CPU slots of one context level. A task preempted between two copies (a
     // sleeping lock's release) may find its claim overwritten by another task's release and
-    // report its own again: a duplicate release, which the engine counts as unmatched.
+    // handle its own again: the second finds nothing to release, counted as unmatched.
     unsafe {
         if *claimed == addr && *left > 0 {
             *left -= 1;
@@ -107,4 +123,37 @@ fn first_copy(level: u32, addr: u64) -> bool {
         *left = RELEASE_COPIES - 1;
     }
     true
+}
+
+/// tp_btf `sched_switch(preempt, prev, next, prev_state)`.
+#[inline(always)]
+pub fn on_switch(ctx: &BtfTracePointContext) {
+    let Some((cfg, _running, here)) = context::begin() else {
+        return;
+    };
+    held::switch(cfg, &here, ctx.arg(1), ctx.arg(2));
+}
+
+/// tp_btf `sched_process_exit(p)`: the current task exits.
+#[inline(always)]
+pub fn on_exit() {
+    let Some((_cfg, _running, here)) = context::begin() else {
+        return;
+    };
+    held::exit(&here);
+}
+
+/// tp_btf `contention_begin(lock, flags)` (`begin`) and `contention_end(lock, ret)`.
+#[inline(always)]
+pub fn on_contention(ctx: &BtfTracePointContext, begin: bool) {
+    let Some((cfg, _running, here)) = context::begin() else {
+        return;
+    };
+    // SAFETY: the context's first slot is the lock address, copied as a plain scalar.
+    let addr: u64 = unsafe { bpf_probe_read_kernel(ctx.as_ptr() as *const u64) }.unwrap_or(0);
+    let Some(stack) = held::kernel_stack(&here, true) else {
+        return;
+    };
+    let begin = begin.then(|| ctx.arg::<u64>(1) & 0xffff_ffff);
+    validate::contention(ctx, cfg, &here, stack, addr, begin);
 }

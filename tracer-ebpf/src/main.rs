@@ -1,10 +1,15 @@
-//! locktrace's eBPF programs. Each entry point is a thin wrapper generated below; the logic
-//! lives in one module per concern:
-//! - `kernel_locks`: spin/rw locks, mutexes and rwsems by fexit (acquire) and fentry (release);
+//! locktrace's eBPF programs: lockdep's hot path, where the locks are taken. Held locks,
+//! classes, the chain cache and usage bits live here (the logic is `tracer_common`'s, shared
+//! with user space); only what is new crosses the ring buffer, as a `Fact`. Each entry point
+//! is a thin wrapper generated below; the logic lives in one module per concern:
+//! - `kernel_locks`: spin/rw locks, mutexes and rwsems by fexit (acquire) and fentry (release),
+//!   the scheduler's run-queue lock hand-over, task exit and the contention tracepoints;
 //! - `allocator`: `pcpu_alloc`, `free_percpu`, `vfree` by fentry or tracepoint, and the
-//!   interrupt and contention tracepoints;
+//!   interrupt brackets;
 //! - `user_locks`: pthread mutexes and rwlocks by uprobes;
-//! - `context`, `emit`, `maps`: what every event records, the ring buffer, the maps.
+//! - `validate`: an acquisition against the held stack, the chain cache and the usage bits;
+//! - `held`: where the held stacks live;
+//! - `context`, `emit`, `maps`: where a program runs, counters and facts, the maps.
 //!
 //! User space (`tracer::probes`) names every program listed here; keep the two in step.
 #![no_std]
@@ -14,16 +19,18 @@
 mod allocator;
 mod context;
 mod emit;
+mod held;
 mod kernel_locks;
 mod maps;
 mod user_locks;
+mod validate;
 
 use aya_ebpf::{
     macros::{btf_tracepoint, fentry, fexit, uprobe, uretprobe},
     programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use kernel_locks::Success;
-use tracer_common::{EventKind, LockKind, flags};
+use tracer_common::{LockKind, flags};
 
 /// fexit programs on kernel acquire functions: (program, function, lock kind, variant flags,
 /// how success is reported).
@@ -40,10 +47,10 @@ macro_rules! acquire {
 /// fentry programs on kernel release functions: the `kernel_locks::RELEASE_COPIES` identical
 /// programs of each function, named on one line.
 macro_rules! release {
-    ($(($($prog:ident),+) => $func:literal, $kind:ident;)+) => {$($(
+    ($(($($prog:ident),+) => $func:literal;)+) => {$($(
         #[fentry(function = $func)]
         pub fn $prog(ctx: FEntryContext) -> i32 {
-            kernel_locks::on_release(&ctx, LockKind::$kind);
+            kernel_locks::on_release(&ctx);
             0
         }
     )+)+};
@@ -93,23 +100,23 @@ acquire! {
 // it once (see `kernel_locks::on_release`). Three cover a task interrupted by a softirq
 // interrupted by a hardirq.
 release! {
-    (rel_spin, rel_spin_2, rel_spin_3) => "_raw_spin_unlock", Spin;
-    (rel_spin_irqrestore, rel_spin_irqrestore_2, rel_spin_irqrestore_3) => "_raw_spin_unlock_irqrestore", Spin;
-    (rel_spin_irq, rel_spin_irq_2, rel_spin_irq_3) => "_raw_spin_unlock_irq", Spin;
-    (rel_spin_bh, rel_spin_bh_2, rel_spin_bh_3) => "_raw_spin_unlock_bh", Spin;
-    (rel_read, rel_read_2, rel_read_3) => "_raw_read_unlock", RwlockRead;
-    (rel_read_irqrestore, rel_read_irqrestore_2, rel_read_irqrestore_3) => "_raw_read_unlock_irqrestore", RwlockRead;
-    (rel_read_irq, rel_read_irq_2, rel_read_irq_3) => "_raw_read_unlock_irq", RwlockRead;
-    (rel_read_bh, rel_read_bh_2, rel_read_bh_3) => "_raw_read_unlock_bh", RwlockRead;
-    (rel_write, rel_write_2, rel_write_3) => "_raw_write_unlock", RwlockWrite;
-    (rel_write_irqrestore, rel_write_irqrestore_2, rel_write_irqrestore_3) => "_raw_write_unlock_irqrestore", RwlockWrite;
-    (rel_write_irq, rel_write_irq_2, rel_write_irq_3) => "_raw_write_unlock_irq", RwlockWrite;
-    (rel_write_bh, rel_write_bh_2, rel_write_bh_3) => "_raw_write_unlock_bh", RwlockWrite;
+    (rel_spin, rel_spin_2, rel_spin_3) => "_raw_spin_unlock";
+    (rel_spin_irqrestore, rel_spin_irqrestore_2, rel_spin_irqrestore_3) => "_raw_spin_unlock_irqrestore";
+    (rel_spin_irq, rel_spin_irq_2, rel_spin_irq_3) => "_raw_spin_unlock_irq";
+    (rel_spin_bh, rel_spin_bh_2, rel_spin_bh_3) => "_raw_spin_unlock_bh";
+    (rel_read, rel_read_2, rel_read_3) => "_raw_read_unlock";
+    (rel_read_irqrestore, rel_read_irqrestore_2, rel_read_irqrestore_3) => "_raw_read_unlock_irqrestore";
+    (rel_read_irq, rel_read_irq_2, rel_read_irq_3) => "_raw_read_unlock_irq";
+    (rel_read_bh, rel_read_bh_2, rel_read_bh_3) => "_raw_read_unlock_bh";
+    (rel_write, rel_write_2, rel_write_3) => "_raw_write_unlock";
+    (rel_write_irqrestore, rel_write_irqrestore_2, rel_write_irqrestore_3) => "_raw_write_unlock_irqrestore";
+    (rel_write_irq, rel_write_irq_2, rel_write_irq_3) => "_raw_write_unlock_irq";
+    (rel_write_bh, rel_write_bh_2, rel_write_bh_3) => "_raw_write_unlock_bh";
     // Sleeping locks are released with preemption on: a task preempted inside a copy makes
     // the next task on that CPU find it busy.
-    (rel_mutex, rel_mutex_2, rel_mutex_3) => "mutex_unlock", Mutex;
-    (rel_up_read, rel_up_read_2, rel_up_read_3) => "up_read", RwsemRead;
-    (rel_up_write, rel_up_write_2, rel_up_write_3) => "up_write", RwsemWrite;
+    (rel_mutex, rel_mutex_2, rel_mutex_3) => "mutex_unlock";
+    (rel_up_read, rel_up_read_2, rel_up_read_3) => "up_read";
+    (rel_up_write, rel_up_write_2, rel_up_write_3) => "up_write";
 }
 
 /// fentry on the per-CPU allocator; user space loads it against `pcpu_alloc_noprof` or
@@ -158,42 +165,56 @@ pub fn tp_free_vmap_area(ctx: BtfTracePointContext) -> i32 {
 /// tp_btf `lock:contention_begin`.
 #[btf_tracepoint(function = "contention_begin")]
 pub fn tp_contention_begin(ctx: BtfTracePointContext) -> i32 {
-    allocator::contention_tp(&ctx, EventKind::ContentionBegin);
+    kernel_locks::on_contention(&ctx, true);
     0
 }
 
 /// tp_btf `lock:contention_end`.
 #[btf_tracepoint(function = "contention_end")]
 pub fn tp_contention_end(ctx: BtfTracePointContext) -> i32 {
-    allocator::contention_tp(&ctx, EventKind::ContentionEnd);
+    kernel_locks::on_contention(&ctx, false);
+    0
+}
+
+/// tp_btf `sched:sched_switch`: the run-queue lock changes hands.
+#[btf_tracepoint(function = "sched_switch")]
+pub fn tp_sched_switch(ctx: BtfTracePointContext) -> i32 {
+    kernel_locks::on_switch(&ctx);
+    0
+}
+
+/// tp_btf `sched:sched_process_exit`: a task's held stacks go.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn tp_process_exit(_ctx: BtfTracePointContext) -> i32 {
+    kernel_locks::on_exit();
     0
 }
 
 /// tp_btf `irq:irq_handler_entry`.
 #[btf_tracepoint(function = "irq_handler_entry")]
-pub fn tp_hardirq_entry(ctx: BtfTracePointContext) -> i32 {
-    allocator::irq_bracket_tp(&ctx, EventKind::HardirqEntry);
+pub fn tp_hardirq_entry(_ctx: BtfTracePointContext) -> i32 {
+    allocator::irq_bracket(true, true);
     0
 }
 
 /// tp_btf `irq:irq_handler_exit`.
 #[btf_tracepoint(function = "irq_handler_exit")]
-pub fn tp_hardirq_exit(ctx: BtfTracePointContext) -> i32 {
-    allocator::irq_bracket_tp(&ctx, EventKind::HardirqExit);
+pub fn tp_hardirq_exit(_ctx: BtfTracePointContext) -> i32 {
+    allocator::irq_bracket(true, false);
     0
 }
 
 /// tp_btf `irq:softirq_entry`.
 #[btf_tracepoint(function = "softirq_entry")]
-pub fn tp_softirq_entry(ctx: BtfTracePointContext) -> i32 {
-    allocator::irq_bracket_tp(&ctx, EventKind::SoftirqEntry);
+pub fn tp_softirq_entry(_ctx: BtfTracePointContext) -> i32 {
+    allocator::irq_bracket(false, true);
     0
 }
 
 /// tp_btf `irq:softirq_exit`.
 #[btf_tracepoint(function = "softirq_exit")]
-pub fn tp_softirq_exit(ctx: BtfTracePointContext) -> i32 {
-    allocator::irq_bracket_tp(&ctx, EventKind::SoftirqExit);
+pub fn tp_softirq_exit(_ctx: BtfTracePointContext) -> i32 {
+    allocator::irq_bracket(false, false);
     0
 }
 
@@ -249,14 +270,15 @@ pub fn up_lock_return(ctx: RetProbeContext) -> i32 {
 /// uprobe on `pthread_mutex_unlock`.
 #[uprobe]
 pub fn up_mutex_unlock(ctx: ProbeContext) -> i32 {
-    user_locks::on_unlock(&ctx, LockKind::PthreadMutex);
+    user_locks::on_unlock(&ctx);
     0
 }
 
-/// uprobe on `pthread_rwlock_unlock`.
+/// uprobe on `pthread_rwlock_unlock` (readers and writers alike: the held entry knows which
+/// side was taken).
 #[uprobe]
 pub fn up_rwlock_unlock(ctx: ProbeContext) -> i32 {
-    user_locks::on_unlock(&ctx, LockKind::PthreadRwlockWrite);
+    user_locks::on_unlock(&ctx);
     0
 }
 

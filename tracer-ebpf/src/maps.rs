@@ -2,29 +2,70 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf, StackTrace},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use tracer_common::{DROP_REASONS, ProbeConfig, SLAB_NAME_LEN};
+use tracer_common::{COUNTERS, ContentionStat, HeldStack, ProbeConfig, SLAB_NAME_LEN};
 
-/// Events to user space. 8 MiB holds about 75,000 events: a few tens of milliseconds of a
-/// lock-heavy kernel, enough to ride out a slow reader wake-up without drops.
-#[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
+/// `BPF_F_NO_PREALLOC`: entries are allocated when inserted, so memory follows the tasks that
+/// exist rather than the map's maximum.
+const NO_PREALLOC: u32 = 1;
 
-/// Kernel and user stacks, deduplicated by the kernel. 16,384 distinct stacks cover the
-/// acquisition sites of a busy kernel; a stack whose hash bucket is taken by another is not
-/// recorded (counted as `stack_failed`: the event keeps its caller), and user space symbolizes
-/// each id when it first sees it.
+/// Facts to user space. A fact is 3.2 KiB (32 held locks and 64 frames); 16 MiB hold about
+/// 5,000 of them, the burst of new chains a busy kernel shows in its first seconds. In steady
+/// state a few facts a second cross it.
 #[map]
-pub static STACKS: StackTrace = StackTrace::with_max_entries(16 * 1024, 0);
+pub static FACTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 
-/// Per-CPU counters of lost events, indexed by `tracer_common::DropReason`.
+/// Per-CPU counters, indexed by `tracer_common::Counter`.
 #[map]
-pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_REASONS, 0);
+pub static COUNTERS_MAP: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS, 0);
 
 /// Run-time configuration written by user space before attaching (one entry).
 #[map]
 pub static CONFIG: Array<ProbeConfig> = Array::with_max_entries(1, 0);
+
+/// Held locks of each task's task context (and, under another key, of its user-space locks),
+/// by `tracer_common::held::task_key`. A hash keyed by thread id rather than task storage:
+/// aya-ebpf 0.3 has no task-storage map, and a hash works on every kernel (bcc's deadlock tool
+/// keeps its held locks the same way). Entries are created by a task's first acquisition and
+/// deleted when it exits (`sched_process_exit`), so 65,536 is room for every live thread of a
+/// large machine; a full map leaves a task untraced, counted as `task_map_full`.
+#[map]
+pub static TASK_HELD: HashMap<u64, HeldStack> = HashMap::with_max_entries(65536, NO_PREALLOC);
+
+/// An empty held stack, the value a new task's entry is created from (a 2.6 KiB value cannot
+/// be built on the 512-byte BPF stack). Never written.
+#[map]
+pub static EMPTY_HELD: Array<HeldStack> = Array::with_max_entries(1, 0);
+
+/// The held stacks of one CPU's interrupt contexts, by `tracer_common::held::irq_level`:
+/// softirq, hardirq, NMI. One value, so one lookup serves a program's checks of all three.
+#[repr(C)]
+pub struct IrqStacks {
+    /// Softirq, hardirq and NMI stacks.
+    pub stacks: [HeldStack; 3],
+}
+
+/// Held locks of each CPU's interrupt contexts (one entry per CPU).
+#[map]
+pub static IRQ_HELD: PerCpuArray<IrqStacks> = PerCpuArray::with_max_entries(1, 0);
+
+/// lockdep's chain cache: the lookup keys (`tracer_common::chain::lookup_key`) of every chain
+/// reported. A busy kernel has some tens of thousands of chains (lockdep's own limit is 64 K;
+/// classes by acquisition site make more); 131,072 keep them all, and LRU eviction only means a
+/// chain is reported once more, which user space recognises.
+#[map]
+pub static CHAINS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(131_072, 0);
+
+/// Usage bits of every class seen, by class key. A kernel has a few thousand lock classes;
+/// 32,768 leave room for classes by site. Eviction only reports a bit again.
+#[map]
+pub static USAGE: LruHashMap<u64, u8> = LruHashMap::with_max_entries(32_768, 0);
+
+/// How often and how long each class was contended, by class key, read by user space once a
+/// second. As many as usage entries.
+#[map]
+pub static CONTENTION: LruHashMap<u64, ContentionStat> = LruHashMap::with_max_entries(32_768, 0);
 
 /// A user-space lock call in flight, remembered at function entry until it returns.
 #[repr(C)]
@@ -51,14 +92,13 @@ pub static PENDING: HashMap<u64, PendingLock> = HashMap::with_max_entries(16 * 1
 pub static SLAB_NAMES: HashMap<u64, [u8; SLAB_NAME_LEN]> = HashMap::with_max_entries(4096, 0);
 
 /// Slab cache geometry by `struct kmem_cache *`, filled with `SLAB_NAMES`: the object size in
-/// the low 32 bits, the slab's page order above. As many as caches (4,096).
+/// the low 32 bits, the slab's page order above it, and [`SLAB_GENERIC`] for `kmalloc-*`.
+/// As many as caches (4,096).
 #[map]
 pub static SLAB_GEOMETRY: HashMap<u64, u64> = HashMap::with_max_entries(4096, 0);
 
-/// One per-CPU flag: events were lost on this CPU since the last one written. The next event
-/// written there carries `flags::AFTER_LOSS`, so user space knows where its view has a hole.
-#[map]
-pub static LOSS_PENDING: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+/// In a [`SLAB_GEOMETRY`] value: the cache is a generic one (`kmalloc-*`).
+pub const SLAB_GENERIC: u64 = 1 << 40;
 
 /// Slots per context level in [`RUNNING`]: the task running one of our programs, plus up to
 /// three more tasks preempted inside one on the same CPU (each preemption needs a task
@@ -71,7 +111,12 @@ pub const RUNNING_SLOTS: u32 = 4;
 pub static RUNNING: PerCpuArray<u64> = PerCpuArray::with_max_entries(4 * RUNNING_SLOTS, 0);
 
 /// Per CPU and per context level: the lock address whose release the first copy of a release
-/// program reported, and how many copies of that call are still to run (see
+/// program handled, and how many copies of that call are still to run (see
 /// `kernel_locks::on_release`).
 #[map]
 pub static RELEASE_CLAIM: PerCpuArray<u64> = PerCpuArray::with_max_entries(2 * 4, 0);
+
+/// Per CPU: hardirq and softirq bracket depths (`irq:*_entry`/`*_exit`), which place events
+/// only where `preempt_count` cannot be read.
+#[map]
+pub static BRACKETS: PerCpuArray<u32> = PerCpuArray::with_max_entries(2, 0);

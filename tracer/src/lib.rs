@@ -1,16 +1,21 @@
 //! locktrace: lockdep's checks on a running kernel and on user-space locks, through eBPF.
 //!
 //! The data path, in order (see ARCHITECTURE.md):
-//! - [`probes`] loads the eBPF programs and attaches what the running kernel allows;
-//! - [`session`] reads the ring buffer, decodes events, feeds the engine and the trace file;
+//! - [`probes`] loads the eBPF programs and attaches what the running kernel allows; the
+//!   programs keep held locks, classes and the chain cache, and send only new [`fact`]s;
+//! - [`session`] reads the ring buffer, names the facts, feeds the engine and the trace file;
 //! - [`tracefile`] writes and reads recorded sessions;
-//! - [`engine`] is lockdep's model on an event stream (no BPF, no I/O);
+//! - [`engine`] is lockdep's model on a stream of facts (no BPF, no I/O);
+//! - [`model`] is the programs' side run in user space, turning raw lock events into facts
+//!   (fixtures, benchmarks, tests);
 //! - [`report`] turns the engine's findings into lockdep-style text, JSON and graphs;
-//! - [`script`] prints a recording's raw events, one per line;
+//! - [`script`] prints a recording's facts, one per line;
 //! - [`symbols`] names addresses for all of the above.
 #![deny(missing_docs)]
 
 pub mod engine;
+pub mod fact;
+pub mod model;
 pub mod probes;
 pub mod replay;
 pub mod report;

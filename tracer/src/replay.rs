@@ -1,13 +1,15 @@
-//! Replaying a recorded session through the engine: the same events in the same order with
+//! Replaying a recorded session through the engine: the same facts in the same order with
 //! the same names give the same alerts as the live run did.
 
 use std::path::Path;
 
 use crate::{
-    engine::{Engine, EngineConfig},
+    engine::Engine,
     session::watch::{AlertPrinter, process_and_print},
     symbols::Symbols,
-    tracefile::{DropCounts, Header, Record, TraceError, TraceReader, apply_to_symbols},
+    tracefile::{
+        ContentionSnapshot, DropCounts, Header, Record, TraceError, TraceReader, apply_to_symbols,
+    },
 };
 
 /// What a replay found besides its alerts.
@@ -18,10 +20,12 @@ pub struct Replay {
     pub engine: Engine,
     /// Everything the file named.
     pub symbols: Symbols,
-    /// The last loss counters recorded.
+    /// The last counters recorded.
     pub drops: Option<DropCounts>,
-    /// Events replayed.
-    pub events: u64,
+    /// The last contention figures recorded.
+    pub contention: Option<ContentionSnapshot>,
+    /// Facts replayed.
+    pub facts: u64,
     /// Where and why reading stopped early, if it did (everything before was replayed).
     pub damage: Option<TraceError>,
 }
@@ -41,31 +45,33 @@ pub enum ReplayError {
 pub fn replay(path: &Path, mut printer: Option<&mut AlertPrinter>) -> Result<Replay, ReplayError> {
     let mut reader = TraceReader::open(path)?;
     let header = reader.header().clone();
-    let mut engine = Engine::new(EngineConfig::default());
+    let mut engine = Engine::default();
     let mut symbols = Symbols::default();
     let mut drops = None;
-    let mut events = 0;
+    let mut contention = None;
+    let mut facts = 0;
     for record in reader.by_ref() {
         let Ok(record) = record else { break };
         if apply_to_symbols(&record, &mut symbols) {
             continue;
         }
         match record {
-            Record::Events(batch) => {
-                for event in &batch {
+            Record::Facts(batch) => {
+                for fact in &batch {
                     match printer.as_deref_mut() {
                         Some(printer) => {
-                            process_and_print(&mut engine, event, &symbols, printer)
+                            process_and_print(&mut engine, fact, &symbols, printer)
                                 .map_err(ReplayError::Output)?;
                         }
                         None => {
-                            engine.process(event, &symbols);
+                            engine.process(fact, &symbols);
                         }
                     }
                 }
-                events += batch.len() as u64;
+                facts += batch.len() as u64;
             }
             Record::Drops(d) => drops = Some(d),
+            Record::Contention(c) => contention = Some(c),
             _ => {}
         }
     }
@@ -75,7 +81,8 @@ pub fn replay(path: &Path, mut printer: Option<&mut AlertPrinter>) -> Result<Rep
         engine,
         symbols,
         drops,
-        events,
+        contention,
+        facts,
         damage,
     })
 }

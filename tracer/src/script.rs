@@ -1,145 +1,153 @@
-//! A recording's raw events, one line each, like `perf script`: what to read when a report
-//! needs explaining (which release never came, which context an acquisition ran in).
+//! A recording's facts, one line each, like `perf script`: what to read when a report needs
+//! explaining (which locks were held, which context an acquisition ran in).
 
 use std::{io::Write, path::Path};
 
-use tracer_common::{Event, EventKind, ExecContext, IrqState, LockKind, flags};
+use tracer_common::{ClassTag, HeldLock, IrqState, LockKind, flags};
 
 use crate::{
+    fact::FactRecord,
     replay::ReplayError,
     report::{call_site, stack_frames},
-    symbols::{StackKey, Symbols},
+    symbols::Symbols,
     tracefile::{Record, TraceError, TraceReader, apply_to_symbols},
 };
 
-/// What printing a recording's events went through.
+/// What printing a recording's facts went through.
 pub struct ScriptSummary {
-    /// Events printed.
-    pub events: u64,
+    /// Facts printed.
+    pub facts: u64,
     /// Where and why reading stopped early, if it did (everything before was printed).
     pub damage: Option<TraceError>,
 }
 
-/// Prints every event of the recording at `path` to `out`; with `stacks`, each event's
-/// kernel and user stack follows it, one frame per line.
-pub fn write_events(
+/// Prints every fact of the recording at `path` to `out`; with `stacks`, each fact's stack
+/// follows it, one frame per line.
+pub fn write_facts(
     path: &Path,
     stacks: bool,
     out: &mut impl Write,
 ) -> Result<ScriptSummary, ReplayError> {
     let mut reader = TraceReader::open(path)?;
     let mut symbols = Symbols::default();
-    let mut events = 0;
+    let mut facts = 0;
     for record in reader.by_ref() {
         let Ok(record) = record else { break };
         if apply_to_symbols(&record, &mut symbols) {
             continue;
         }
-        let Record::Events(batch) = record else {
+        let Record::Facts(batch) = record else {
             continue;
         };
-        for event in &batch {
-            writeln!(out, "{}", event_line(event, &symbols)).map_err(ReplayError::Output)?;
+        for fact in &batch {
+            writeln!(out, "{}", fact_line(fact, &symbols)).map_err(ReplayError::Output)?;
             if stacks {
-                write_stacks(event, &symbols, out).map_err(ReplayError::Output)?;
+                for frame in stack_frames(&symbols, fact.stack).unwrap_or_default() {
+                    writeln!(out, "\t{frame}").map_err(ReplayError::Output)?;
+                }
             }
         }
-        events += batch.len() as u64;
+        facts += batch.len() as u64;
     }
     Ok(ScriptSummary {
-        events,
+        facts,
         damage: reader.damage().cloned(),
     })
 }
 
-/// `comm pid/tid [cpu] seconds: kind lock-kind lock at caller context irqs flags`.
-pub fn event_line(ev: &Event, symbols: &Symbols) -> String {
-    let comm = String::from_utf8_lossy(&ev.comm);
+/// `comm pid/tid [cpu] seconds: what lock-kind lock at site context irqs flags | held: ...`.
+pub fn fact_line(fact: &FactRecord, symbols: &Symbols) -> String {
+    let comm = String::from_utf8_lossy(&fact.comm);
     let comm = comm.trim_end_matches('\0');
-    let kind = EventKind::from_u32(ev.kind).map_or("unknown", EventKind::name);
     let mut line = format!(
-        "{comm:>16} {:>7}/{:<7} [{:03}] {}.{:09}: {kind:<16}",
-        ev.pid,
-        ev.tid,
-        ev.cpu,
-        ev.timestamp_ns / 1_000_000_000,
-        ev.timestamp_ns % 1_000_000_000
+        "{comm:>16} {:>7}/{:<7} [{:03}] {}.{:09}: {:<12}",
+        fact.pid,
+        fact.tid,
+        fact.cpu,
+        fact.timestamp_ns / 1_000_000_000,
+        fact.timestamp_ns % 1_000_000_000,
+        fact.label()
     );
-    let lock_kind = LockKind::from_u32(ev.lock_kind).filter(|&k| k != LockKind::None);
-    let user = lock_kind.is_some_and(LockKind::is_user);
-    if let Some(lock_kind) = lock_kind {
-        line += &format!(" {:<10} {}", lock_kind.name(), lock_name(ev, user, symbols));
-    } else if ev.lock_addr != 0 {
-        line += &format!(" {}", lock_name(ev, false, symbols));
+    let kind = fact.lock_kind();
+    if kind != LockKind::None {
+        line += &format!(" {:<10} {}", kind.name(), lock_name(&fact.lock, symbols));
+    } else if fact.arg != 0 || fact.arg2 != 0 {
+        line += &format!(" arg={:#x} arg2={:#x}", fact.arg, fact.arg2);
     }
-    if lock_kind.is_none() && (ev.arg != 0 || ev.arg2 != 0) {
-        line += &format!(" arg={:#x} arg2={:#x}", ev.arg, ev.arg2);
-    }
-    if ev.caller != 0 {
-        line += &format!(" at {}", call_site(symbols, ev.pid, ev.caller, user));
+    if fact.lock.site != 0 {
+        line += &format!(
+            " at {}",
+            call_site(symbols, fact.pid, fact.lock.site, kind.is_user())
+        );
     }
     line += &format!(
         " {} irqs-{}",
-        ExecContext::from_u32(ev.context).name(),
-        match IrqState::from_u32(ev.irqs) {
+        fact.context.name(),
+        match fact.irqs {
             IrqState::Enabled => "on",
             IrqState::Disabled => "off",
             IrqState::Unknown => "unknown",
         }
     );
-    for (bit, name) in FLAG_NAMES {
-        if ev.flags & bit != 0 {
+    let variant = fact.lock.variant;
+    for (bit, name) in VARIANT_NAMES {
+        if variant & bit != 0 {
             line += " ";
             line += name;
         }
     }
-    if ev.flags & flags::PREEMPT_COUNT_VALID != 0 {
-        line += &format!(" preempt_count={:#x}", ev.preempt_count);
+    for (bit, name) in FLAG_NAMES {
+        if fact.flags & bit != 0 {
+            line += " ";
+            line += name;
+        }
+    }
+    if fact.has(flags::PREEMPT_COUNT_VALID) {
+        line += &format!(" preempt_count={:#x}", fact.preempt_count);
+    }
+    if !fact.held.is_empty() {
+        let held: Vec<String> = fact.held.iter().map(|l| lock_name(l, symbols)).collect();
+        line += &format!(" | held: {}", held.join(", "));
     }
     line
 }
 
-/// Flags worth showing by name (PREEMPT_COUNT_VALID shows as the count itself).
-const FLAG_NAMES: [(u32, &str); 7] = [
+/// Lock variant bits worth showing by name.
+const VARIANT_NAMES: [(u32, &str); 3] = [
     (flags::TRYLOCK, "trylock"),
     (flags::IRQ_VARIANT, "irq-variant"),
     (flags::BH_VARIANT, "bh-variant"),
+];
+
+/// Fact flags worth showing by name (PREEMPT_COUNT_VALID shows as the count itself).
+const FLAG_NAMES: [(u32, &str); 3] = [
     (flags::ATOMIC, "atomic"),
     (flags::FROM_TRAMPOLINE, "trampoline"),
     (flags::SOFTIRQS_DISABLED, "bh-off"),
-    (flags::AFTER_LOSS, "after-loss"),
 ];
 
-/// The lock as a person reads it: its symbol, its slab cache, or its address.
-fn lock_name(ev: &Event, user: bool, symbols: &Symbols) -> String {
-    let addr = ev.lock_addr;
-    if user {
-        return match symbols.user_locks.get(&(ev.pid, addr)) {
+/// The lock as a person reads it: its symbol, per-CPU variable, slab cache, or address.
+fn lock_name(lock: &HeldLock, symbols: &Symbols) -> String {
+    let addr = lock.addr;
+    match lock.class.class_tag() {
+        Some(ClassTag::User) => match symbols.user_locks.get(&(lock.class.b as u32, addr)) {
             Some(name) => format!("{name}@{addr:#x}"),
             None => format!("{addr:#x}"),
-        };
-    }
-    if let Some(name) = symbols.kernel.data_name(addr) {
-        return name;
-    }
-    match symbols.slab_caches.get(&ev.slab_cache) {
-        Some(cache) => format!("&{cache}@{addr:#x}"),
-        None => format!("{addr:#x}"),
-    }
-}
-
-fn write_stacks(ev: &Event, symbols: &Symbols, out: &mut impl Write) -> std::io::Result<()> {
-    let keys = [
-        (ev.kernel_stack_id >= 0).then(|| StackKey::kernel(ev.kernel_stack_id)),
-        (ev.user_stack_id >= 0).then(|| StackKey::user(ev.pid, ev.user_stack_id)),
-    ];
-    for frames in keys
-        .into_iter()
-        .filter_map(|key| stack_frames(symbols, key))
-    {
-        for frame in frames {
-            writeln!(out, "\t{frame}")?;
+        },
+        Some(ClassTag::Static) => symbols
+            .kernel
+            .data_name(addr)
+            .unwrap_or_else(|| format!("{addr:#x}")),
+        Some(ClassTag::PerCpu) => match symbols.percpu_name(lock.class.offset) {
+            Some(name) => format!("{name}@{addr:#x}"),
+            None => format!("{addr:#x}"),
+        },
+        Some(ClassTag::SlabField | ClassTag::Slab) => {
+            match symbols.slab_caches.get(&lock.class.a) {
+                Some(cache) => format!("&{cache}@{addr:#x}"),
+                None => format!("{addr:#x}"),
+            }
         }
+        _ => format!("{addr:#x}"),
     }
-    Ok(())
 }

@@ -3,10 +3,11 @@
 
 use rustc_hash::FxHashSet;
 use serde::Serialize;
-use tracer_common::{Event, ExecContext, IrqState, LockKind, flags};
+use tracer_common::{ExecContext, IrqState, LockKind};
 
 use super::class::ClassId;
 use super::usage::UsageBit;
+use crate::fact::FactRecord;
 use crate::symbols::StackKey;
 
 /// The kind of problem (lockdep's report families, plus atomic-context misuse).
@@ -111,12 +112,12 @@ pub struct TaskRef {
 }
 
 impl TaskRef {
-    /// The task of an event.
-    pub fn of(ev: &Event) -> TaskRef {
+    /// The task of a fact.
+    pub fn of(fact: &FactRecord) -> TaskRef {
         TaskRef {
-            comm: ev.comm,
-            pid: ev.pid,
-            tid: ev.tid,
+            comm: fact.comm,
+            pid: fact.pid,
+            tid: fact.tid,
         }
     }
 
@@ -142,18 +143,6 @@ impl Serialize for TaskRef {
         st.serialize_field("pid", &self.pid)?;
         st.serialize_field("tid", &self.tid)?;
         st.end()
-    }
-}
-
-/// The stack an event carries: the user stack for user-space locks, else the kernel stack
-/// (falling back to the other when one is missing).
-pub fn event_stack(ev: &Event, user: bool) -> Option<StackKey> {
-    let kernel = (ev.kernel_stack_id >= 0).then(|| StackKey::kernel(ev.kernel_stack_id));
-    let user_stack = (ev.user_stack_id >= 0).then(|| StackKey::user(ev.pid, ev.user_stack_id));
-    if user {
-        user_stack.or(kernel)
-    } else {
-        kernel.or(user_stack)
     }
 }
 
@@ -211,22 +200,19 @@ pub struct Trigger {
 }
 
 impl Trigger {
-    /// The trigger of `ev`, placed in `context`.
-    pub fn of(ev: &Event, context: ExecContext, class: Option<ClassId>) -> Trigger {
-        let kind = ev.lock_kind();
+    /// The trigger of `fact`, acquiring `class` (none for calls).
+    pub fn of(fact: &FactRecord, class: Option<ClassId>) -> Trigger {
         Trigger {
-            task: TaskRef::of(ev),
-            cpu: ev.cpu,
-            context,
-            irqs: ev.irq_state(),
-            softirqs_disabled: ev
-                .has(flags::PREEMPT_COUNT_VALID)
-                .then(|| ev.has(flags::SOFTIRQS_DISABLED)),
-            caller: ev.caller,
-            stack: event_stack(ev, kind.is_user()),
+            task: TaskRef::of(fact),
+            cpu: fact.cpu,
+            context: fact.context,
+            irqs: fact.irqs,
+            softirqs_disabled: fact.softirqs_disabled(),
+            caller: fact.lock.site,
+            stack: fact.stack,
             class,
-            lock_kind: kind,
-            timestamp_ns: ev.timestamp_ns,
+            lock_kind: fact.lock_kind(),
+            timestamp_ns: fact.timestamp_ns,
         }
     }
 }

@@ -1,7 +1,8 @@
-//! Lock chains (lockdep's `lock_chain`): the sequence of classes held in one context, hashed
-//! into a [`ChainKey`]. A chain already validated added all the dependencies it can, so when it
-//! comes back the engine only bumps the counters of those dependencies: this is what makes the
-//! common case, a chain seen before, cheap.
+//! Lock chains (lockdep's `lock_chain`) over the engine's classes. The programs report a chain
+//! of their own classes once; several of theirs can be one of the engine's (locks classed by
+//! acquisition site are merged per function here), so the engine keeps its own cache: a chain
+//! already validated added all the dependencies it can, and when it comes back the engine only
+//! bumps the counters of those dependencies.
 //!
 //! Like lockdep, the cache trusts the 64-bit hash: two different chains with the same key would
 //! make the second skip validation. With a good mixer that takes billions of distinct chains.
@@ -17,14 +18,11 @@ impl ChainKey {
     /// The key of an empty chain.
     pub const EMPTY: ChainKey = ChainKey(0);
 
-    /// The key after acquiring a lock with identity `hlock_id` (class, read mode, trylock).
+    /// The key after acquiring a lock with identity `hlock_id` (class, read mode, trylock):
+    /// the same iteration as the programs' (`tracer_common::chain`), over engine classes.
     #[inline]
     pub fn extend(self, hlock_id: u64) -> ChainKey {
-        // splitmix64's finalizer over (key rotated, id): order-sensitive and well mixed.
-        let mut z = self.0.rotate_left(23) ^ hlock_id.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        ChainKey(z ^ (z >> 31))
+        ChainKey(tracer_common::chain::extend(self.0, hlock_id))
     }
 }
 

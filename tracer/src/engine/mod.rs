@@ -1,16 +1,23 @@
-//! lockdep's model on an event stream: lock classes, held-lock stacks, usage bits, the
-//! dependency graph and the checks, fed one [`tracer_common::Event`] at a time.
+//! lockdep's model on a stream of facts: lock classes, usage bits, the dependency graph and
+//! the checks, fed one [`FactRecord`] at a time.
+//!
+//! Held locks, the class policy, the chain cache and the usage bits of every acquisition run
+//! where the locks are taken (the BPF programs, or `crate::model` for recordings of events):
+//! the engine only hears of what is new there — a chain of held classes, usage bits, a
+//! recursive acquisition, a call that may sleep — with the held locks of its context.
 //!
 //! **Architecture invariant:** the engine knows nothing of BPF, tokio, files or the clock.
-//! Time is the events' timestamps; names come from the [`Symbols`] passed in. The same events
+//! Time is the facts' timestamps; names come from the [`Symbols`] passed in. The same facts
 //! give the same alerts, live or replayed.
 //!
-//! Code map, in the order an acquisition flows through [`Engine::process`]:
-//! [`held`] places the event (task, softirq, hardirq, NMI) and expires stale entries;
-//! [`class`] maps the lock to its class; [`checks::recursive`] and [`checks::atomic`] look at
-//! the acquisition itself; [`usage`] records irq usage and [`checks::irq`] checks it;
-//! [`chain`] skips chains already validated, otherwise [`graph`] gains the new dependencies
-//! and [`checks::circular`] and [`checks::irq`] search it. Findings are [`alert::Alert`]s.
+//! Code map, in the order a fact flows through [`Engine::process`]: [`class`] maps each held
+//! lock to its class and [`held`] gives the checks their view of them;
+//! [`checks::recursive`] reports a recursive acquisition; [`usage`] records new usage bits and
+//! [`checks::irq`] checks them; a new chain goes through [`checks::atomic`] for sleeping locks,
+//! then [`chain`] skips chains already validated (several of the programs' chains can be one
+//! of the engine's), otherwise [`graph`] gains the new dependencies and [`checks::circular`]
+//! and [`checks::irq`] search it. Calls go to [`checks::atomic`]. Findings are
+//! [`alert::Alert`]s.
 
 pub mod alert;
 pub mod chain;
@@ -22,64 +29,34 @@ pub mod usage;
 
 use petgraph::graph::EdgeIndex;
 use serde::Serialize;
-use tracer_common::{Event, EventKind, ExecContext, LockKind, flags};
+use tracer_common::{EventKind, FactKind, LockKind, fact::news, flags};
 
 pub use alert::{Alert, AlertKind, AtomicProblem, IrqKind};
 pub use class::{ClassId, ClassSource, LockClass};
 pub use graph::Dependency;
 pub use usage::{UsageBit, UsageMask};
 
-use alert::{AlertLog, TaskRef, Trigger, event_stack};
-use chain::ChainCache;
+use alert::{AlertLog, TaskRef, Trigger};
+use chain::{ChainCache, ChainKey};
 use checks::CheckCtx;
-use checks::recursive::Reacquire;
 use class::ClassTable;
 use graph::{Added, DepGraph, DepKinds, DepTrace};
-use held::{HeldLock, HeldLocks, Place};
+use held::HeldLock;
 use usage::UsageTrace;
 
-use crate::symbols::Symbols;
-
-/// Tunables of the engine. The defaults suit a live kernel.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct EngineConfig {
-    /// Most locks one stack holds (lockdep's `MAX_LOCK_DEPTH`); past it the bottom entry is
-    /// dropped and counted in [`EngineStats::held_overflow`].
-    pub max_lock_depth: usize,
-    /// A spinning lock held longer than this (event time) is a missed release.
-    pub stale_spin_ns: u64,
-    /// A sleeping or user-space lock held longer than this is a missed release.
-    pub stale_sleep_ns: u64,
-    /// A spinning lock under which the same stack made this many acquisitions is a missed
-    /// release.
-    pub stale_spin_acquisitions: u64,
-    /// Most lock addresses remembered for the address → class cache before it is emptied.
-    pub addr_cache_limit: usize,
-}
-
-impl Default for EngineConfig {
-    fn default() -> EngineConfig {
-        EngineConfig {
-            max_lock_depth: 48,
-            stale_spin_ns: 1_000_000_000,
-            stale_sleep_ns: 600_000_000_000,
-            stale_spin_acquisitions: 100_000,
-            addr_cache_limit: 1 << 20,
-        }
-    }
-}
+use crate::{fact::FactRecord, symbols::Symbols};
 
 /// What the engine has seen and built.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct EngineStats {
-    /// Events processed.
-    pub events: u64,
-    /// Lock acquisitions.
-    pub acquisitions: u64,
-    /// Lock releases.
-    pub releases: u64,
-    /// Events of a kind (or lock kind) this build does not know.
-    pub unknown_events: u64,
+    /// Facts processed.
+    pub facts: u64,
+    /// Acquisition facts (new chains, usage bits, recursive acquisitions).
+    pub acquire_facts: u64,
+    /// Call facts (`pcpu_alloc`, `free_percpu`, `vfree`).
+    pub call_facts: u64,
+    /// Facts of a kind (or lock kind) this build does not know.
+    pub unknown_facts: u64,
     /// Lock classes.
     pub classes: u64,
     /// Dependencies (graph edges).
@@ -88,156 +65,114 @@ pub struct EngineStats {
     pub chains: u64,
     /// Alerts produced.
     pub alerts: u64,
-    /// Held entries dropped as stale: expired, left behind by an irq handler, or re-acquired
-    /// after a missed release.
-    pub stale_held: u64,
-    /// Held entries dropped because a stack reached its maximum depth.
-    pub held_overflow: u64,
-    /// Releases of locks not held where the release ran.
-    pub unmatched_release: u64,
-    /// Kernel locks released by another task than the one that acquired them (the
-    /// scheduler's runqueue lock at every context switch), moved out of the holder's stack.
-    pub handoff_release: u64,
-    /// Times the held-lock state was dropped because events had been lost before an event.
-    pub loss_resets: u64,
-    /// Times the address → class cache was emptied at its limit.
-    pub addr_cache_flushes: u64,
 }
 
 #[derive(Debug, Default)]
 struct Counters {
-    events: u64,
+    facts: u64,
     acquisitions: u64,
-    releases: u64,
-    unknown_events: u64,
-    stale_held: u64,
-    held_overflow: u64,
-    unmatched_release: u64,
-    handoff_release: u64,
-    loss_resets: u64,
+    calls: u64,
+    unknown_facts: u64,
 }
 
 /// The lock-dependency engine.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Engine {
-    config: EngineConfig,
     classes: ClassTable,
     graph: DepGraph,
     chains: ChainCache,
-    held: HeldLocks,
     log: AlertLog,
     counters: Counters,
+    held: Vec<HeldLock>,
     scratch: Vec<EdgeIndex>,
 }
 
-impl Default for Engine {
-    fn default() -> Engine {
-        Engine::new(EngineConfig::default())
-    }
-}
-
 impl Engine {
-    /// An engine that has seen nothing.
-    pub fn new(config: EngineConfig) -> Engine {
-        Engine {
-            classes: ClassTable::new(config.addr_cache_limit),
-            config,
-            graph: DepGraph::default(),
-            chains: ChainCache::default(),
-            held: HeldLocks::default(),
-            log: AlertLog::default(),
-            counters: Counters::default(),
-            scratch: Vec::new(),
-        }
-    }
-
-    /// Feeds one event; returns the alerts it produced (usually none). Allocation-free unless
-    /// the event brings a new class, chain, task or problem.
-    pub fn process(&mut self, ev: &Event, symbols: &Symbols) -> &[Alert] {
+    /// Feeds one fact; returns the alerts it produced (usually none).
+    pub fn process(&mut self, fact: &FactRecord, symbols: &Symbols) -> &[Alert] {
         self.log.current.clear();
-        self.counters.events += 1;
-        let Some(kind) = ev.event_kind() else {
-            self.counters.unknown_events += 1;
-            return &self.log.current;
-        };
-        if ev.has(flags::AFTER_LOSS) {
-            // Events were lost just before this one (the ring was full): a lost release would
-            // leave a lock held forever and fake recursion and dependencies. Trust nothing held
-            // from before the hole; this loses real dependencies, never invents one.
-            self.counters.stale_held += self.held.clear_all();
-            self.counters.loss_resets += 1;
-        }
-        let (context, dropped) = self.held.enter(ev, kind);
-        self.counters.stale_held += dropped;
-        match kind {
-            EventKind::LockAcquire => self.acquire(ev, context, symbols),
-            EventKind::LockRelease => self.release(ev, context),
-            EventKind::ContentionBegin => self.contention(ev, context),
-            EventKind::Vfree => self.sleeping_call(AtomicProblem::Vfree, ev, context, symbols),
-            EventKind::PcpuAlloc if !ev.has(flags::ATOMIC) => {
-                self.sleeping_call(AtomicProblem::PcpuAlloc, ev, context, symbols)
-            }
-            EventKind::PcpuAlloc
-            | EventKind::PcpuFree
-            | EventKind::ContentionEnd
-            | EventKind::HardirqEntry
-            | EventKind::HardirqExit
-            | EventKind::SoftirqEntry
-            | EventKind::SoftirqExit => {}
+        self.counters.facts += 1;
+        match fact.kind {
+            FactKind::Acquire => self.acquire(fact, symbols),
+            FactKind::Call => self.call(fact, symbols),
         }
         &self.log.current
     }
 
-    fn acquire(&mut self, ev: &Event, context: ExecContext, symbols: &Symbols) {
-        let kind = ev.lock_kind();
+    /// Resolves the held locks of `fact` into `self.held`.
+    fn resolve_held(&mut self, fact: &FactRecord, symbols: &Symbols) {
+        self.held.clear();
+        for lock in &fact.held {
+            let (class, created) = self.classes.resolve(lock, symbols);
+            if created {
+                self.graph.ensure_class(class);
+            }
+            self.held.push(HeldLock {
+                addr: lock.addr,
+                caller: lock.site,
+                class,
+                kind: lock.lock_kind(),
+                trylock: lock.is_trylock(),
+            });
+        }
+    }
+
+    fn acquire(&mut self, fact: &FactRecord, symbols: &Symbols) {
+        let kind = fact.lock_kind();
         if kind == LockKind::None {
-            self.counters.unknown_events += 1;
+            self.counters.unknown_facts += 1;
             return;
         }
         self.counters.acquisitions += 1;
+        let (class, created) = self.classes.resolve(&fact.lock, symbols);
+        if created {
+            self.graph.ensure_class(class);
+        }
+        self.resolve_held(fact, symbols);
+        let trigger = Trigger::of(fact, Some(class));
         let Engine {
-            config,
             classes,
             graph,
             chains,
-            held,
             log,
-            counters,
+            held,
             scratch,
+            ..
         } = self;
-        let (class, created) = classes.resolve(ev, kind, symbols);
-        if created {
-            graph.ensure_class(class);
-        }
-        let place = Place::of(ev, context);
-        if !kind.is_user() && held.acquired_elsewhere(ev.lock_addr, place, !kind.is_read()) {
-            counters.stale_held += 1;
-        }
-        let stack = held.stack_mut(place);
-        let task = matches!(place, Place::Task(_));
-        counters.stale_held += stack.expire(ev.timestamp_ns, ev.cpu, task, config);
-        let trylock = ev.has(flags::TRYLOCK);
-        // Built only off the fast path: when something is checked in depth.
-        let trigger = || Trigger::of(ev, context, Some(class));
 
-        if let Some(i) = stack.position(ev.lock_addr) {
-            let old = stack.locks()[i];
-            match checks::recursive::classify(&old, kind, trylock) {
-                Reacquire::Nested => {}
-                Reacquire::Stale => {
-                    stack.remove(i);
-                    counters.stale_held += 1;
-                }
-                Reacquire::Recursive => {
-                    let mut ctx = CheckCtx {
-                        classes,
-                        graph,
-                        log,
-                    };
-                    checks::recursive::report(&mut ctx, &old, &trigger(), stack.locks());
-                    stack.remove(i);
-                }
+        if fact.brings(news::RECURSIVE)
+            && let Some(i) = held.iter().rposition(|h| h.addr == fact.lock.addr)
+        {
+            let old = held[i];
+            let mut ctx = CheckCtx {
+                classes,
+                graph,
+                log,
+            };
+            checks::recursive::report(&mut ctx, &old, &trigger, held);
+            held.remove(i);
+        }
+
+        if fact.brings(news::NEW_USAGE) {
+            let usage = UsageMask(fact.arg as u8);
+            if !usage.without(classes.get(class).usage.mask).is_empty() {
+                let trace = UsageTrace {
+                    stack: trigger.stack,
+                    task: trigger.task,
+                    caller: trigger.caller,
+                };
+                let new = classes.get_mut(class).usage.mark(usage, trace);
+                let mut ctx = CheckCtx {
+                    classes,
+                    graph,
+                    log,
+                };
+                checks::irq::usage_changed(&mut ctx, class, new, &trigger, held);
             }
+        }
+
+        if !fact.brings(news::NEW_CHAIN) {
+            return;
         }
         if kind.is_sleeping() {
             let mut ctx = CheckCtx {
@@ -245,165 +180,73 @@ impl Engine {
                 graph,
                 log,
             };
-            checks::atomic::sleeping_lock(&mut ctx, ev, context, class, stack.locks());
+            checks::atomic::sleeping_lock(&mut ctx, &trigger, class, held);
         }
-
-        let usage = usage::acquisition_usage(ev, kind, context);
-        if !usage.without(classes.get(class).usage.mask).is_empty() {
-            let trigger = trigger();
-            let trace = UsageTrace {
-                stack: trigger.stack,
-                task: trigger.task,
-                caller: ev.caller,
-            };
-            let new = classes.get_mut(class).usage.mark(usage, trace);
-            let mut ctx = CheckCtx {
-                classes,
-                graph,
-                log,
-            };
-            checks::irq::usage_changed(&mut ctx, class, new, &trigger, stack.locks());
-        }
-
-        let mut lock = HeldLock {
-            addr: ev.lock_addr,
-            caller: ev.caller,
-            acquired_ns: ev.timestamp_ns,
-            acquired_at: stack.acquisitions,
-            chain_key: chain::ChainKey::EMPTY,
+        let lock = HeldLock {
+            addr: fact.lock.addr,
+            caller: fact.lock.site,
             class,
-            cpu: ev.cpu,
             kind,
-            trylock,
+            trylock: fact.lock.is_trylock(),
         };
-        lock.chain_key = stack.chain_key().extend(lock.hlock_id());
         // Trylocks add no dependency: they cannot wait, so their order cannot deadlock.
-        if !trylock && !stack.is_empty() {
-            if let Some(edges) = chains.get(lock.chain_key) {
-                for &edge in edges {
-                    graph.bump(edge);
-                }
-            } else {
-                scratch.clear();
-                add_dependencies(
-                    classes,
-                    graph,
-                    log,
-                    scratch,
-                    ev,
-                    &lock,
-                    &trigger(),
-                    stack.locks(),
-                );
-                chains.insert(lock.chain_key, scratch);
+        if lock.trylock || held.is_empty() {
+            return;
+        }
+        let key = held
+            .iter()
+            .chain([&lock])
+            .fold(ChainKey::EMPTY, |key, l| key.extend(l.hlock_id()));
+        if let Some(edges) = chains.get(key) {
+            for &edge in edges {
+                graph.bump(edge);
             }
+            return;
         }
-        if stack.push(lock, config.max_lock_depth) {
-            counters.held_overflow += 1;
-        }
+        scratch.clear();
+        let first = DepTrace {
+            stack: trigger.stack,
+            task: TaskRef::of(fact),
+            caller: trigger.caller,
+        };
+        add_dependencies(classes, graph, log, scratch, &lock, first, &trigger, held);
+        chains.insert(key, scratch);
     }
 
-    fn release(&mut self, ev: &Event, context: ExecContext) {
-        self.counters.releases += 1;
-        if !ev.lock_kind().is_user() {
-            self.held.released(ev.lock_addr);
-        }
-        let place = Place::of(ev, context);
-        let released = self
-            .held
-            .stack_existing(place)
-            .is_some_and(|stack| stack.release(ev.lock_addr));
-        if released {
-            return;
-        }
-        // Released by another task than the one that took it: the scheduler hands the
-        // runqueue lock from the task switching out to the task switching in (lockdep moves
-        // it explicitly at the switch), and semaphores may be released by non-owners. Left
-        // in the first task's stack it would poison every later acquisition there.
-        if !ev.lock_kind().is_user() && self.held.release_in_any_task(ev.lock_addr) {
-            self.counters.handoff_release += 1;
-        } else {
-            self.counters.unmatched_release += 1;
-        }
-    }
-
-    /// A wait on a lock the waiter already holds (and that is not a reader waiting on a
-    /// read-held lock) is a recursive acquisition caught in the act.
-    fn contention(&mut self, ev: &Event, context: ExecContext) {
-        /// `lock:contention_begin` flag for a reader.
-        const LCB_F_READ: u64 = 2;
-        let place = Place::of(ev, context);
-        let Some(stack) = self.held.stack_existing(place) else {
-            return;
+    fn call(&mut self, fact: &FactRecord, symbols: &Symbols) {
+        self.counters.calls += 1;
+        let problem = match fact.call() {
+            Some(EventKind::Vfree) => AtomicProblem::Vfree,
+            Some(EventKind::PcpuAlloc) if !fact.has(flags::ATOMIC) => AtomicProblem::PcpuAlloc,
+            Some(_) => return,
+            None => {
+                self.counters.unknown_facts += 1;
+                return;
+            }
         };
-        let task = matches!(place, Place::Task(_));
-        self.counters.stale_held += stack.expire(ev.timestamp_ns, ev.cpu, task, &self.config);
-        let Some(i) = stack.position(ev.lock_addr) else {
-            return;
-        };
-        let old = stack.locks()[i];
-        if old.kind.is_read() && ev.arg & LCB_F_READ != 0 {
-            return;
-        }
-        let trigger = Trigger::of(ev, context, Some(old.class));
+        self.resolve_held(fact, symbols);
+        let trigger = Trigger::of(fact, None);
         let mut ctx = CheckCtx {
             classes: &self.classes,
             graph: &self.graph,
             log: &mut self.log,
         };
-        checks::recursive::report(&mut ctx, &old, &trigger, stack.locks());
-    }
-
-    fn sleeping_call(
-        &mut self,
-        problem: AtomicProblem,
-        ev: &Event,
-        context: ExecContext,
-        symbols: &Symbols,
-    ) {
-        let place = Place::of(ev, context);
-        let task = matches!(place, Place::Task(_));
-        let locks = match self.held.stack_existing(place) {
-            Some(stack) => {
-                // A stale spinlock must not make a legal call look atomic.
-                self.counters.stale_held +=
-                    stack.expire(ev.timestamp_ns, ev.cpu, task, &self.config);
-                stack.locks()
-            }
-            None => &[],
-        };
-        let mut ctx = CheckCtx {
-            classes: &self.classes,
-            graph: &self.graph,
-            log: &mut self.log,
-        };
-        checks::atomic::sleeping_call(&mut ctx, problem, ev, context, locks, symbols);
+        checks::atomic::sleeping_call(&mut ctx, problem, &trigger, &self.held, symbols);
     }
 
     /// Counts and sizes.
     pub fn stats(&self) -> EngineStats {
         let c = &self.counters;
         EngineStats {
-            events: c.events,
-            acquisitions: c.acquisitions,
-            releases: c.releases,
-            unknown_events: c.unknown_events,
+            facts: c.facts,
+            acquire_facts: c.acquisitions,
+            call_facts: c.calls,
+            unknown_facts: c.unknown_facts,
             classes: self.classes.len() as u64,
             dependencies: self.graph.len() as u64,
             chains: self.chains.len() as u64,
             alerts: self.log.total,
-            stale_held: c.stale_held,
-            held_overflow: c.held_overflow,
-            unmatched_release: c.unmatched_release,
-            handoff_release: c.handoff_release,
-            loss_resets: c.loss_resets,
-            addr_cache_flushes: self.classes.addr_cache_flushes,
         }
-    }
-
-    /// The configuration in use.
-    pub fn config(&self) -> &EngineConfig {
-        &self.config
     }
 
     /// A class by id.
@@ -416,7 +259,7 @@ impl Engine {
         self.classes.all()
     }
 
-    /// The dependency `from → to` and the number of acquisitions that exercised it, if seen.
+    /// The dependency `from → to` and how many times a new chain exercised it, if seen.
     pub fn dependency(&self, from: ClassId, to: ClassId) -> Option<(&Dependency, u64)> {
         self.graph.find(from, to)
     }
@@ -437,8 +280,8 @@ fn add_dependencies(
     graph: &mut DepGraph,
     log: &mut AlertLog,
     edges: &mut Vec<EdgeIndex>,
-    ev: &Event,
     lock: &HeldLock,
+    first: DepTrace,
     trigger: &Trigger,
     held: &[HeldLock],
 ) {
@@ -446,11 +289,6 @@ fn add_dependencies(
     for prev in held.iter().rev() {
         if prev.class != lock.class {
             let kinds = DepKinds::of(prev.kind.is_read(), recursive_read);
-            let first = DepTrace {
-                stack: event_stack(ev, lock.kind.is_user()),
-                task: TaskRef::of(ev),
-                caller: ev.caller,
-            };
             let (edge, added) =
                 graph.add(prev.class, lock.class, kinds, !lock.kind.is_read(), first);
             edges.push(edge);

@@ -1,5 +1,7 @@
 //! Usage bits of a lock class (lockdep's `lock_usage_bit`): in which irq-related situations
-//! the class has been acquired, with the first event that set each bit.
+//! the class has been acquired, with the first event that set each bit. Which bits an
+//! acquisition sets is decided where the lock is taken (`tracer_common::usage`); a fact brings
+//! the bits its class did not have.
 //!
 //! The layout mirrors lockdep's: bit = `state << 2 | dir << 1 | read`, where state is hardirq
 //! or softirq, dir is "used in irq context" (0) or "acquired with that irq enabled" (1), and
@@ -7,11 +9,9 @@
 //! opposite directions, and at least one is a write (lockdep's `exclusive_bit` rule: readers in
 //! irq context only deadlock against a writer).
 
-use serde::Serialize;
-use tracer_common::{Event, ExecContext, IrqState, LockKind, flags};
-
 use super::alert::{IrqKind, TaskRef};
 use crate::symbols::StackKey;
+use serde::Serialize;
 
 /// One usage bit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -116,7 +116,8 @@ impl UsageBit {
     }
 }
 
-/// A set of [`UsageBit`]s.
+/// A set of [`UsageBit`]s: bit `b` of the mask is `UsageBit::ALL[b]`, the layout of
+/// `tracer_common::usage::bit`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct UsageMask(pub u8);
 
@@ -234,64 +235,6 @@ impl ClassUsage {
     }
 }
 
-/// The usage bits one acquisition sets, from its effective context and irq state.
-///
-/// Unknown irq state sets no ENABLED_HARDIRQ bit (it is unknown, not enabled); softirq state
-/// is only trusted when the event carries a valid `preempt_count`, and, as in lockdep, an
-/// acquisition with hardirqs off is not SOFTIRQ-unsafe (no softirq can run then). User-space locks have no
-/// irq contexts and get no bits.
-pub fn acquisition_usage(ev: &Event, kind: LockKind, context: ExecContext) -> UsageMask {
-    if kind.is_user() {
-        return UsageMask::EMPTY;
-    }
-    let read = kind.is_read();
-    // A sleeping lock is only ever taken with hardirqs enabled (might_sleep), so its state is
-    // known even where the kernel cannot report it. A spinning lock's is not: with the state
-    // unknown (no kfunc before Linux 6.14) it is neither HARDIRQ- nor SOFTIRQ-unsafe, since
-    // plain spin_lock() inside local_irq_save() sections is everywhere.
-    let irqs = if kind.is_sleeping() {
-        IrqState::Enabled
-    } else {
-        ev.irq_state()
-    };
-    let hardirqs_on = irqs == IrqState::Enabled && !ev.has(flags::IRQ_VARIANT);
-    // As lockdep's mark_usage: softirqs cannot run while hardirqs are off, so only an
-    // acquisition with hardirqs on is SOFTIRQ-unsafe.
-    let softirqs_on = hardirqs_on
-        && ev.has(flags::PREEMPT_COUNT_VALID)
-        && !ev.has(flags::SOFTIRQS_DISABLED)
-        && !ev.has(flags::BH_VARIANT);
-    // As lockdep's mark_usage: a trylock never waits, so taking one in an interrupt cannot
-    // deadlock against the interrupted holder and does not make the class irq-safe (the
-    // per-CPU page lists rely on this: IRQs and softirqs only ever trylock them).
-    let used_in = !ev.has(flags::TRYLOCK);
-    let mut mask = 0;
-    match context {
-        ExecContext::Hardirq if used_in => {
-            mask |= UsageBit::from_parts(IrqKind::Hardirq, false, read).mask().0
-        }
-        ExecContext::Hardirq => {}
-        ExecContext::Softirq => {
-            if used_in {
-                mask |= UsageBit::from_parts(IrqKind::Softirq, false, read).mask().0;
-            }
-            if hardirqs_on {
-                mask |= UsageBit::from_parts(IrqKind::Hardirq, true, read).mask().0;
-            }
-        }
-        ExecContext::Task => {
-            if hardirqs_on {
-                mask |= UsageBit::from_parts(IrqKind::Hardirq, true, read).mask().0;
-            }
-            if softirqs_on {
-                mask |= UsageBit::from_parts(IrqKind::Softirq, true, read).mask().0;
-            }
-        }
-        ExecContext::Nmi | ExecContext::Unknown => {}
-    }
-    UsageMask(mask)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,32 +280,29 @@ mod tests {
             assert_eq!(mask.lockdep_chars(), want, "{bits:?}");
         }
     }
+}
 
+#[cfg(test)]
+mod layout {
+    use tracer_common::usage::bit;
+
+    use super::UsageBit;
+
+    /// The engine's bits are the programs' bits.
     #[test]
-    fn unknown_irq_state_sets_no_enabled_bit() {
-        let mut ev = Event::zeroed();
-        ev.irqs = IrqState::Unknown as u32;
-        let mask = acquisition_usage(&ev, LockKind::Spin, ExecContext::Task);
-        assert!(mask.is_empty());
-        ev.irqs = IrqState::Enabled as u32;
-        let mask = acquisition_usage(&ev, LockKind::Spin, ExecContext::Task);
-        assert_eq!(mask, UsageBit::EnabledHardirq.mask());
-        ev.flags = flags::PREEMPT_COUNT_VALID;
-        let mask = acquisition_usage(&ev, LockKind::RwlockRead, ExecContext::Task);
-        assert!(mask.has(UsageBit::EnabledHardirqRead) && mask.has(UsageBit::EnabledSoftirqRead));
-        let mask = acquisition_usage(&ev, LockKind::Spin, ExecContext::Hardirq);
-        assert_eq!(mask, UsageBit::UsedInHardirq.mask());
-        ev.irqs = IrqState::Disabled as u32;
-        let mask = acquisition_usage(&ev, LockKind::Spin, ExecContext::Task);
-        assert!(mask.is_empty(), "softirqs cannot run with hardirqs off");
-        ev.irqs = IrqState::Unknown as u32;
-        let mask = acquisition_usage(&ev, LockKind::Spin, ExecContext::Task);
-        assert!(mask.is_empty(), "a spinlock may be inside local_irq_save()");
-        let mask = acquisition_usage(&ev, LockKind::Mutex, ExecContext::Task);
-        assert_eq!(
-            mask,
-            UsageMask(UsageBit::EnabledHardirq.mask().0 | UsageBit::EnabledSoftirq.mask().0),
-            "a mutex is taken with irqs on"
-        );
+    fn bits_match_the_programs_masks() {
+        let programs = [
+            bit::USED_IN_HARDIRQ,
+            bit::USED_IN_HARDIRQ_READ,
+            bit::ENABLED_HARDIRQ,
+            bit::ENABLED_HARDIRQ_READ,
+            bit::USED_IN_SOFTIRQ,
+            bit::USED_IN_SOFTIRQ_READ,
+            bit::ENABLED_SOFTIRQ,
+            bit::ENABLED_SOFTIRQ_READ,
+        ];
+        for (bit, mask) in UsageBit::ALL.into_iter().zip(programs) {
+            assert_eq!(bit.mask().0, mask, "{bit:?}");
+        }
     }
 }

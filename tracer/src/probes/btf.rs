@@ -259,14 +259,46 @@ impl KernelBtf {
         self.section_var(section, var).map(|v| v.offset)
     }
 
-    /// Variable `var` of DATASEC `section`: its BTF id, offset and size.
-    pub fn section_var(&self, section: &str, var: &str) -> Option<SectionVar> {
-        let sec = self
-            .by_name
+    /// The DATASEC named `section`.
+    fn datasec(&self, section: &str) -> Option<&Type> {
+        self.by_name
             .get(section)?
             .iter()
             .map(|&id| &self.types[id as usize])
-            .find(|ty| ty.kind == KIND_DATASEC)?;
+            .find(|ty| ty.kind == KIND_DATASEC)
+    }
+
+    /// Size of DATASEC `section` in bytes (for `.data..percpu`, the static per-CPU area).
+    pub fn section_size(&self, section: &str) -> Option<u64> {
+        self.datasec(section).map(|sec| u64::from(sec.size_or_type))
+    }
+
+    /// Every named variable of DATASEC `section` as (offset, size, name), by offset.
+    pub fn section_vars(&self, section: &str) -> Vec<(u64, u64, String)> {
+        let Some(sec) = self.datasec(section) else {
+            return Vec::new();
+        };
+        let mut vars: Vec<(u64, u64, String)> = sec
+            .members
+            .iter()
+            .filter_map(|&(size, var_id, offset)| {
+                let var_ty = self.types.get(var_id as usize)?;
+                (var_ty.kind == KIND_VAR && var_ty.name != 0).then(|| {
+                    (
+                        u64::from(offset),
+                        u64::from(size),
+                        self.string(var_ty.name).to_string(),
+                    )
+                })
+            })
+            .collect();
+        vars.sort();
+        vars
+    }
+
+    /// Variable `var` of DATASEC `section`: its BTF id, offset and size.
+    pub fn section_var(&self, section: &str, var: &str) -> Option<SectionVar> {
+        let sec = self.datasec(section)?;
         sec.members.iter().find_map(|&(size, var_id, offset)| {
             let var_ty = self.types.get(var_id as usize)?;
             (var_ty.kind == KIND_VAR && self.string(var_ty.name) == var).then_some(SectionVar {

@@ -233,9 +233,12 @@ pub const ALLOCATOR: &[(KernelProbe, KernelProbe)] = &[
     ),
 ];
 
-/// Interrupt-handler brackets (they delimit hardirq and softirq held-lock contexts) and lock
-/// contention.
+/// Interrupt-handler brackets (they place events where `preempt_count` cannot be read), lock
+/// contention, and the scheduler events the held stacks follow: the run-queue lock handed to
+/// the next task at `sched_switch`, a task's stacks dropped when it exits.
 pub const TRACEPOINTS: &[KernelProbe] = &[
+    tp("tp_sched_switch", "sched", &["sched_switch"]),
+    tp("tp_process_exit", "sched", &["sched_process_exit"]),
     tp("tp_hardirq_entry", "irq", &["irq_handler_entry"]),
     tp("tp_hardirq_exit", "irq", &["irq_handler_exit"]),
     tp("tp_softirq_entry", "irq", &["softirq_entry"]),

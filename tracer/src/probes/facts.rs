@@ -34,6 +34,9 @@ pub enum PreemptCountAccess {
         btf_id: u32,
         /// The count's offset inside the variable.
         offset: u64,
+        /// The variable's offset in the per-CPU area (its address on a CPU minus this is the
+        /// CPU's per-CPU base).
+        var_offset: u64,
     },
     /// Through the current task's run queue (kernels whose kallsyms has no data symbols).
     Runqueue(RunqueueOffsets),
@@ -81,6 +84,7 @@ impl PreemptCount {
                     var,
                     btf_id: var_entry.btf_id,
                     offset,
+                    var_offset: var_entry.offset,
                 },
                 layout,
             });
@@ -154,6 +158,12 @@ pub struct KernelFacts {
     pub kmem_cache_geometry: Option<(u64, u64)>,
     /// The per-CPU allocator's name in this kernel, if either exists.
     pub pcpu_alloc: Option<&'static str>,
+    /// Size of the static per-CPU area (`.data..percpu`), 0 when BTF does not say.
+    pub percpu_size: u64,
+    /// Offset of `pid` in `struct task_struct` (for `sched_switch`), 0 when unknown.
+    pub task_pid_offset: u64,
+    /// `bpf_get_func_ip` exists for trampoline programs (Linux 5.15+).
+    pub func_ip_helper: bool,
 }
 
 impl KernelFacts {
@@ -170,7 +180,16 @@ impl KernelFacts {
                 .member_offset("kmem_cache", &["size"])
                 .zip(btf.member_offset("kmem_cache", &["oo"])),
             pcpu_alloc: PCPU_ALLOC_NAMES.into_iter().find(|name| btf.has_func(name)),
+            percpu_size: btf.section_size(PERCPU).unwrap_or(0),
+            task_pid_offset: btf.member_offset("task_struct", &["pid"]).unwrap_or(0),
+            // The helper's kernel-side implementation for tracing programs came with it.
+            func_ip_helper: btf.has_func("bpf_get_func_ip_tracing") || kernel_at_least(5, 15),
         }
+    }
+
+    /// The static per-CPU variables, to name locks in them.
+    pub fn percpu_vars(btf: &KernelBtf) -> Vec<(u64, u64, String)> {
+        btf.section_vars(PERCPU)
     }
 
     /// The BTF id of the per-CPU variable the programs load as a typed ksym, if they do.
@@ -188,6 +207,9 @@ impl KernelFacts {
     /// (with tracing off: [`crate::probes::Probes::start_tracing`] turns it on).
     pub fn probe_config(&self, self_pid: u32) -> ProbeConfig {
         let mut cfg = ProbeConfig {
+            percpu_size: self.percpu_size,
+            task_pid_offset: self.task_pid_offset,
+            func_ip_helper: self.func_ip_helper.into(),
             irq_kfunc_valid: self.irq_kfunc.into(),
             kmem_cache_kfunc_valid: self.kmem_cache_kfunc.into(),
             kmem_cache_name_offset: self.kmem_cache_name_offset,
@@ -199,9 +221,12 @@ impl KernelFacts {
         if let Ok(count) = self.preempt_count {
             cfg.preempt_layout = count.layout;
             match count.access {
-                PreemptCountAccess::ThisCpuPtr { offset, .. } => {
+                PreemptCountAccess::ThisCpuPtr {
+                    offset, var_offset, ..
+                } => {
                     cfg.preempt_count_source = PreemptCountSource::ThisCpuPtr as u32;
                     cfg.preempt_count_offset = offset;
+                    cfg.this_cpu_var_percpu_offset = var_offset;
                 }
                 PreemptCountAccess::Runqueue(off) => {
                     cfg.preempt_count_source = PreemptCountSource::Runqueue as u32;
@@ -215,4 +240,15 @@ impl KernelFacts {
         }
         cfg
     }
+}
+
+/// True when the running kernel's release is at least `major.minor`.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    found >= (major, minor)
 }

@@ -18,11 +18,11 @@ use std::{collections::BTreeMap, path::PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, MapData, PerCpuArray, RingBuf, StackTraceMap},
+    maps::{Array, MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, FEntry, FExit, ProgramError},
 };
 use thiserror::Error;
-use tracer_common::{DROP_REASONS, DropReason, ProbeConfig};
+use tracer_common::{COUNTERS, ContentionStat, Counter, ProbeConfig};
 
 use crate::tracefile::ProbeStatus;
 use btf::KernelBtf;
@@ -94,9 +94,8 @@ pub struct ProbeOptions {
 pub struct Probes {
     ebpf: Ebpf,
     statuses: Vec<ProbeStatus>,
-    facts: KernelFacts,
-    patched: Vec<kfunc::Patched>,
-    drops: PerCpuArray<MapData, u64>,
+    counters: PerCpuArray<MapData, u64>,
+    percpu_vars: Vec<(u64, u64, String)>,
     user: Option<UserProbes>,
     /// What the programs read from `CONFIG`, as last written.
     config: ProbeConfig,
@@ -110,19 +109,33 @@ struct UserProbes {
 }
 
 /// The maps the session reads, taken out of the object so they can move to another task.
-pub struct EventMaps {
-    /// The event ring buffer.
-    pub events: RingBuf<MapData>,
-    /// What events refer to: stacks and slab cache names.
+pub struct SessionMaps {
+    /// The facts ring buffer.
+    pub facts: RingBuf<MapData>,
+    /// What facts refer to: slab cache names.
     pub names: NameMaps,
+    /// Contention figures by class key.
+    pub contention: aya::maps::HashMap<MapData, u64, ContentionStat>,
 }
 
-/// The maps that name what events refer to.
+/// The maps that name what facts refer to.
 pub struct NameMaps {
-    /// The stack-trace map.
-    pub stacks: StackTraceMap<MapData>,
     /// Slab cache names by `struct kmem_cache *`.
     pub slab_names: aya::maps::HashMap<MapData, u64, [u8; tracer_common::SLAB_NAME_LEN]>,
+}
+
+/// Takes map `name` out of the object as a `T`.
+fn take_map<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<T, ProbeError> {
+    let map = ebpf.take_map(name).ok_or(ProbeError::Map {
+        name,
+        source: aya::maps::MapError::InvalidName {
+            name: name.to_string(),
+        },
+    })?;
+    T::try_from(map).map_err(|source| ProbeError::Map { name, source })
 }
 
 /// True when /proc/kallsyms lists `name`: the kernel resolves a typed ksym through kallsyms,
@@ -139,7 +152,7 @@ fn effective_uid() -> u32 {
 
 impl Probes {
     /// Loads the object and attaches what `options` asks for and the kernel allows.
-    pub fn load(options: &ProbeOptions) -> Result<(Probes, EventMaps), ProbeError> {
+    pub fn load(options: &ProbeOptions) -> Result<(Probes, SessionMaps), ProbeError> {
         let uid = effective_uid();
         if uid != 0 {
             return Err(ProbeError::NotRoot { uid });
@@ -155,7 +168,7 @@ impl Probes {
         let bytes: &mut [u8] = bytemuck_bytes(&mut words);
         bytes[..OBJECT.len()].copy_from_slice(OBJECT);
         let object = &mut bytes[..OBJECT.len()];
-        let patched = kfunc::patch(object, &kernel_btf);
+        kfunc::patch(object, &kernel_btf);
         kfunc::patch_ksym(
             object,
             tracer_common::PREEMPT_COUNT_VAR_MARKER,
@@ -167,43 +180,31 @@ impl Probes {
             .map_err(|e| ProbeError::Load(Box::new(e)))?;
         let config = facts.probe_config(std::process::id());
         write_config(&mut ebpf, &config)?;
-        let drops = PerCpuArray::try_from(ebpf.take_map("DROPS").expect("DROPS map in object"))
-            .map_err(|source| ProbeError::Map {
-                name: "DROPS",
-                source,
-            })?;
-        let events = RingBuf::try_from(ebpf.take_map("EVENTS").expect("EVENTS map in object"))
-            .map_err(|source| ProbeError::Map {
-                name: "EVENTS",
-                source,
-            })?;
-        let stacks =
-            StackTraceMap::try_from(ebpf.take_map("STACKS").expect("STACKS map in object"))
-                .map_err(|source| ProbeError::Map {
-                    name: "STACKS",
-                    source,
-                })?;
-
-        let slab_names = aya::maps::HashMap::try_from(
-            ebpf.take_map("SLAB_NAMES")
-                .expect("SLAB_NAMES map in object"),
-        )
-        .map_err(|source| ProbeError::Map {
-            name: "SLAB_NAMES",
-            source,
-        })?;
-
+        let counters = take_map(&mut ebpf, "COUNTERS_MAP")?;
+        let maps = SessionMaps {
+            facts: take_map(&mut ebpf, "FACTS")?,
+            names: NameMaps {
+                slab_names: take_map(&mut ebpf, "SLAB_NAMES")?,
+            },
+            contention: take_map(&mut ebpf, "CONTENTION")?,
+        };
         let mut probes = Probes {
             ebpf,
             statuses: Vec::new(),
-            facts,
-            patched,
-            drops,
+            counters,
+            percpu_vars: KernelFacts::percpu_vars(&kernel_btf),
             user: None,
             config,
         };
         if options.kernel {
             probes.attach_kernel(&kernel_btf);
+            // Contention is accounted at the acquisition where acquisitions are followed.
+            probes.config.acquisitions_traced = probes
+                .statuses
+                .iter()
+                .any(|s| s.attached && s.kind == catalog::Hook::Fexit.kind())
+                .into();
+            write_config(&mut probes.ebpf, &probes.config)?;
         }
         if let Some(target) = options.user {
             // A process without a C library (a static binary, or a command not yet executed
@@ -232,13 +233,7 @@ impl Probes {
             let why = probes.not_attached_summary().join("; ");
             return Err(ProbeError::NothingAttached(why));
         }
-        Ok((
-            probes,
-            EventMaps {
-                events,
-                names: NameMaps { stacks, slab_names },
-            },
-        ))
+        Ok((probes, maps))
     }
 
     fn attach_kernel(&mut self, kernel_btf: &KernelBtf) {
@@ -313,14 +308,9 @@ impl Probes {
         &self.statuses
     }
 
-    /// What BTF says about the running kernel.
-    pub fn facts(&self) -> &KernelFacts {
-        &self.facts
-    }
-
-    /// What kfunc patching did.
-    pub fn patched_kfuncs(&self) -> &[kfunc::Patched] {
-        &self.patched
+    /// The kernel's static per-CPU variables (offset, size, name), to name per-CPU classes.
+    pub fn percpu_vars(&self) -> &[(u64, u64, String)] {
+        &self.percpu_vars
     }
 
     /// One line per distinct reason probes did not attach, naming a few of them.
@@ -328,17 +318,17 @@ impl Probes {
         summarize_failures(&self.statuses)
     }
 
-    /// Events lost in the programs, by reason, summed over CPUs.
-    pub fn drop_counts(&self) -> Vec<(DropReason, u64)> {
-        DropReason::ALL
+    /// The programs' counters, summed over CPUs.
+    pub fn counters(&self) -> Vec<(Counter, u64)> {
+        Counter::ALL
             .iter()
-            .map(|&reason| {
+            .map(|&counter| {
                 let total = self
-                    .drops
-                    .get(&(reason as u32), 0)
+                    .counters
+                    .get(&(counter as u32), 0)
                     .map(|per_cpu| per_cpu.iter().sum())
                     .unwrap_or(0);
-                (reason, total)
+                (counter, total)
             })
             .collect()
     }
@@ -367,7 +357,7 @@ impl Probes {
     }
 }
 
-const _: () = assert!(DROP_REASONS as usize == DropReason::ALL.len());
+const _: () = assert!(COUNTERS as usize == Counter::ALL.len());
 
 /// Writes the configuration the programs read.
 fn write_config(ebpf: &mut Ebpf, config: &ProbeConfig) -> Result<(), ProbeError> {
@@ -443,7 +433,28 @@ fn attach_one(
             attached: true,
             detail: String::new(),
         },
-        Err(err) => failed(probe, target, explain(&err, probe.hook.is_trampoline())),
+        Err(err) => {
+            save_verifier_log(probe.program, &err);
+            failed(probe, target, explain(&err, probe.hook.is_trampoline()))
+        }
+    }
+}
+
+/// With `LOCKTRACE_VERIFIER_LOG=DIR`, writes the whole verifier log of a program the kernel
+/// refused to `DIR/<program>.log` (the one-line reason shows only its last line): for
+/// whoever changes the programs, and for bug reports.
+pub(crate) fn save_verifier_log(program: &str, err: &ProgramError) {
+    let (Some(dir), ProgramError::LoadError { verifier_log, .. }) =
+        (std::env::var_os("LOCKTRACE_VERIFIER_LOG"), err)
+    else {
+        return;
+    };
+    let path = std::path::Path::new(&dir).join(format!("{program}.log"));
+    if let Err(e) = std::fs::write(&path, verifier_log.to_string()) {
+        crate::session::notice(format_args!(
+            "locktrace: cannot write {}: {e}",
+            path.display()
+        ));
     }
 }
 

@@ -188,6 +188,7 @@ fn attach_program(
     if let Err(e) = uprobe.load()
         && !matches!(e, ProgramError::AlreadyLoaded)
     {
+        super::save_verifier_log(probe.program, &e);
         let why = explain(&e, false);
         return probe
             .functions

@@ -1,8 +1,9 @@
-//! A live tracing session: attach the probes, read the ring buffer on a timer (the programs
-//! never wake the reader: see tracer-ebpf's emit.rs) in a tokio loop, name what
-//! the events point at, and hand them to a [`Sink`] (the trace-file recorder or the live
-//! engine) until the duration ends, the traced command exits, or SIGINT/SIGTERM arrives.
-//! Whatever ends the session, the sink is finished: a recording is always left valid.
+//! A live tracing session: attach the probes, read the facts ring buffer on a timer (the
+//! programs never wake the reader: see tracer-ebpf's emit.rs) in a tokio loop, name what the
+//! facts point at, and hand them to a [`Sink`] (the trace-file recorder or the live engine)
+//! with the programs' counters and contention figures once a second, until the duration ends,
+//! the traced command exits, or SIGINT/SIGTERM arrives. Whatever ends the session, the sink is
+//! finished: a recording is always left valid.
 
 mod child;
 pub mod decode;
@@ -21,12 +22,13 @@ use std::{
 use aya::maps::{MapData, RingBuf};
 use thiserror::Error;
 use tokio::signal::unix::{SignalKind, signal};
-use tracer_common::Event;
+use tracer_common::Counter;
 
 use crate::{
-    probes::{NameMaps, ProbeError, ProbeOptions, Probes, UserTarget},
+    fact::FactRecord,
+    probes::{NameMaps, ProbeError, ProbeOptions, Probes, SessionMaps, UserTarget},
     symbols::KernelSymbols,
-    tracefile::{DropCounts, ProbeStatus, TraceError},
+    tracefile::{ContentionSnapshot, DropCounts, ProbeStatus, TraceError},
 };
 pub use child::ChildStdout;
 use child::{ChildEvent, GatedChild};
@@ -71,14 +73,20 @@ pub enum SessionError {
     },
 }
 
-/// Where the events of a session go.
+/// Where the facts of a session go.
 pub trait Sink {
     /// The probes are attached: a last chance to write headers.
     fn start(&mut self, probes: &[ProbeStatus]) -> Result<(), SessionError>;
-    /// A batch of named events, in ring-buffer order.
-    fn events(&mut self, events: &[Event], namer: &mut Namer) -> Result<(), SessionError>;
-    /// Loss counters, cumulative since the start, once a second and at the end.
+    /// A batch of named facts, in ring-buffer order.
+    fn facts(&mut self, facts: &[FactRecord], namer: &mut Namer) -> Result<(), SessionError>;
+    /// The programs' counters, cumulative since the start, once a second and at the end.
     fn drops(&mut self, drops: &DropCounts) -> Result<(), SessionError>;
+    /// Contention figures by class, cumulative since the start, once a second and at the end.
+    fn contention(
+        &mut self,
+        snapshot: &ContentionSnapshot,
+        namer: &mut Namer,
+    ) -> Result<(), SessionError>;
     /// Figures for the status line (engine size, alerts so far).
     fn status(&self) -> String;
     /// The session is over (normally or not): flush everything.
@@ -109,11 +117,13 @@ pub struct SessionOptions {
 /// How a session ended.
 #[derive(Debug)]
 pub struct SessionSummary {
-    /// Events read.
-    pub events: u64,
-    /// Events read, by kind (`acquire`, `pcpu_alloc` ...).
+    /// Facts read.
+    pub facts: u64,
+    /// Facts read, by kind (`chain`, `usage`, `pcpu_alloc` ...).
     pub by_kind: std::collections::BTreeMap<&'static str, u64>,
-    /// Losses, by name.
+    /// Lock operations (acquisitions and releases) the programs followed.
+    pub lock_ops: u64,
+    /// The programs' counters and other losses, by name.
     pub drops: DropCounts,
     /// The traced command's exit status, when there was one.
     pub command_status: Option<i32>,
@@ -124,13 +134,14 @@ pub struct SessionSummary {
 /// How long to keep reading after the traced command exits: events still in flight.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(200);
 /// How often the ring is read (the programs never wake the reader): the longest an alert
-/// waits. 8 MiB of ring per 10 ms is room for about 7 million events a second.
+/// waits. 16 MiB of ring per 10 ms is room for about 500,000 facts a second, far more than
+/// even a cold start of a busy kernel brings.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
 /// How often the traced command's C library is looked up again (it may execute another
 /// program at any time).
 const LIBC_CHECK_INTERVAL: Duration = Duration::from_millis(100);
-/// Most events handed to the sink at once.
-const BATCH: usize = 4096;
+/// Most facts handed to the sink at once.
+const BATCH: usize = 1024;
 
 /// Runs a session to its end, feeding `sink`. Prints what did not attach (one line per
 /// reason) and, on a terminal, a live status line, to standard error.
@@ -169,6 +180,11 @@ pub async fn run(
     };
     // A child that never gets released exits by itself when the gate closes.
     let (mut probes, maps) = Probes::load(&probe_options)?;
+    let SessionMaps {
+        facts: mut ring,
+        names,
+        contention,
+    } = maps;
     // Every probe is attached: the session starts here, for all of them at once (events
     // wait in the ring until the symbol table below is read).
     probes.start_tracing()?;
@@ -182,8 +198,7 @@ pub async fn run(
     // After attaching: kallsyms then names our own programs and trampolines, which head every
     // kernel stack the probes take and must be recognized to be skipped.
     let mut namer = Namer::new(load_kernel_symbols(options.symbols.as_deref())?);
-    let mut ring = maps.events;
-    let names = maps.names;
+    namer.set_percpu_vars(probes.percpu_vars());
 
     let (child_tx, mut child_rx) = tokio::sync::mpsc::unbounded_channel::<ChildEvent>();
     if let Some(child) = child.as_mut() {
@@ -235,7 +250,10 @@ pub async fn run(
                 }
             }
             _ = tick.tick() => {
-                sink.drops(&drop_counts(&probes, &counters))?;
+                sink.drops(&drop_counts(&probes, &mut counters))?;
+                let snapshot = contention_snapshot(&contention);
+                namer.observe_contention(&snapshot, &names);
+                sink.contention(&snapshot, &mut namer)?;
                 if show_status {
                     let line = counters.status_line(&sink.status());
                     let mut stderr = std::io::stderr();
@@ -283,8 +301,11 @@ pub async fn run(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let drops = drop_counts(&probes, &counters);
+    let drops = drop_counts(&probes, &mut counters);
     sink.drops(&drops)?;
+    let snapshot = contention_snapshot(&contention);
+    namer.observe_contention(&snapshot, &names);
+    sink.contention(&snapshot, &mut namer)?;
     if show_status {
         notice(format_args!(""));
     }
@@ -304,8 +325,9 @@ pub async fn run(
     }
     sink.finish(&mut namer, started.elapsed())?;
     Ok(SessionSummary {
-        events: counters.events,
+        facts: counters.facts,
         by_kind: counters.total,
+        lock_ops: counters.lock_ops,
         drops,
         command_status,
         stopped_by,
@@ -339,18 +361,17 @@ fn drain(
     names: &NameMaps,
     namer: &mut Namer,
     counters: &mut Counters,
-    batch: &mut Vec<Event>,
+    batch: &mut Vec<FactRecord>,
     sink: &mut dyn Sink,
 ) -> Result<(), SessionError> {
     loop {
         batch.clear();
         while batch.len() < BATCH {
             let Some(item) = ring.next() else { break };
-            match decode::decode(&item) {
-                Some(mut event) => {
-                    namer.observe(&mut event, names);
-                    counters.count(&event);
-                    batch.push(event);
+            match decode::decode(&item).and_then(|fact| namer.observe(&fact, names)) {
+                Some(fact) => {
+                    counters.count(&fact);
+                    batch.push(fact);
                 }
                 None => counters.malformed += 1,
             }
@@ -358,17 +379,35 @@ fn drain(
         if batch.is_empty() {
             return Ok(());
         }
-        sink.events(batch, namer)?;
+        sink.facts(batch, namer)?;
     }
 }
 
-/// Every loss, by name: the programs' drop counters, the kernel's recursion misses for our
-/// programs, and records this side could not decode.
-fn drop_counts(probes: &Probes, counters: &Counters) -> DropCounts {
-    let mut counts: Vec<(String, u64)> = probes
-        .drop_counts()
+/// Reads the programs' contention figures.
+fn contention_snapshot(
+    map: &aya::maps::HashMap<MapData, u64, tracer_common::ContentionStat>,
+) -> ContentionSnapshot {
+    let mut stats: Vec<_> = map.iter().filter_map(Result::ok).map(|(_, v)| v).collect();
+    stats.sort_by_key(|stat| std::cmp::Reverse(stat.wait_ns));
+    ContentionSnapshot {
+        monotonic_ns: monotonic_ns(),
+        stats,
+    }
+}
+
+/// Every counter, by name: the programs' counters, the kernel's recursion misses for our
+/// programs, and records this side could not decode. Updates `counters`' lock operations.
+fn drop_counts(probes: &Probes, counters: &mut Counters) -> DropCounts {
+    let programs = probes.counters();
+    let ops: u64 = programs
+        .iter()
+        .filter(|(c, _)| matches!(c, Counter::Acquisitions | Counter::Releases))
+        .map(|(_, n)| n)
+        .sum();
+    counters.set_lock_ops(ops);
+    let mut counts: Vec<(String, u64)> = programs
         .into_iter()
-        .map(|(reason, n)| (reason.name().to_string(), n))
+        .map(|(counter, n)| (counter.name().to_string(), n))
         .collect();
     counts.push(("recursion_misses".to_string(), probes.recursion_misses()));
     counts.push(("malformed_records".to_string(), counters.malformed));

@@ -1,18 +1,28 @@
-//! The recording sink: events and everything needed to name them go to a trace file, chunk by
+//! The recording sink: facts and everything needed to name them go to a trace file, chunk by
 //! chunk, so that a recording cut short still holds everything before the cut.
 
 use std::{path::Path, time::Duration};
 
-use tracer_common::Event;
-
 use super::{SessionError, Sink, symbolize::Namer};
-use crate::tracefile::{DropCounts, EndSummary, Header, ProbeStatus, TraceWriter};
+use crate::{
+    fact::FactRecord,
+    tracefile::{
+        ContentionSnapshot, DropCounts, EndSummary, Header, ProbeStatus, Record, TraceWriter,
+    },
+};
+
+/// How often contention figures are written while they change (the last ones are written at
+/// the end whatever): they are cumulative, so fewer snapshots lose nothing but resolution.
+const CONTENTION_EVERY_NS: u64 = 10_000_000_000;
 
 /// Writes a session to a trace file.
 pub struct Recorder {
     path: std::path::PathBuf,
     command_line: Vec<String>,
     writer: Option<TraceWriter>,
+    /// The latest contention figures, and the last ones written.
+    contention: ContentionSnapshot,
+    contention_written: ContentionSnapshot,
 }
 
 impl Recorder {
@@ -23,6 +33,8 @@ impl Recorder {
             path: path.to_path_buf(),
             command_line,
             writer: None,
+            contention: ContentionSnapshot::default(),
+            contention_written: ContentionSnapshot::default(),
         }
     }
 
@@ -41,6 +53,19 @@ impl Recorder {
     }
 }
 
+impl Recorder {
+    /// Writes the latest contention figures, after the names they need.
+    fn write_contention(&mut self, namer: &mut Namer) -> Result<(), SessionError> {
+        for record in namer.take_records() {
+            self.writer().write(&record)?;
+        }
+        let snapshot = self.contention.clone();
+        self.writer().write(&Record::Contention(snapshot.clone()))?;
+        self.contention_written = snapshot;
+        Ok(())
+    }
+}
+
 impl Sink for Recorder {
     fn start(&mut self, probes: &[ProbeStatus]) -> Result<(), SessionError> {
         let header = Header::for_this_machine(self.command_line.clone(), probes.to_vec());
@@ -50,12 +75,26 @@ impl Sink for Recorder {
         Ok(())
     }
 
-    fn events(&mut self, events: &[Event], namer: &mut Namer) -> Result<(), SessionError> {
-        // Names first, so a reader that stops anywhere can name every event it got.
+    fn facts(&mut self, facts: &[FactRecord], namer: &mut Namer) -> Result<(), SessionError> {
+        // Names first, so a reader that stops anywhere can name every fact it got.
         for record in namer.take_records() {
             self.writer().write(&record)?;
         }
-        self.writer().write_events(events)?;
+        self.writer().write_facts(facts)?;
+        Ok(())
+    }
+
+    fn contention(
+        &mut self,
+        snapshot: &ContentionSnapshot,
+        namer: &mut Namer,
+    ) -> Result<(), SessionError> {
+        self.contention = snapshot.clone();
+        let due =
+            snapshot.monotonic_ns >= self.contention_written.monotonic_ns + CONTENTION_EVERY_NS;
+        if due && snapshot.stats != self.contention_written.stats {
+            self.write_contention(namer)?;
+        }
         Ok(())
     }
 
@@ -67,11 +106,17 @@ impl Sink for Recorder {
     }
 
     fn status(&self) -> String {
-        let written = self.writer.as_ref().map_or(0, TraceWriter::events_written);
-        format!(" | {written} written to {}", self.path.display())
+        let written = self.writer.as_ref().map_or(0, TraceWriter::facts_written);
+        format!(" | {written} facts written to {}", self.path.display())
     }
 
     fn finish(&mut self, namer: &mut Namer, duration: Duration) -> Result<(), SessionError> {
+        if self.writer.is_none() {
+            return Ok(());
+        }
+        if self.contention.stats != self.contention_written.stats {
+            self.write_contention(namer)?;
+        }
         let Some(mut writer) = self.writer.take() else {
             return Ok(());
         };
@@ -79,7 +124,7 @@ impl Sink for Recorder {
             writer.write(&record)?;
         }
         let summary = EndSummary {
-            events_written: writer.events_written(),
+            facts_written: writer.facts_written(),
             duration_ns: duration.as_nanos() as u64,
         };
         writer.finish(summary)?;

@@ -2,28 +2,36 @@
 
 use std::{collections::BTreeMap, time::Instant};
 
-use tracer_common::{Event, EventKind};
+use crate::fact::FactRecord;
 
-/// Event counts and losses, cumulative and since the last status line.
+/// Facts by kind and lock operations, cumulative and since the last status line.
 #[derive(Debug, Default)]
 pub struct Counters {
-    /// Events by kind since the session started.
+    /// Facts by kind (`chain`, `usage`, `recursive`, `pcpu_alloc` ...) since the start.
     pub total: BTreeMap<&'static str, u64>,
-    window: BTreeMap<&'static str, u64>,
-    /// All events since the session started.
-    pub events: u64,
-    /// Ring-buffer records that were not a whole event.
+    /// All facts since the session started.
+    pub facts: u64,
+    /// Ring-buffer records that were not a whole fact.
     pub malformed: u64,
+    /// Lock operations (acquisitions and releases) the programs followed, as last read.
+    pub lock_ops: u64,
+    window_facts: u64,
+    window_ops: u64,
     window_start: Option<Instant>,
 }
 
 impl Counters {
-    /// Counts one event.
-    pub fn count(&mut self, event: &Event) {
-        let name = event.event_kind().map_or("unknown", EventKind::name);
-        *self.total.entry(name).or_default() += 1;
-        *self.window.entry(name).or_default() += 1;
-        self.events += 1;
+    /// Counts one fact.
+    pub fn count(&mut self, fact: &FactRecord) {
+        *self.total.entry(fact.label()).or_default() += 1;
+        self.facts += 1;
+        self.window_facts += 1;
+    }
+
+    /// Takes the programs' count of lock operations (cumulative).
+    pub fn set_lock_ops(&mut self, ops: u64) {
+        self.window_ops += ops.saturating_sub(self.lock_ops);
+        self.lock_ops = ops;
     }
 
     /// The status line for the window since the last call, and starts a new window.
@@ -35,21 +43,16 @@ impl Counters {
             .map_or(1.0, |start| now.duration_since(start).as_secs_f64())
             .max(1e-3);
         self.window_start = Some(now);
-        let rate: u64 = self.window.values().sum();
-        let mut by_kind: Vec<(&str, u64)> = self.window.iter().map(|(k, v)| (*k, *v)).collect();
-        by_kind.sort_by_key(|&(_, count)| std::cmp::Reverse(count));
-        let kinds: Vec<String> = by_kind
-            .iter()
-            .take(4)
-            .map(|(k, v)| format!("{k} {}", human(*v as f64 / secs)))
-            .collect();
-        self.window.clear();
-        format!(
-            "{} ev/s ({}) | {} events{extra}",
-            human(rate as f64 / secs),
-            kinds.join(", "),
-            self.events
-        )
+        let line = format!(
+            "{} lock ops/s, {} facts/s | {} lock ops, {} facts{extra}",
+            human(self.window_ops as f64 / secs),
+            human(self.window_facts as f64 / secs),
+            human(self.lock_ops as f64),
+            self.facts
+        );
+        self.window_ops = 0;
+        self.window_facts = 0;
+        line
     }
 }
 
@@ -66,7 +69,30 @@ pub fn human(value: f64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use tracer_common::{EventKind, FactKind, HeldLock, fact::news};
+
     use super::*;
+
+    fn fact(kind: FactKind, news: u32) -> FactRecord {
+        FactRecord {
+            timestamp_ns: 0,
+            kind,
+            news,
+            arg: 0,
+            arg2: 0,
+            cpu: 0,
+            pid: 0,
+            tid: 0,
+            context: tracer_common::ExecContext::Task,
+            irqs: tracer_common::IrqState::Unknown,
+            preempt_count: 0,
+            flags: 0,
+            comm: [0; 16],
+            lock: HeldLock::default(),
+            held: Vec::new(),
+            stack: None,
+        }
+    }
 
     #[test]
     fn human_units() {
@@ -78,16 +104,14 @@ mod tests {
     #[test]
     fn counts_by_kind() {
         let mut counters = Counters::default();
-        let mut ev = Event::zeroed();
-        ev.kind = EventKind::LockAcquire as u32;
-        counters.count(&ev);
-        counters.count(&ev);
-        ev.kind = EventKind::Vfree as u32;
-        counters.count(&ev);
-        assert_eq!(counters.total["acquire"], 2);
+        counters.count(&fact(FactKind::Acquire, news::NEW_CHAIN));
+        counters.count(&fact(FactKind::Acquire, news::NEW_CHAIN | news::NEW_USAGE));
+        counters.count(&fact(FactKind::Call, EventKind::Vfree as u32));
+        counters.set_lock_ops(5000);
+        assert_eq!(counters.total["chain"], 2);
         assert_eq!(counters.total["vfree"], 1);
         let line = counters.status_line("");
-        assert!(line.contains("acquire"), "{line}");
-        assert!(line.contains("3 events"), "{line}");
+        assert!(line.contains("5.0k lock ops,"), "{line}");
+        assert!(line.contains("3 facts"), "{line}");
     }
 }

@@ -1,22 +1,22 @@
-//! Naming what events point at, while it can still be named: kernel stacks (from the
-//! stack-trace map, through kallsyms) and user stacks and lock addresses (through a snapshot of
-//! the process's mappings, since a short-lived process may be gone before its events are
-//! read). Everything learned goes into a [`Symbols`], and what is new since the last call is
-//! handed out so the trace file can carry it.
+//! Naming what facts point at, while it can still be named: kernel stacks (through kallsyms)
+//! and user stacks and lock addresses (through a snapshot of the process's mappings, since a
+//! short-lived process may be gone before its facts are read). Each distinct stack gets a
+//! [`StackKey`]. Everything learned goes into a [`Symbols`], and what is new since the last
+//! call is handed out so the trace file can carry it.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 
 use super::process_maps::ProcessMaps;
 
-use aya::maps::{MapData, StackTraceMap};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer, source::Elf, source::Source};
-use tracer_common::SLAB_NAME_LEN;
-use tracer_common::{Event, EventKind};
+use tracer_common::{ClassTag, Fact, HeldLock, SLAB_NAME_LEN, flags};
 
 use crate::{
-    probes::{NameMaps, catalog},
-    symbols::{Frame, KernelSymbol, StackKey, Symbols},
-    tracefile::Record,
+    fact::FactRecord,
+    probes::NameMaps,
+    symbols::{Frame, KernelSymbol, StackKey, StackSpace, Symbols},
+    tracefile::{ContentionSnapshot, Record},
 };
 
 /// Kernel frames that belong to the tracing machinery rather than the traced code.
@@ -33,7 +33,7 @@ fn is_tracing_frame(sym: &KernelSymbol) -> bool {
         .any(|prefix| sym.name.starts_with(prefix))
 }
 
-/// Names addresses as events arrive and remembers what it named.
+/// Names addresses as facts arrive and remembers what it named.
 pub struct Namer {
     symbols: Symbols,
     symbolizer: Symbolizer,
@@ -41,6 +41,8 @@ pub struct Namer {
     written_kernel: HashSet<u64>,
     /// User lock addresses already looked up that have no symbol (heap or stack locks).
     anonymous_user_locks: HashSet<(u32, u64)>,
+    /// Stack ids by a hash of (space, process, frames).
+    stack_ids: HashMap<u64, i32>,
     pending: PendingRecords,
 }
 
@@ -52,6 +54,7 @@ struct PendingRecords {
     user_locks: Vec<((u32, u64), String)>,
     user_functions: Vec<((u32, u64), Frame)>,
     slab_caches: Vec<(u64, String)>,
+    percpu: Vec<(u64, u64, String)>,
 }
 
 impl Namer {
@@ -66,8 +69,16 @@ impl Namer {
             maps: HashMap::new(),
             written_kernel: HashSet::new(),
             anonymous_user_locks: HashSet::new(),
+            stack_ids: HashMap::new(),
             pending: PendingRecords::default(),
         }
+    }
+
+    /// Knows the kernel's static per-CPU variables (offset, size, name), to name per-CPU
+    /// classes.
+    pub fn set_percpu_vars(&mut self, vars: &[(u64, u64, String)]) {
+        self.symbols.percpu = vars.to_vec();
+        self.pending.percpu = vars.to_vec();
     }
 
     /// Everything named so far.
@@ -87,44 +98,92 @@ impl Namer {
         }
     }
 
-    /// Names what `event` points at, filling `event.caller` from the stack when the probe
-    /// could not give it. Call before the event reaches the engine or the file.
-    pub fn observe(&mut self, event: &mut Event, maps: &NameMaps) {
-        if event.has(tracer_common::flags::RAW_CALLERS) {
-            self.pick_caller(event);
+    /// Names what `fact` points at and returns it as user space keeps it; `None` for a kind
+    /// this build does not know. A call seen by a tracepoint without its caller gets its
+    /// stack's first frame.
+    pub fn observe(&mut self, fact: &Fact, maps: &NameMaps) -> Option<FactRecord> {
+        let user = fact.has(flags::USER_STACK);
+        let stack = self.name_stack(fact, user);
+        let mut record = FactRecord::from_fact(fact, stack)?;
+        if record.lock.site == 0
+            && !user
+            && let Some(first) = stack
+                .and_then(|key| self.symbols.stacks.get(&key))
+                .and_then(|frames| frames.first())
+        {
+            record.lock.site = first.addr;
         }
-        let stacks = &maps.stacks;
-        if event.slab_cache != 0 && !self.symbols.slab_caches.contains_key(&event.slab_cache) {
-            self.name_slab_cache(event.slab_cache, maps);
+        for lock in record.held.iter().chain([&record.lock]) {
+            self.name_lock(lock, record.pid, maps);
         }
-        if event.kernel_stack_id >= 0 {
-            let key = StackKey::kernel(event.kernel_stack_id);
-            if !self.symbols.stacks.contains_key(&key) {
-                let frames = self.kernel_stack(stacks, event.kernel_stack_id as u32);
-                self.pending.stacks.push((key, frames.clone()));
-                self.symbols.stacks.insert(key, frames);
-            }
-            if event.caller == 0
-                && let Some(first) = self.symbols.stacks[&key].first()
+        Some(record)
+    }
+
+    /// Names the slab caches of the classes contention figures are about.
+    pub fn observe_contention(&mut self, snapshot: &ContentionSnapshot, maps: &NameMaps) {
+        for stat in &snapshot.stats {
+            if matches!(
+                stat.class.class_tag(),
+                Some(ClassTag::SlabField | ClassTag::Slab)
+            ) && !self.symbols.slab_caches.contains_key(&stat.class.a)
             {
-                event.caller = first.addr;
+                self.name_slab_cache(stat.class.a, maps);
             }
         }
-        if event.user_stack_id >= 0 {
-            let key = StackKey::user(event.pid, event.user_stack_id);
-            if !self.symbols.stacks.contains_key(&key) {
-                let frames = self.user_stack(stacks, event.pid, event.user_stack_id as u32);
-                self.pending.stacks.push((key, frames.clone()));
-                self.symbols.stacks.insert(key, frames);
+    }
+
+    /// Names the class and site of one held lock.
+    fn name_lock(&mut self, lock: &HeldLock, pid: u32, maps: &NameMaps) {
+        match lock.class.class_tag() {
+            Some(ClassTag::User) => {
+                self.name_user_lock(lock.class.b as u32, lock.addr, lock.site);
+                return;
             }
+            Some(ClassTag::SlabField | ClassTag::Slab)
+                if !self.symbols.slab_caches.contains_key(&lock.class.a) =>
+            {
+                self.name_slab_cache(lock.class.a, maps);
+            }
+            _ => {}
         }
-        let user = tracer_common::LockKind::from_u32(event.lock_kind).is_some_and(|k| k.is_user());
-        if user {
-            self.name_user_lock(event);
-        } else {
-            self.note_kernel_addr(event.lock_addr);
-            self.note_kernel_addr(event.caller);
+        let _ = pid;
+        self.note_kernel_addr(lock.addr);
+        self.note_kernel_addr(lock.site);
+    }
+
+    /// The key of the fact's stack, symbolizing it the first time it is seen.
+    fn name_stack(&mut self, fact: &Fact, user: bool) -> Option<StackKey> {
+        let frames = fact.frames();
+        if frames.is_empty() {
+            return None;
         }
+        let pid = if user { fact.pid } else { 0 };
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (user, pid, frames).hash(&mut hasher);
+        let next = self.stack_ids.len() as i32;
+        let id = *self.stack_ids.entry(hasher.finish()).or_insert(next);
+        let key = StackKey {
+            space: if user {
+                StackSpace::User
+            } else {
+                StackSpace::Kernel
+            },
+            pid,
+            id,
+        };
+        if !self.symbols.stacks.contains_key(&key) {
+            let named = if user {
+                frames
+                    .iter()
+                    .map(|&ip| self.user_frame(fact.pid, ip))
+                    .collect()
+            } else {
+                self.kernel_frames(frames)
+            };
+            self.pending.stacks.push((key, named.clone()));
+            self.symbols.stacks.insert(key, named);
+        }
+        Some(key)
     }
 
     /// Reads the cache's name from the map the programs fill (empty when it could not be read,
@@ -144,24 +203,6 @@ impl Namer {
         self.symbols.slab_caches.insert(cache, name);
     }
 
-    /// Turns the raw frames of a [`tracer_common::flags::RAW_CALLERS`] event into its caller:
-    /// the first frame that is not our trampoline, unnamed JIT code or the probed function.
-    fn pick_caller(&mut self, event: &mut Event) {
-        let frames = [event.caller, event.arg, event.arg2];
-        event.caller = frames
-            .into_iter()
-            .find(|&ip| {
-                ip != 0
-                    && self.symbols.kernel.function(ip).is_some_and(|(sym, _)| {
-                        !is_tracing_frame(sym) && !catalog::is_probed_function(&sym.name)
-                    })
-            })
-            .unwrap_or(0);
-        event.arg = 0;
-        event.arg2 = 0;
-        event.flags &= !tracer_common::flags::RAW_CALLERS;
-    }
-
     fn note_kernel_addr(&mut self, addr: u64) {
         if addr == 0 {
             return;
@@ -173,12 +214,10 @@ impl Namer {
         }
     }
 
-    fn kernel_stack(&mut self, stacks: &StackTraceMap<MapData>, id: u32) -> Vec<Frame> {
-        let Ok(trace) = stacks.get(&id, 0) else {
-            return Vec::new();
-        };
+    /// Names kernel frames, innermost first, without the leading frames of the probe itself.
+    fn kernel_frames(&mut self, ips: &[u64]) -> Vec<Frame> {
         let mut frames = Vec::new();
-        for ip in trace.frames().iter().map(|f| f.ip) {
+        for &ip in ips {
             let named = self.symbols.kernel.function(ip);
             // Leading frames are the probe itself: our program, its trampoline, the tracepoint
             // machinery. A leading frame nothing names (JIT code unknown to the table) is too.
@@ -201,14 +240,6 @@ impl Namer {
             self.note_kernel_addr(frame.addr);
         }
         frames
-    }
-
-    fn user_stack(&mut self, stacks: &StackTraceMap<MapData>, pid: u32, id: u32) -> Vec<Frame> {
-        let Ok(trace) = stacks.get(&id, 0) else {
-            return Vec::new();
-        };
-        let ips: Vec<u64> = trace.frames().iter().map(|f| f.ip).collect();
-        ips.into_iter().map(|ip| self.user_frame(pid, ip)).collect()
     }
 
     /// Symbolizes one user address through the process's mapping snapshot, taking a new
@@ -245,13 +276,11 @@ impl Namer {
         }
     }
 
-    fn name_user_lock(&mut self, event: &Event) {
-        let key = (event.pid, event.lock_addr);
-        if event.kind == EventKind::LockAcquire as u32
-            && !self.symbols.user_locks.contains_key(&key)
-            && !self.anonymous_user_locks.contains(&key)
+    fn name_user_lock(&mut self, pid: u32, addr: u64, site: u64) {
+        let key = (pid, addr);
+        if !self.symbols.user_locks.contains_key(&key) && !self.anonymous_user_locks.contains(&key)
         {
-            let frame = self.user_frame(event.pid, event.lock_addr);
+            let frame = self.user_frame(pid, addr);
             // Only a symbol that contains the address names a static lock; heap and stack
             // locks stay anonymous and the engine names them by where they were taken.
             if let Some(name) = frame.function {
@@ -266,12 +295,12 @@ impl Namer {
                 self.anonymous_user_locks.insert(key);
             }
         }
-        if event.caller != 0 {
-            let site = (event.pid, event.caller);
-            if !self.symbols.user_functions.contains_key(&site) {
-                let frame = self.user_frame(event.pid, event.caller);
-                self.pending.user_functions.push((site, frame.clone()));
-                self.symbols.user_functions.insert(site, frame);
+        if site != 0 {
+            let key = (pid, site);
+            if !self.symbols.user_functions.contains_key(&key) {
+                let frame = self.user_frame(pid, site);
+                self.pending.user_functions.push((key, frame.clone()));
+                self.symbols.user_functions.insert(key, frame);
             }
         }
     }
@@ -295,51 +324,40 @@ impl Namer {
         if !pending.user_functions.is_empty() {
             records.push(Record::UserFunctions(pending.user_functions));
         }
+        if !pending.percpu.is_empty() {
+            records.push(Record::PercpuVars(pending.percpu));
+        }
         records
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use tracer_common::{Event, flags};
-
     use super::Namer;
     use crate::symbols::KernelSymbols;
 
-    /// The frames below our program: on 7.x the trampoline then the caller; on 6.12 the
-    /// trampoline, a return address into the probed lock function, then the caller.
+    /// A kernel stack starts with our program and its trampoline (or the tracepoint
+    /// machinery): those frames are not the traced code's.
     #[test]
-    fn the_caller_is_the_first_frame_that_is_neither_ours_nor_probed() {
+    fn leading_tracing_frames_are_left_out() {
         let kallsyms = "\
 ffffffff81000000 T do_work
 ffffffff81100000 T _raw_spin_lock
 ffffffffa0000000 t bpf_trampoline_6442514761\t[bpf]
+ffffffffa0001000 t bpf_prog_1234_acq_spin\t[bpf]
 ";
         let mut namer = Namer::new(KernelSymbols::parse(kallsyms));
-        let cases = [
-            (
-                [0xffffffffa0000048, 0xffffffff81000010, 0],
-                0xffffffff81000010,
-            ),
-            (
-                [0xffffffffa0000048, 0xffffffff81100005, 0xffffffff81000020],
-                0xffffffff81000020,
-            ),
-            // An address no symbol covers is not a caller.
-            (
-                [0xffffffff80000000, 0xffffffff81000030, 0],
-                0xffffffff81000030,
-            ),
-            ([0xffffffffa0000048, 0, 0], 0),
-        ];
-        for (frames, caller) in cases {
-            let mut ev = Event::zeroed();
-            (ev.caller, ev.arg, ev.arg2) = (frames[0], frames[1], frames[2]);
-            ev.flags = flags::RAW_CALLERS | flags::TRYLOCK;
-            namer.pick_caller(&mut ev);
-            assert_eq!(ev.caller, caller, "{frames:x?}");
-            assert_eq!((ev.arg, ev.arg2), (0, 0), "the frames are not arguments");
-            assert_eq!(ev.flags, flags::TRYLOCK, "only RAW_CALLERS is cleared");
-        }
+        let frames = namer.kernel_frames(&[
+            0xffffffffa0001010,
+            0xffffffffa0000048,
+            0xffffffff81000010,
+            0xffffffffa0000048,
+        ]);
+        let names: Vec<String> = frames.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            names,
+            ["do_work+0x10", "bpf_trampoline_6442514761+0x48"],
+            "only leading tracing frames go"
+        );
     }
 }

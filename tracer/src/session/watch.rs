@@ -1,16 +1,15 @@
-//! The live sink: events go straight into the engine, and each new alert is printed as it is
+//! The live sink: facts go straight into the engine, and each new alert is printed as it is
 //! found, in the same form `locktrace report` prints it from a recording.
 
 use std::{io::Write, time::Duration};
 
-use tracer_common::Event;
-
 use super::{SessionError, Sink, status::human, symbolize::Namer};
 use crate::{
     engine::{Alert, Engine},
+    fact::FactRecord,
     report,
     symbols::Symbols,
-    tracefile::{DropCounts, ProbeStatus},
+    tracefile::{ContentionSnapshot, DropCounts, ProbeStatus},
 };
 
 /// Prints alerts as lockdep-style text or as one JSON object per line.
@@ -53,14 +52,14 @@ impl AlertPrinter {
     }
 }
 
-/// Feeds `event` to the engine and prints what it finds.
+/// Feeds `fact` to the engine and prints what it finds.
 pub fn process_and_print(
     engine: &mut Engine,
-    event: &Event,
+    fact: &FactRecord,
     symbols: &Symbols,
     printer: &mut AlertPrinter,
 ) -> std::io::Result<()> {
-    let found = engine.process(event, symbols);
+    let found = engine.process(fact, symbols);
     if found.is_empty() {
         return Ok(());
     }
@@ -111,17 +110,25 @@ impl Sink for Watcher {
         Ok(())
     }
 
-    fn events(&mut self, events: &[Event], namer: &mut Namer) -> Result<(), SessionError> {
+    fn facts(&mut self, facts: &[FactRecord], namer: &mut Namer) -> Result<(), SessionError> {
         let symbols = namer.symbols();
-        for event in events {
-            process_and_print(&mut self.engine, event, symbols, &mut self.printer)
+        for fact in facts {
+            process_and_print(&mut self.engine, fact, symbols, &mut self.printer)
                 .map_err(sink_error)?;
         }
         Ok(())
     }
 
     fn drops(&mut self, drops: &DropCounts) -> Result<(), SessionError> {
-        self.lost = drops.total();
+        self.lost = drops.losses();
+        Ok(())
+    }
+
+    fn contention(
+        &mut self,
+        _snapshot: &ContentionSnapshot,
+        _namer: &mut Namer,
+    ) -> Result<(), SessionError> {
         Ok(())
     }
 

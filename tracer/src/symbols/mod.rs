@@ -106,11 +106,30 @@ pub struct Symbols {
     pub user_locks: HashMap<(u32, u64), String>,
     /// Names of user-space code addresses by (pid, address), for acquisition sites.
     pub user_functions: HashMap<(u32, u64), Frame>,
+    /// The static per-CPU variables (offset in the per-CPU area, size, name), from the
+    /// kernel's BTF, sorted by offset.
+    pub percpu: Vec<(u64, u64, String)>,
 }
 
 impl Symbols {
     /// The frames of a stack, if it was symbolized.
     pub fn stack(&self, key: StackKey) -> Option<&[Frame]> {
         self.stacks.get(&key).map(Vec::as_slice)
+    }
+
+    /// The per-CPU variable at `offset` in the per-CPU area: `name` or `name+0x40`.
+    pub fn percpu_name(&self, offset: u32) -> Option<String> {
+        let offset = u64::from(offset);
+        let i = self
+            .percpu
+            .partition_point(|(start, _, _)| *start <= offset);
+        let (start, size, name) = self.percpu.get(i.checked_sub(1)?)?;
+        if offset >= start + (*size).max(1) {
+            return None;
+        }
+        Some(match offset - start {
+            0 => name.clone(),
+            off => format!("{name}+{off:#x}"),
+        })
     }
 }

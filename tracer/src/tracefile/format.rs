@@ -6,19 +6,21 @@
 //! [module documentation](super).
 
 use bytes::{Buf, BufMut, BytesMut};
-use tracer_common::{EVENT_SIZE, Event};
+use tracer_common::{ClassDesc, ContentionStat, FactKind, HeldLock, IrqState};
 
 use super::error::{Corruption, TraceError};
 use super::header::{Header, ProbeStatus};
-use super::record::{DropCounts, EndSummary, Record};
+use super::record::{ContentionSnapshot, DropCounts, EndSummary, Record};
+use crate::fact::FactRecord;
 use crate::symbols::kallsyms::KernelSymbol;
 use crate::symbols::{Frame, StackKey, StackSpace};
 
 /// The first eight bytes of every trace file.
 pub const MAGIC: [u8; 8] = *b"LOCKTRC\0";
 
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes and reads. Version 2 records facts (what the
+/// programs found new) where version 1 recorded every lock event.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Magic, version, header-body length and header-body CRC32.
 pub const FILE_PREFIX_LEN: usize = 20;
@@ -31,17 +33,15 @@ pub const CHUNK_HEADER_LEN: usize = 12;
 /// refusing it keeps a corrupt file from making the reader allocate gigabytes.
 pub const MAX_PAYLOAD_LEN: usize = 64 << 20;
 
-/// Writers start a new chunk rather than grow one past this size: 8192 events (896 KiB), so a
-/// file cut short loses at most about a megabyte and readers stream in bounded memory.
-pub const TARGET_PAYLOAD_LEN: usize = 8192 * EVENT_SIZE;
+/// Writers start a new chunk rather than grow one past this size (896 KiB), so a file cut
+/// short loses at most about a megabyte and readers stream in bounded memory.
+pub const TARGET_PAYLOAD_LEN: usize = 896 * 1024;
 
 /// The kind of a chunk. Values are part of the format: a retired value is never reused, and 0
 /// is never valid (a zero-filled tail left by a crash must not parse as a chunk).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum ChunkType {
-    /// [`Record::Events`].
-    Events = 1,
     /// [`Record::Drops`].
     Drops = 2,
     /// [`Record::KernelSymbols`].
@@ -56,13 +56,19 @@ pub enum ChunkType {
     UserFunctions = 7,
     /// [`Record::End`].
     End = 8,
+    /// [`Record::Facts`].
+    Facts = 9,
+    /// [`Record::Contention`].
+    Contention = 10,
+    /// [`Record::PercpuVars`].
+    PercpuVars = 11,
 }
 
 impl ChunkType {
     /// Decodes a chunk type; `None` for values this build does not know.
     pub const fn from_u32(raw: u32) -> Option<ChunkType> {
+        // 1 was version 1's per-event chunk: retired, never valid again.
         Some(match raw {
-            1 => ChunkType::Events,
             2 => ChunkType::Drops,
             3 => ChunkType::KernelSymbols,
             4 => ChunkType::Stacks,
@@ -70,6 +76,9 @@ impl ChunkType {
             6 => ChunkType::UserLocks,
             7 => ChunkType::UserFunctions,
             8 => ChunkType::End,
+            9 => ChunkType::Facts,
+            10 => ChunkType::Contention,
+            11 => ChunkType::PercpuVars,
             _ => return None,
         })
     }
@@ -77,7 +86,6 @@ impl ChunkType {
     /// A short stable name, used in messages.
     pub const fn name(self) -> &'static str {
         match self {
-            ChunkType::Events => "events",
             ChunkType::Drops => "drops",
             ChunkType::KernelSymbols => "kernel-symbols",
             ChunkType::Stacks => "stacks",
@@ -85,13 +93,18 @@ impl ChunkType {
             ChunkType::UserLocks => "user-locks",
             ChunkType::UserFunctions => "user-functions",
             ChunkType::End => "end",
+            ChunkType::Facts => "facts",
+            ChunkType::Contention => "contention",
+            ChunkType::PercpuVars => "percpu-vars",
         }
     }
 
     /// The chunk type of a record.
     pub const fn of(record: &Record) -> ChunkType {
         match record {
-            Record::Events(_) => ChunkType::Events,
+            Record::Facts(_) => ChunkType::Facts,
+            Record::Contention(_) => ChunkType::Contention,
+            Record::PercpuVars(_) => ChunkType::PercpuVars,
             Record::Drops(_) => ChunkType::Drops,
             Record::KernelSymbols(_) => ChunkType::KernelSymbols,
             Record::Stacks(_) => ChunkType::Stacks,
@@ -148,9 +161,9 @@ impl ChunkBuf {
         std::mem::replace(self, ChunkBuf::new(self.kind)).bytes
     }
 
-    /// Appends one event to an Events chunk.
-    pub(crate) fn put_event(&mut self, event: &Event) {
-        put_event(&mut self.bytes, event);
+    /// Appends one fact to a Facts chunk.
+    pub(crate) fn put_fact(&mut self, fact: &FactRecord) {
+        put_fact(&mut self.bytes, fact);
     }
 }
 
@@ -191,9 +204,24 @@ pub(crate) fn frame_record(record: &Record) -> Result<Vec<BytesMut>, TraceError>
         sealed: Vec::new(),
     };
     match record {
-        Record::Events(events) => {
-            for event in events {
-                framer.item(|buf| put_event(buf, event))?;
+        Record::Facts(facts) => {
+            for fact in facts {
+                framer.item(|buf| put_fact(buf, fact))?;
+            }
+        }
+        Record::Contention(snapshot) => {
+            framer.item(|buf| buf.put_u64_le(snapshot.monotonic_ns))?;
+            for stat in &snapshot.stats {
+                framer.item(|buf| put_contention(buf, stat))?;
+            }
+        }
+        Record::PercpuVars(vars) => {
+            for (offset, size, name) in vars {
+                framer.item(|buf| {
+                    buf.put_u64_le(*offset);
+                    buf.put_u64_le(*size);
+                    put_str(buf, name);
+                })?;
             }
         }
         Record::Drops(drops) => framer.item(|buf| put_drops(buf, drops))?,
@@ -234,7 +262,7 @@ pub(crate) fn frame_record(record: &Record) -> Result<Vec<BytesMut>, TraceError>
             }
         }
         Record::End(summary) => framer.item(|buf| {
-            buf.put_u64_le(summary.events_written);
+            buf.put_u64_le(summary.facts_written);
             buf.put_u64_le(summary.duration_ns);
         })?,
     }
@@ -247,17 +275,16 @@ pub(crate) fn frame_record(record: &Record) -> Result<Vec<BytesMut>, TraceError>
 pub(crate) fn decode_payload(kind: ChunkType, payload: &[u8]) -> Result<Record, Corruption> {
     let mut dec = Decoder { buf: payload };
     let record = match kind {
-        ChunkType::Events => {
-            if !payload.len().is_multiple_of(EVENT_SIZE) {
-                return Err(Corruption::Malformed(
-                    "events payload is not a whole number of events",
-                ));
-            }
-            let mut events = Vec::with_capacity(payload.len() / EVENT_SIZE);
-            while !dec.buf.is_empty() {
-                events.push(dec.event()?);
-            }
-            Record::Events(events)
+        ChunkType::Facts => Record::Facts(dec.until_empty(Decoder::fact)?),
+        ChunkType::Contention => {
+            let monotonic_ns = dec.u64()?;
+            Record::Contention(ContentionSnapshot {
+                monotonic_ns,
+                stats: dec.until_empty(Decoder::contention)?,
+            })
+        }
+        ChunkType::PercpuVars => {
+            Record::PercpuVars(dec.until_empty(|dec| Ok((dec.u64()?, dec.u64()?, dec.string()?)))?)
         }
         ChunkType::Drops => {
             let monotonic_ns = dec.u64()?;
@@ -281,16 +308,7 @@ pub(crate) fn decode_payload(kind: ChunkType, payload: &[u8]) -> Result<Record, 
             })
         })?),
         ChunkType::Stacks => Record::Stacks(dec.until_empty(|dec| {
-            let space = match dec.u32()? {
-                0 => StackSpace::Kernel,
-                1 => StackSpace::User,
-                _ => return Err(Corruption::Malformed("unknown stack space")),
-            };
-            let key = StackKey {
-                space,
-                pid: dec.u32()?,
-                id: dec.i32()?,
-            };
+            let key = dec.stack_key()?;
             let count = dec.u32()?;
             let mut frames = Vec::new();
             for _ in 0..count {
@@ -308,7 +326,7 @@ pub(crate) fn decode_payload(kind: ChunkType, payload: &[u8]) -> Result<Record, 
             dec.until_empty(|dec| Ok(((dec.u32()?, dec.u64()?), dec.frame()?)))?,
         ),
         ChunkType::End => Record::End(EndSummary {
-            events_written: dec.u64()?,
+            facts_written: dec.u64()?,
             duration_ns: dec.u64()?,
         }),
     };
@@ -396,27 +414,65 @@ pub(crate) fn decode_header_body(format_version: u32, body: &[u8]) -> Result<Hea
     })
 }
 
-/// Encodes one event: its fields in declaration order, little-endian, [`EVENT_SIZE`] bytes.
-fn put_event(buf: &mut impl BufMut, event: &Event) {
-    buf.put_u64_le(event.timestamp_ns);
-    buf.put_u64_le(event.lock_addr);
-    buf.put_u64_le(event.caller);
-    buf.put_u64_le(event.arg);
-    buf.put_u64_le(event.arg2);
-    buf.put_u64_le(event.slab_cache);
-    buf.put_u32_le(event.kind);
-    buf.put_u32_le(event.lock_kind);
-    buf.put_u32_le(event.flags);
-    buf.put_u32_le(event.cpu);
-    buf.put_u32_le(event.pid);
-    buf.put_u32_le(event.tid);
-    buf.put_u32_le(event.irqs);
-    buf.put_u32_le(event.context);
-    buf.put_u32_le(event.preempt_count);
-    buf.put_i32_le(event.kernel_stack_id);
-    buf.put_i32_le(event.user_stack_id);
-    buf.put_u32_le(event.slab_offset);
-    buf.put_slice(&event.comm);
+/// Encodes a class description: a, b, tag, offset.
+fn put_class(buf: &mut impl BufMut, class: &ClassDesc) {
+    buf.put_u64_le(class.a);
+    buf.put_u64_le(class.b);
+    buf.put_u32_le(class.tag);
+    buf.put_u32_le(class.offset);
+}
+
+/// Encodes a held lock: its fields in declaration order, little-endian.
+fn put_held(buf: &mut impl BufMut, lock: &HeldLock) {
+    buf.put_u64_le(lock.addr);
+    buf.put_u64_le(lock.site);
+    put_class(buf, &lock.class);
+    buf.put_u64_le(lock.class_key);
+    buf.put_u64_le(lock.acquired_ns);
+    buf.put_u32_le(lock.acquired_at);
+    buf.put_u32_le(lock.cpu);
+    buf.put_u32_le(lock.kind);
+    buf.put_u32_le(lock.variant);
+}
+
+/// Encodes a stack key: space (0 kernel, 1 user), pid, id.
+fn put_stack_key(buf: &mut BytesMut, key: &StackKey) {
+    buf.put_u32_le(match key.space {
+        StackSpace::Kernel => 0,
+        StackSpace::User => 1,
+    });
+    buf.put_u32_le(key.pid);
+    buf.put_i32_le(key.id);
+}
+
+/// Encodes one fact (see the module documentation for the layout).
+fn put_fact(buf: &mut BytesMut, fact: &FactRecord) {
+    buf.put_u64_le(fact.timestamp_ns);
+    buf.put_u64_le(fact.arg);
+    buf.put_u64_le(fact.arg2);
+    buf.put_u32_le(fact.kind as u32);
+    buf.put_u32_le(fact.news);
+    buf.put_u32_le(fact.cpu);
+    buf.put_u32_le(fact.pid);
+    buf.put_u32_le(fact.tid);
+    buf.put_u32_le(fact.context as u32);
+    buf.put_u32_le(fact.irqs as u32);
+    buf.put_u32_le(fact.preempt_count);
+    buf.put_u32_le(fact.flags);
+    buf.put_slice(&fact.comm);
+    put_held(buf, &fact.lock);
+    buf.put_u32_le(fact.held.len() as u32);
+    for lock in &fact.held {
+        put_held(buf, lock);
+    }
+    put_option(buf, fact.stack.as_ref(), put_stack_key);
+}
+
+fn put_contention(buf: &mut BytesMut, stat: &ContentionStat) {
+    put_class(buf, &stat.class);
+    buf.put_u64_le(stat.count);
+    buf.put_u64_le(stat.wait_ns);
+    buf.put_u64_le(stat.max_ns);
 }
 
 /// Strings: u32 byte length, then UTF-8. Lengths above `u32::MAX` cannot occur: every item
@@ -453,12 +509,7 @@ fn put_kernel_symbol(buf: &mut BytesMut, symbol: &KernelSymbol) {
 }
 
 fn put_stack(buf: &mut BytesMut, key: &StackKey, frames: &[Frame]) {
-    buf.put_u32_le(match key.space {
-        StackSpace::Kernel => 0,
-        StackSpace::User => 1,
-    });
-    buf.put_u32_le(key.pid);
-    buf.put_i32_le(key.id);
+    put_stack_key(buf, key);
     buf.put_u32_le(frames.len() as u32);
     for frame in frames {
         put_frame(buf, frame);
@@ -544,32 +595,97 @@ impl Decoder<'_> {
         })
     }
 
-    fn event(&mut self) -> Result<Event, Corruption> {
-        let mut event = Event {
-            timestamp_ns: self.u64()?,
-            lock_addr: self.u64()?,
-            caller: self.u64()?,
-            arg: self.u64()?,
-            arg2: self.u64()?,
-            slab_cache: self.u64()?,
-            kind: self.u32()?,
-            lock_kind: self.u32()?,
-            flags: self.u32()?,
-            cpu: self.u32()?,
-            pid: self.u32()?,
-            tid: self.u32()?,
-            irqs: self.u32()?,
-            context: self.u32()?,
-            preempt_count: self.u32()?,
-            kernel_stack_id: self.i32()?,
-            user_stack_id: self.i32()?,
-            slab_offset: self.u32()?,
-            comm: [0; 16],
+    fn stack_key(&mut self) -> Result<StackKey, Corruption> {
+        let space = match self.u32()? {
+            0 => StackSpace::Kernel,
+            1 => StackSpace::User,
+            _ => return Err(Corruption::Malformed("unknown stack space")),
         };
-        self.buf
-            .try_copy_to_slice(&mut event.comm)
-            .map_err(|_| SHORT)?;
-        Ok(event)
+        Ok(StackKey {
+            space,
+            pid: self.u32()?,
+            id: self.i32()?,
+        })
+    }
+
+    fn class(&mut self) -> Result<ClassDesc, Corruption> {
+        Ok(ClassDesc {
+            a: self.u64()?,
+            b: self.u64()?,
+            tag: self.u32()?,
+            offset: self.u32()?,
+        })
+    }
+
+    fn held(&mut self) -> Result<HeldLock, Corruption> {
+        Ok(HeldLock {
+            addr: self.u64()?,
+            site: self.u64()?,
+            class: self.class()?,
+            class_key: self.u64()?,
+            acquired_ns: self.u64()?,
+            acquired_at: self.u32()?,
+            cpu: self.u32()?,
+            kind: self.u32()?,
+            variant: self.u32()?,
+        })
+    }
+
+    fn fact(&mut self) -> Result<FactRecord, Corruption> {
+        let timestamp_ns = self.u64()?;
+        let arg = self.u64()?;
+        let arg2 = self.u64()?;
+        let kind =
+            FactKind::from_u32(self.u32()?).ok_or(Corruption::Malformed("unknown fact kind"))?;
+        let news = self.u32()?;
+        let cpu = self.u32()?;
+        let pid = self.u32()?;
+        let tid = self.u32()?;
+        let context = tracer_common::ExecContext::from_u32(self.u32()?);
+        let irqs = IrqState::from_u32(self.u32()?);
+        let preempt_count = self.u32()?;
+        let flags = self.u32()?;
+        let mut comm = [0; 16];
+        self.buf.try_copy_to_slice(&mut comm).map_err(|_| SHORT)?;
+        let lock = self.held()?;
+        let count = self.u32()? as usize;
+        if count > tracer_common::MAX_HELD {
+            return Err(Corruption::Malformed(
+                "a fact holds more locks than a stack can",
+            ));
+        }
+        let mut held = Vec::with_capacity(count);
+        for _ in 0..count {
+            held.push(self.held()?);
+        }
+        let stack = self.option(Self::stack_key)?;
+        Ok(FactRecord {
+            timestamp_ns,
+            kind,
+            news,
+            arg,
+            arg2,
+            cpu,
+            pid,
+            tid,
+            context,
+            irqs,
+            preempt_count,
+            flags,
+            comm,
+            lock,
+            held,
+            stack,
+        })
+    }
+
+    fn contention(&mut self) -> Result<ContentionStat, Corruption> {
+        Ok(ContentionStat {
+            class: self.class()?,
+            count: self.u64()?,
+            wait_ns: self.u64()?,
+            max_ns: self.u64()?,
+        })
     }
 }
 
@@ -600,7 +716,6 @@ mod tests {
     #[test]
     fn chunk_type_values_are_stable() {
         for (raw, kind) in [
-            (1, ChunkType::Events),
             (2, ChunkType::Drops),
             (3, ChunkType::KernelSymbols),
             (4, ChunkType::Stacks),
@@ -608,6 +723,9 @@ mod tests {
             (6, ChunkType::UserLocks),
             (7, ChunkType::UserFunctions),
             (8, ChunkType::End),
+            (9, ChunkType::Facts),
+            (10, ChunkType::Contention),
+            (11, ChunkType::PercpuVars),
         ] {
             assert_eq!(kind as u32, raw);
             assert_eq!(ChunkType::from_u32(raw), Some(kind));
@@ -617,7 +735,12 @@ mod tests {
             None,
             "a zero-filled tail is not a chunk"
         );
-        assert_eq!(ChunkType::from_u32(9), None);
+        assert_eq!(
+            ChunkType::from_u32(1),
+            None,
+            "version 1's event chunks are retired"
+        );
+        assert_eq!(ChunkType::from_u32(12), None);
     }
 
     #[test]
@@ -643,7 +766,6 @@ mod tests {
                 "prefix of {len} bytes"
             );
         }
-        assert!(decode_payload(ChunkType::Events, &[0; EVENT_SIZE - 1]).is_err());
         assert!(
             decode_payload(ChunkType::End, &[0; 17]).is_err(),
             "trailing byte"

@@ -5,7 +5,7 @@
 //! records on any machine. Every integer is encoded explicitly, little-endian, field by field;
 //! nothing is transmuted, and nothing depends on the reader's kernel or architecture.
 //!
-//! # On-disk layout (format version 1)
+//! # On-disk layout (format version 2)
 //!
 //! The file prefix, then a header body, then chunks until the end of the file.
 //!
@@ -35,16 +35,27 @@
 //! | Part               | Content                                                                |
 //! |--------------------|------------------------------------------------------------------------|
 //! | header body        | kernel release `str`, boot id `str`, hostname `str`, start unix ns u64, start monotonic ns u64, command line `list<str>`, probes `list<{name str, kind str, attached bool, detail str}>` |
-//! | 1 Events (*)       | [`tracer_common::Event`]s, each [`tracer_common::EVENT_SIZE`] = 112 bytes: its fields in declaration order (6 × u64, 9 × u32, 2 × i32, u32 slab_offset, 16 comm bytes) |
-//! | 2 Drops            | monotonic ns u64, counters `list<{name str, value u64}>` (cumulative)  |
+//! | 1                  | retired (version 1's per-event chunk); never valid                    |
+//! | 2 Drops            | monotonic ns u64, counters `list<{name str, value u64}>` (cumulative: the programs' losses and held-state counters, recursion misses) |
 //! | 3 KernelSymbols (*)| addr u64, type letter as u32 (Unicode scalar), name `str`, module `opt<str>` |
 //! | 4 Stacks (*)       | space u32 (0 kernel, 1 user), pid u32, id i32, frames `list<frame>`    |
 //! | 5 SlabCaches (*)   | cache address u64, name `str`                                          |
 //! | 6 UserLocks (*)    | pid u32, address u64, name `str`                                       |
 //! | 7 UserFunctions (*)| pid u32, address u64, `frame`                                          |
-//! | 8 End              | events written u64, duration ns u64                                    |
+//! | 8 End              | facts written u64, duration ns u64                                     |
+//! | 9 Facts (*)        | `fact`s                                                                |
+//! | 10 Contention      | monotonic ns u64, then back to back: `class`, count u64, wait ns u64, max ns u64 (cumulative) |
+//! | 11 PercpuVars (*)  | offset in the per-CPU area u64, size u64, name `str`                   |
 //!
-//! where `frame` = addr u64, function `opt<str>`, offset u64, file `opt<str>`, line `opt<u32>`.
+//! where `frame` = addr u64, function `opt<str>`, offset u64, file `opt<str>`, line `opt<u32>`;
+//! `class` = a u64, b u64, tag u32, offset u32 ([`tracer_common::ClassDesc`]);
+//! `held` = addr u64, site u64, `class`, class key u64, acquired ns u64,
+//! acquired at u32, cpu u32, lock kind u32, variant u32 ([`tracer_common::HeldLock`]);
+//! `stack key` = space u32 (0 kernel, 1 user), pid u32, id i32; and
+//! `fact` = timestamp ns u64, arg u64, arg2 u64, kind u32, news u32, cpu u32, pid u32, tid u32,
+//! context u32, irqs u32, preempt count u32, flags u32, comm 16 bytes, lock `held`, held
+//! `list<held>` (at most [`tracer_common::MAX_HELD`]), stack `opt<stack key>`
+//! ([`crate::fact::FactRecord`]).
 //!
 //! # Damage
 //!
@@ -76,5 +87,5 @@ pub use format::{
 };
 pub use header::{Header, ProbeStatus};
 pub use reader::TraceReader;
-pub use record::{DropCounts, EndSummary, Record, apply_to_symbols};
+pub use record::{ContentionSnapshot, DropCounts, EndSummary, Record, apply_to_symbols};
 pub use writer::TraceWriter;

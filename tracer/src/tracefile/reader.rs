@@ -4,7 +4,7 @@
 //! [`Record`] per chunk, holding one chunk in memory at a time. At the first damaged chunk
 //! (cut short, checksum mismatch, unknown type, undecodable) the iterator yields that error
 //! once and ends: the damaged chunk's length field cannot be trusted, so nothing after it can
-//! be located reliably, and guessing could turn noise into events. [`TraceReader::damage`]
+//! be located reliably, and guessing could turn noise into facts. [`TraceReader::damage`]
 //! then says where and why reading stopped, including the gentler case of a file whose chunks
 //! are all intact but which has no End chunk.
 
@@ -32,7 +32,7 @@ pub struct TraceReader {
     offset: u64,
     /// Index of the next chunk.
     chunk_index: u64,
-    events_read: u64,
+    facts_read: u64,
     end: Option<EndSummary>,
     damage: Option<TraceError>,
     done: bool,
@@ -108,7 +108,7 @@ impl TraceReader {
             header,
             offset: (FILE_PREFIX_LEN + body.len()) as u64,
             chunk_index: 0,
-            events_read: 0,
+            facts_read: 0,
             end: None,
             damage: None,
             done: false,
@@ -134,9 +134,9 @@ impl TraceReader {
         self.end.as_ref()
     }
 
-    /// Events yielded so far (to compare with [`EndSummary::events_written`]).
-    pub fn events_read(&self) -> u64 {
-        self.events_read
+    /// Facts yielded so far (to compare with [`EndSummary::facts_written`]).
+    pub fn facts_read(&self) -> u64 {
+        self.facts_read
     }
 
     /// Reads the next chunk. `Ok(None)` at a clean end of file (at a chunk boundary).
@@ -188,7 +188,7 @@ impl TraceReader {
         self.offset += (CHUNK_HEADER_LEN + self.payload.len()) as u64;
         self.chunk_index += 1;
         match &record {
-            Record::Events(events) => self.events_read += events.len() as u64,
+            Record::Facts(facts) => self.facts_read += facts.len() as u64,
             Record::End(summary) => self.end = Some(*summary),
             _ => {}
         }

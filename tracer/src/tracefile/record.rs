@@ -1,8 +1,9 @@
 //! What a trace file holds after its header: [`Record`]s, one kind per chunk type, and how the
 //! symbol-bearing ones fold into a [`Symbols`].
 
-use tracer_common::Event;
+use tracer_common::{ContentionStat, Counter};
 
+use crate::fact::FactRecord;
 use crate::symbols::kallsyms::KernelSymbol;
 use crate::symbols::{Frame, StackKey, Symbols};
 
@@ -11,10 +12,14 @@ use crate::symbols::{Frame, StackKey, Symbols};
 /// chunks of the same kind; tables are additive, so readers just apply them in order).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {
-    /// A batch of events, in the order they were read from the ring buffer.
-    Events(Vec<Event>),
-    /// Lost-event counters at one point in time.
+    /// A batch of facts, in the order they were read from the ring buffer.
+    Facts(Vec<FactRecord>),
+    /// The programs' counters (losses and held-state corrections) at one point in time.
     Drops(DropCounts),
+    /// Contention figures by class at one point in time (cumulative).
+    Contention(ContentionSnapshot),
+    /// The static per-CPU variables (offset, size, name), to name per-CPU lock classes.
+    PercpuVars(Vec<(u64, u64, String)>),
     /// Kernel symbols needed to name addresses in the file (written as new addresses appear).
     KernelSymbols(Vec<KernelSymbol>),
     /// Symbolized stacks (written as new stack ids appear).
@@ -29,8 +34,9 @@ pub enum Record {
     End(EndSummary),
 }
 
-/// Lost-event counters as read at one moment. Counts are cumulative since the session started,
-/// so the last `Drops` record in a file holds the totals.
+/// The programs' counters as read at one moment: what was lost, what the held stacks had to
+/// correct, how many lock operations were followed. Counts are cumulative since the session
+/// started, so the last `Drops` record in a file holds the totals.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DropCounts {
     /// CLOCK_MONOTONIC nanoseconds at which the counters were read (same clock as
@@ -51,24 +57,55 @@ impl DropCounts {
             .map_or(0, |&(_, value)| value)
     }
 
-    /// The sum of all counters.
-    pub fn total(&self) -> u64 {
-        self.counts.iter().map(|&(_, value)| value).sum()
+    /// The sum of the counters that count losses: the programs' (see
+    /// [`Counter::is_loss`]), the kernel's recursion misses for our programs and records this
+    /// side could not decode.
+    pub fn losses(&self) -> u64 {
+        self.counts
+            .iter()
+            .filter(|(name, _)| is_loss(name))
+            .map(|&(_, value)| value)
+            .sum()
     }
+
+    /// The loss counters that are not zero, by name.
+    pub fn nonzero_losses(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.counts
+            .iter()
+            .filter(|(name, value)| *value > 0 && is_loss(name))
+            .map(|(name, value)| (name.as_str(), *value))
+    }
+}
+
+/// True for a counter name that counts losses.
+fn is_loss(name: &str) -> bool {
+    matches!(name, "recursion_misses" | "malformed_records")
+        || Counter::ALL
+            .iter()
+            .any(|counter| counter.is_loss() && counter.name() == name)
+}
+
+/// Contention figures by class, as read at one moment (cumulative since the start).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContentionSnapshot {
+    /// CLOCK_MONOTONIC nanoseconds at which they were read.
+    pub monotonic_ns: u64,
+    /// One entry per class that was waited for.
+    pub stats: Vec<ContentionStat>,
 }
 
 /// The trailer written by [`super::TraceWriter::finish`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct EndSummary {
-    /// Events in the file; the session passes [`super::TraceWriter::events_written`].
-    pub events_written: u64,
+    /// Facts in the file; the session passes [`super::TraceWriter::facts_written`].
+    pub facts_written: u64,
     /// How long the recording ran, in nanoseconds.
     pub duration_ns: u64,
 }
 
 /// Folds a symbol-bearing record (kernel symbols, stacks, slab caches, user locks, user
-/// functions) into `symbols`. Returns true if the record was one of those, false for events,
-/// drops and the end marker, which it leaves alone.
+/// functions, per-CPU variables) into `symbols`. Returns true if the record was one of those,
+/// false for facts, counters, contention and the end marker, which it leaves alone.
 pub fn apply_to_symbols(record: &Record, symbols: &mut Symbols) -> bool {
     match record {
         Record::KernelSymbols(list) => symbols.kernel.extend(list.iter().cloned()),
@@ -76,7 +113,13 @@ pub fn apply_to_symbols(record: &Record, symbols: &mut Symbols) -> bool {
         Record::SlabCaches(list) => symbols.slab_caches.extend(list.iter().cloned()),
         Record::UserLocks(list) => symbols.user_locks.extend(list.iter().cloned()),
         Record::UserFunctions(list) => symbols.user_functions.extend(list.iter().cloned()),
-        Record::Events(_) | Record::Drops(_) | Record::End(_) => return false,
+        Record::PercpuVars(list) => {
+            symbols.percpu.extend(list.iter().cloned());
+            symbols.percpu.sort_by_key(|(offset, _, _)| *offset);
+        }
+        Record::Facts(_) | Record::Drops(_) | Record::Contention(_) | Record::End(_) => {
+            return false;
+        }
     }
     true
 }
@@ -114,7 +157,11 @@ mod tests {
             &Record::UserFunctions(vec![((42, 0x30), Frame::unresolved(0x30))]),
             &mut symbols
         ));
-        assert!(!apply_to_symbols(&Record::Events(vec![]), &mut symbols));
+        assert!(!apply_to_symbols(&Record::Facts(vec![]), &mut symbols));
+        assert!(apply_to_symbols(
+            &Record::PercpuVars(vec![(0x100, 8, "runqueues".into())]),
+            &mut symbols
+        ));
         assert!(!apply_to_symbols(
             &Record::End(EndSummary::default()),
             &mut symbols
@@ -131,13 +178,22 @@ mod tests {
     }
 
     #[test]
-    fn drop_counts_lookup_and_total() {
+    fn counts_lookup_and_losses() {
         let drops = DropCounts {
             monotonic_ns: 5,
-            counts: vec![("ring_full".into(), 3), ("ring_lost".into(), 4)],
+            counts: vec![
+                ("ring_full".into(), 3),
+                ("stale_held".into(), 4),
+                ("recursion_misses".into(), 2),
+                ("acquisitions".into(), 100),
+            ],
         };
-        assert_eq!(drops.get("ring_lost"), 4);
+        assert_eq!(drops.get("stale_held"), 4);
         assert_eq!(drops.get("stack_failed"), 0);
-        assert_eq!(drops.total(), 7);
+        assert_eq!(drops.losses(), 5, "ring_full and recursion_misses only");
+        assert_eq!(
+            drops.nonzero_losses().collect::<Vec<_>>(),
+            [("ring_full", 3), ("recursion_misses", 2)]
+        );
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Each chunk is built whole in a `BytesMut` and handed to the kernel with one `write_all`, so
 //! a killed recorder leaves complete chunks followed by at most one partial chunk, which
-//! readers detect. Events are batched into chunks of [`TARGET_PAYLOAD_LEN`] bytes whatever
+//! readers detect. Facts are batched into chunks of [`TARGET_PAYLOAD_LEN`] bytes whatever
 //! the caller's batch size.
 
 use std::fs::{File, OpenOptions};
@@ -10,26 +10,27 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use tracer_common::{EVENT_SIZE, Event};
-
 use super::error::{IoOp, TraceError};
 use super::format::{
     ChunkBuf, ChunkType, FORMAT_VERSION, TARGET_PAYLOAD_LEN, encode_file_header, frame_record,
 };
 use super::header::Header;
 use super::record::{EndSummary, Record};
+use crate::fact::FactRecord;
 
 /// Writes a recording. Create it with [`TraceWriter::create`], feed it records, and end with
-/// [`TraceWriter::finish`]. A writer dropped without `finish` still writes its buffered events,
+/// [`TraceWriter::finish`]. A writer dropped without `finish` still writes its buffered facts,
 /// leaving a valid file that readers report as unfinished.
 ///
 /// After a write error the file ends in a partial chunk; readers return everything before it.
 pub struct TraceWriter {
     path: PathBuf,
     file: File,
-    /// Events not yet written, already encoded into an Events chunk.
+    /// Facts not yet written, already encoded into a Facts chunk.
     pending: ChunkBuf,
-    events_written: u64,
+    /// How many facts `pending` holds.
+    pending_facts: u64,
+    facts_written: u64,
 }
 
 impl TraceWriter {
@@ -62,21 +63,22 @@ impl TraceWriter {
         let mut writer = TraceWriter {
             path: path.to_path_buf(),
             file,
-            pending: ChunkBuf::new(ChunkType::Events),
-            events_written: 0,
+            pending: ChunkBuf::new(ChunkType::Facts),
+            pending_facts: 0,
+            facts_written: 0,
         };
         writer.write_bytes(&prefix)?;
         Ok(writer)
     }
 
-    /// Writes one record. Events are buffered like [`TraceWriter::write_events`]; any other
-    /// record first writes the buffered events, so the file keeps the order of the calls.
+    /// Writes one record. Facts are buffered like [`TraceWriter::write_facts`]; any other
+    /// record first writes the buffered facts, so the file keeps the order of the calls.
     /// A large table may be split over several chunks of its kind.
     ///
     /// [`Record::End`] belongs to [`TraceWriter::finish`]: readers stop at the first End chunk.
     pub fn write(&mut self, record: &Record) -> Result<(), TraceError> {
-        if let Record::Events(events) = record {
-            return self.write_events(events);
+        if let Record::Facts(facts) = record {
+            return self.write_facts(facts);
         }
         self.write_pending()?;
         for chunk in frame_record(record)? {
@@ -85,12 +87,13 @@ impl TraceWriter {
         Ok(())
     }
 
-    /// Appends events, writing a chunk each time [`TARGET_PAYLOAD_LEN`] bytes of them have
+    /// Appends facts, writing a chunk each time [`TARGET_PAYLOAD_LEN`] bytes of them have
     /// accumulated. Call [`TraceWriter::flush`] to write a partial batch now.
-    pub fn write_events(&mut self, events: &[Event]) -> Result<(), TraceError> {
-        for event in events {
-            self.pending.put_event(event);
-            self.events_written += 1;
+    pub fn write_facts(&mut self, facts: &[FactRecord]) -> Result<(), TraceError> {
+        for fact in facts {
+            self.pending.put_fact(fact);
+            self.pending_facts += 1;
+            self.facts_written += 1;
             if self.pending.payload_len() >= TARGET_PAYLOAD_LEN {
                 self.write_pending()?;
             }
@@ -98,7 +101,7 @@ impl TraceWriter {
         Ok(())
     }
 
-    /// Writes buffered events to the file, so a reader (or a crash) sees everything passed
+    /// Writes buffered facts to the file, so a reader (or a crash) sees everything passed
     /// so far. Does not wait for the disk; [`TraceWriter::finish`] does.
     pub fn flush(&mut self) -> Result<(), TraceError> {
         self.write_pending()?;
@@ -107,8 +110,8 @@ impl TraceWriter {
             .map_err(|err| TraceError::io(IoOp::Sync, &self.path, err))
     }
 
-    /// Writes the buffered events and the End chunk, then waits until the file is on disk.
-    /// `summary.events_written` should be [`TraceWriter::events_written`].
+    /// Writes the buffered facts and the End chunk, then waits until the file is on disk.
+    /// `summary.facts_written` should be [`TraceWriter::facts_written`].
     pub fn finish(mut self, summary: EndSummary) -> Result<(), TraceError> {
         self.write(&Record::End(summary))?;
         self.file
@@ -116,9 +119,9 @@ impl TraceWriter {
             .map_err(|err| TraceError::io(IoOp::Sync, &self.path, err))
     }
 
-    /// Events accepted so far, including those still buffered.
-    pub fn events_written(&self) -> u64 {
-        self.events_written
+    /// Facts accepted so far, including those still buffered.
+    pub fn facts_written(&self) -> u64 {
+        self.facts_written
     }
 
     /// The file being written.
@@ -130,10 +133,10 @@ impl TraceWriter {
         if self.pending.payload_len() == 0 {
             return Ok(());
         }
-        let lost = (self.pending.payload_len() / EVENT_SIZE) as u64;
+        let lost = std::mem::take(&mut self.pending_facts);
         let chunk = self.pending.seal();
         self.write_bytes(&chunk).inspect_err(|_| {
-            self.events_written -= lost;
+            self.facts_written -= lost;
         })
     }
 
@@ -145,7 +148,7 @@ impl TraceWriter {
 }
 
 impl Drop for TraceWriter {
-    /// Writes buffered events so an unfinished recording loses nothing it was given. Errors
+    /// Writes buffered facts so an unfinished recording loses nothing it was given. Errors
     /// cannot be reported here; call [`TraceWriter::flush`] or [`TraceWriter::finish`] to see
     /// them.
     fn drop(&mut self) {
@@ -157,7 +160,7 @@ impl std::fmt::Debug for TraceWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TraceWriter")
             .field("path", &self.path)
-            .field("events_written", &self.events_written)
+            .field("facts_written", &self.facts_written)
             .field("pending_bytes", &self.pending.payload_len())
             .finish()
     }

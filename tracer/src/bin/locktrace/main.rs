@@ -16,7 +16,7 @@ use std::{io::Write, process::ExitCode};
 use anyhow::Context;
 use clap::Parser;
 use tracer::{
-    engine::{Engine, EngineConfig},
+    engine::Engine,
     probes::check,
     replay::{ReplayError, replay},
     report,
@@ -56,33 +56,33 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             recorder.check_writable()?;
             let summary = block_on(session::run(&options, &mut recorder))?;
             note!(
-                "locktrace: recorded {} events{} to {} ({}; lost: {})",
-                summary.events,
+                "locktrace: followed {} lock operations; recorded {} facts{} to {} ({}; {})",
+                summary.lock_ops,
+                summary.facts,
                 by_kind(&summary.by_kind),
                 output.display(),
                 summary.stopped_by,
-                losses(&summary.drops)
+                accounting(&summary.drops)
             );
             report_command_status(summary.command_status);
             Ok(ExitCode::SUCCESS)
         }
         Command::Watch { json, trace } => {
             let options = session_options(&trace, json);
-            let mut watcher = session::watch::Watcher::new(
-                Engine::new(EngineConfig::default()),
-                AlertPrinter::stdout(json),
-            );
+            let mut watcher =
+                session::watch::Watcher::new(Engine::default(), AlertPrinter::stdout(json));
             let summary = block_on(session::run(&options, &mut watcher))?;
             let stats = watcher.engine().stats();
             note!(
-                "locktrace: {} events{}, {} classes, {} dependencies, {} alerts ({}; lost: {})",
-                summary.events,
+                "locktrace: followed {} lock operations; {} facts{}, {} classes, {} dependencies, {} alerts ({}; {})",
+                summary.lock_ops,
+                summary.facts,
                 by_kind(&summary.by_kind),
                 stats.classes,
                 stats.dependencies,
                 watcher.alerts(),
                 summary.stopped_by,
-                losses(&summary.drops)
+                accounting(&summary.drops)
             );
             report_command_status(summary.command_status);
             Ok(ExitCode::SUCCESS)
@@ -100,8 +100,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             warn_damage(replayed.damage.as_ref());
             let stats = replayed.engine.stats();
             note!(
-                "locktrace: replayed {} events from {}: {} classes, {} dependencies, {} alerts{}",
-                replayed.events,
+                "locktrace: replayed {} facts from {}: {} classes, {} dependencies, {} alerts{}",
+                replayed.facts,
                 file.display(),
                 stats.classes,
                 stats.dependencies,
@@ -109,7 +109,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 replayed
                     .drops
                     .as_ref()
-                    .map(|d| format!(" (lost while recording: {})", losses(d)))
+                    .map(|d| format!(" (while recording: {})", accounting(d)))
                     .unwrap_or_default()
             );
             Ok(ExitCode::SUCCESS)
@@ -117,7 +117,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Script { file, stacks } => {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             let summary =
-                match tracer::script::write_events(&file, stacks, &mut out).and_then(|summary| {
+                match tracer::script::write_facts(&file, stacks, &mut out).and_then(|summary| {
                     out.flush().map_err(ReplayError::Output)?;
                     Ok(summary)
                 }) {
@@ -178,17 +178,34 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
         .block_on(future)
 }
 
-fn losses(drops: &tracer::tracefile::DropCounts) -> String {
+/// "lost: none; held state: stale_held 3, handoff 10": what was lost, then how often the held
+/// stacks corrected themselves.
+fn accounting(drops: &tracer::tracefile::DropCounts) -> String {
     let lost: Vec<String> = drops
-        .counts
-        .iter()
-        .filter(|(_, n)| *n > 0)
+        .nonzero_losses()
         .map(|(name, n)| format!("{name} {n}"))
         .collect();
-    if lost.is_empty() {
+    let held: Vec<String> = [
+        "stale_held",
+        "held_overflow",
+        "unmatched_release",
+        "handoff",
+    ]
+    .into_iter()
+    .filter_map(|name| {
+        let n = drops.get(name);
+        (n > 0).then(|| format!("{name} {n}"))
+    })
+    .collect();
+    let lost = if lost.is_empty() {
         "none".to_string()
     } else {
         lost.join(", ")
+    };
+    if held.is_empty() {
+        format!("lost: {lost}")
+    } else {
+        format!("lost: {lost}; held state: {}", held.join(", "))
     }
 }
 

@@ -2,7 +2,7 @@
 //! sleeping lock) done with irqs disabled, in irq context, or under a spinning lock.
 //! Reported once per (problem, call site or class).
 
-use tracer_common::{Event, ExecContext, IrqState, flags};
+use tracer_common::{ExecContext, IrqState};
 
 use super::{CheckCtx, held_summary};
 use crate::engine::alert::{Alert, AlertKind, AtomicProblem, Cause, DedupKey, Trigger};
@@ -10,26 +10,26 @@ use crate::engine::class::ClassId;
 use crate::engine::held::HeldLock;
 use crate::symbols::Symbols;
 
-/// True when the event ran where sleeping is forbidden: irq context, irqs disabled, or a
+/// True when `trigger` ran where sleeping is forbidden: irq context, irqs disabled, or a
 /// spinning lock held. Unknown irq state counts as neither enabled nor disabled.
-pub fn is_atomic(ev: &Event, context: ExecContext, locks: &[HeldLock]) -> bool {
+pub fn is_atomic(trigger: &Trigger, locks: &[HeldLock]) -> bool {
     matches!(
-        context,
+        trigger.context,
         ExecContext::Softirq | ExecContext::Hardirq | ExecContext::Nmi
-    ) || ev.irq_state() == IrqState::Disabled
+    ) || trigger.irqs == IrqState::Disabled
         || locks.iter().any(|l| l.kind.is_spinning())
 }
 
-/// True when `vfree` at `ev` may sleep where it must not. In interrupt context (and with
+/// True when `vfree` at `trigger` may sleep where it must not. In interrupt context (and with
 /// softirqs disabled: the kernel's `in_interrupt()`) it defers the work to `vfree_atomic()`
 /// and never sleeps (Linux 4.10+); in NMI it is a bug whatever else holds; otherwise it calls
 /// `might_sleep()`.
-fn vfree_may_sleep(ev: &Event, context: ExecContext, locks: &[HeldLock]) -> bool {
-    match context {
+fn vfree_may_sleep(trigger: &Trigger, locks: &[HeldLock]) -> bool {
+    match trigger.context {
         ExecContext::Nmi => true,
         ExecContext::Softirq | ExecContext::Hardirq => false,
         ExecContext::Task | ExecContext::Unknown => {
-            !ev.has(flags::SOFTIRQS_DISABLED) && is_atomic(ev, context, locks)
+            trigger.softirqs_disabled != Some(true) && is_atomic(trigger, locks)
         }
     }
 }
@@ -39,22 +39,21 @@ fn vfree_may_sleep(ev: &Event, context: ExecContext, locks: &[HeldLock]) -> bool
 pub fn sleeping_call(
     ctx: &mut CheckCtx<'_>,
     problem: AtomicProblem,
-    ev: &Event,
-    context: ExecContext,
+    trigger: &Trigger,
     locks: &[HeldLock],
     symbols: &Symbols,
 ) {
     let atomic = match problem {
-        AtomicProblem::Vfree => vfree_may_sleep(ev, context, locks),
-        _ => is_atomic(ev, context, locks),
+        AtomicProblem::Vfree => vfree_may_sleep(trigger, locks),
+        _ => is_atomic(trigger, locks),
     };
     if !atomic {
         return;
     }
     let site = symbols
         .kernel
-        .function(ev.caller)
-        .map_or(ev.caller, |(sym, _)| sym.addr);
+        .function(trigger.caller)
+        .map_or(trigger.caller, |(sym, _)| sym.addr);
     ctx.report(DedupKey::atomic(problem, site, 0), || Alert {
         kind: AlertKind::AtomicContext,
         irq: None,
@@ -63,7 +62,7 @@ pub fn sleeping_call(
         chain: Vec::new(),
         usage: None,
         cause: Cause::Event,
-        trigger: Trigger::of(ev, context, None),
+        trigger: *trigger,
         held: held_summary(locks),
         tasks: Vec::new(),
     });
@@ -72,12 +71,11 @@ pub fn sleeping_call(
 /// Checks acquiring the sleeping lock `class`, deduplicated by (class, spinning lock held).
 pub fn sleeping_lock(
     ctx: &mut CheckCtx<'_>,
-    ev: &Event,
-    context: ExecContext,
+    trigger: &Trigger,
     class: ClassId,
     locks: &[HeldLock],
 ) {
-    if !is_atomic(ev, context, locks) {
+    if !is_atomic(trigger, locks) {
         return;
     }
     let spin = locks.iter().rev().find(|l| l.kind.is_spinning());
@@ -92,7 +90,7 @@ pub fn sleeping_lock(
             chain: Vec::new(),
             usage: None,
             cause: Cause::Event,
-            trigger: Trigger::of(ev, context, Some(class)),
+            trigger: *trigger,
             held: held_summary(locks),
             tasks: Vec::new(),
         },

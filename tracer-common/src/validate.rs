@@ -1,0 +1,142 @@
+//! lockdep's validation of one acquisition, where the lock is taken: the held stack drops what
+//! is stale and spots a recursive acquisition, the chain cache and the usage bits say whether
+//! anything is new, and only what is new is reported. The BPF programs run [`acquire`] against
+//! their maps; user space's model of the kernel side runs it against memory. What differs —
+//! where caches live, how a fact is sent — is behind [`Validator`].
+
+use crate::{
+    AcquireState, ClassDesc, Counter, HeldLock, HeldStack, Limits, chain, fact::news,
+    usage::acquisition_usage,
+};
+
+/// What the validation needs from where it runs.
+pub trait Validator {
+    /// Adds `n` to `counter`.
+    fn count(&mut self, counter: Counter, n: u64);
+    /// The usage bits already reported for the class with key `class_key`.
+    fn known_usage(&mut self, class_key: u64) -> u8;
+    /// True when the chain with lookup key `lookup` was reported.
+    fn chain_known(&mut self, lookup: u64) -> bool;
+    /// Sends a fact about acquiring `lock` in `state` with the locks of `held`: the [`news`]
+    /// bits `news` and the usage bits `usage` it sets. False when it could not be sent (the
+    /// news is then not remembered, so it is sent again next time).
+    fn report(
+        &mut self,
+        news: u32,
+        usage: u8,
+        state: &AcquireState,
+        lock: &HeldLock,
+        held: &HeldStack,
+    ) -> bool;
+    /// Remembers that the class with key `class_key` has the usage bits `mask`.
+    fn remember_usage(&mut self, class_key: u64, mask: u8);
+    /// Remembers that the chain with lookup key `lookup` was reported.
+    fn remember_chain(&mut self, lookup: u64);
+    /// Accounts one wait of `ns` for the lock of `class`.
+    fn contended(&mut self, class: &ClassDesc, class_key: u64, ns: u64);
+}
+
+/// Follows the acquisition of `lock` (its address, site, class, kind, variant, CPU and time
+/// set) on `stack`, in `state`: drops what is stale, accounts a contention that ended on this
+/// lock, reports what is new (a chain, usage bits, a recursive acquisition) in one fact, then
+/// pushes it. `in_task` says the stack is a task's (whose spinning locks cannot migrate).
+#[inline(always)]
+pub fn acquire<V: Validator>(
+    v: &mut V,
+    stack: &mut HeldStack,
+    lock: HeldLock,
+    state: &AcquireState,
+    in_task: bool,
+    limits: &Limits,
+) {
+    v.count(Counter::Acquisitions, 1);
+    let prepared = stack.prepare(&lock, lock.acquired_ns, in_task, limits);
+    if prepared.stale > 0 {
+        v.count(Counter::StaleHeld, u64::from(prepared.stale));
+    }
+    if stack.contending == lock.addr {
+        if stack.contended_ns != 0 {
+            v.contended(&lock.class, lock.class_key, stack.contended_ns);
+        }
+        stack.contending = 0;
+    }
+    let usage = acquisition_usage(lock.lock_kind(), lock.variant, state);
+    let mut known_usage = 0;
+    let mut new = 0;
+    if usage != 0 {
+        known_usage = v.known_usage(lock.class_key);
+        if usage & !known_usage != 0 {
+            new |= news::NEW_USAGE;
+        }
+    }
+    let lookup = chain::lookup_key(stack.next_chain_key(&lock), state);
+    if prepared.recursive.is_some() {
+        // Rare: reported every time; user space validates the chain it leaves.
+        new |= news::RECURSIVE | news::NEW_CHAIN;
+    } else if !v.chain_known(lookup) {
+        new |= news::NEW_CHAIN;
+    }
+    if new != 0 && v.report(new, usage, state, &lock, stack) {
+        if new & news::NEW_USAGE != 0 {
+            v.remember_usage(lock.class_key, known_usage | usage);
+        }
+        if new & news::RECURSIVE == 0 {
+            v.remember_chain(lookup);
+        }
+    }
+    if let Some(i) = prepared.recursive {
+        stack.remove(i);
+    }
+    if stack.push(lock, limits) {
+        v.count(Counter::HeldOverflow, 1);
+    }
+}
+
+/// Follows a release of the lock at `addr` on `stack` (`None` when the place has no stack).
+#[inline(always)]
+pub fn release<V: Validator>(v: &mut V, stack: Option<&mut HeldStack>, addr: u64) {
+    v.count(Counter::Releases, 1);
+    if !stack.is_some_and(|stack| stack.release(addr)) {
+        v.count(Counter::UnmatchedRelease, 1);
+    }
+}
+
+/// `lock:contention_begin` for `addr` at `now_ns`, with the tracepoint's flags: remembers the
+/// wait on the place's stack and returns the held entry of that lock when the waiter already
+/// holds it (a recursive acquisition caught in the act; a reader waiting on a read-held lock
+/// is not one), for the caller to report.
+#[inline(always)]
+pub fn contention_begin(
+    stack: &mut HeldStack,
+    addr: u64,
+    now_ns: u64,
+    tp_flags: u64,
+) -> Option<HeldLock> {
+    /// `lock:contention_begin` flag for a reader.
+    const LCB_F_READ: u64 = 2;
+    stack.contending = addr;
+    stack.contending_since = now_ns;
+    stack.contended_ns = 0;
+    let i = stack.find(addr)?;
+    let old = *stack.get(i)?;
+    if old.lock_kind().is_read() && tp_flags & LCB_F_READ != 0 {
+        return None;
+    }
+    Some(HeldLock {
+        acquired_ns: now_ns,
+        ..old
+    })
+}
+
+/// `lock:contention_end` for `addr` at `now_ns`: the wait's length, when this place was
+/// waiting for that lock. It stays on the stack for the acquisition to account under its full
+/// class; a caller that sees no acquisitions accounts it at once and clears it.
+#[inline(always)]
+pub fn contention_end(stack: &mut HeldStack, addr: u64, now_ns: u64) -> Option<u64> {
+    if stack.contending != addr {
+        return None;
+    }
+    let ns = now_ns.saturating_sub(stack.contending_since);
+    stack.contended_ns = if ns == 0 { 1 } else { ns };
+    Some(stack.contended_ns)
+}

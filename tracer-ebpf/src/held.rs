@@ -1,0 +1,110 @@
+//! Where the held stacks live: per task in `TASK_HELD` (created on a task's first
+//! acquisition, deleted when it exits), per CPU in `IRQ_HELD` for interrupt contexts. The
+//! stacks' logic is `tracer_common::held`.
+
+use aya_ebpf::helpers::bpf_probe_read_kernel;
+use tracer_common::{Counter, HeldStack, ProbeConfig, held::task_key};
+
+use crate::{
+    context::Here,
+    emit::count,
+    maps::{EMPTY_HELD, IRQ_HELD, TASK_HELD},
+};
+
+/// `BPF_NOEXIST`: create only.
+const BPF_NOEXIST: u64 = 1;
+
+/// The held stack of the task with map key `key`, created empty when `create`.
+#[inline(always)]
+pub fn task_stack(key: u64, create: bool) -> Option<&'static mut HeldStack> {
+    if let Some(stack) = TASK_HELD.get_ptr_mut(&key) {
+        // SAFETY: a map value, valid for this program run; only its task (or the scheduler
+        // handing it a lock while it is switched out) writes it.
+        return Some(unsafe { &mut *stack });
+    }
+    if !create {
+        return None;
+    }
+    let empty = EMPTY_HELD.get(0)?;
+    if TASK_HELD.insert(&key, empty, BPF_NOEXIST).is_err() && TASK_HELD.get_ptr(&key).is_none() {
+        count(Counter::TaskMapFull, 1);
+        return None;
+    }
+    // SAFETY: as above.
+    TASK_HELD
+        .get_ptr_mut(&key)
+        .map(|stack| unsafe { &mut *stack })
+}
+
+/// The held stack of the place `here` runs in, kernel locks: the task's in task context (created
+/// when `create`), this CPU's for an interrupt context. Interrupt stacks of the contexts above
+/// `here`'s cannot still hold anything (those handlers have returned): what is left there is
+/// dropped, counted as stale.
+#[inline(always)]
+pub fn kernel_stack(here: &Here, create: bool) -> Option<&'static mut HeldStack> {
+    let irqs = IRQ_HELD.get_ptr_mut(0)?;
+    // SAFETY: this CPU's value; programs of one CPU and context level do not nest.
+    let irqs = unsafe { &mut *irqs };
+    let mut stale = 0;
+    for (i, stack) in irqs.stacks.iter_mut().enumerate() {
+        if i as u32 + 1 > here.level && !stack.is_empty() {
+            stale += stack.clear();
+        }
+    }
+    if stale > 0 {
+        count(Counter::StaleHeld, u64::from(stale));
+    }
+    match here.level {
+        0 => task_stack(task_key(here.tid(), here.cpu, false), create),
+        level => irqs.stacks.get_mut(level as usize - 1),
+    }
+}
+
+/// The stack of a thread's user-space locks, created when `create`.
+#[inline(always)]
+pub fn user_stack(here: &Here, create: bool) -> Option<&'static mut HeldStack> {
+    task_stack(task_key(here.tid(), here.cpu, true), create)
+}
+
+/// Reads a task's thread id through the `pid` offset user space found in BTF.
+#[inline(always)]
+fn task_tid(task: u64, cfg: &ProbeConfig) -> Option<u32> {
+    if cfg.task_pid_offset == 0 {
+        return None;
+    }
+    // SAFETY: a kernel read through the fault-tolerant helper.
+    unsafe { bpf_probe_read_kernel((task + cfg.task_pid_offset) as *const u32).ok() }
+}
+
+/// `sched_switch` from `prev` to `next` on this CPU: `prev` cannot hold a spinning lock while
+/// it is switched out, except the run-queue lock the scheduler hands to `next`, which releases
+/// it (lockdep's `prepare_lock_switch`/`finish_lock_switch`). Moves that lock to `next`'s
+/// stack; drops any other spinning lock `prev` still shows (a missed release).
+#[inline(always)]
+pub fn switch(cfg: &ProbeConfig, here: &Here, prev: u64, next: u64) {
+    let (Some(prev_tid), Some(next_tid)) = (task_tid(prev, cfg), task_tid(next, cfg)) else {
+        return;
+    };
+    let Some(prev_stack) = task_stack(task_key(prev_tid, here.cpu, false), false) else {
+        return;
+    };
+    let (handed, stale) = prev_stack.switch_out();
+    if stale > 0 {
+        count(Counter::StaleHeld, u64::from(stale));
+    }
+    let Some(lock) = handed else { return };
+    if let Some(next_stack) = task_stack(task_key(next_tid, here.cpu, false), true) {
+        if next_stack.push(lock, &cfg.limits) {
+            count(Counter::HeldOverflow, 1);
+        }
+        count(Counter::Handoff, 1);
+    }
+}
+
+/// The current task exits: its stacks go.
+#[inline(always)]
+pub fn exit(here: &Here) {
+    for user in [false, true] {
+        let _ = TASK_HELD.remove(&task_key(here.tid(), here.cpu, user));
+    }
+}

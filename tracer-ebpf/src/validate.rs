@@ -1,0 +1,187 @@
+//! lockdep's validation where the lock is taken, wired to the maps: the decisions are
+//! `tracer_common::validate`'s (the same code user space's model runs); [`Maps`] gives it the
+//! chain cache, the usage bits, the contention figures and the ring buffer.
+
+use aya_ebpf::EbpfContext;
+use tracer_common::{
+    AcquireState, ClassDesc, ContentionStat, Counter, FactKind, HeldLock, HeldStack, IrqState,
+    ProbeConfig, fact::news, validate,
+};
+
+use crate::{
+    context::{self, Here},
+    emit::{self, FactInfo},
+    maps::{CHAINS, CONTENTION, USAGE},
+};
+
+/// `BPF_ANY`.
+const BPF_ANY: u64 = 0;
+
+/// The validation's view of the maps, for one program run.
+pub struct Maps<'a, C> {
+    /// The program's context (for the stack).
+    pub ctx: &'a C,
+    /// Where it runs.
+    pub here: &'a Here,
+    /// The hardware-interrupt state.
+    pub irqs: IrqState,
+    /// Extra fact [`tracer_common::flags`] (`FROM_TRAMPOLINE`).
+    pub flags: u32,
+    /// A user-space lock: facts carry the user stack.
+    pub user: bool,
+}
+
+impl<C: EbpfContext> validate::Validator for Maps<'_, C> {
+    #[inline(always)]
+    fn count(&mut self, counter: Counter, n: u64) {
+        emit::count(counter, n);
+    }
+
+    #[inline(always)]
+    fn known_usage(&mut self, class_key: u64) -> u8 {
+        // SAFETY: a map value read once.
+        unsafe { USAGE.get(&class_key) }.copied().unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn chain_known(&mut self, lookup: u64) -> bool {
+        CHAINS.get_ptr(&lookup).is_some()
+    }
+
+    #[inline(always)]
+    fn report(
+        &mut self,
+        news: u32,
+        usage: u8,
+        state: &AcquireState,
+        lock: &HeldLock,
+        held: &HeldStack,
+    ) -> bool {
+        let info = FactInfo {
+            kind: FactKind::Acquire,
+            news,
+            arg: u64::from(usage),
+            arg2: 0,
+            irqs: state.irqs,
+            flags: self.flags,
+            user_stack: self.user,
+        };
+        emit::fact(self.ctx, self.here, &info, lock, held)
+    }
+
+    #[inline(always)]
+    fn remember_usage(&mut self, class_key: u64, mask: u8) {
+        let _ = USAGE.insert(&class_key, &mask, BPF_ANY);
+    }
+
+    #[inline(always)]
+    fn remember_chain(&mut self, lookup: u64) {
+        let _ = CHAINS.insert(&lookup, &1, BPF_ANY);
+    }
+
+    #[inline(always)]
+    fn contended(&mut self, class: &ClassDesc, class_key: u64, ns: u64) {
+        account_contention(class, class_key, ns);
+    }
+}
+
+/// Follows an acquisition (see `tracer_common::validate::acquire`).
+#[inline(always)]
+pub fn acquire<C: EbpfContext>(
+    maps: &mut Maps<'_, C>,
+    cfg: &ProbeConfig,
+    stack: &mut HeldStack,
+    lock: HeldLock,
+) {
+    let state = if maps.user {
+        // User code runs in task context with interrupts on; no usage bits come of it.
+        AcquireState {
+            context: tracer_common::ExecContext::Task,
+            irqs: IrqState::Enabled,
+            softirqs_disabled: None,
+        }
+    } else {
+        maps.here.state(maps.irqs)
+    };
+    let in_task = maps.here.in_task();
+    validate::acquire(maps, stack, lock, &state, in_task, &cfg.limits);
+}
+
+/// Adds one wait of `ns` to the class's contention figures.
+#[inline(always)]
+fn account_contention(class: &ClassDesc, class_key: u64, ns: u64) {
+    if let Some(stat) = CONTENTION.get_ptr_mut(&class_key) {
+        // SAFETY: a map value; concurrent updates from other CPUs go through atomic adds, the
+        // maximum is best effort.
+        unsafe {
+            atomic_add(&raw mut (*stat).count, 1);
+            atomic_add(&raw mut (*stat).wait_ns, ns);
+            if (*stat).max_ns < ns {
+                (*stat).max_ns = ns;
+            }
+        }
+        return;
+    }
+    let stat = ContentionStat {
+        class: *class,
+        count: 1,
+        wait_ns: ns,
+        max_ns: ns,
+    };
+    let _ = CONTENTION.insert(&class_key, &stat, BPF_ANY);
+}
+
+/// `*target += n` as one BPF atomic add (core has no atomic read-modify-write for this target).
+///
+/// # Safety
+/// `target` must point at a u64 in map memory.
+#[inline(always)]
+unsafe fn atomic_add(target: *mut u64, n: u64) {
+    // SAFETY: the caller's promise; the instruction writes only `*target`.
+    unsafe {
+        core::arch::asm!(
+            "lock *(u64 *)({target} + 0) += {n}",
+            target = in(reg) target,
+            n = in(reg) n,
+        );
+    }
+}
+
+/// The contention tracepoints: a wait begins (`begin` holds the tracepoint's flags) or ends
+/// for the lock at `addr`. A wait for a lock the waiter already holds is reported as a
+/// recursive acquisition; a wait that ended is accounted when the acquisition follows, or at
+/// once (under the class the address alone gives) where acquisitions are not traced.
+#[inline(always)]
+pub fn contention<C: EbpfContext>(
+    ctx: &C,
+    cfg: &ProbeConfig,
+    here: &Here,
+    stack: &mut HeldStack,
+    addr: u64,
+    begin: Option<u64>,
+) {
+    let now = context::now_ns();
+    let Some(tp_flags) = begin else {
+        if let Some(ns) = validate::contention_end(stack, addr, now)
+            && cfg.acquisitions_traced == 0
+        {
+            let class = tracer_common::class::classify(&context::instance(addr, 0, cfg, here));
+            account_contention(&class, class.key(), ns);
+            stack.contending = 0;
+        }
+        return;
+    };
+    let Some(again) = validate::contention_begin(stack, addr, now, tp_flags) else {
+        return;
+    };
+    let info = FactInfo {
+        kind: FactKind::Acquire,
+        news: news::RECURSIVE,
+        arg: 0,
+        arg2: 0,
+        irqs: context::irq_state(cfg),
+        flags: 0,
+        user_stack: false,
+    };
+    emit::fact(ctx, here, &info, &again, stack);
+}
