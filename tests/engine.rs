@@ -180,7 +180,6 @@ impl Parser {
                     "max_lock_depth" => c.max_depth = value as u32,
                     "stale_spin_ns" => c.stale_spin_ns = value,
                     "stale_sleep_ns" => c.stale_sleep_ns = value,
-                    "stale_spin_acquisitions" => c.stale_spin_acquisitions = value as u32,
                     other => panic!("config field {other}"),
                 }
             }
@@ -326,7 +325,12 @@ impl Parser {
             }
             "switch" => {
                 ev.kind = EventKind::SchedSwitch as u32;
-                ev.arg = pos[3].parse().expect("switch <next tid>");
+                ev.arg = pos[3]
+                    .parse()
+                    .expect("switch <next tid> [<run-queue lock>]");
+                if let Some(rq_lock) = pos.get(4) {
+                    ev.lock_addr = self.address(rq_lock);
+                }
             }
             "exit" => ev.kind = EventKind::TaskExit as u32,
             "vfree" => ev.kind = EventKind::Vfree as u32,

@@ -58,15 +58,18 @@ fn held(i: u64) -> HeldLock {
         class: ClassDesc {
             a: 0xffff_8880_1000_0000 + i,
             b: i * 7,
-            tag: 1 + small % 6,
+            tag: 1 + (small % 6) as u16,
+            family: (small % 7) as u16,
             offset: 0xa5a5_0000 | small,
         },
         class_key: u64::MAX - i,
+        chain_key: i * 0x9e37_79b9,
         acquired_ns: 1_000_000 + i,
-        acquired_at: small * 3,
+        stale_ns: 2_000_000 + i,
         cpu: small % 64,
         kind: small % 10,
         variant: small & 7,
+        reserved: small * 3,
     }
 }
 
@@ -619,14 +622,17 @@ fn golden_fact() -> (FactRecord, Vec<u8>) {
                 a: 0xffff_ffff_8234_5678,
                 b: 0,
                 tag: 1,
+                family: 0,
                 offset: 0,
             },
             class_key: 0x1122_3344_5566_7788,
+            chain_key: 0x0a0b_0c0d_0e0f_1011,
             acquired_ns: 0x0102_0304_0506_0708,
-            acquired_at: 9,
+            stale_ns: 0x0202_0304_0506_0708,
             cpu: 3,
             kind: 4,
             variant: 1,
+            reserved: 0,
         },
         held: Vec::new(),
         stack: Some(StackKey::kernel(7)),
@@ -650,14 +656,17 @@ fn golden_fact() -> (FactRecord, Vec<u8>) {
         &[0x67, 0x45, 0x23, 0x81, 0xff, 0xff, 0xff, 0xff],     // lock.site
         &[0x78, 0x56, 0x34, 0x82, 0xff, 0xff, 0xff, 0xff],     // lock.class.a
         &[0, 0, 0, 0, 0, 0, 0, 0],                              // lock.class.b
-        &[0x01, 0, 0, 0],                                       // lock.class.tag: Static
+        &[0x01, 0],                                             // lock.class.tag: Static
+        &[0, 0],                                                // lock.class.family
         &[0, 0, 0, 0],                                          // lock.class.offset
         &[0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11],     // lock.class_key
+        &[0x11, 0x10, 0x0f, 0x0e, 0x0d, 0x0c, 0x0b, 0x0a],     // lock.chain_key
         &[0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01],     // lock.acquired_ns
-        &[0x09, 0, 0, 0],                                       // lock.acquired_at
+        &[0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x02],     // lock.stale_ns
         &[0x03, 0, 0, 0],                                       // lock.cpu
         &[0x04, 0, 0, 0],                                       // lock.kind: Mutex
         &[0x01, 0, 0, 0],                                       // lock.variant: TRYLOCK
+        &[0, 0, 0, 0],                                          // lock.reserved
         &[0, 0, 0, 0],                                          // held: none
         &[0x01],                                                // stack: present
         &[0, 0, 0, 0],                                          //   space: kernel

@@ -100,8 +100,13 @@ step percpu-map /tests/percpu_map 4
 step locktrace-help locktrace --help
 
 # --- locktrace on this kernel. ---
-# Every probe loads and attaches; the host reads check.json.
-step locktrace-check locktrace check --json && ship check.json /tmp/locktrace-check.out
+# Every probe loads and attaches; the host reads check.json. What verifying the programs cost
+# on this kernel (instructions the verifier walked) is shown, most expensive first.
+mkdir -p /tmp/verifier
+step locktrace-check env LOCKTRACE_VERIFIER_LOG=/tmp/verifier locktrace check --json &&
+    ship check.json /tmp/locktrace-check.out
+sort -k2 -n -r /tmp/verifier/verified.txt 2>/dev/null |
+    awk '{ total += $2 } NR <= 4 { print "  | verified " $0 } END { print "  | verified in all: " total " instructions" }'
 locktrace check 2>&1 | sed 's/^/  | /'
 
 # Ordinary kernel activity: per-CPU maps give pcpu_alloc_mutex -> pcpu_lock.

@@ -15,13 +15,15 @@
 //! 4. any other kernel lock (dynamic per-CPU memory, page-table pages, and every dynamic lock
 //!    where the kernel has no `bpf_get_kmem_cache`) by its acquisition site
 //!    ([`ClassTag::Site`]): that memory is reused for other objects, so an address says
-//!    nothing lasting. User space merges the sites of one function into one class;
+//!    nothing lasting. User space merges the sites of one function into one class.
+//!    Classes by site (and those of generic slab caches) are also split by lock type
+//!    ([`LockFamily`]): a mutex and a spinlock taken in one function are never one lock;
 //! 5. a user-space lock by (process, address) ([`ClassTag::User`]).
 //!
 //! A class travels as a [`ClassDesc`] (what identifies it, so user space can name it) and is
 //! looked up by its [`ClassDesc::key`].
 
-use crate::hash::mix64;
+use crate::{LockFamily, hash::mix64};
 
 /// Start of the kernel image mapping on x86-64 (`__START_KERNEL_map`): kernel text, data and
 /// bss, then the module area, up to [`STATIC_END`]. Locks there are static.
@@ -65,14 +67,14 @@ impl ClassTag {
 /// What identifies a class, with room for every rule: see [`ClassTag`] for the meaning of
 /// `a`, `b` and `offset` under each.
 ///
-/// | tag        | `a`                  | `b`          | `offset`                      |
-/// |------------|----------------------|--------------|-------------------------------|
-/// | Static     | lock address         | 0            | 0                             |
-/// | PerCpu     | 0                    | 0            | offset in the per-CPU area    |
-/// | SlabField  | `struct kmem_cache *`| 0            | offset in the object          |
-/// | Slab       | `struct kmem_cache *`| site         | offset in the object + 1, or 0|
-/// | Site       | 0                    | site         | 0                             |
-/// | User       | lock address         | process id   | 0                             |
+/// | tag        | `a`                  | `b`          | `offset`                      | `family` |
+/// |------------|----------------------|--------------|-------------------------------|----------|
+/// | Static     | lock address         | 0            | 0                             | 0        |
+/// | PerCpu     | 0                    | 0            | offset in the per-CPU area    | 0        |
+/// | SlabField  | `struct kmem_cache *`| 0            | offset in the object          | 0        |
+/// | Slab       | `struct kmem_cache *`| site         | offset in the object + 1, or 0| type     |
+/// | Site       | 0                    | site         | 0                             | type     |
+/// | User       | lock address         | process id   | 0                             | 0        |
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ClassDesc {
@@ -81,7 +83,9 @@ pub struct ClassDesc {
     /// See the table above.
     pub b: u64,
     /// [`ClassTag`] discriminant.
-    pub tag: u32,
+    pub tag: u16,
+    /// [`LockFamily`] discriminant for classes by site, else 0 (see the table above).
+    pub family: u16,
     /// See the table above.
     pub offset: u32,
 }
@@ -91,14 +95,19 @@ const _: () = assert!(core::mem::size_of::<ClassDesc>() == 24);
 impl ClassDesc {
     /// The decoded tag.
     pub const fn class_tag(&self) -> Option<ClassTag> {
-        ClassTag::from_u32(self.tag)
+        ClassTag::from_u32(self.tag as u32)
+    }
+
+    /// The decoded lock type of a class by site.
+    pub const fn lock_family(&self) -> LockFamily {
+        LockFamily::from_u16(self.family)
     }
 
     /// The 64-bit key the chain cache and the usage map look the class up by.
     #[inline(always)]
     pub const fn key(&self) -> u64 {
         mix64(
-            mix64(self.a ^ (self.tag as u64) << 56)
+            mix64(self.a ^ (self.tag as u64) << 56 ^ (self.family as u64) << 48)
                 ^ mix64(self.b.wrapping_add(0x9e37_79b9_7f4a_7c15))
                 ^ (self.offset as u64),
         )
@@ -131,6 +140,8 @@ pub struct Instance {
     pub slab_offset: u32,
     /// True when the slab cache is a generic one (`kmalloc-*`), holding objects of many types.
     pub slab_generic: bool,
+    /// The lock's type.
+    pub family: LockFamily,
 }
 
 /// The class policy (see the module documentation).
@@ -156,10 +167,15 @@ pub fn classify(inst: &Instance) -> ClassDesc {
     } else {
         (ClassTag::Site, 0, inst.site, 0)
     };
+    let family = match tag {
+        ClassTag::Slab | ClassTag::Site => inst.family as u16,
+        _ => 0,
+    };
     ClassDesc {
         a,
         b,
-        tag: tag as u32,
+        tag: tag as u16,
+        family,
         offset,
     }
 }
@@ -262,5 +278,16 @@ mod tests {
             ..Instance::default()
         };
         assert_ne!(classify(&user(1)).key(), classify(&user(2)).key());
+        let site = |family| Instance {
+            addr: 0xffff_8880_0000_0100,
+            site: 7,
+            family,
+            ..Instance::default()
+        };
+        assert_ne!(
+            classify(&site(LockFamily::Mutex)).key(),
+            classify(&site(LockFamily::Spinlock)).key(),
+            "a mutex and a spinlock taken in one place are two classes"
+        );
     }
 }

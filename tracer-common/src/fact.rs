@@ -45,7 +45,7 @@ pub mod news {
     pub const RECURSIVE: u32 = 1 << 2;
 }
 
-/// One record in the ring buffer (3.0 KiB): fixed-size, `#[repr(C)]`, no implicit padding. Only the first
+/// One record in the ring buffer (3.4 KiB): fixed-size, `#[repr(C)]`, no implicit padding. Only the first
 /// [`Fact::nr_held`] entries of `held` and [`Fact::nr_frames`] of `frames` mean anything.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,7 +93,7 @@ pub struct Fact {
 }
 
 /// Size of one [`Fact`] in bytes; part of the ABI.
-pub const FACT_SIZE: usize = 88 + 72 + MAX_HELD * 72 + MAX_FRAMES * 8;
+pub const FACT_SIZE: usize = 88 + 88 + MAX_HELD * 88 + MAX_FRAMES * 8;
 const _: () = assert!(core::mem::size_of::<Fact>() == FACT_SIZE);
 const _: () = assert!(core::mem::align_of::<Fact>() == 8);
 

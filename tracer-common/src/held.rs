@@ -3,14 +3,26 @@
 //! them in maps; user space's model of the kernel side keeps them in memory; both run this
 //! code.
 //!
-//! Releases get missed (the kernel skips a program already running on the CPU; some unlocks
-//! are inlined), so a stack never trusts itself for long: it is bounded ([`MAX_HELD`],
-//! [`Limits::max_depth`]), a release removes a lock wherever it sits, and
-//! [`HeldStack::expire`] drops entries that cannot still be held. Every dropped entry is
-//! counted by the caller.
+//! Every lock operation in the kernel runs one of these, so their cost — at run time and
+//! for the BPF verifier, which walks each of the ~70 programs apart — decides what locktrace
+//! costs. The paths a lock operation takes are therefore loop-free or scan a few entries:
+//!
+//! - each entry keeps the chain key of the stack up to it, so [`HeldStack::push`] computes
+//!   the new key from the top one;
+//! - [`HeldStack::release`] looks at the topmost [`RECENT`] entries only (releases come in
+//!   nearly last-in-first-out order) and pops the top, or buries an entry below it as a
+//!   tombstone (address 0) that leaves the keys above unchanged; tombstones on top are
+//!   popped with it;
+//! - a full stack takes no more (counted as an overflow).
+//!
+//! When a task switches out (`sched_switch`), [`HeldStack::switch_out`] hands the run-queue
+//! lock over and drops what cannot still be held among the recent entries. Releases still
+//! get missed (the kernel skips a program already running on the CPU; some unlocks are
+//! inlined): an entry older than its [`HeldLock::stale_ns`] is dropped there, and user space
+//! ignores it before.
 //!
 //! Written for the BPF verifier as much as for people: every loop is bounded by a constant,
-//! every index is checked, nothing can panic.
+//! every index is masked, nothing can panic.
 
 use crate::{
     ExecContext, LockKind,
@@ -20,14 +32,13 @@ use crate::{
 };
 
 /// Most locks one stack holds. lockdep allows 48; real kernel paths rarely nest more than a
-/// dozen, and every stack costs `MAX_HELD` entries of memory per task. Past it the bottom entry
-/// is dropped (counted as an overflow).
+/// dozen, and every stack costs `MAX_HELD` entries of memory per task.
 pub const MAX_HELD: usize = 32;
 const _: () = assert!(MAX_HELD.is_power_of_two());
 
-/// Stale entries [`HeldStack::expire`] drops in one call: stale entries are rare, and each
-/// removal is a loop the BPF verifier walks; more are dropped by the next calls.
-pub const EXPIRE_PER_CALL: usize = 2;
+/// How many of the topmost entries a release or a re-acquisition looks at: a lock released
+/// (or taken again) below them is not found (a release then counts as unmatched).
+pub const RECENT: usize = 8;
 
 /// `i` as an index into a stack's entries that the BPF verifier can bound: masked to
 /// `MAX_HELD - 1` in a way the compiler cannot drop (it may drop a plain mask when it knows
@@ -52,7 +63,7 @@ fn slot(i: usize) -> usize {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HeldLock {
-    /// The instance's address.
+    /// The instance's address; 0 for a tombstone (a lock released below the top).
     pub addr: u64,
     /// Where it was acquired (return address into the acquiring function), 0 when unknown.
     pub site: u64,
@@ -60,19 +71,24 @@ pub struct HeldLock {
     pub class: ClassDesc,
     /// `class.key()`, kept so chain keys need no hashing of the class.
     pub class_key: u64,
+    /// The chain key of the stack up to and including this lock.
+    pub chain_key: u64,
     /// When it was acquired (`bpf_ktime_get_ns`).
     pub acquired_ns: u64,
-    /// The stack's acquisition count when it was acquired (ages entries by activity).
-    pub acquired_at: u32,
+    /// When it is taken for a missed release if still held (set by [`HeldStack::push`] from
+    /// [`Limits`]).
+    pub stale_ns: u64,
     /// The CPU it was acquired on.
     pub cpu: u32,
     /// [`LockKind`] discriminant.
     pub kind: u32,
     /// [`flags::TRYLOCK`], [`flags::IRQ_VARIANT`] and [`flags::BH_VARIANT`] bits.
     pub variant: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<HeldLock>() == 72);
+const _: () = assert!(core::mem::size_of::<HeldLock>() == 88);
 
 impl HeldLock {
     /// The decoded lock kind ([`LockKind::None`] when unknown).
@@ -90,6 +106,19 @@ impl HeldLock {
         self.variant & flags::TRYLOCK != 0
     }
 
+    /// True for a tombstone (see the module documentation).
+    #[inline(always)]
+    pub const fn is_tombstone(&self) -> bool {
+        self.addr == 0
+    }
+
+    /// True when, at `now_ns`, the entry has been held too long to be anything but a missed
+    /// release.
+    #[inline(always)]
+    pub const fn is_stale(&self, now_ns: u64) -> bool {
+        now_ns > self.stale_ns
+    }
+
     /// What the chain key hashes for this lock.
     #[inline(always)]
     pub const fn hlock_id(&self) -> u64 {
@@ -105,11 +134,10 @@ pub struct Limits {
     pub stale_spin_ns: u64,
     /// A sleeping or user-space lock held longer than this is a missed release.
     pub stale_sleep_ns: u64,
-    /// A spinning lock under which the same stack made this many acquisitions is a missed
-    /// release.
-    pub stale_spin_acquisitions: u32,
     /// Most locks a stack holds (at most [`MAX_HELD`]).
     pub max_depth: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
 }
 
 impl Limits {
@@ -117,8 +145,8 @@ impl Limits {
     pub const DEFAULT: Limits = Limits {
         stale_spin_ns: 1_000_000_000,
         stale_sleep_ns: 600_000_000_000,
-        stale_spin_acquisitions: 100_000,
         max_depth: MAX_HELD as u32,
+        reserved: 0,
     };
 }
 
@@ -153,28 +181,26 @@ impl Reacquire {
     }
 }
 
-/// What [`HeldStack::prepare`] found before a lock is pushed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Prepared {
-    /// Entries dropped as stale (expired, or the same instance whose release was missed).
-    pub stale: u32,
-    /// Index of the held entry this acquisition recursively takes again, if any: it stays
-    /// until the acquisition is reported, then [`HeldStack::remove`] drops it.
-    pub recursive: Option<usize>,
+/// What [`HeldStack::reacquired`] found before a lock is pushed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prepared {
+    /// The instance is not among the recent entries, or readers nest: push it.
+    Fresh,
+    /// The recent entry at this index was a missed release and is buried now.
+    Stale,
+    /// The acquisition takes the recent entry at this index again: report it, then
+    /// [`HeldStack::bury`] that entry.
+    Recursive(usize),
 }
 
 /// The locks held in one place, bottom first, with the contention in progress there.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HeldStack {
-    /// How many entries of `locks` are held.
+    /// How many entries of `locks` are in use (tombstones included).
     pub depth: u32,
-    /// Acquisitions made in this place so far (wrapping).
-    pub acquisitions: u32,
-    /// Scratch for [`HeldStack::launder`].
-    cursor: u32,
-    /// Reserved, zero.
-    reserved: u32,
+    /// Scratch for [`HeldStack::launder`] and counts kept in memory.
+    scratch: u32,
     /// The lock this place is waiting for (`lock:contention_begin`), or 0.
     pub contending: u64,
     /// When that wait began.
@@ -192,17 +218,30 @@ const ZERO_LOCK: HeldLock = HeldLock {
         a: 0,
         b: 0,
         tag: 0,
+        family: 0,
         offset: 0,
     },
     class_key: 0,
+    chain_key: 0,
     acquired_ns: 0,
-    acquired_at: 0,
+    stale_ns: 0,
     cpu: 0,
     kind: 0,
     variant: 0,
+    reserved: 0,
 };
 
 impl HeldStack {
+    /// An empty stack.
+    pub const EMPTY: HeldStack = HeldStack {
+        depth: 0,
+        scratch: 0,
+        contending: 0,
+        contending_since: 0,
+        contended_ns: 0,
+        locks: [ZERO_LOCK; MAX_HELD],
+    };
+
     /// The entry in slot `i` (masked: never out of bounds, and no bounds check that could
     /// panic in a BPF program).
     #[inline(always)]
@@ -218,40 +257,24 @@ impl HeldStack {
         unsafe { self.locks.get_unchecked_mut(slot(i)) }
     }
 
-    /// An empty stack.
-    pub const EMPTY: HeldStack = HeldStack {
-        depth: 0,
-        acquisitions: 0,
-        cursor: 0,
-        reserved: 0,
-        contending: 0,
-        contending_since: 0,
-        contended_ns: 0,
-        locks: [ZERO_LOCK; MAX_HELD],
-    };
-
-    /// How many locks are held (never more than [`MAX_HELD`], whatever the memory says).
-    ///
-    /// Read afresh each time (a volatile read): in a BPF program a length kept in a register
-    /// across a loop carries whatever range each loop exit refined it to, and the verifier
-    /// then walks everything after the loop once per exit.
+    /// `value`, made opaque to the BPF verifier by a round trip through the stack's memory: a
+    /// value that several paths computed differently (an index found at one of several
+    /// places, a set of flags) then reaches the code after as one state, so that code is
+    /// verified once rather than once per path. Free in user space.
     #[inline(always)]
-    pub fn len(&self) -> usize {
-        // SAFETY: a plain read of our own field.
-        let depth = unsafe { core::ptr::read_volatile(&raw const self.depth) } as usize;
-        if depth > MAX_HELD { MAX_HELD } else { depth }
-    }
-
-    /// `i`, made opaque to the BPF verifier by a round trip through the stack's memory (see
-    /// [`HeldStack::len`]): the exits of a search that found different indices then look alike,
-    /// so what follows is verified once, not once per exit.
-    #[inline(always)]
-    fn launder(&mut self, i: usize) -> usize {
+    pub fn launder(&mut self, value: u32) -> u32 {
         // SAFETY: plain accesses to our own field.
         unsafe {
-            core::ptr::write_volatile(&raw mut self.cursor, i as u32);
-            core::ptr::read_volatile(&raw const self.cursor) as usize
+            core::ptr::write_volatile(&raw mut self.scratch, value);
+            core::ptr::read_volatile(&raw const self.scratch)
         }
+    }
+
+    /// How many entries are in use, tombstones included (never more than [`MAX_HELD`]).
+    #[inline(always)]
+    pub fn len(&self) -> usize {
+        let depth = self.depth as usize;
+        if depth > MAX_HELD { MAX_HELD } else { depth }
     }
 
     /// True when nothing is held.
@@ -260,7 +283,7 @@ impl HeldStack {
         self.depth == 0
     }
 
-    /// The held entry at `index` (bottom first).
+    /// The entry at `index` (bottom first), tombstones included.
     #[inline(always)]
     pub fn get(&self, index: usize) -> Option<&HeldLock> {
         if index < self.len() {
@@ -270,151 +293,13 @@ impl HeldStack {
         }
     }
 
-    /// The chain key of what is held: lockdep's iteration over the held locks, bottom first.
-    /// Computed when asked rather than kept per entry, so that removing an entry needs no
-    /// rekeying (held stacks are shallow: the loop is short where it runs).
+    /// The chain key of what is held: the top entry's.
     #[inline(always)]
     pub fn chain_key(&self) -> u64 {
-        let len = self.len();
-        let mut key = EMPTY;
-        for i in 0..MAX_HELD {
-            if i >= len {
-                break;
-            }
-            key = chain::extend(key, self.at(i).hlock_id());
+        match self.len() {
+            0 => EMPTY,
+            len => self.at(len - 1).chain_key,
         }
-        key
-    }
-
-    /// The topmost entry for the instance at `addr`.
-    #[inline(always)]
-    pub fn find(&mut self, addr: u64) -> Option<usize> {
-        self.find_where(|lock| lock.addr == addr)
-    }
-
-    /// The topmost entry `matches` accepts.
-    #[inline(always)]
-    fn find_where(&mut self, matches: impl Fn(&HeldLock) -> bool) -> Option<usize> {
-        let len = self.len();
-        let mut found = MAX_HELD;
-        for k in 0..MAX_HELD {
-            if k >= len {
-                break;
-            }
-            let i = len - 1 - k;
-            if matches(self.at(i)) {
-                found = i;
-                break;
-            }
-        }
-        match self.launder(found) {
-            i if i < MAX_HELD => Some(i),
-            _ => None,
-        }
-    }
-
-    /// Removes the entry at `index`.
-    #[inline(always)]
-    pub fn remove(&mut self, index: usize) {
-        let index = self.launder(index);
-        let len = self.len();
-        if index >= len {
-            return;
-        }
-        for k in 0..MAX_HELD - 1 {
-            let i = index + k;
-            if i + 1 >= len {
-                break;
-            }
-            *self.at_mut(i) = *self.at(i + 1);
-        }
-        self.depth = (len - 1) as u32;
-    }
-
-    /// Releases the topmost entry for `addr`; false when it is not held here.
-    #[inline(always)]
-    pub fn release(&mut self, addr: u64) -> bool {
-        match self.find(addr) {
-            Some(i) => {
-                self.remove(i);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Drops everything; returns how many entries were dropped.
-    #[inline(always)]
-    pub fn clear(&mut self) -> u32 {
-        let n = self.len() as u32;
-        self.depth = 0;
-        n
-    }
-
-    /// Removes the topmost entries `matches` accepts, at most `EXPIRE_PER_CALL`; returns how
-    /// many.
-    #[inline(always)]
-    fn remove_where(&mut self, matches: impl Fn(&HeldLock) -> bool) -> u32 {
-        let mut removed = 0;
-        for _ in 0..EXPIRE_PER_CALL {
-            match self.find_where(&matches) {
-                Some(i) => {
-                    self.remove(i);
-                    removed += 1;
-                }
-                None => break,
-            }
-        }
-        removed
-    }
-
-    /// Drops entries that cannot still be held at `now_ns` on `cpu`: spinning locks of a task
-    /// (`in_task`) now running on another CPU (their holder cannot migrate), and entries held
-    /// longer than `limits` allow; at most [`EXPIRE_PER_CALL`], the topmost first. Returns how
-    /// many were dropped.
-    #[inline(always)]
-    pub fn expire(&mut self, now_ns: u64, cpu: u32, in_task: bool, limits: &Limits) -> u32 {
-        let acquisitions = self.acquisitions;
-        self.remove_where(|lock| {
-            let age = now_ns.saturating_sub(lock.acquired_ns);
-            if lock.lock_kind().is_spinning() {
-                (in_task && lock.cpu != cpu)
-                    || age > limits.stale_spin_ns
-                    || acquisitions.wrapping_sub(lock.acquired_at) > limits.stale_spin_acquisitions
-            } else {
-                age > limits.stale_sleep_ns
-            }
-        })
-    }
-
-    /// Readies the stack for acquiring `lock` (its address, kind and variant set) at `now_ns`
-    /// on `cpu`: drops what expired, and looks for the same instance already held: a missed
-    /// release is dropped, recursive readers nest, and a recursive acquisition is left in place
-    /// for the caller to report (see [`Prepared::recursive`]).
-    #[inline(always)]
-    pub fn prepare(
-        &mut self,
-        lock: &HeldLock,
-        now_ns: u64,
-        in_task: bool,
-        limits: &Limits,
-    ) -> Prepared {
-        let mut prepared = Prepared {
-            stale: self.expire(now_ns, lock.cpu, in_task, limits),
-            recursive: None,
-        };
-        if let Some(i) = self.find(lock.addr) {
-            let old = *self.at(i);
-            match Reacquire::classify(old.lock_kind(), lock.lock_kind(), lock.is_trylock()) {
-                Reacquire::Nested => {}
-                Reacquire::Stale => {
-                    self.remove(i);
-                    prepared.stale += 1;
-                }
-                Reacquire::Recursive => prepared.recursive = Some(i),
-            }
-        }
-        prepared
     }
 
     /// The chain key the stack will have once `lock` is pushed.
@@ -423,45 +308,166 @@ impl HeldStack {
         chain::extend(self.chain_key(), lock.hlock_id())
     }
 
-    /// Pushes `lock`. When the stack holds `limits.max_depth` locks
-    /// the bottom one is dropped first (the likeliest to be a missed release); returns true
-    /// then.
+    /// The topmost of the [`RECENT`] topmost entries holding the instance at `addr`.
+    #[inline(always)]
+    pub fn find_recent(&mut self, addr: u64) -> Option<usize> {
+        self.find_recent_where(|lock| lock.addr == addr)
+    }
+
+    /// The topmost of the [`RECENT`] topmost entries `matches` accepts, laundered (see
+    /// [`HeldStack::launder`]).
+    #[inline(always)]
+    fn find_recent_where(&mut self, matches: impl Fn(&HeldLock) -> bool) -> Option<usize> {
+        let len = self.len();
+        let mut found = u32::MAX;
+        for k in 0..RECENT {
+            if k < len && matches(self.at(len - 1 - k)) {
+                found = (len - 1 - k) as u32;
+                break;
+            }
+        }
+        match self.launder(found) {
+            u32::MAX => None,
+            i => Some(i as usize),
+        }
+    }
+
+    /// Pops tombstones off the top, at most [`RECENT`] (more go with the next release).
+    #[inline(always)]
+    fn trim(&mut self) {
+        for _ in 0..RECENT {
+            let len = self.len();
+            if len == 0 || !self.at(len - 1).is_tombstone() {
+                break;
+            }
+            self.depth = (len - 1) as u32;
+        }
+    }
+
+    /// Drops the entry at `index`: pops it when on top (with the tombstones it uncovers),
+    /// else leaves a tombstone that keeps the chain keys above as they are.
+    #[inline(always)]
+    pub fn bury(&mut self, index: usize) {
+        let len = self.len();
+        if index >= len {
+            return;
+        }
+        self.at_mut(index).addr = 0;
+        if index + 1 == len {
+            self.depth = index as u32;
+            self.trim();
+        }
+    }
+
+    /// Releases the topmost recent entry for `addr`; false when none holds it.
+    #[inline(always)]
+    pub fn release(&mut self, addr: u64) -> bool {
+        match self.find_recent(addr) {
+            Some(i) => {
+                self.bury(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drops everything; returns how many locks were dropped.
+    #[inline(always)]
+    pub fn clear(&mut self) -> u32 {
+        let n = self.len() as u32;
+        self.depth = 0;
+        n
+    }
+
+    /// Looks for the instance `lock` takes among the recent entries before it is pushed:
+    /// a missed release is buried, recursive readers nest, and a recursive acquisition is left
+    /// in place for the caller to report.
+    #[inline(always)]
+    pub fn reacquired(&mut self, lock: &HeldLock) -> Prepared {
+        let Some(i) = self.find_recent(lock.addr) else {
+            return Prepared::Fresh;
+        };
+        let old = self.at(i).lock_kind();
+        match Reacquire::classify(old, lock.lock_kind(), lock.is_trylock()) {
+            Reacquire::Nested => Prepared::Fresh,
+            Reacquire::Stale => {
+                self.bury(i);
+                Prepared::Stale
+            }
+            Reacquire::Recursive => Prepared::Recursive(i),
+        }
+    }
+
+    /// Pushes `lock` with its chain key and staleness bound. A stack holding
+    /// `limits.max_depth` entries takes no more: returns false then (an overflow, counted by
+    /// the caller), and the lock is not followed.
     #[inline(always)]
     pub fn push(&mut self, mut lock: HeldLock, limits: &Limits) -> bool {
-        let max = if (limits.max_depth as usize) < MAX_HELD && limits.max_depth > 0 {
+        let len = self.len();
+        let max = if limits.max_depth > 0 && (limits.max_depth as usize) < MAX_HELD {
             limits.max_depth as usize
         } else {
             MAX_HELD
         };
-        let overflow = self.len() >= max;
-        if overflow {
-            self.remove(0);
+        if len >= max {
+            return false;
         }
-        lock.acquired_at = self.acquisitions;
-        self.acquisitions = self.acquisitions.wrapping_add(1);
-        let len = self.len();
-        if len < MAX_HELD {
-            *self.at_mut(len) = lock;
-            self.depth = (len + 1) as u32;
-        }
-        overflow
+        let bound = if lock.lock_kind().is_spinning() {
+            limits.stale_spin_ns
+        } else {
+            limits.stale_sleep_ns
+        };
+        lock.stale_ns = lock.acquired_ns.saturating_add(bound);
+        lock.chain_key = self.next_chain_key(&lock);
+        *self.at_mut(len) = lock;
+        self.depth = (len + 1) as u32;
+        true
     }
 
-    /// The task switches out (`sched_switch`): it cannot hold a spinning lock while it sleeps
-    /// or is preempted, except the run-queue lock that the scheduler hands to the next task
-    /// (lockdep's `prepare_lock_switch`), which is the topmost spinning lock. Removes every
-    /// spinning lock (at most [`EXPIRE_PER_CALL`] besides the handed one) and returns the
-    /// topmost one, to be pushed on the next task's stack, and how many others were dropped as
-    /// stale.
+    /// The task switches out (`sched_switch`) at `now_ns`: it cannot hold a spinning lock
+    /// while it sleeps or is preempted, except the run-queue lock at `rq_lock` that the
+    /// scheduler hands to the next task (lockdep's `prepare_lock_switch`). Among the
+    /// [`RECENT`] topmost entries, drops every spinning lock and every entry past its
+    /// staleness bound, and returns the run-queue lock's entry, to be pushed on the next
+    /// task's stack, and how many locks were dropped as stale. With `rq_lock` unknown nothing
+    /// is handed over (the next task's release of it then finds nothing): no guess.
     #[inline(always)]
-    pub fn switch_out(&mut self) -> (Option<HeldLock>, u32) {
-        let spinning = |lock: &HeldLock| lock.lock_kind().is_spinning();
-        let Some(top) = self.find_where(spinning) else {
-            return (None, 0);
+    pub fn switch_out(&mut self, now_ns: u64, rq_lock: Option<u64>) -> (Option<HeldLock>, u32) {
+        let spinning = |lock: &HeldLock| !lock.is_tombstone() && lock.lock_kind().is_spinning();
+        let top = match rq_lock {
+            Some(addr) => self.find_recent(addr),
+            None => None,
         };
-        let handed = *self.at(top);
-        self.remove(top);
-        (Some(handed), self.remove_where(spinning))
+        let handed = top.map(|i| *self.at(i));
+        // The count goes through memory, so that the paths through the loop stay alike.
+        self.launder(0);
+        let len = self.len();
+        for k in 0..RECENT {
+            if k >= len {
+                break;
+            }
+            let i = len - 1 - k;
+            let lock = self.at(i);
+            if spinning(lock) || (!lock.is_tombstone() && lock.is_stale(now_ns)) {
+                self.at_mut(i).addr = 0;
+                // SAFETY: plain accesses to our own field.
+                unsafe {
+                    let n = core::ptr::read_volatile(&raw const self.scratch);
+                    core::ptr::write_volatile(&raw mut self.scratch, n + 1);
+                }
+            }
+        }
+        // SAFETY: as above.
+        let removed = unsafe { core::ptr::read_volatile(&raw const self.scratch) };
+        self.trim();
+        (handed, removed.saturating_sub(u32::from(handed.is_some())))
+    }
+
+    /// The locks held, without tombstones, bottom first.
+    pub fn held(&self) -> impl Iterator<Item = &HeldLock> {
+        self.locks[..self.len()]
+            .iter()
+            .filter(|lock| !lock.is_tombstone())
     }
 }
 
@@ -498,10 +504,10 @@ mod tests {
     use super::*;
     use crate::class::ClassTag;
 
-    fn lock(addr: u64, kind: LockKind, ns: u64, cpu: u32) -> HeldLock {
+    fn lock(addr: u64, kind: LockKind, ns: u64) -> HeldLock {
         let class = ClassDesc {
             a: addr,
-            tag: ClassTag::Static as u32,
+            tag: ClassTag::Static as u16,
             ..ClassDesc::default()
         };
         HeldLock {
@@ -509,109 +515,112 @@ mod tests {
             class,
             class_key: class.key(),
             acquired_ns: ns,
-            cpu,
             kind: kind as u32,
             ..HeldLock::default()
         }
     }
 
     fn addrs(stack: &HeldStack) -> Vec<u64> {
-        (0..stack.len())
-            .map(|i| stack.get(i).unwrap().addr)
-            .collect()
+        stack.held().map(|l| l.addr).collect()
     }
 
     const LIMITS: Limits = Limits::DEFAULT;
 
     #[test]
-    fn removing_from_the_middle_keys_like_never_taken() {
+    fn releases_in_order_or_not_leave_the_keys_of_what_is_held() {
         let mut a = HeldStack::EMPTY;
-        let mut b = HeldStack::EMPTY;
         for addr in [1, 2, 3] {
-            a.push(lock(addr, LockKind::Spin, 0, 0), &LIMITS);
+            assert!(a.push(lock(addr, LockKind::Spin, 0), &LIMITS));
         }
-        for addr in [1, 3] {
-            b.push(lock(addr, LockKind::Spin, 0, 0), &LIMITS);
-        }
-        assert!(a.release(2));
+        assert!(a.release(2), "below the top: a tombstone");
         assert!(!a.release(9));
-        assert_eq!(a.chain_key(), b.chain_key());
         assert_eq!(addrs(&a), [1, 3]);
+        assert_eq!(a.len(), 3);
+        assert!(a.release(3), "the top goes, and the tombstone under it");
+        assert_eq!(a.len(), 1);
+        let mut b = HeldStack::EMPTY;
+        b.push(lock(1, LockKind::Spin, 0), &LIMITS);
+        assert_eq!(
+            a.chain_key(),
+            b.chain_key(),
+            "as if 2 and 3 were never taken"
+        );
     }
 
     #[test]
-    fn overflow_drops_the_bottom() {
+    fn a_full_stack_takes_no_more() {
         let limits = Limits {
             max_depth: 3,
             ..LIMITS
         };
         let mut s = HeldStack::EMPTY;
-        let overflowed: Vec<bool> = (0..4)
-            .map(|i| s.push(lock(i, LockKind::Spin, 0, 0), &limits))
+        let pushed: Vec<bool> = (1..=4)
+            .map(|i| s.push(lock(i, LockKind::Spin, 0), &limits))
             .collect();
-        assert_eq!(overflowed, [false, false, false, true]);
+        assert_eq!(pushed, [true, true, true, false]);
         assert_eq!(addrs(&s), [1, 2, 3]);
         let mut full = HeldStack::EMPTY;
-        for i in 0..MAX_HELD as u64 + 2 {
-            full.push(lock(i, LockKind::Mutex, 0, 0), &LIMITS);
+        for i in 1..=MAX_HELD as u64 + 2 {
+            full.push(lock(i, LockKind::Mutex, 0), &LIMITS);
         }
         assert_eq!(full.len(), MAX_HELD);
     }
 
     #[test]
-    fn expire_drops_migrated_and_old_entries() {
+    fn releases_are_looked_for_among_the_recent_entries_only() {
         let mut s = HeldStack::EMPTY;
-        s.push(lock(1, LockKind::Spin, 0, 0), &LIMITS);
-        s.push(lock(2, LockKind::Mutex, 0, 0), &LIMITS);
-        assert_eq!(s.expire(10, 0, true, &LIMITS), 0, "fresh, same CPU");
-        assert_eq!(
-            s.expire(10, 1, true, &LIMITS),
-            1,
-            "the spinlock holder migrated"
-        );
-        assert_eq!(addrs(&s), [2], "a mutex holder may migrate");
-        assert_eq!(s.expire(LIMITS.stale_sleep_ns + 1, 1, true, &LIMITS), 1);
-        assert!(s.is_empty());
+        for i in 1..=RECENT as u64 + 1 {
+            s.push(lock(i, LockKind::Mutex, 0), &LIMITS);
+        }
+        assert!(!s.release(1), "below the recent entries");
+        assert!(s.release(2));
     }
 
     #[test]
-    fn prepare_tells_reacquisitions_apart() {
+    fn reacquisitions_are_told_apart() {
         use LockKind::{Mutex, RwlockRead, RwsemRead, Spin};
         let cases = [
-            (RwlockRead, RwlockRead, false, 0, None),
-            (Spin, Spin, false, 1, None),
-            (RwsemRead, RwsemRead, false, 0, Some(0)),
-            (RwsemRead, RwsemRead, true, 1, None),
-            (Mutex, Mutex, false, 1, None),
+            (RwlockRead, RwlockRead, false, Prepared::Fresh),
+            (Spin, Spin, false, Prepared::Stale),
+            (RwsemRead, RwsemRead, false, Prepared::Recursive(0)),
+            (RwsemRead, RwsemRead, true, Prepared::Stale),
+            (Mutex, Mutex, false, Prepared::Stale),
         ];
-        for (held, kind, trylock, stale, recursive) in cases {
+        for (held, kind, trylock, want) in cases {
             let mut s = HeldStack::EMPTY;
-            s.push(lock(1, held, 0, 0), &LIMITS);
-            let mut new = lock(1, kind, 0, 0);
+            s.push(lock(1, held, 0), &LIMITS);
+            let mut new = lock(1, kind, 1);
             if trylock {
                 new.variant = flags::TRYLOCK;
             }
-            let prepared = s.prepare(&new, 1, true, &LIMITS);
-            assert_eq!(
-                (prepared.stale, prepared.recursive),
-                (stale, recursive),
-                "{held:?} then {kind:?}"
-            );
+            assert_eq!(s.reacquired(&new), want, "{held:?} then {kind:?}");
         }
     }
 
     #[test]
-    fn switching_out_hands_the_topmost_spinning_lock_over() {
+    fn switching_out_hands_over_the_topmost_spinning_lock() {
         let mut s = HeldStack::EMPTY;
-        s.push(lock(1, LockKind::Mutex, 0, 0), &LIMITS);
-        s.push(lock(2, LockKind::Spin, 0, 0), &LIMITS);
-        s.push(lock(3, LockKind::Spin, 0, 0), &LIMITS);
-        let (handed, stale) = s.switch_out();
-        assert_eq!(handed.map(|l| l.addr), Some(3));
-        assert_eq!(stale, 1);
+        s.push(lock(1, LockKind::Mutex, 0), &LIMITS);
+        s.push(lock(2, LockKind::Spin, 0), &LIMITS);
+        s.push(lock(3, LockKind::Mutex, 0), &LIMITS);
+        s.push(lock(4, LockKind::Spin, 0), &LIMITS);
+        assert!(s.release(3));
+        let (handed, stale) = s.switch_out(10, Some(4));
+        assert_eq!(handed.map(|l| l.addr), Some(4));
+        assert_eq!(stale, 1, "the other spinning lock");
         assert_eq!(addrs(&s), [1]);
-        let mut next = HeldStack::EMPTY;
-        next.push(lock(1, LockKind::Mutex, 0, 0), &LIMITS);
-        assert_eq!(next.chain_key(), s.chain_key(), "same key as never taken");
+        assert_eq!(s.len(), 1, "tombstones on top go");
+        let mut clean = HeldStack::EMPTY;
+        clean.push(lock(1, LockKind::Mutex, 0), &LIMITS);
+        assert_eq!(s.chain_key(), clean.chain_key());
+        let (_, stale) = s.switch_out(LIMITS.stale_sleep_ns + 1, Some(4));
+        assert_eq!(stale, 1, "held too long");
+        assert!(s.is_empty());
+        s.push(lock(4, LockKind::Spin, 0), &LIMITS);
+        assert_eq!(
+            s.switch_out(10, None),
+            (None, 1),
+            "no guess without the address"
+        );
     }
 }

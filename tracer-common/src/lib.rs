@@ -70,7 +70,7 @@ pub enum EventKind {
     /// A softirq handler ends; [`Event::arg`] is the softirq vector.
     SoftirqExit = 11,
     /// The task switches out (`sched:sched_switch`); [`Event::arg`] is the next task's thread
-    /// id. The run-queue lock changes hands.
+    /// id and [`Event::lock_addr`] the run-queue lock that changes hands (0 when unknown).
     SchedSwitch = 12,
     /// The task exits (`sched:sched_process_exit`): its held stacks go.
     TaskExit = 13,
@@ -222,6 +222,20 @@ impl LockKind {
         )
     }
 
+    /// The lock type, whichever side of it this is (`rwlock` for both of an `rwlock_t`'s
+    /// sides): locks of two types are never one lock, nor of one class.
+    pub const fn family(self) -> LockFamily {
+        match self {
+            LockKind::None => LockFamily::None,
+            LockKind::Spin => LockFamily::Spinlock,
+            LockKind::RwlockRead | LockKind::RwlockWrite => LockFamily::Rwlock,
+            LockKind::Mutex => LockFamily::Mutex,
+            LockKind::RwsemRead | LockKind::RwsemWrite => LockFamily::Rwsem,
+            LockKind::PthreadMutex => LockFamily::PthreadMutex,
+            LockKind::PthreadRwlockRead | LockKind::PthreadRwlockWrite => LockFamily::PthreadRwlock,
+        }
+    }
+
     /// A short stable name, used in reports and JSON.
     pub const fn name(self) -> &'static str {
         match self {
@@ -235,6 +249,55 @@ impl LockKind {
             LockKind::PthreadMutex => "pthread_mutex",
             LockKind::PthreadRwlockRead => "pthread_rwlock_read",
             LockKind::PthreadRwlockWrite => "pthread_rwlock_write",
+        }
+    }
+}
+
+/// A lock type: [`LockKind`] without the side of a reader/writer lock.
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LockFamily {
+    /// Not a lock.
+    #[default]
+    None = 0,
+    /// `spinlock_t` / `raw_spinlock_t`.
+    Spinlock = 1,
+    /// `rwlock_t`.
+    Rwlock = 2,
+    /// `struct mutex`.
+    Mutex = 3,
+    /// `struct rw_semaphore`.
+    Rwsem = 4,
+    /// `pthread_mutex_t`.
+    PthreadMutex = 5,
+    /// `pthread_rwlock_t`.
+    PthreadRwlock = 6,
+}
+
+impl LockFamily {
+    /// Decodes a raw value ([`LockFamily::None`] when unknown).
+    pub const fn from_u16(raw: u16) -> LockFamily {
+        match raw {
+            1 => LockFamily::Spinlock,
+            2 => LockFamily::Rwlock,
+            3 => LockFamily::Mutex,
+            4 => LockFamily::Rwsem,
+            5 => LockFamily::PthreadMutex,
+            6 => LockFamily::PthreadRwlock,
+            _ => LockFamily::None,
+        }
+    }
+
+    /// A short stable name, used in class names.
+    pub const fn name(self) -> &'static str {
+        match self {
+            LockFamily::None => "lock",
+            LockFamily::Spinlock => "spinlock",
+            LockFamily::Rwlock => "rwlock",
+            LockFamily::Mutex => "mutex",
+            LockFamily::Rwsem => "rwsem",
+            LockFamily::PthreadMutex => "pthread_mutex",
+            LockFamily::PthreadRwlock => "pthread_rwlock",
         }
     }
 }
@@ -530,6 +593,7 @@ impl Event {
             slab_cache: self.slab_cache,
             slab_offset: self.slab_offset,
             slab_generic: self.slab_generic != 0,
+            family: self.lock_kind().family(),
         }
     }
 }
@@ -663,6 +727,9 @@ pub struct ProbeConfig {
     pub kmem_cache_oo_offset: u64,
     /// Offset of `pid` in `struct task_struct`, for `sched_switch`.
     pub task_pid_offset: u64,
+    /// Offset of this CPU's run-queue lock (`runqueues.__lock`) in the per-CPU area, or 0
+    /// when unknown: the lock `sched_switch` hands to the next task.
+    pub rq_lock_percpu_offset: u64,
     /// When held entries are stale.
     pub limits: Limits,
     /// How this kernel's `preempt_count` reads as a context.
@@ -689,7 +756,7 @@ pub struct ProbeConfig {
     pub reserved: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 152);
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 160);
 
 impl Default for ProbeConfig {
     fn default() -> ProbeConfig {
@@ -705,6 +772,7 @@ impl Default for ProbeConfig {
             kmem_cache_size_offset: 0,
             kmem_cache_oo_offset: 0,
             task_pid_offset: 0,
+            rq_lock_percpu_offset: 0,
             limits: Limits::DEFAULT,
             preempt_layout: PreemptLayout::CLASSIC,
             preempt_count_source: 0,

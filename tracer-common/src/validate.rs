@@ -6,7 +6,7 @@
 
 use crate::{
     AcquireState, ClassDesc, Counter, HeldLock, HeldStack, Limits, chain, fact::news,
-    usage::acquisition_usage,
+    held::Prepared, usage::acquisition_usage,
 };
 
 /// What the validation needs from where it runs.
@@ -37,23 +37,31 @@ pub trait Validator {
 }
 
 /// Follows the acquisition of `lock` (its address, site, class, kind, variant, CPU and time
-/// set) on `stack`, in `state`: drops what is stale, accounts a contention that ended on this
-/// lock, reports what is new (a chain, usage bits, a recursive acquisition) in one fact, then
-/// pushes it. `in_task` says the stack is a task's (whose spinning locks cannot migrate).
+/// set) on `stack`, in `state`: buries the same instance when its release was missed, accounts
+/// a contention that ended on this lock, reports what is new (a chain, usage bits, a recursive
+/// acquisition) in one fact, then pushes it. No loop longer than [`crate::held::RECENT`].
 #[inline(always)]
 pub fn acquire<V: Validator>(
     v: &mut V,
     stack: &mut HeldStack,
     lock: HeldLock,
     state: &AcquireState,
-    in_task: bool,
     limits: &Limits,
 ) {
     v.count(Counter::Acquisitions, 1);
-    let prepared = stack.prepare(&lock, lock.acquired_ns, in_task, limits);
-    if prepared.stale > 0 {
-        v.count(Counter::StaleHeld, u64::from(prepared.stale));
-    }
+    let again = match stack.reacquired(&lock) {
+        Prepared::Fresh => u32::MAX,
+        Prepared::Stale => {
+            v.count(Counter::StaleHeld, 1);
+            u32::MAX
+        }
+        Prepared::Recursive(i) => i as u32,
+    };
+    // Through memory: whichever entry it was, what follows is one state for the verifier.
+    let again = match stack.launder(again) {
+        u32::MAX => None,
+        i => Some(i as usize),
+    };
     if stack.contending == lock.addr {
         if stack.contended_ns != 0 {
             v.contended(&lock.class, lock.class_key, stack.contended_ns);
@@ -70,12 +78,15 @@ pub fn acquire<V: Validator>(
         }
     }
     let lookup = chain::lookup_key(stack.next_chain_key(&lock), state);
-    if prepared.recursive.is_some() {
+    if again.is_some() {
         // Rare: reported every time; user space validates the chain it leaves.
         new |= news::RECURSIVE | news::NEW_CHAIN;
     } else if !v.chain_known(lookup) {
         new |= news::NEW_CHAIN;
     }
+    // One state into the report, whichever way the bits were found (see `launder`).
+    let bits = stack.launder(new | u32::from(usage) << 8 | u32::from(known_usage) << 16);
+    let (new, usage, known_usage) = (bits & 0xff, (bits >> 8) as u8, (bits >> 16) as u8);
     if new != 0 && v.report(new, usage, state, &lock, stack) {
         if new & news::NEW_USAGE != 0 {
             v.remember_usage(lock.class_key, known_usage | usage);
@@ -84,10 +95,10 @@ pub fn acquire<V: Validator>(
             v.remember_chain(lookup);
         }
     }
-    if let Some(i) = prepared.recursive {
-        stack.remove(i);
+    if let Some(i) = again {
+        stack.bury(i);
     }
-    if stack.push(lock, limits) {
+    if !stack.push(lock, limits) {
         v.count(Counter::HeldOverflow, 1);
     }
 }
@@ -117,7 +128,7 @@ pub fn contention_begin(
     stack.contending = addr;
     stack.contending_since = now_ns;
     stack.contended_ns = 0;
-    let i = stack.find(addr)?;
+    let i = stack.find_recent(addr)?;
     let old = *stack.get(i)?;
     if old.lock_kind().is_read() && tp_flags & LCB_F_READ != 0 {
         return None;

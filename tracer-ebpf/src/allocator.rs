@@ -52,13 +52,10 @@ fn call<C: EbpfContext>(
         flags: extra,
         user_stack: false,
     };
+    // Held entries past their staleness bound travel too; user space ignores them (a stale
+    // spinlock must not make a legal call look atomic).
     match held::kernel_stack(&here, false) {
         Some(stack) => {
-            // A stale spinlock must not make a legal call look atomic.
-            let stale = stack.expire(context::now_ns(), here.cpu, here.in_task(), &cfg.limits);
-            if stale > 0 {
-                emit::count(tracer_common::Counter::StaleHeld, u64::from(stale));
-            }
             emit::fact(ctx, &here, &info, &lock, stack);
         }
         None => {

@@ -14,14 +14,32 @@ use aya_ebpf::{
     },
 };
 use tracer_common::{
-    AcquireState, ExecContext, IrqState, PreemptCountSource, ProbeConfig, SLAB_NAME_LEN,
-    class::Instance, flags, preempt,
+    AcquireState, ExecContext, HeldLock, IrqState, LockFamily, PreemptCountSource, ProbeConfig,
+    SLAB_NAME_LEN, class::Instance, flags, preempt,
 };
 
 use crate::{
     emit,
-    maps::{BRACKETS, CONFIG, SLAB_GENERIC, SLAB_GEOMETRY, SLAB_NAMES},
+    maps::{BRACKETS, CONFIG, SCRATCH, SLAB_GENERIC, SLAB_GEOMETRY, SLAB_NAMES},
 };
+
+/// `value`, made opaque to the verifier by a round trip through map memory. What a program
+/// learns about where it runs (context, interrupt state, `preempt_count`) comes out of
+/// several paths with a different constant on each; carried as such through the rest of the
+/// program, it would make the verifier walk the rest once per constant. Laundered, the rest
+/// is walked once.
+#[inline(always)]
+pub fn launder(value: u64) -> u64 {
+    match SCRATCH.get_ptr_mut(0) {
+        // SAFETY: this CPU's word; nothing else runs here between the write and the read
+        // (programs of one context do not nest).
+        Some(slot) => unsafe {
+            core::ptr::write_volatile(slot, value);
+            core::ptr::read_volatile(slot)
+        },
+        None => value,
+    }
+}
 
 /// Set to 1 by user space at load time for the benchmark's floor: every program then returns
 /// at once (the verifier sees the constant and prunes the rest), so a session measures what
@@ -72,6 +90,12 @@ pub fn cpu() -> u32 {
 /// `bpf_probe_read_kernel`.
 #[inline(always)]
 pub fn irq_state(cfg: &ProbeConfig) -> IrqState {
+    IrqState::from_u32(launder(irq_state_raw(cfg) as u64) as u32)
+}
+
+/// [`irq_state`] before laundering.
+#[inline(always)]
+fn irq_state_raw(cfg: &ProbeConfig) -> IrqState {
     if cfg.irq_kfunc_valid == 0 {
         return IrqState::Unknown;
     }
@@ -166,6 +190,19 @@ fn cpu_view_runqueue(cfg: &ProbeConfig) -> Option<(u32, u64)> {
     }
 }
 
+/// `lock`, made opaque to the verifier by a round trip through map memory (see [`launder`]).
+#[inline(always)]
+pub fn launder_lock(lock: HeldLock) -> HeldLock {
+    match crate::maps::NEW_LOCK.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot; nothing else runs here between the write and the read.
+        Some(slot) => unsafe {
+            core::ptr::write_volatile(slot, lock);
+            core::ptr::read_volatile(slot)
+        },
+        None => lock,
+    }
+}
+
 /// What [`begin`] learned about where the program runs.
 pub struct Here {
     /// `preempt_count`, when readable.
@@ -187,12 +224,6 @@ impl Here {
     #[inline(always)]
     pub fn tid(&self) -> u32 {
         self.pid_tgid as u32
-    }
-
-    /// True in task (or unknown, hence task-placed) context.
-    #[inline(always)]
-    pub fn in_task(&self) -> bool {
-        self.level == 0
     }
 
     /// Where and how an acquisition here runs, with the interrupt state `irqs`.
@@ -255,26 +286,38 @@ pub fn begin() -> Option<(&'static ProbeConfig, emit::Running, Here)> {
         return None;
     }
     let running = emit::Running::enter(level)?;
+    // One state for the rest of the program, whichever way the view was found.
+    let (count, base) = view.unwrap_or((0, 0));
+    let valid = launder(view.is_some() as u64) != 0;
+    let count = launder(u64::from(count)) as u32;
+    let base = launder(base);
     let here = Here {
-        count: view.map(|(count, _)| count),
-        percpu_base: view.map(|(_, base)| base),
-        context,
-        level,
+        count: valid.then_some(count),
+        percpu_base: valid.then_some(base),
+        context: ExecContext::from_u32(launder(context as u64) as u32),
+        level: launder(u64::from(level)) as u32 & 3,
         cpu: cpu(),
         pid_tgid: bpf_get_current_pid_tgid(),
     };
     Some((cfg, running, here))
 }
 
-/// Where a kernel lock at `addr` sits, taken at `site`: its slab cache (kfunc
+/// Where a kernel lock of type `family` at `addr` sits, taken at `site`: its slab cache (kfunc
 /// `bpf_get_kmem_cache`, Linux 6.13+) or its offset in this CPU's static per-CPU area. The
 /// kfunc wants a plain scalar, so callers pass an address copied out of the context, not a
 /// typed pointer.
 #[inline(always)]
-pub fn instance(addr: u64, site: u64, cfg: &ProbeConfig, here: &Here) -> Instance {
+pub fn instance(
+    addr: u64,
+    site: u64,
+    family: LockFamily,
+    cfg: &ProbeConfig,
+    here: &Here,
+) -> Instance {
     let mut inst = Instance {
         addr,
         site,
+        family,
         ..Instance::default()
     };
     if addr >= tracer_common::class::STATIC_START {

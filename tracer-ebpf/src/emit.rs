@@ -8,7 +8,8 @@ use aya_ebpf::{
     },
 };
 use tracer_common::{
-    Counter, ExecContext, Fact, FactKind, HeldLock, HeldStack, IrqState, MAX_FRAMES, flags,
+    Counter, ExecContext, Fact, FactKind, HeldLock, HeldStack, IrqState, MAX_FRAMES, MAX_HELD,
+    flags,
 };
 
 use crate::{
@@ -99,7 +100,7 @@ pub fn fact<C: EbpfContext>(
         (*fact).lock = *lock;
         // One copy of the entries in use, by the kernel's memcpy: a loop of 80-byte copies
         // would be walked by the verifier once per entry and per path.
-        let n = held.len();
+        let n = held.len().min(MAX_HELD);
         let bytes = n * core::mem::size_of::<HeldLock>();
         let copied = bpf_probe_read_kernel(
             (*fact).held.as_mut_ptr() as *mut core::ffi::c_void,
@@ -166,6 +167,24 @@ impl Running {
         // only clears a slot it still owns, so the worst case is one unguarded program run.
         unsafe { *slot = task };
         Some(Running(slot))
+    }
+}
+
+impl Running {
+    /// True when `task` holds a slot of context `level` on this CPU: it was preempted inside
+    /// one of our programs there.
+    #[inline(always)]
+    pub fn held_by(level: u32, task: u64) -> bool {
+        for i in 0..RUNNING_SLOTS {
+            // SAFETY: a per-CPU slot, read.
+            if RUNNING
+                .get_ptr_mut(level * RUNNING_SLOTS + i)
+                .is_some_and(|slot| unsafe { *slot } == task)
+            {
+                return true;
+            }
+        }
+        false
     }
 }
 

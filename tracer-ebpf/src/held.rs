@@ -77,9 +77,12 @@ fn task_tid(task: u64, cfg: &ProbeConfig) -> Option<u32> {
 }
 
 /// `sched_switch` from `prev` to `next` on this CPU: `prev` cannot hold a spinning lock while
-/// it is switched out, except the run-queue lock the scheduler hands to `next`, which releases
-/// it (lockdep's `prepare_lock_switch`/`finish_lock_switch`). Moves that lock to `next`'s
-/// stack; drops any other spinning lock `prev` still shows (a missed release).
+/// it is switched out, except this CPU's run-queue lock the scheduler hands to `next`, which
+/// releases it (lockdep's `prepare_lock_switch`/`finish_lock_switch`). Moves that lock to
+/// `next`'s stack; drops any other spinning lock `prev` still shows (a missed release).
+///
+/// Not when `next` was preempted inside one of our programs: resumed, it runs the release as a
+/// probe nested in that program, which is skipped, and the lock would stay in its stack.
 #[inline(always)]
 pub fn switch(cfg: &ProbeConfig, here: &Here, prev: u64, next: u64) {
     let (Some(prev_tid), Some(next_tid)) = (task_tid(prev, cfg), task_tid(next, cfg)) else {
@@ -88,13 +91,22 @@ pub fn switch(cfg: &ProbeConfig, here: &Here, prev: u64, next: u64) {
     let Some(prev_stack) = task_stack(task_key(prev_tid, here.cpu, false), false) else {
         return;
     };
-    let (handed, stale) = prev_stack.switch_out();
+    let rq_lock = match here.percpu_base {
+        Some(base) if cfg.rq_lock_percpu_offset != 0 => {
+            Some(base.wrapping_add(cfg.rq_lock_percpu_offset))
+        }
+        _ => None,
+    };
+    let (handed, stale) = prev_stack.switch_out(crate::context::now_ns(), rq_lock);
     if stale > 0 {
         count(Counter::StaleHeld, u64::from(stale));
     }
     let Some(lock) = handed else { return };
+    if crate::emit::Running::held_by(0, next) {
+        return;
+    }
     if let Some(next_stack) = task_stack(task_key(next_tid, here.cpu, false), true) {
-        if next_stack.push(lock, &cfg.limits) {
+        if !next_stack.push(lock, &cfg.limits) {
             count(Counter::HeldOverflow, 1);
         }
         count(Counter::Handoff, 1);

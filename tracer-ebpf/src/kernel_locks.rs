@@ -46,8 +46,14 @@ pub fn on_acquire(ctx: &FExitContext, lock_kind: LockKind, variant: u32, success
     // SAFETY: the context's first slot is the argument.
     let addr: u64 = unsafe { bpf_probe_read_kernel(ctx.as_ptr() as *const u64) }.unwrap_or(0);
     let site = context::trampoline_caller(ctx, cfg);
-    let class = classify(&context::instance(addr, site, cfg, &here));
-    let lock = HeldLock {
+    let class = classify(&context::instance(
+        addr,
+        site,
+        lock_kind.family(),
+        cfg,
+        &here,
+    ));
+    let lock = context::launder_lock(HeldLock {
         addr,
         site,
         class,
@@ -57,7 +63,7 @@ pub fn on_acquire(ctx: &FExitContext, lock_kind: LockKind, variant: u32, success
         kind: lock_kind as u32,
         variant,
         ..HeldLock::default()
-    };
+    });
     let Some(stack) = held::kernel_stack(&here, true) else {
         return;
     };
@@ -131,7 +137,12 @@ pub fn on_switch(ctx: &BtfTracePointContext) {
     let Some((cfg, _running, here)) = context::begin() else {
         return;
     };
-    held::switch(cfg, &here, ctx.arg(1), ctx.arg(2));
+    // The arguments as plain scalars (the typed task pointers allow no run-time offsets).
+    let arg = |i: usize| {
+        // SAFETY: reading the context's argument slots.
+        unsafe { bpf_probe_read_kernel((ctx.as_ptr() as *const u64).wrapping_add(i)) }.unwrap_or(0)
+    };
+    held::switch(cfg, &here, arg(1), arg(2));
 }
 
 /// tp_btf `sched_process_exit(p)`: the current task exits.

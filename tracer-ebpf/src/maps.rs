@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use tracer_common::{COUNTERS, ContentionStat, HeldStack, ProbeConfig, SLAB_NAME_LEN};
+use tracer_common::{COUNTERS, ContentionStat, HeldLock, HeldStack, ProbeConfig, SLAB_NAME_LEN};
 
 /// `BPF_F_NO_PREALLOC`: entries are allocated when inserted, so memory follows the tasks that
 /// exist rather than the map's maximum.
@@ -120,3 +120,14 @@ pub static RELEASE_CLAIM: PerCpuArray<u64> = PerCpuArray::with_max_entries(2 * 4
 /// only where `preempt_count` cannot be read.
 #[map]
 pub static BRACKETS: PerCpuArray<u32> = PerCpuArray::with_max_entries(2, 0);
+
+/// Per CPU: one word that values go through to become opaque to the verifier (see
+/// `context::launder`).
+#[map]
+pub static SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per CPU: the lock an acquire program is following, built here rather than on the BPF
+/// stack so that the verifier sees its fields as unknown values, not as one constant per way
+/// they were found (see `context::launder`).
+#[map]
+pub static NEW_LOCK: PerCpuArray<HeldLock> = PerCpuArray::with_max_entries(1, 0);

@@ -71,9 +71,11 @@ pub fn on_lock_return(ctx: &RetProbeContext) {
         addr: pending.addr,
         site,
         user_pid: Some((here.pid_tgid >> 32) as u32),
+        family: LockKind::from_u32(pending.lock_kind)
+            .map_or(tracer_common::LockFamily::None, LockKind::family),
         ..Default::default()
     });
-    let lock = HeldLock {
+    let lock = context::launder_lock(HeldLock {
         addr: pending.addr,
         site,
         class,
@@ -83,7 +85,7 @@ pub fn on_lock_return(ctx: &RetProbeContext) {
         kind: pending.lock_kind,
         variant: pending.flags,
         ..HeldLock::default()
-    };
+    });
     let Some(stack) = held::user_stack(&here, true) else {
         return;
     };

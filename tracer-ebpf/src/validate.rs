@@ -103,8 +103,7 @@ pub fn acquire<C: EbpfContext>(
     } else {
         maps.here.state(maps.irqs)
     };
-    let in_task = maps.here.in_task();
-    validate::acquire(maps, stack, lock, &state, in_task, &cfg.limits);
+    validate::acquire(maps, stack, lock, &state, &cfg.limits);
 }
 
 /// Adds one wait of `ns` to the class's contention figures.
@@ -165,7 +164,9 @@ pub fn contention<C: EbpfContext>(
         if let Some(ns) = validate::contention_end(stack, addr, now)
             && cfg.acquisitions_traced == 0
         {
-            let class = tracer_common::class::classify(&context::instance(addr, 0, cfg, here));
+            // No site here: a class by site would mean nothing, so none is given a type.
+            let inst = context::instance(addr, 0, tracer_common::LockFamily::None, cfg, here);
+            let class = tracer_common::class::classify(&inst);
             account_contention(&class, class.key(), ns);
             stack.contending = 0;
         }

@@ -40,7 +40,8 @@ pub struct FactRecord {
     pub comm: [u8; 16],
     /// Acquire: the lock acquired. Call: `site` is the caller.
     pub lock: HeldLock,
-    /// The locks held in the same context before, bottom first.
+    /// The locks held in the same context before, bottom first (without the tombstones of
+    /// locks released below the top).
     pub held: Vec<HeldLock>,
     /// The stack, once named.
     pub stack: Option<StackKey>,
@@ -65,7 +66,12 @@ impl FactRecord {
             flags: fact.flags,
             comm: fact.comm,
             lock: fact.lock,
-            held: fact.held().to_vec(),
+            held: fact
+                .held()
+                .iter()
+                .filter(|lock| !lock.is_tombstone())
+                .copied()
+                .collect(),
             stack,
         })
     }

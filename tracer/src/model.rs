@@ -170,9 +170,7 @@ fn fact(
         },
         comm: ev.comm,
         lock,
-        held: (0..held.len())
-            .filter_map(|i| held.get(i).copied())
-            .collect(),
+        held: held.held().copied().collect(),
         stack,
     }
 }
@@ -337,10 +335,6 @@ impl KernelModel {
                 ..ev.acquire_state()
             }
         };
-        let in_task = !matches!(
-            context,
-            ExecContext::Softirq | ExecContext::Hardirq | ExecContext::Nmi
-        );
         let limits = self.limits;
         let (stack, stale) = if user {
             (self.stacks.user(ev, true), 0)
@@ -356,7 +350,7 @@ impl KernelModel {
             user,
             facts,
         };
-        validate::acquire(&mut run, stack, lock, &state, in_task, &limits);
+        validate::acquire(&mut run, stack, lock, &state, &limits);
     }
 
     fn release(&mut self, ev: &Event, context: ExecContext) {
@@ -417,18 +411,8 @@ impl KernelModel {
         context: ExecContext,
         facts: &mut Vec<FactRecord>,
     ) {
-        let limits = self.limits;
-        let in_task = !matches!(
-            context,
-            ExecContext::Softirq | ExecContext::Hardirq | ExecContext::Nmi
-        );
         let held = match self.stack_of(ev, context, false) {
-            Some(stack) => {
-                let stale = stack.expire(ev.timestamp_ns, ev.cpu, in_task, &limits);
-                let held = *stack;
-                self.caches.counters[Counter::StaleHeld as usize] += u64::from(stale);
-                held
-            }
+            Some(stack) => *stack,
             None => HeldStack::EMPTY,
         };
         let lock = HeldLock {
@@ -460,12 +444,14 @@ impl KernelModel {
         }
     }
 
-    /// `sched_switch` from the event's task to the task whose thread id is `ev.arg`.
+    /// `sched_switch` from the event's task to the task whose thread id is `ev.arg`, handing
+    /// over the run-queue lock at `ev.lock_addr` (none when 0).
     fn switch(&mut self, ev: &Event) {
         let Some(prev) = self.stacks.task(task_key(ev.tid, ev.cpu, false), false) else {
             return;
         };
-        let (handed, stale) = prev.switch_out();
+        let rq_lock = (ev.lock_addr != 0).then_some(ev.lock_addr);
+        let (handed, stale) = prev.switch_out(ev.timestamp_ns, rq_lock);
         self.caches.counters[Counter::StaleHeld as usize] += u64::from(stale);
         let Some(lock) = handed else { return };
         let limits = self.limits;
@@ -473,8 +459,8 @@ impl KernelModel {
             .stacks
             .task(task_key(ev.arg as u32, ev.cpu, false), true)
         {
-            let overflow = next.push(lock, &limits);
-            self.caches.counters[Counter::HeldOverflow as usize] += u64::from(overflow);
+            let pushed = next.push(lock, &limits);
+            self.caches.counters[Counter::HeldOverflow as usize] += u64::from(!pushed);
             self.caches.counters[Counter::Handoff as usize] += 1;
         }
     }

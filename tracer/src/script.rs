@@ -22,7 +22,8 @@ pub struct ScriptSummary {
 }
 
 /// Prints every fact of the recording at `path` to `out`; with `stacks`, each fact's stack
-/// follows it, one frame per line.
+/// follows it, one frame per line, then the locks it held, each with where and when it was
+/// taken.
 pub fn write_facts(
     path: &Path,
     stacks: bool,
@@ -44,6 +45,21 @@ pub fn write_facts(
             if stacks {
                 for frame in stack_frames(&symbols, fact.stack).unwrap_or_default() {
                     writeln!(out, "\t{frame}").map_err(ReplayError::Output)?;
+                }
+                for (i, lock) in fact.held.iter().enumerate() {
+                    writeln!(
+                        out,
+                        "\t#{i}: {} at {} taken {} µs before{}",
+                        lock_name(lock, &symbols),
+                        call_site(&symbols, fact.pid, lock.site, lock.lock_kind().is_user()),
+                        fact.timestamp_ns.saturating_sub(lock.acquired_ns) / 1000,
+                        if lock.is_stale(fact.timestamp_ns) {
+                            " (stale)"
+                        } else {
+                            ""
+                        }
+                    )
+                    .map_err(ReplayError::Output)?;
                 }
             }
         }

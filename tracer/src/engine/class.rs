@@ -8,7 +8,7 @@
 //! so that symbols learned later are used.
 
 use rustc_hash::FxHashMap;
-use tracer_common::{ClassDesc, ClassTag, HeldLock, LockKind};
+use tracer_common::{ClassDesc, ClassTag, HeldLock, LockFamily, LockKind};
 
 use super::usage::ClassUsage;
 use crate::symbols::Symbols;
@@ -46,11 +46,15 @@ pub enum ClassKey {
         offset: u32,
         /// Start of the acquiring function (the site when unresolved).
         site: u64,
+        /// The lock's type.
+        family: LockFamily,
     },
-    /// Any other kernel lock: the function acquiring it.
+    /// Any other kernel lock: the function acquiring it, and the lock's type.
     Site {
         /// Start of the acquiring function (the site when unresolved).
         site: u64,
+        /// The lock's type.
+        family: LockFamily,
     },
     /// A user-space lock: process and address.
     User {
@@ -143,6 +147,7 @@ pub fn engine_key(desc: &ClassDesc, symbols: &Symbols) -> (ClassKey, ClassSource
                 cache: desc.a,
                 offset: desc.offset,
                 site: function(desc.b),
+                family: desc.lock_family(),
             },
             ClassSource::SlabCache,
         ),
@@ -156,6 +161,7 @@ pub fn engine_key(desc: &ClassDesc, symbols: &Symbols) -> (ClassKey, ClassSource
         Some(ClassTag::Site) | None => (
             ClassKey::Site {
                 site: function(desc.b),
+                family: desc.lock_family(),
             },
             ClassSource::KernelSite,
         ),
@@ -191,6 +197,7 @@ impl LockClass {
                 cache,
                 offset,
                 site,
+                ..
             } => match offset {
                 0 => format!("&{} (taken in {})", cache_name(cache), kernel_fn(site)),
                 o => format!(
@@ -200,7 +207,9 @@ impl LockClass {
                     kernel_fn(site)
                 ),
             },
-            ClassKey::Site { site } => format!("lock (taken in {})", kernel_fn(site)),
+            ClassKey::Site { site, family } => {
+                format!("{} (taken in {})", family.name(), kernel_fn(site))
+            }
             ClassKey::User { pid, addr } => match symbols.user_locks.get(&(pid, addr)) {
                 Some(name) => name.clone(),
                 None => {
@@ -306,7 +315,10 @@ mod tests {
     }
 
     fn held(inst: Instance, kind: LockKind) -> HeldLock {
-        let class = classify(&inst);
+        let class = classify(&Instance {
+            family: kind.family(),
+            ..inst
+        });
         HeldLock {
             addr: inst.addr,
             site: inst.site,
@@ -371,7 +383,7 @@ mod tests {
             (
                 at(0xffff888012345600),
                 LockKind::Mutex,
-                "lock (taken in foo_func)",
+                "mutex (taken in foo_func)",
                 ClassSource::KernelSite,
             ),
             (

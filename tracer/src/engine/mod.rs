@@ -99,10 +99,12 @@ impl Engine {
         &self.log.current
     }
 
-    /// Resolves the held locks of `fact` into `self.held`.
+    /// Resolves the held locks of `fact` into `self.held`. An entry past its staleness bound
+    /// is a missed release the programs have not dropped yet (they do when its task switches
+    /// out): it is not held.
     fn resolve_held(&mut self, fact: &FactRecord, symbols: &Symbols) {
         self.held.clear();
-        for lock in &fact.held {
+        for lock in fact.held.iter().filter(|l| !l.is_stale(fact.timestamp_ns)) {
             let (class, created) = self.classes.resolve(lock, symbols);
             if created {
                 self.graph.ensure_class(class);

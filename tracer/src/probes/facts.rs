@@ -162,6 +162,9 @@ pub struct KernelFacts {
     pub percpu_size: u64,
     /// Offset of `pid` in `struct task_struct` (for `sched_switch`), 0 when unknown.
     pub task_pid_offset: u64,
+    /// Offset of the run-queue lock in the per-CPU area (`runqueues` plus `rq.__lock`, or
+    /// `rq.lock` before Linux 5.14), 0 when unknown.
+    pub rq_lock_percpu_offset: u64,
     /// `bpf_get_func_ip` exists for trampoline programs (Linux 5.15+).
     pub func_ip_helper: bool,
 }
@@ -182,6 +185,13 @@ impl KernelFacts {
             pcpu_alloc: PCPU_ALLOC_NAMES.into_iter().find(|name| btf.has_func(name)),
             percpu_size: btf.section_size(PERCPU).unwrap_or(0),
             task_pid_offset: btf.member_offset("task_struct", &["pid"]).unwrap_or(0),
+            rq_lock_percpu_offset: btf
+                .var_offset(PERCPU, "runqueues")
+                .zip(
+                    btf.member_offset("rq", &["__lock"])
+                        .or_else(|| btf.member_offset("rq", &["lock"])),
+                )
+                .map_or(0, |(rq, lock)| rq + lock),
             // The helper's kernel-side implementation for tracing programs came with it.
             func_ip_helper: btf.has_func("bpf_get_func_ip_tracing") || kernel_at_least(5, 15),
         }
@@ -209,6 +219,7 @@ impl KernelFacts {
         let mut cfg = ProbeConfig {
             percpu_size: self.percpu_size,
             task_pid_offset: self.task_pid_offset,
+            rq_lock_percpu_offset: self.rq_lock_percpu_offset,
             func_ip_helper: self.func_ip_helper.into(),
             irq_kfunc_valid: self.irq_kfunc.into(),
             kmem_cache_kfunc_valid: self.kmem_cache_kfunc.into(),

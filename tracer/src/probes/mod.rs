@@ -229,6 +229,7 @@ impl Probes {
                 libraries,
             });
         }
+        probes.save_verified_counts();
         if !probes.statuses.iter().any(|s| s.attached) {
             let why = probes.not_attached_summary().join("; ");
             return Err(ProbeError::NothingAttached(why));
@@ -306,6 +307,25 @@ impl Probes {
     /// Every probe and whether it attached.
     pub fn statuses(&self) -> &[ProbeStatus] {
         &self.statuses
+    }
+
+    /// With `LOCKTRACE_VERIFIER_LOG=DIR`, writes how many instructions the verifier walked for
+    /// each loaded program to `DIR/verified.txt` (what verifying costs, kernel by kernel).
+    fn save_verified_counts(&self) {
+        let Some(dir) = std::env::var_os("LOCKTRACE_VERIFIER_LOG") else {
+            return;
+        };
+        let mut lines: Vec<String> = self
+            .ebpf
+            .programs()
+            .filter_map(|(name, program)| {
+                let count = program.info().ok()?.verified_instruction_count()?;
+                Some(format!("{name} {count}"))
+            })
+            .collect();
+        lines.sort();
+        let path = std::path::Path::new(&dir).join("verified.txt");
+        let _ = std::fs::write(path, lines.join("\n") + "\n");
     }
 
     /// The kernel's static per-CPU variables (offset, size, name), to name per-CPU classes.

@@ -418,7 +418,8 @@ pub(crate) fn decode_header_body(format_version: u32, body: &[u8]) -> Result<Hea
 fn put_class(buf: &mut impl BufMut, class: &ClassDesc) {
     buf.put_u64_le(class.a);
     buf.put_u64_le(class.b);
-    buf.put_u32_le(class.tag);
+    buf.put_u16_le(class.tag);
+    buf.put_u16_le(class.family);
     buf.put_u32_le(class.offset);
 }
 
@@ -428,11 +429,13 @@ fn put_held(buf: &mut impl BufMut, lock: &HeldLock) {
     buf.put_u64_le(lock.site);
     put_class(buf, &lock.class);
     buf.put_u64_le(lock.class_key);
+    buf.put_u64_le(lock.chain_key);
     buf.put_u64_le(lock.acquired_ns);
-    buf.put_u32_le(lock.acquired_at);
+    buf.put_u64_le(lock.stale_ns);
     buf.put_u32_le(lock.cpu);
     buf.put_u32_le(lock.kind);
     buf.put_u32_le(lock.variant);
+    buf.put_u32_le(lock.reserved);
 }
 
 /// Encodes a stack key: space (0 kernel, 1 user), pid, id.
@@ -538,6 +541,10 @@ impl Decoder<'_> {
         self.buf.try_get_u8().map_err(|_| SHORT)
     }
 
+    fn u16(&mut self) -> Result<u16, Corruption> {
+        self.buf.try_get_u16_le().map_err(|_| SHORT)
+    }
+
     fn u32(&mut self) -> Result<u32, Corruption> {
         self.buf.try_get_u32_le().map_err(|_| SHORT)
     }
@@ -612,7 +619,8 @@ impl Decoder<'_> {
         Ok(ClassDesc {
             a: self.u64()?,
             b: self.u64()?,
-            tag: self.u32()?,
+            tag: self.u16()?,
+            family: self.u16()?,
             offset: self.u32()?,
         })
     }
@@ -623,11 +631,13 @@ impl Decoder<'_> {
             site: self.u64()?,
             class: self.class()?,
             class_key: self.u64()?,
+            chain_key: self.u64()?,
             acquired_ns: self.u64()?,
-            acquired_at: self.u32()?,
+            stale_ns: self.u64()?,
             cpu: self.u32()?,
             kind: self.u32()?,
             variant: self.u32()?,
+            reserved: self.u32()?,
         })
     }
 

@@ -48,9 +48,10 @@
 //! | 11 PercpuVars (*)  | offset in the per-CPU area u64, size u64, name `str`                   |
 //!
 //! where `frame` = addr u64, function `opt<str>`, offset u64, file `opt<str>`, line `opt<u32>`;
-//! `class` = a u64, b u64, tag u32, offset u32 ([`tracer_common::ClassDesc`]);
-//! `held` = addr u64, site u64, `class`, class key u64, acquired ns u64,
-//! acquired at u32, cpu u32, lock kind u32, variant u32 ([`tracer_common::HeldLock`]);
+//! `class` = a u64, b u64, tag u16, family u16, offset u32 ([`tracer_common::ClassDesc`]);
+//! `held` = addr u64, site u64, `class`, class key u64, chain key u64, acquired ns u64,
+//! stale ns u64, cpu u32, lock kind u32, variant u32, reserved u32
+//! ([`tracer_common::HeldLock`]);
 //! `stack key` = space u32 (0 kernel, 1 user), pid u32, id i32; and
 //! `fact` = timestamp ns u64, arg u64, arg2 u64, kind u32, news u32, cpu u32, pid u32, tid u32,
 //! context u32, irqs u32, preempt count u32, flags u32, comm 16 bytes, lock `held`, held
