@@ -606,3 +606,8 @@ fn idle_tasks_are_one_per_cpu() {
 fn events_lost_before_an_event() {
     check("lost-events");
 }
+
+#[test]
+fn irq_checks_do_not_pass_through_user_locks() {
+    check("irq-through-user-lock");
+}
