@@ -291,3 +291,89 @@ fn a_full_stdout_is_one_error_line_not_a_panic() {
         assert!(errors[0].contains("No space left"), "{args:?}: {stderr}");
     }
 }
+
+/// A thread name that clears the screen and starts a forged line.
+const EVIL: &str = "\x1b[2J\nFORGED";
+
+/// The AB-BA of `write_trace`, with every name the traced world controls made hostile: the
+/// thread name, the lock and function symbols, a stack's frames and its source file.
+fn write_hostile_trace(path: &std::path::Path) {
+    let header = Header::for_this_machine(vec!["test".into()], Vec::new());
+    let mut writer = TraceWriter::create(path, &header).unwrap();
+    let mut symbols = symbols();
+    for symbol in &mut symbols {
+        symbol.name = format!("{}{EVIL}\u{9b}2J", symbol.name);
+    }
+    writer.write(&Record::KernelSymbols(symbols)).unwrap();
+    let frame = tracer::symbols::Frame {
+        addr: FUNC + 0x10,
+        function: Some(format!("evil_fn{EVIL}")),
+        offset: 0x10,
+        file: Some(format!("/src/{EVIL}.c")),
+        line: Some(7),
+    };
+    let stack = tracer::symbols::StackKey::kernel(1);
+    writer
+        .write(&Record::Stacks(vec![(stack, vec![frame])]))
+        .unwrap();
+    let mut events = abba();
+    for ev in &mut events {
+        ev.comm = [0; 16];
+        ev.comm[..EVIL.len()].copy_from_slice(EVIL.as_bytes());
+        ev.kernel_stack_id = 1;
+    }
+    writer.write_events(&events).unwrap();
+    writer
+        .finish(EndSummary {
+            events_written: events.len() as u64,
+            duration_ns: 1,
+        })
+        .unwrap();
+}
+
+/// No escape sequence and no line of the output's own making.
+fn assert_inert(what: &str, bytes: &[u8]) {
+    assert!(
+        !bytes.contains(&0x1b) && !String::from_utf8_lossy(bytes).contains('\u{9b}'),
+        "{what}: an escape sequence reached the terminal: {}",
+        String::from_utf8_lossy(bytes)
+    );
+    let text = String::from_utf8_lossy(bytes);
+    assert!(
+        !text.lines().any(|l| l.starts_with("FORGED")),
+        "{what}: a forged line: {text}"
+    );
+}
+
+#[test]
+fn names_from_the_traced_world_cannot_drive_the_terminal() {
+    let dir = support::tempdir();
+    let path = support::path_in(&dir, "evil.lttrace");
+    write_hostile_trace(&path);
+    let file = path.to_str().unwrap();
+    for args in [
+        vec!["report", file],
+        vec!["script", file, "--stacks"],
+        vec!["graph", file, "--format", "dot"],
+    ] {
+        let output = run(&args);
+        assert!(!output.stdout.is_empty(), "{args:?}");
+        assert_inert(&format!("{args:?} stdout"), &output.stdout);
+        assert_inert(&format!("{args:?} stderr"), &output.stderr);
+    }
+    let report = String::from_utf8_lossy(&run(&["report", file]).stdout).into_owned();
+    assert!(
+        report.contains("\\x1b[2J\\nFORGED/2") && report.contains("evil_fn\\x1b[2J\\nFORGED+0x10"),
+        "names are shown escaped: {report}"
+    );
+    // JSON keeps the real names: serde escapes them itself.
+    let json = run(&["report", file, "--json"]);
+    let alert: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&json.stdout)
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(alert["trigger"]["task"]["comm"], EVIL);
+}

@@ -222,3 +222,36 @@ fn a_command_using_another_c_library_is_followed_there() {
         vec![("circular_dependency".into(), set(&["lock_a", "lock_b"]))]
     );
 }
+
+#[test]
+fn thread_names_cannot_drive_the_terminal_under_watch() {
+    if !support::bpf_available("thread_names_cannot_drive_the_terminal_under_watch") {
+        return;
+    }
+    // Text output, as a person at a terminal would read it.
+    let output = support::locktrace()
+        .args(["watch", "--no-kernel", "--"])
+        .arg(lockpatterns())
+        .arg("evil-abba")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("possible circular locking dependency detected"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("\\x1b[2J\\nFORGED/"),
+        "the thread is named, escaped: {stdout}"
+    );
+    for (what, bytes) in [("stdout", &output.stdout), ("stderr", &output.stderr)] {
+        assert!(!bytes.contains(&0x1b), "{what}: a raw escape: {stdout}");
+        let text = String::from_utf8_lossy(bytes);
+        assert!(
+            !text.lines().any(|l| l.starts_with("FORGED")),
+            "{what}: a forged line: {text}"
+        );
+    }
+}

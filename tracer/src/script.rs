@@ -1,5 +1,6 @@
 //! A recording's raw events, one line each, like `perf script`: what to read when a report
 //! needs explaining (which release never came, which context an acquisition ran in).
+//! Thread names, symbols and file names are made [`printable`] on the way out.
 
 use std::{io::Write, path::Path};
 
@@ -7,7 +8,7 @@ use tracer_common::{Event, EventKind, ExecContext, IrqState, LockKind, flags};
 
 use crate::{
     replay::ReplayError,
-    report::{call_site, stack_frames},
+    report::{call_site, printable, stack_frames},
     symbols::{StackKey, Symbols},
     tracefile::{Record, TraceError, TraceReader, apply_to_symbols},
 };
@@ -55,7 +56,7 @@ pub fn write_events(
 /// `comm pid/tid [cpu] seconds: kind lock-kind lock at caller context irqs flags`.
 pub fn event_line(ev: &Event, symbols: &Symbols) -> String {
     let comm = String::from_utf8_lossy(&ev.comm);
-    let comm = comm.trim_end_matches('\0');
+    let comm = printable(comm.trim_end_matches('\0'));
     let kind = EventKind::from_u32(ev.kind).map_or("unknown", EventKind::name);
     let mut line = format!(
         "{comm:>16} {:>7}/{:<7} [{:03}] {}.{:09}: {kind:<16}",
@@ -68,15 +69,17 @@ pub fn event_line(ev: &Event, symbols: &Symbols) -> String {
     let lock_kind = LockKind::from_u32(ev.lock_kind).filter(|&k| k != LockKind::None);
     let user = lock_kind.is_some_and(LockKind::is_user);
     if let Some(lock_kind) = lock_kind {
-        line += &format!(" {:<10} {}", lock_kind.name(), lock_name(ev, user, symbols));
+        let lock = lock_name(ev, user, symbols);
+        line += &format!(" {:<10} {}", lock_kind.name(), printable(&lock));
     } else if ev.lock_addr != 0 {
-        line += &format!(" {}", lock_name(ev, false, symbols));
+        line += &format!(" {}", printable(&lock_name(ev, false, symbols)));
     }
     if lock_kind.is_none() && (ev.arg != 0 || ev.arg2 != 0) {
         line += &format!(" arg={:#x} arg2={:#x}", ev.arg, ev.arg2);
     }
     if ev.caller != 0 {
-        line += &format!(" at {}", call_site(symbols, ev.pid, ev.caller, user));
+        let site = call_site(symbols, ev.pid, ev.caller, user);
+        line += &format!(" at {}", printable(&site));
     }
     line += &format!(
         " {} irqs-{}",
@@ -138,7 +141,7 @@ fn write_stacks(ev: &Event, symbols: &Symbols, out: &mut impl Write) -> std::io:
         .filter_map(|key| stack_frames(symbols, key))
     {
         for frame in frames {
-            writeln!(out, "\t{frame}")?;
+            writeln!(out, "\t{}", printable(&frame))?;
         }
     }
     Ok(())

@@ -312,9 +312,11 @@ pub async fn run(
     })
 }
 
-/// Writes one line to standard error. A closed or full standard error must not stop a
-/// session (a recording would be lost for a status line), so failures are ignored.
+/// Writes one line to standard error, control characters escaped (it may name paths and
+/// programs of the traced world). A closed or full standard error must not stop a session (a
+/// recording would be lost for a status line), so failures are ignored.
 pub fn notice(line: std::fmt::Arguments<'_>) {
+    let line = crate::report::printable(&line.to_string()).into_owned();
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 

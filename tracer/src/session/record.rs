@@ -68,7 +68,11 @@ impl Sink for Recorder {
 
     fn status(&self) -> String {
         let written = self.writer.as_ref().map_or(0, TraceWriter::events_written);
-        format!(" | {written} written to {}", self.path.display())
+        let path = self.path.display().to_string();
+        format!(
+            " | {written} written to {}",
+            crate::report::printable(&path)
+        )
     }
 
     fn finish(&mut self, namer: &mut Namer, duration: Duration) -> Result<(), SessionError> {
