@@ -377,3 +377,123 @@ fn names_from_the_traced_world_cannot_drive_the_terminal() {
     .unwrap();
     assert_eq!(alert["trigger"]["task"]["comm"], EVIL);
 }
+
+/// A command that does not exist: a `record` given it fails before attaching anything.
+const NO_SUCH_COMMAND: &str = "locktrace-test-no-such-command";
+
+/// The one `locktrace: error:` line of a failed run with status 1.
+fn one_error_line(output: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.starts_with("locktrace: error: "), "{stderr}");
+    stderr
+}
+
+fn partial_of(path: &std::path::Path) -> std::path::PathBuf {
+    let mut name = path.file_name().unwrap().to_os_string();
+    name.push(".partial");
+    path.with_file_name(name)
+}
+
+#[test]
+fn record_refuses_links_and_special_files_in_one_line() {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    let dir = support::tempdir();
+    let victim = support::path_in(&dir, "victim");
+    std::fs::write(&victim, b"root's file").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let link = support::path_in(&dir, "link.lttrace");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let nowhere = support::path_in(&dir, "nowhere");
+    let dangling = support::path_in(&dir, "dangling.lttrace");
+    std::os::unix::fs::symlink(&nowhere, &dangling).unwrap();
+    let fifo = support::path_in(&dir, "fifo.lttrace");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    // Held open for reading, so that a writer opening the FIFO would not block.
+    let _reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+
+    let state = |p: &std::path::Path| {
+        let meta = std::fs::symlink_metadata(p).unwrap();
+        (
+            meta.mode(),
+            meta.uid(),
+            meta.ino(),
+            std::fs::read(&victim).unwrap(),
+        )
+    };
+    for (path, what) in [
+        (link.as_path(), "a symbolic link"),
+        (dangling.as_path(), "a symbolic link"),
+        (fifo.as_path(), "a FIFO"),
+        (std::path::Path::new("/dev/null"), "a character device"),
+        (dir.path(), "a directory"),
+    ] {
+        let before = state(path);
+        let output = support::locktrace()
+            .args(["record", "--no-kernel", "-o"])
+            .arg(path)
+            .args(["--", NO_SUCH_COMMAND])
+            .output()
+            .unwrap();
+        let line = one_error_line(&output);
+        assert!(
+            line.contains(&format!("it is {what}, not a regular file")),
+            "{}: {line}",
+            path.display()
+        );
+        assert_eq!(state(path), before, "{} left alone", path.display());
+        assert!(!nowhere.exists(), "a dangling link is not followed");
+    }
+}
+
+#[test]
+fn a_failed_record_leaves_the_existing_recording_intact() {
+    let dir = support::tempdir();
+    let path = support::path_in(&dir, "precious.lttrace");
+    write_trace(&path, 50);
+    let before = std::fs::read(&path).unwrap();
+    for args in [
+        vec!["--", NO_SUCH_COMMAND],
+        vec!["--symbols", "/nonexistent/System.map", "--", "true"],
+    ] {
+        let output = support::locktrace()
+            .args(["record", "--no-kernel", "-o"])
+            .arg(&path)
+            .args(&args)
+            .output()
+            .unwrap();
+        one_error_line(&output);
+        assert_eq!(std::fs::read(&path).unwrap(), before, "{args:?}");
+        assert!(
+            !partial_of(&path).exists(),
+            "{args:?}: no partial file left"
+        );
+    }
+}
+
+#[test]
+fn report_refuses_a_fifo_and_a_directory_instead_of_waiting() {
+    let dir = support::tempdir();
+    let fifo = support::path_in(&dir, "fifo.lttrace");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    for (path, what) in [(fifo.as_path(), "a FIFO"), (dir.path(), "a directory")] {
+        for command in ["report", "script", "graph"] {
+            let output = support::locktrace()
+                .arg(command)
+                .arg(path)
+                .output()
+                .unwrap();
+            let line = one_error_line(&output);
+            assert!(line.contains(&format!("it is {what}")), "{command}: {line}");
+        }
+    }
+}

@@ -90,6 +90,13 @@ fn read_events(path: &std::path::Path) -> (Vec<Event>, bool) {
     (events, reader.end().is_some())
 }
 
+/// Where a recording to `target` is written until it finishes.
+fn partial(target: &std::path::Path) -> std::path::PathBuf {
+    let mut name = target.file_name().unwrap().to_os_string();
+    name.push(".partial");
+    target.with_file_name(name)
+}
+
 /// Names of our programs still loaded in the kernel.
 fn our_programs_loaded() -> Vec<String> {
     const OURS: &[&str] = &[
@@ -165,6 +172,8 @@ fn per_cpu_allocations_are_recorded_with_irq_state_and_context() {
 
 #[test]
 fn sigterm_and_sigkill_leave_a_readable_file_and_nothing_attached() {
+    // SIGTERM finishes the recording and renames it into place; SIGKILL leaves its partial
+    // file, readable up to the last complete chunk.
     if !support::bpf_available("sigterm_and_sigkill_leave_a_readable_file_and_nothing_attached") {
         return;
     }
@@ -185,7 +194,15 @@ fn sigterm_and_sigkill_leave_a_readable_file_and_nothing_attached() {
         signal(&recorder, sig);
         recorder.wait().unwrap();
 
-        let mut reader = TraceReader::open(&trace).expect("the file has a valid header");
+        // A killed recorder cannot rename its file into place: what it wrote is readable in
+        // the partial file next to the target, and the target is not there.
+        let written = if clean_end {
+            trace.clone()
+        } else {
+            assert!(!trace.exists(), "signal {sig}: no file at the target");
+            partial(&trace)
+        };
+        let mut reader = TraceReader::open(&written).expect("the file has a valid header");
         let mut events = 0;
         for record in reader.by_ref() {
             if let Ok(Record::Events(batch)) = record {
@@ -240,6 +257,64 @@ fn non_root_gets_one_clear_error() {
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "exactly one line: {stderr}");
     assert!(lines[0].contains("needs root"), "{stderr}");
+}
+
+#[test]
+fn a_non_root_record_leaves_the_existing_file_alone() {
+    if !support::bpf_available("a_non_root_record_leaves_the_existing_file_alone") {
+        return;
+    }
+    use std::os::unix::{fs::PermissionsExt, process::CommandExt};
+    let dir = support::tempdir();
+    // A directory nobody can write to, holding an earlier recording.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let trace = support::path_in(&dir, "earlier.lttrace");
+    std::fs::write(&trace, b"an earlier recording").unwrap();
+    let output = support::locktrace()
+        .args(["record", "--duration", "1", "-o"])
+        .arg(&trace)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run locktrace as nobody");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("needs root"), "{stderr}");
+    assert_eq!(std::fs::read(&trace).unwrap(), b"an earlier recording");
+    assert!(!partial(&trace).exists(), "no partial file left");
+}
+
+#[test]
+fn a_second_record_to_the_same_file_fails_and_the_first_keeps_its_events() {
+    if !support::bpf_available(
+        "a_second_record_to_the_same_file_fails_and_the_first_keeps_its_events",
+    ) {
+        return;
+    }
+    let dir = support::tempdir();
+    let trace = support::path_in(&dir, "shared.lttrace");
+    let mut first = start_attached(&["record", "-o", trace.to_str().unwrap(), "--duration", "60"]);
+    let second = support::locktrace()
+        .args(["record", "--duration", "1", "-o"])
+        .arg(&trace)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("being recorded by another process"),
+        "{stderr}"
+    );
+    for _ in 0..4 {
+        drop(create_percpu_map());
+    }
+    signal(&first, libc::SIGINT);
+    assert!(first.wait().unwrap().success());
+    let (events, clean) = read_events(&trace);
+    assert!(clean, "the first recording finished in place");
+    assert!(!events.is_empty(), "with its events");
 }
 
 #[test]

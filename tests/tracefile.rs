@@ -1,5 +1,6 @@
 //! The trace file on real files: round trips, files cut short or corrupted at every offset,
-//! permissions, and the exact bytes of the event encoding.
+//! permissions, and the exact bytes of the event encoding. What a recording may do to the
+//! path it is given is in `output.rs`.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -134,15 +135,22 @@ fn summary() -> EndSummary {
     }
 }
 
-/// Writes `records` and, when `finish` is set, the End chunk; returns the path.
+/// The End chunk's length in a file: frame and two u64.
+const END_CHUNK_LEN: u64 = CHUNK_HEADER_LEN as u64 + 16;
+
+/// Writes `records` and the End chunk; returns the path. Without `finish`, the End chunk is
+/// cut off again: the file is then what a recording killed after those records leaves.
 fn write_file(dir: &TempDir, name: &str, records: &[Record], finish: bool) -> PathBuf {
     let path = dir.path().join(name);
     let mut writer = TraceWriter::create(&path, &header()).unwrap();
     for record in records {
         writer.write(record).unwrap();
     }
-    if finish {
-        writer.finish(summary()).unwrap();
+    writer.finish(summary()).unwrap();
+    if !finish {
+        let file = fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let len = file.metadata().unwrap().len();
+        file.set_len(len - END_CHUNK_LEN).unwrap();
     }
     path
 }
@@ -261,7 +269,8 @@ fn flush_makes_buffered_events_readable() {
     writer.write_events(&[event(1), event(2)]).unwrap();
     writer.flush().unwrap();
 
-    let read = read_back(&path).unwrap();
+    assert!(!path.exists(), "the target appears when finished");
+    let read = read_back(writer.path()).unwrap();
     assert_eq!(read.records, vec![Record::Events(vec![event(1), event(2)])]);
     assert!(matches!(read.damage, Some(TraceError::Unfinished { .. })));
     drop(writer);
@@ -274,10 +283,16 @@ fn a_writer_dropped_without_finish_leaves_a_readable_unfinished_file() {
     let mut writer = TraceWriter::create(&path, &header()).unwrap();
     writer.write(&every_record()[1]).unwrap();
     writer.write_events(&[event(9)]).unwrap();
+    let partial = writer.path().to_path_buf();
+    assert_eq!(partial, dir.path().join("dropped.lt.partial"));
     drop(writer);
 
-    let len = fs::metadata(&path).unwrap().len();
-    let read = read_back(&path).unwrap();
+    assert!(
+        !path.exists(),
+        "an unfinished recording does not replace the target"
+    );
+    let len = fs::metadata(&partial).unwrap().len();
+    let read = read_back(&partial).unwrap();
     assert_eq!(
         read.records,
         vec![every_record()[1].clone(), Record::Events(vec![event(9)])]
@@ -486,20 +501,6 @@ fn files_are_created_with_mode_0600() {
     let path = write_file(&dir, "mode.lt", &[], true);
     let mode = fs::metadata(&path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
-
-    let existing = dir.path().join("existing.lt");
-    fs::write(&existing, b"old contents").unwrap();
-    fs::set_permissions(&existing, fs::Permissions::from_mode(0o644)).unwrap();
-    TraceWriter::create(&existing, &header())
-        .unwrap()
-        .finish(summary())
-        .unwrap();
-    let mode = fs::metadata(&existing).unwrap().permissions().mode();
-    assert_eq!(mode & 0o777, 0o600, "an existing file is tightened");
-    assert!(
-        read_back(&existing).unwrap().damage.is_none(),
-        "and truncated"
-    );
 }
 
 fn assert_create_fails_naming(path: &Path) {
@@ -617,9 +618,10 @@ fn events_are_encoded_little_endian_field_by_field() {
     let path = dir.path().join("golden.lt");
     let mut writer = TraceWriter::create(&path, &header()).unwrap();
     writer.write_events(&[event]).unwrap();
+    let partial = writer.path().to_path_buf();
     drop(writer);
 
-    let bytes = fs::read(&path).unwrap();
+    let bytes = fs::read(&partial).unwrap();
     let chunk = &bytes[chunk_boundaries(&bytes)[0]..];
     assert_eq!(
         &chunk[..8],

@@ -24,8 +24,10 @@ pub enum Command {
     },
     /// Record a session to a trace file (replay it with `report`).
     Record {
-        /// The trace file to write (created 0600: it holds kernel addresses).
-        #[arg(short, long)]
+        /// The trace file to write. It is written as FILE.partial (a new file, mode 0600: it
+        /// holds kernel addresses) and renamed to FILE when the recording finishes; FILE may
+        /// not be a symbolic link, FIFO, device or directory.
+        #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
         #[command(flatten)]
         trace: TraceArgs,

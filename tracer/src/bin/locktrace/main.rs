@@ -20,7 +20,9 @@ use tracer::{
     probes::check,
     replay::{ReplayError, replay},
     report,
-    session::{self, ChildStdout, SessionOptions, record::Recorder, watch::AlertPrinter},
+    session::{
+        self, ChildStdout, SessionError, SessionOptions, record::Recorder, watch::AlertPrinter,
+    },
     tracefile::TraceError,
 };
 
@@ -52,9 +54,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Record { output, trace } => {
             let options = session_options(&trace, false);
-            let mut recorder = Recorder::new(&output, std::env::args().collect());
-            recorder.check_writable()?;
-            let summary = block_on(session::run(&options, &mut recorder))?;
+            let mut recorder = Recorder::create(&output, std::env::args().collect())?;
+            let summary = match block_on(session::run(&options, &mut recorder)) {
+                Ok(summary) => summary,
+                Err(err) => return Err(abandoned(recorder, err)),
+            };
             note!(
                 "locktrace: recorded {} events{} to {} ({}; lost: {})",
                 summary.events,
@@ -214,5 +218,22 @@ fn report_command_status(status: Option<i32>) {
 fn warn_damage(damage: Option<&TraceError>) {
     if let Some(damage) = damage {
         note!("locktrace: warning: {damage}; everything before it was replayed");
+    }
+}
+
+/// The error of a failed recording, saying where its events are when some were kept (the
+/// target is untouched either way).
+fn abandoned(recorder: Recorder, err: SessionError) -> anyhow::Error {
+    // These already say where the recording is.
+    let says_where = matches!(
+        err,
+        SessionError::Trace(TraceError::Replaced { .. } | TraceError::Commit { .. })
+    );
+    match recorder.abandon() {
+        Some(partial) if !says_where => anyhow::Error::from(err).context(format!(
+            "the recording stopped; what it recorded is in {}",
+            partial.display()
+        )),
+        _ => err.into(),
     }
 }
