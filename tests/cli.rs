@@ -79,6 +79,11 @@ fn write_trace(path: &std::path::Path, filler: usize) {
         .unwrap();
 }
 
+/// `watch` and `report` when they found an alert (`--alert-exit-code`'s default).
+const ALERTS: i32 = 2;
+/// A damaged or unfinished trace file.
+const DAMAGED: i32 = 3;
+
 fn run(args: &[&str]) -> Output {
     support::locktrace()
         .args(args)
@@ -102,9 +107,10 @@ fn report_replays_alerts_as_json_and_text() {
     let path = support::path_in(&dir, "abba.lttrace");
     write_trace(&path, 0);
     let json = run(&["report", path.to_str().unwrap(), "--json"]);
-    assert!(json.status.success());
+    assert_eq!(json.status.code(), Some(ALERTS), "alerts found");
     assert_eq!(alert_kinds(&json), vec!["circular_dependency"]);
     let text = run(&["report", path.to_str().unwrap()]);
+    assert_eq!(text.status.code(), Some(ALERTS));
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(
         text.contains("possible circular locking dependency detected"),
@@ -159,7 +165,7 @@ fn script_prints_every_event_named_in_order() {
     let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     file.set_len(cut_at).unwrap();
     let cut = run(&["script", path.to_str().unwrap()]);
-    assert!(cut.status.success());
+    assert_eq!(cut.status.code(), Some(DAMAGED));
     let cut_lines = String::from_utf8_lossy(&cut.stdout).lines().count();
     assert_eq!(cut_lines, 9, "everything before the damaged chunk");
     assert!(String::from_utf8_lossy(&cut.stderr).contains("warning:"));
@@ -174,7 +180,11 @@ fn truncated_file_reports_its_prefix_and_where_it_stopped() {
     let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     file.set_len(len - 20).unwrap();
     let output = run(&["report", path.to_str().unwrap(), "--json"]);
-    assert!(output.status.success());
+    assert_eq!(
+        output.status.code(),
+        Some(ALERTS),
+        "alerts found in the readable part take precedence over the damage"
+    );
     assert_eq!(
         alert_kinds(&output),
         vec!["circular_dependency"],
@@ -198,7 +208,7 @@ fn corrupted_chunk_is_reported_not_panicked_on() {
     bytes[last] ^= 0xff;
     std::fs::write(&path, bytes).unwrap();
     let output = run(&["report", path.to_str().unwrap(), "--json"]);
-    assert!(output.status.success());
+    assert_eq!(output.status.code(), Some(ALERTS));
     assert_eq!(alert_kinds(&output), vec!["circular_dependency"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -461,6 +471,7 @@ fn a_failed_record_leaves_the_existing_recording_intact() {
     let before = std::fs::read(&path).unwrap();
     for args in [
         vec!["--", NO_SUCH_COMMAND],
+        vec!["--", "/nonexistent/cmd"],
         vec!["--symbols", "/nonexistent/System.map", "--", "true"],
     ] {
         let output = support::locktrace()
@@ -495,5 +506,152 @@ fn report_refuses_a_fifo_and_a_directory_instead_of_waiting() {
             let line = one_error_line(&output);
             assert!(line.contains(&format!("it is {what}")), "{command}: {line}");
         }
+    }
+}
+
+#[test]
+fn a_damaged_file_without_alerts_has_its_own_status() {
+    let dir = support::tempdir();
+    let path = support::path_in(&dir, "flipped.lttrace");
+    write_trace(&path, 0);
+    // One flipped byte in the first chunk (the symbols): nothing after it can be read.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let header_len = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+    let first_payload =
+        tracer::tracefile::FILE_PREFIX_LEN + header_len + tracer::tracefile::CHUNK_HEADER_LEN;
+    bytes[first_payload] ^= 0x01;
+    std::fs::write(&path, bytes).unwrap();
+    let file = path.to_str().unwrap();
+    for args in [
+        vec!["report", file],
+        vec!["report", file, "--json"],
+        vec!["script", file],
+        vec!["graph", file],
+    ] {
+        let output = run(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(DAMAGED), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("warning:") && stderr.contains("corrupt"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn the_alert_status_can_be_chosen() {
+    let dir = support::tempdir();
+    let path = support::path_in(&dir, "abba.lttrace");
+    write_trace(&path, 0);
+    let file = path.to_str().unwrap();
+    for (status, expected) in [("0", 0), ("42", 42), ("2", 2)] {
+        let output = run(&["report", file, "--alert-exit-code", status]);
+        assert_eq!(output.status.code(), Some(expected));
+    }
+    let clean = support::path_in(&dir, "clean.lttrace");
+    let header = Header::for_this_machine(vec!["test".into()], Vec::new());
+    TraceWriter::create(&clean, &header)
+        .unwrap()
+        .finish(EndSummary {
+            events_written: 0,
+            duration_ns: 1,
+        })
+        .unwrap();
+    let output = run(&["report", clean.to_str().unwrap(), "--alert-exit-code", "42"]);
+    assert_eq!(output.status.code(), Some(0), "nothing found is 0");
+}
+
+#[test]
+fn bad_arguments_are_one_error_line_never_a_panic() {
+    for args in [
+        &["watch", "--duration", "1e30"][..],
+        &["record", "-o", "/tmp/x", "--duration", "1e300"],
+        &["watch", "--duration", "inf"],
+        &["watch", "--duration", "NaN"],
+        &["watch", "--duration", "-1"],
+        &["watch", "--duration", "315360001"],
+        &["watch", "--pid", "0"],
+        &["watch", "--pid", "4294967295"],
+        &["watch", "--pid", "-5"],
+        &["record", "--duration", "1"],
+        &["report"],
+        &["report", "x.lttrace", "--alert-exit-code", "1"],
+        &["report", "x.lttrace", "--alert-exit-code", "3"],
+        &["report", "x.lttrace", "--alert-exit-code", "256"],
+        &["graph", "x.lttrace", "--format", "svg"],
+        &["no-such-subcommand"],
+    ] {
+        let output = run(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        let line = one_error_line(&output);
+        assert!(line.contains("see --help"), "{args:?}: {line}");
+    }
+}
+
+#[test]
+fn a_missing_process_or_command_is_one_error_line() {
+    // A process that existed and is gone.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let pid = gone.id().to_string();
+    gone.wait().unwrap();
+    let dir = support::tempdir();
+    let out = support::path_in(&dir, "never.lttrace");
+    let out = out.to_str().unwrap();
+    for args in [
+        &["watch", "--no-kernel", "--duration", "1", "--pid", &pid][..],
+        &[
+            "record",
+            "-o",
+            out,
+            "--no-kernel",
+            "--duration",
+            "1",
+            "--pid",
+            &pid,
+        ],
+        &[
+            "watch",
+            "--no-kernel",
+            "--duration",
+            "1",
+            "--",
+            "/nonexistent/cmd",
+        ],
+        &[
+            "watch",
+            "--no-kernel",
+            "--duration",
+            "1",
+            "--",
+            NO_SUCH_COMMAND,
+        ],
+        &[
+            "watch",
+            "--no-kernel",
+            "--duration",
+            "1",
+            "--",
+            "/etc/passwd",
+        ],
+        &[
+            "record",
+            "-o",
+            out,
+            "--no-kernel",
+            "--duration",
+            "1",
+            "--",
+            "/nonexistent/cmd",
+        ],
+    ] {
+        let output = run(args);
+        let line = one_error_line(&output);
+        assert!(!line.contains("probes attached"), "{args:?}: {line}");
+        assert!(
+            line.contains(&pid) || line.contains("cannot start"),
+            "{args:?}: {line}"
+        );
+        assert!(!std::path::Path::new(out).exists(), "{args:?}");
     }
 }

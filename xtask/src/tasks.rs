@@ -2,6 +2,8 @@
 
 use std::{path::PathBuf, process::Command};
 
+use anyhow::{Context, bail};
+
 use crate::setup::run_checked;
 
 fn workspace_root() -> PathBuf {
@@ -31,7 +33,11 @@ pub fn run_main() -> anyhow::Result<()> {
             .args(["record", "--duration", "5", "-o"])
             .arg(&trace),
     )?;
-    run_checked(Command::new(&locktrace).arg("report").arg(&trace))?;
+    // 0 when the kernel gave no alert, ALERTS_FOUND when it did: both are a good run.
+    run_expecting(
+        Command::new(&locktrace).arg("report").arg(&trace),
+        &[0, ALERTS_FOUND],
+    )?;
     let program = root.join("target/lockpatterns");
     run_checked(
         Command::new("cc")
@@ -40,12 +46,26 @@ pub fn run_main() -> anyhow::Result<()> {
             .arg(root.join("tests/programs/lockpatterns.c")),
     )?;
     println!("\n== a pthread program with an AB-BA lock order");
-    run_checked(
+    run_expecting(
         Command::new(&locktrace)
             .args(["watch", "--no-kernel", "--"])
             .arg(&program)
             .arg("abba"),
+        &[ALERTS_FOUND],
     )
+}
+
+/// The exit status of `locktrace watch` and `report` when they found an alert.
+const ALERTS_FOUND: i32 = 2;
+
+/// Runs `cmd` and fails unless its exit status is one of `expected`.
+fn run_expecting(cmd: &mut Command, expected: &[i32]) -> anyhow::Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd.status().with_context(|| format!("running {shown}"))?;
+    if !status.code().is_some_and(|code| expected.contains(&code)) {
+        bail!("{shown} exited with {status}, expected one of {expected:?}");
+    }
+    Ok(())
 }
 
 /// Every test: formatting, lints, unit and integration tests (real BPF as root) and the VM
