@@ -6,7 +6,8 @@ use anyhow::{Context, bail};
 
 use crate::setup::run_checked;
 
-fn workspace_root() -> PathBuf {
+/// The repository's root.
+pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the workspace")
@@ -68,11 +69,12 @@ fn run_expecting(cmd: &mut Command, expected: &[i32]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Every test: formatting, lints, unit and integration tests (real BPF as root) and the VM
-/// suite.
+/// Every test: formatting, lints, unit and integration tests (real BPF as root), a short
+/// fuzz run of the trace reader, and the VM suite.
 pub fn run_tests() -> anyhow::Result<()> {
     run_checked(cargo().args(["fmt", "--all", "--check"]))?;
     run_checked(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
     run_checked(cargo().args(["test"]))?;
+    crate::fuzz::smoke()?;
     run_checked(cargo().args(["xtask", "vm"]))
 }
