@@ -232,6 +232,14 @@ impl DepGraph {
         })
     }
 
+    /// True when no dependency leads into `class`: no path can end there.
+    pub fn nothing_leads_to(&self, class: ClassId) -> bool {
+        self.graph
+            .neighbors_directed(NodeIndex::new(class.0 as usize), Direction::Incoming)
+            .next()
+            .is_none()
+    }
+
     /// Number of dependencies.
     pub fn len(&self) -> usize {
         self.graph.edge_count()
