@@ -864,16 +864,14 @@ fn the_fuzz_seeds_are_current_and_read_as_named() {
         );
         let (result, _) = read_bytes_measured(&bytes);
         let kind = name.split('-').next().unwrap();
-        let ok = match (kind, &result) {
-            ("valid", Ok(None)) => true,
-            ("unfinished", Ok(Some(TraceError::Unfinished { .. }))) => true,
-            (
-                "truncated",
-                Ok(Some(TraceError::Truncated { .. })) | Err(TraceError::Truncated { .. }),
-            ) => true,
-            ("corrupt", Ok(Some(TraceError::Corrupt { .. }))) => true,
-            _ => false,
-        };
+        let ok = matches!(
+            (kind, &result),
+            ("valid", Ok(None))
+                | ("unfinished", Ok(Some(TraceError::Unfinished { .. })))
+                | ("truncated", Ok(Some(TraceError::Truncated { .. })))
+                | ("truncated", Err(TraceError::Truncated { .. }))
+                | ("corrupt", Ok(Some(TraceError::Corrupt { .. })))
+        );
         assert!(ok, "{name}: {result:?}");
     }
 }
