@@ -458,3 +458,68 @@ fn a_missing_symbols_file_fails_before_attaching() {
     );
     assert!(stderr.contains("/nonexistent/System.map"), "{stderr}");
 }
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: std::path::PathBuf, size: &str) -> SmallDisk {
+        std::fs::create_dir(&at).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&at)
+            .status()
+            .expect("mount");
+        assert!(status.success(), "mounting a tmpfs at {}", at.display());
+        SmallDisk(at)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_stops_the_recording_and_its_command() {
+    if !support::bpf_available("a_full_disk_stops_the_recording_and_its_command") {
+        return;
+    }
+    let dir = support::tempdir();
+    let disk = SmallDisk::mount(support::path_in(&dir, "disk"), "64k");
+    let trace = disk.0.join("full.lttrace");
+    let pidfile = support::path_in(&dir, "pid");
+    // The command outlives any sensible session: only locktrace's error can end it.
+    let output = support::locktrace()
+        .args(["record", "-o"])
+        .arg(&trace)
+        .args(["--", "sh", "-c"])
+        .arg(format!(
+            "echo $$ > {0}.tmp && mv {0}.tmp {0} && exec sleep 600",
+            pidfile.display()
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("No space left"), "{stderr}");
+    assert!(
+        !trace.exists(),
+        "an incomplete recording is not put in place"
+    );
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .expect("the command ran")
+        .trim()
+        .parse()
+        .unwrap();
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(") ")?.1.chars().next());
+    assert!(
+        matches!(state, None | Some('Z')),
+        "the command still runs: {state:?}"
+    );
+}
