@@ -153,6 +153,9 @@ pub struct DepGraph {
     /// Reused by every search (see [`SearchState`]); a cell because searches only read the
     /// graph.
     search_state: RefCell<SearchState>,
+    /// By class: the marks of every class with a path to it, its own included (see
+    /// [`DepGraph::mark`]); a cell because checks mark through a shared graph.
+    reaching: RefCell<Vec<u8>>,
 }
 
 impl DepGraph {
@@ -161,6 +164,7 @@ impl DepGraph {
         while self.graph.node_count() <= class.0 as usize {
             self.graph.add_node(());
         }
+        self.reaching.get_mut().resize(self.graph.node_count(), 0);
     }
 
     /// Adds (or extends) the edge `from → to`.
@@ -194,7 +198,50 @@ impl DepGraph {
         );
         self.index.insert((from.0, to.0), edge);
         self.counts.push(1);
+        let marks = self.reaching.get_mut()[from.0 as usize];
+        self.spread(to, marks);
         (edge, Added::New)
+    }
+
+    /// Sets `bits` on `class`; every class a path of dependencies leads to from it inherits
+    /// them, now and as dependencies are added ([`DepGraph::marks_reaching`]). A check marks
+    /// what it looks for on the far side of a path (the irq check: irq-safe usage), and skips
+    /// its search where no mark arrived. Paths here ignore the reader rules, so a mark may
+    /// arrive where a strong path would not: a skip is always safe, a search still decides.
+    ///
+    /// Marks only grow, so a class passes each bit on at most once: the upkeep is a few
+    /// steps per dependency over a whole session.
+    pub fn mark(&self, class: ClassId, bits: u8) {
+        self.spread(class, bits);
+    }
+
+    /// The marks of every class with a path to `class`, its own included.
+    pub fn marks_reaching(&self, class: ClassId) -> u8 {
+        self.reaching.borrow()[class.0 as usize]
+    }
+
+    /// Adds `bits` to `start` and to everything it leads to that lacks some of them.
+    fn spread(&self, start: ClassId, bits: u8) {
+        let mut reaching = self.reaching.borrow_mut();
+        let start = start.0 as usize;
+        if reaching[start] | bits == reaching[start] {
+            return;
+        }
+        reaching[start] |= bits;
+        let mut stack = vec![start];
+        while let Some(node) = stack.pop() {
+            let carried = reaching[node];
+            for next in self
+                .graph
+                .neighbors_directed(NodeIndex::new(node), Direction::Outgoing)
+            {
+                let next = next.index();
+                if reaching[next] | carried != reaching[next] {
+                    reaching[next] |= carried;
+                    stack.push(next);
+                }
+            }
+        }
     }
 
     /// Counts one more acquisition along `edge`.
@@ -540,6 +587,29 @@ mod tests {
         });
         assert_eq!(outer.unwrap().path, edges[..3].to_vec());
         assert_eq!(inner, vec![Some(49), Some(48), Some(47), Some(46)]);
+    }
+
+    #[test]
+    fn marks_flow_along_dependencies_whenever_they_are_added() {
+        // 0 → 1 → 2, and 3 alone; 4 joins later.
+        let mut g = DepGraph::default();
+        g.ensure_class(ClassId(3));
+        g.add(ClassId(0), ClassId(1), DepKinds::EN, true, trace());
+        g.add(ClassId(1), ClassId(2), DepKinds::SR, false, trace());
+        g.mark(ClassId(0), 0b01);
+        g.mark(ClassId(1), 0b10);
+        let reaching = |g: &DepGraph| {
+            (0..5)
+                .map(|c| g.marks_reaching(ClassId(c)))
+                .collect::<Vec<_>>()
+        };
+        g.ensure_class(ClassId(4));
+        assert_eq!(reaching(&g), vec![0b01, 0b11, 0b11, 0, 0]);
+        // A new dependency carries what reaches its start; a cycle ends the spreading.
+        g.add(ClassId(2), ClassId(4), DepKinds::EN, true, trace());
+        g.add(ClassId(4), ClassId(0), DepKinds::EN, true, trace());
+        g.mark(ClassId(3), 0b100);
+        assert_eq!(reaching(&g), vec![0b11, 0b11, 0b11, 0b100, 0b11]);
     }
 
     #[test]

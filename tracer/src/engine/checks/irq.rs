@@ -30,6 +30,9 @@ pub fn usage_changed(
     trigger: &Trigger,
     held: &[HeldLock],
 ) {
+    // Whatever this class leads to now has irq-safe usage behind it (see `new_dependency`).
+    let safe = new.used_in(IrqKind::Hardirq).0 | new.used_in(IrqKind::Softirq).0;
+    ctx.graph.mark(class, safe);
     for bit in new.bits() {
         let mask = ctx.classes.get(class).usage.mask;
         if let Some((old, _)) = mask.conflict(bit.mask()) {
@@ -123,6 +126,14 @@ pub fn new_dependency(
     let enter = |c| irq_capable(classes, c);
     let prev_shared = prev.kind.is_read();
     for irq in [IrqKind::Hardirq, IrqKind::Softirq] {
+        // No irq-safe class leads to `prev` (the marks of `usage_changed` say so without a
+        // walk): nothing before the new dependency to look for.
+        if UsageMask(ctx.graph.marks_reaching(prev.class))
+            .used_in(irq)
+            .is_empty()
+        {
+            continue;
+        }
         // Step 1: every irq-safe usage that leads to `prev`.
         let mut safe_union = UsageMask::EMPTY;
         ctx.graph
