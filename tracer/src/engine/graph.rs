@@ -318,7 +318,7 @@ impl DepGraph {
     /// is always visited): a check that cannot care about some classes does not walk them.
     ///
     /// A search costs what it visits, not the size of the graph: the visited marks and the
-    /// path back to the start live in a [`SearchState`] kept from one search to the next.
+    /// path back to the start live in a `SearchState` kept from one search to the next.
     pub fn search_within(
         &self,
         start: ClassId,

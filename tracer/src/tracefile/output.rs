@@ -6,7 +6,7 @@
 //! exclusively (a name that exists, symbolic link or not, is never opened for writing), mode
 //! 0600, owned by the running user, and locked (`flock`) for as long as the recording runs.
 //! The target is only looked at (a symbolic link, FIFO, device, directory or socket there is
-//! refused) until [`OutputFile::commit`] renames the finished recording over it, and only if
+//! refused) until `OutputFile::commit` renames the finished recording over it, and only if
 //! nothing else replaced it meanwhile. So:
 //!
 //! - nothing at the target is opened, truncated or chmodded, and a failed recording leaves
@@ -87,11 +87,6 @@ impl OutputFile {
         Ok(output)
     }
 
-    /// The target the recording will replace.
-    pub fn target(&self) -> &Path {
-        &self.target
-    }
-
     /// The file being written: `<target>.partial`.
     pub fn partial_path(&self) -> &Path {
         &self.partial
@@ -102,16 +97,12 @@ impl OutputFile {
         &mut self.file
     }
 
-    /// Waits until the recording is on disk, then renames it over the target, unless the
-    /// target changed since [`OutputFile::create`] ([`TraceError::Replaced`]: the recording
-    /// then stays in the partial file).
-    pub fn commit(mut self) -> Result<(), TraceError> {
-        self.commit_in_place()
-    }
-
-    /// [`OutputFile::commit`] for an owner that cannot give the file up (it is settled
-    /// afterwards, whatever the outcome: call it once).
-    pub(crate) fn commit_in_place(&mut self) -> Result<(), TraceError> {
+    /// Waits until the finished recording is on disk, then renames it over the target,
+    /// unless the target changed since [`OutputFile::create`] ([`TraceError::Replaced`]).
+    /// Whatever the outcome, the partial file is kept from then on (a recording that could
+    /// not be put in place stays there): call it once.
+    pub(crate) fn commit(&mut self) -> Result<(), TraceError> {
+        self.settled = true;
         self.file
             .sync_all()
             .map_err(|err| TraceError::io(IoOp::Sync, &self.partial, err))?;
@@ -126,13 +117,9 @@ impl OutputFile {
                 Ok(meta) if meta.is_file() && (meta.dev(), meta.ino()) == id => {
                     std::fs::rename(&self.partial, &self.target)
                 }
-                Ok(_) | Err(_) => {
-                    self.settled = true;
-                    return Err(replaced());
-                }
+                Ok(_) | Err(_) => return Err(replaced()),
             },
         };
-        self.settled = true;
         match renamed {
             Ok(()) => {}
             Err(err) if err.kind() == io::ErrorKind::AlreadyExists => return Err(replaced()),

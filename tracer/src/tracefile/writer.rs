@@ -96,12 +96,12 @@ impl TraceWriter {
     }
 
     /// Writes the buffered events and the End chunk, waits until the file is on disk and
-    /// renames it over the target ([`OutputFile::commit`]). `summary.events_written` should
+    /// renames it over the target (`OutputFile::commit`). `summary.events_written` should
     /// be [`TraceWriter::events_written`].
     pub fn finish(mut self, summary: EndSummary) -> Result<(), TraceError> {
         self.write(&Record::End(summary))?;
         // Nothing is buffered now; once committed, dropping `self` leaves the file alone.
-        self.output.commit_in_place()
+        self.output.commit()
     }
 
     /// Events accepted so far, including those still buffered.
@@ -112,11 +112,6 @@ impl TraceWriter {
     /// The file being written: the target's partial file until [`TraceWriter::finish`].
     pub fn path(&self) -> &Path {
         self.output.partial_path()
-    }
-
-    /// The file the recording will be once finished.
-    pub fn target(&self) -> &Path {
-        self.output.target()
     }
 
     fn write_pending(&mut self) -> Result<(), TraceError> {

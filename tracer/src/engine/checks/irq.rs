@@ -10,7 +10,7 @@
 //! forward from the new lock for unsafe ones), and when a class gains a usage bit (forward
 //! from a newly safe class, backward from a newly unsafe one).
 //!
-//! Only kernel classes take part (see [`irq_capable`]): user-space locks cost these checks
+//! Only kernel classes take part (see `irq_capable`): user-space locks cost these checks
 //! nothing, however many a program has.
 
 use petgraph::graph::EdgeIndex;
