@@ -92,6 +92,11 @@ fn write_trace(path: &std::path::Path, filler: usize) {
         .unwrap();
 }
 
+/// `watch` and `report` when they found an alert (`--alert-exit-code`'s default).
+const ALERTS: i32 = 2;
+/// A damaged or unfinished trace file.
+const DAMAGED: i32 = 3;
+
 fn run(args: &[&str]) -> Output {
     support::locktrace()
         .args(args)
@@ -115,9 +120,10 @@ fn report_replays_alerts_as_json_and_text() {
     let path = support::path_in(&dir, "abba.lttrace");
     write_trace(&path, 0);
     let json = run(&["report", path.to_str().unwrap(), "--json"]);
-    assert!(json.status.success());
+    assert_eq!(json.status.code(), Some(ALERTS), "alerts found");
     assert_eq!(alert_kinds(&json), vec!["circular_dependency"]);
     let text = run(&["report", path.to_str().unwrap()]);
+    assert_eq!(text.status.code(), Some(ALERTS));
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(
         text.contains("possible circular locking dependency detected"),
@@ -176,7 +182,7 @@ fn script_prints_every_fact_named_in_order() {
     let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     file.set_len(cut_at).unwrap();
     let cut = run(&["script", path.to_str().unwrap()]);
-    assert!(cut.status.success());
+    assert_eq!(cut.status.code(), Some(DAMAGED));
     let cut_lines = String::from_utf8_lossy(&cut.stdout).lines().count();
     assert_eq!(cut_lines, 5, "everything before the damaged chunk");
     assert!(String::from_utf8_lossy(&cut.stderr).contains("warning:"));
@@ -191,7 +197,11 @@ fn truncated_file_reports_its_prefix_and_where_it_stopped() {
     let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     file.set_len(len - 20).unwrap();
     let output = run(&["report", path.to_str().unwrap(), "--json"]);
-    assert!(output.status.success());
+    assert_eq!(
+        output.status.code(),
+        Some(ALERTS),
+        "alerts found in the readable part take precedence over the damage"
+    );
     assert_eq!(
         alert_kinds(&output),
         vec!["circular_dependency"],
@@ -215,7 +225,7 @@ fn corrupted_chunk_is_reported_not_panicked_on() {
     bytes[last] ^= 0xff;
     std::fs::write(&path, bytes).unwrap();
     let output = run(&["report", path.to_str().unwrap(), "--json"]);
-    assert!(output.status.success());
+    assert_eq!(output.status.code(), Some(ALERTS));
     assert_eq!(alert_kinds(&output), vec!["circular_dependency"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -306,5 +316,359 @@ fn a_full_stdout_is_one_error_line_not_a_panic() {
         let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error:")).collect();
         assert_eq!(errors.len(), 1, "{args:?}: {stderr}");
         assert!(errors[0].contains("No space left"), "{args:?}: {stderr}");
+    }
+}
+
+/// A thread name that clears the screen and starts a forged line.
+const EVIL: &str = "\x1b[2J\nFORGED";
+
+/// The AB-BA of `write_trace`, with every name the traced world controls made hostile: the
+/// thread name, the lock and function symbols, a stack's frames and its source file.
+fn write_hostile_trace(path: &std::path::Path) {
+    let header = Header::for_this_machine(vec!["test".into()], Vec::new());
+    let mut writer = TraceWriter::create(path, &header).unwrap();
+    let mut symbols = symbols();
+    for symbol in &mut symbols {
+        symbol.name = format!("{}{EVIL}\u{9b}2J", symbol.name);
+    }
+    writer.write(&Record::KernelSymbols(symbols)).unwrap();
+    let frame = tracer::symbols::Frame {
+        addr: FUNC + 0x10,
+        function: Some(format!("evil_fn{EVIL}")),
+        offset: 0x10,
+        file: Some(format!("/src/{EVIL}.c")),
+        line: Some(7),
+    };
+    let stack = tracer::symbols::StackKey::kernel(1);
+    writer
+        .write(&Record::Stacks(vec![(stack, vec![frame])]))
+        .unwrap();
+    let mut facts = facts(&mut KernelModel::default(), &abba());
+    for fact in &mut facts {
+        fact.comm = [0; 16];
+        fact.comm[..EVIL.len()].copy_from_slice(EVIL.as_bytes());
+        fact.stack = Some(stack);
+    }
+    writer.write_facts(&facts).unwrap();
+    writer
+        .finish(EndSummary {
+            facts_written: facts.len() as u64,
+            duration_ns: 1,
+        })
+        .unwrap();
+}
+
+/// No escape sequence and no line of the output's own making.
+fn assert_inert(what: &str, bytes: &[u8]) {
+    assert!(
+        !bytes.contains(&0x1b) && !String::from_utf8_lossy(bytes).contains('\u{9b}'),
+        "{what}: an escape sequence reached the terminal: {}",
+        String::from_utf8_lossy(bytes)
+    );
+    let text = String::from_utf8_lossy(bytes);
+    assert!(
+        !text.lines().any(|l| l.starts_with("FORGED")),
+        "{what}: a forged line: {text}"
+    );
+}
+
+#[test]
+fn names_from_the_traced_world_cannot_drive_the_terminal() {
+    let dir = support::tempdir();
+    let path = support::path_in(&dir, "evil.lttrace");
+    write_hostile_trace(&path);
+    let file = path.to_str().unwrap();
+    for args in [
+        vec!["report", file],
+        vec!["script", file, "--stacks"],
+        vec!["graph", file, "--format", "dot"],
+    ] {
+        let output = run(&args);
+        assert!(!output.stdout.is_empty(), "{args:?}");
+        assert_inert(&format!("{args:?} stdout"), &output.stdout);
+        assert_inert(&format!("{args:?} stderr"), &output.stderr);
+    }
+    let report = String::from_utf8_lossy(&run(&["report", file]).stdout).into_owned();
+    assert!(
+        report.contains("\\x1b[2J\\nFORGED/2") && report.contains("evil_fn\\x1b[2J\\nFORGED+0x10"),
+        "names are shown escaped: {report}"
+    );
+    // JSON keeps the real names: serde escapes them itself.
+    let json = run(&["report", file, "--json"]);
+    let alert: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&json.stdout)
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(alert["trigger"]["task"]["comm"], EVIL);
+}
+
+/// A command that does not exist: a `record` given it fails before attaching anything.
+const NO_SUCH_COMMAND: &str = "locktrace-test-no-such-command";
+
+/// The one `locktrace: error:` line of a failed run with status 1.
+fn one_error_line(output: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.starts_with("locktrace: error: "), "{stderr}");
+    stderr
+}
+
+fn partial_of(path: &std::path::Path) -> std::path::PathBuf {
+    let mut name = path.file_name().unwrap().to_os_string();
+    name.push(".partial");
+    path.with_file_name(name)
+}
+
+#[test]
+fn record_refuses_links_and_special_files_in_one_line() {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    let dir = support::tempdir();
+    let victim = support::path_in(&dir, "victim");
+    std::fs::write(&victim, b"root's file").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let link = support::path_in(&dir, "link.lttrace");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let nowhere = support::path_in(&dir, "nowhere");
+    let dangling = support::path_in(&dir, "dangling.lttrace");
+    std::os::unix::fs::symlink(&nowhere, &dangling).unwrap();
+    let fifo = support::path_in(&dir, "fifo.lttrace");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    // Held open for reading, so that a writer opening the FIFO would not block.
+    let _reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+
+    let state = |p: &std::path::Path| {
+        let meta = std::fs::symlink_metadata(p).unwrap();
+        (
+            meta.mode(),
+            meta.uid(),
+            meta.ino(),
+            std::fs::read(&victim).unwrap(),
+        )
+    };
+    for (path, what) in [
+        (link.as_path(), "a symbolic link"),
+        (dangling.as_path(), "a symbolic link"),
+        (fifo.as_path(), "a FIFO"),
+        (std::path::Path::new("/dev/null"), "a character device"),
+        (dir.path(), "a directory"),
+    ] {
+        let before = state(path);
+        let output = support::locktrace()
+            .args(["record", "--no-kernel", "-o"])
+            .arg(path)
+            .args(["--", NO_SUCH_COMMAND])
+            .output()
+            .unwrap();
+        let line = one_error_line(&output);
+        assert!(
+            line.contains(&format!("it is {what}, not a regular file")),
+            "{}: {line}",
+            path.display()
+        );
+        assert_eq!(state(path), before, "{} left alone", path.display());
+        assert!(!nowhere.exists(), "a dangling link is not followed");
+    }
+}
+
+#[test]
+fn a_failed_record_leaves_the_existing_recording_intact() {
+    let dir = support::tempdir();
+    let path = support::path_in(&dir, "precious.lttrace");
+    write_trace(&path, 50);
+    let before = std::fs::read(&path).unwrap();
+    for args in [
+        vec!["--", NO_SUCH_COMMAND],
+        vec!["--", "/nonexistent/cmd"],
+        vec!["--symbols", "/nonexistent/System.map", "--", "true"],
+    ] {
+        let output = support::locktrace()
+            .args(["record", "--no-kernel", "-o"])
+            .arg(&path)
+            .args(&args)
+            .output()
+            .unwrap();
+        one_error_line(&output);
+        assert_eq!(std::fs::read(&path).unwrap(), before, "{args:?}");
+        assert!(
+            !partial_of(&path).exists(),
+            "{args:?}: no partial file left"
+        );
+    }
+}
+
+#[test]
+fn report_refuses_a_fifo_and_a_directory_instead_of_waiting() {
+    let dir = support::tempdir();
+    let fifo = support::path_in(&dir, "fifo.lttrace");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    for (path, what) in [(fifo.as_path(), "a FIFO"), (dir.path(), "a directory")] {
+        for command in ["report", "script", "graph"] {
+            let output = support::locktrace()
+                .arg(command)
+                .arg(path)
+                .output()
+                .unwrap();
+            let line = one_error_line(&output);
+            assert!(line.contains(&format!("it is {what}")), "{command}: {line}");
+        }
+    }
+}
+
+#[test]
+fn a_damaged_file_without_alerts_has_its_own_status() {
+    let dir = support::tempdir();
+    let path = support::path_in(&dir, "flipped.lttrace");
+    write_trace(&path, 0);
+    // One flipped byte in the first chunk (the symbols): nothing after it can be read.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let header_len = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+    let first_payload =
+        tracer::tracefile::FILE_PREFIX_LEN + header_len + tracer::tracefile::CHUNK_HEADER_LEN;
+    bytes[first_payload] ^= 0x01;
+    std::fs::write(&path, bytes).unwrap();
+    let file = path.to_str().unwrap();
+    for args in [
+        vec!["report", file],
+        vec!["report", file, "--json"],
+        vec!["script", file],
+        vec!["graph", file],
+    ] {
+        let output = run(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(DAMAGED), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("warning:") && stderr.contains("corrupt"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn the_alert_status_can_be_chosen() {
+    let dir = support::tempdir();
+    let path = support::path_in(&dir, "abba.lttrace");
+    write_trace(&path, 0);
+    let file = path.to_str().unwrap();
+    for (status, expected) in [("0", 0), ("42", 42), ("2", 2)] {
+        let output = run(&["report", file, "--alert-exit-code", status]);
+        assert_eq!(output.status.code(), Some(expected));
+    }
+    let clean = support::path_in(&dir, "clean.lttrace");
+    let header = Header::for_this_machine(vec!["test".into()], Vec::new());
+    TraceWriter::create(&clean, &header)
+        .unwrap()
+        .finish(EndSummary {
+            facts_written: 0,
+            duration_ns: 1,
+        })
+        .unwrap();
+    let output = run(&["report", clean.to_str().unwrap(), "--alert-exit-code", "42"]);
+    assert_eq!(output.status.code(), Some(0), "nothing found is 0");
+}
+
+#[test]
+fn bad_arguments_are_one_error_line_never_a_panic() {
+    for args in [
+        &["watch", "--duration", "1e30"][..],
+        &["record", "-o", "/tmp/x", "--duration", "1e300"],
+        &["watch", "--duration", "inf"],
+        &["watch", "--duration", "NaN"],
+        &["watch", "--duration", "-1"],
+        &["watch", "--duration", "315360001"],
+        &["watch", "--pid", "0"],
+        &["watch", "--pid", "4294967295"],
+        &["watch", "--pid", "-5"],
+        &["record", "--duration", "1"],
+        &["report"],
+        &["report", "x.lttrace", "--alert-exit-code", "1"],
+        &["report", "x.lttrace", "--alert-exit-code", "3"],
+        &["report", "x.lttrace", "--alert-exit-code", "256"],
+        &["graph", "x.lttrace", "--format", "svg"],
+        &["no-such-subcommand"],
+    ] {
+        let output = run(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        let line = one_error_line(&output);
+        assert!(line.contains("see --help"), "{args:?}: {line}");
+    }
+}
+
+#[test]
+fn a_missing_process_or_command_is_one_error_line() {
+    // A process that existed and is gone.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let pid = gone.id().to_string();
+    gone.wait().unwrap();
+    let dir = support::tempdir();
+    let out = support::path_in(&dir, "never.lttrace");
+    let out = out.to_str().unwrap();
+    for args in [
+        &["watch", "--no-kernel", "--duration", "1", "--pid", &pid][..],
+        &[
+            "record",
+            "-o",
+            out,
+            "--no-kernel",
+            "--duration",
+            "1",
+            "--pid",
+            &pid,
+        ],
+        &[
+            "watch",
+            "--no-kernel",
+            "--duration",
+            "1",
+            "--",
+            "/nonexistent/cmd",
+        ],
+        &[
+            "watch",
+            "--no-kernel",
+            "--duration",
+            "1",
+            "--",
+            NO_SUCH_COMMAND,
+        ],
+        &[
+            "watch",
+            "--no-kernel",
+            "--duration",
+            "1",
+            "--",
+            "/etc/passwd",
+        ],
+        &[
+            "record",
+            "-o",
+            out,
+            "--no-kernel",
+            "--duration",
+            "1",
+            "--",
+            "/nonexistent/cmd",
+        ],
+    ] {
+        let output = run(args);
+        let line = one_error_line(&output);
+        assert!(!line.contains("probes attached"), "{args:?}: {line}");
+        assert!(
+            line.contains(&pid) || line.contains("cannot start"),
+            "{args:?}: {line}"
+        );
+        assert!(!std::path::Path::new(out).exists(), "{args:?}");
     }
 }

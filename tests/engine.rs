@@ -579,3 +579,8 @@ fn every_fixture_gives_exactly_its_expectations() {
         .collect();
     assert!(failed.is_empty(), "fixtures that failed: {failed:?}");
 }
+
+#[test]
+fn irq_checks_do_not_pass_through_user_locks() {
+    check("irq-through-user-lock");
+}

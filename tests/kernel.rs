@@ -93,6 +93,13 @@ fn read_facts(path: &std::path::Path) -> (Vec<FactRecord>, bool) {
     (facts, reader.end().is_some())
 }
 
+/// Where a recording to `target` is written until it finishes.
+fn partial(target: &std::path::Path) -> std::path::PathBuf {
+    let mut name = target.file_name().unwrap().to_os_string();
+    name.push(".partial");
+    target.with_file_name(name)
+}
+
 /// Names of our programs still loaded in the kernel.
 fn our_programs_loaded() -> Vec<String> {
     const OURS: &[&str] = &[
@@ -169,6 +176,8 @@ fn per_cpu_allocations_are_recorded_with_irq_state_and_context() {
 
 #[test]
 fn sigterm_and_sigkill_leave_a_readable_file_and_nothing_attached() {
+    // SIGTERM finishes the recording and renames it into place; SIGKILL leaves its partial
+    // file, readable up to the last complete chunk.
     if !support::bpf_available("sigterm_and_sigkill_leave_a_readable_file_and_nothing_attached") {
         return;
     }
@@ -189,7 +198,15 @@ fn sigterm_and_sigkill_leave_a_readable_file_and_nothing_attached() {
         signal(&recorder, sig);
         recorder.wait().unwrap();
 
-        let mut reader = TraceReader::open(&trace).expect("the file has a valid header");
+        // A killed recorder cannot rename its file into place: what it wrote is readable in
+        // the partial file next to the target, and the target is not there.
+        let written = if clean_end {
+            trace.clone()
+        } else {
+            assert!(!trace.exists(), "signal {sig}: no file at the target");
+            partial(&trace)
+        };
+        let mut reader = TraceReader::open(&written).expect("the file has a valid header");
         let mut facts = 0;
         for record in reader.by_ref() {
             if let Ok(Record::Facts(batch)) = record {
@@ -244,6 +261,64 @@ fn non_root_gets_one_clear_error() {
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "exactly one line: {stderr}");
     assert!(lines[0].contains("needs root"), "{stderr}");
+}
+
+#[test]
+fn a_non_root_record_leaves_the_existing_file_alone() {
+    if !support::bpf_available("a_non_root_record_leaves_the_existing_file_alone") {
+        return;
+    }
+    use std::os::unix::{fs::PermissionsExt, process::CommandExt};
+    let dir = support::tempdir();
+    // A directory nobody can write to, holding an earlier recording.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let trace = support::path_in(&dir, "earlier.lttrace");
+    std::fs::write(&trace, b"an earlier recording").unwrap();
+    let output = support::locktrace()
+        .args(["record", "--duration", "1", "-o"])
+        .arg(&trace)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run locktrace as nobody");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("needs root"), "{stderr}");
+    assert_eq!(std::fs::read(&trace).unwrap(), b"an earlier recording");
+    assert!(!partial(&trace).exists(), "no partial file left");
+}
+
+#[test]
+fn a_second_record_to_the_same_file_fails_and_the_first_keeps_its_facts() {
+    if !support::bpf_available(
+        "a_second_record_to_the_same_file_fails_and_the_first_keeps_its_facts",
+    ) {
+        return;
+    }
+    let dir = support::tempdir();
+    let trace = support::path_in(&dir, "shared.lttrace");
+    let mut first = start_attached(&["record", "-o", trace.to_str().unwrap(), "--duration", "60"]);
+    let second = support::locktrace()
+        .args(["record", "--duration", "1", "-o"])
+        .arg(&trace)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("being recorded by another process"),
+        "{stderr}"
+    );
+    for _ in 0..4 {
+        drop(create_percpu_map());
+    }
+    signal(&first, libc::SIGINT);
+    assert!(first.wait().unwrap().success());
+    let (facts, clean) = read_facts(&trace);
+    assert!(clean, "the first recording finished in place");
+    assert!(!facts.is_empty(), "with its facts");
 }
 
 #[test]
@@ -385,4 +460,69 @@ fn a_missing_symbols_file_fails_before_attaching() {
         "one line, nothing attached: {stderr}"
     );
     assert!(stderr.contains("/nonexistent/System.map"), "{stderr}");
+}
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: std::path::PathBuf, size: &str) -> SmallDisk {
+        std::fs::create_dir(&at).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&at)
+            .status()
+            .expect("mount");
+        assert!(status.success(), "mounting a tmpfs at {}", at.display());
+        SmallDisk(at)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_stops_the_recording_and_its_command() {
+    if !support::bpf_available("a_full_disk_stops_the_recording_and_its_command") {
+        return;
+    }
+    let dir = support::tempdir();
+    let disk = SmallDisk::mount(support::path_in(&dir, "disk"), "64k");
+    let trace = disk.0.join("full.lttrace");
+    let pidfile = support::path_in(&dir, "pid");
+    // The command outlives any sensible session: only locktrace's error can end it.
+    let output = support::locktrace()
+        .args(["record", "-o"])
+        .arg(&trace)
+        .args(["--", "sh", "-c"])
+        .arg(format!(
+            "echo $$ > {0}.tmp && mv {0}.tmp {0} && exec sleep 600",
+            pidfile.display()
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("No space left"), "{stderr}");
+    assert!(
+        !trace.exists(),
+        "an incomplete recording is not put in place"
+    );
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .expect("the command ran")
+        .trim()
+        .parse()
+        .unwrap();
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(") ")?.1.chars().next());
+    assert!(
+        matches!(state, None | Some('Z')),
+        "the command still runs: {state:?}"
+    );
 }

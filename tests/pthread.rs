@@ -30,7 +30,11 @@ fn lockpatterns() -> PathBuf {
         .clone()
 }
 
-/// Runs the pattern under `locktrace watch --json` and returns the alerts.
+/// `watch` and `report` when they found an alert (`--alert-exit-code`'s default).
+const ALERTS: i32 = 2;
+
+/// Runs the pattern under `locktrace watch --json` and returns the alerts. The exit status
+/// must say whether there were any: 0 for none, [`ALERTS`] otherwise.
 fn watch(args: &[&str]) -> Vec<Value> {
     let output = support::locktrace()
         .args(["watch", "--json", "--no-kernel", "--"])
@@ -39,15 +43,17 @@ fn watch(args: &[&str]) -> Vec<Value> {
         .output()
         .expect("run locktrace");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "locktrace failed: {stderr}");
     assert!(
         !stderr.contains("exited with status"),
         "the program itself failed: {stderr}"
     );
-    String::from_utf8_lossy(&output.stdout)
+    let alerts: Vec<Value> = String::from_utf8_lossy(&output.stdout)
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
-        .collect()
+        .collect();
+    let expected = if alerts.is_empty() { 0 } else { ALERTS };
+    assert_eq!(output.status.code(), Some(expected), "{stderr}");
+    alerts
 }
 
 /// (kind, set of class names) of each alert.
@@ -90,6 +96,7 @@ fn abba_between_two_threads_is_one_circular_dependency() {
     if !support::bpf_available("abba_between_two_threads_is_one_circular_dependency") {
         return;
     }
+    // `watch` checks the status too: ALERTS here, 0 for the clean pattern below.
     let alerts = watch(&["abba"]);
     assert_eq!(
         summary(&alerts),
@@ -179,7 +186,7 @@ fn a_recording_replays_to_the_same_alerts_as_watch() {
         .arg(&trace)
         .output()
         .unwrap();
-    assert!(replay.status.success());
+    assert_eq!(replay.status.code(), Some(ALERTS));
     let replayed: Vec<Value> = String::from_utf8_lossy(&replay.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -208,7 +215,7 @@ fn a_command_using_another_c_library_is_followed_there() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
+    assert_eq!(output.status.code(), Some(ALERTS), "{stderr}");
     assert!(
         stderr.contains("maps another C library"),
         "the copy was noticed: {stderr}"
@@ -221,4 +228,138 @@ fn a_command_using_another_c_library_is_followed_there() {
         summary(&alerts),
         vec![("circular_dependency".into(), set(&["lock_a", "lock_b"]))]
     );
+}
+
+#[test]
+fn thread_names_cannot_drive_the_terminal_under_watch() {
+    if !support::bpf_available("thread_names_cannot_drive_the_terminal_under_watch") {
+        return;
+    }
+    // Text output, as a person at a terminal would read it.
+    let output = support::locktrace()
+        .args(["watch", "--no-kernel", "--"])
+        .arg(lockpatterns())
+        .arg("evil-abba")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(ALERTS), "{stderr}");
+    assert!(
+        stdout.contains("possible circular locking dependency detected"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("\\x1b[2J\\nFORGED/"),
+        "the thread is named, escaped: {stdout}"
+    );
+    for (what, bytes) in [("stdout", &output.stdout), ("stderr", &output.stderr)] {
+        assert!(!bytes.contains(&0x1b), "{what}: a raw escape: {stdout}");
+        let text = String::from_utf8_lossy(bytes);
+        assert!(
+            !text.lines().any(|l| l.starts_with("FORGED")),
+            "{what}: a forged line: {text}"
+        );
+    }
+}
+
+#[test]
+fn the_alert_status_can_be_chosen_under_watch() {
+    if !support::bpf_available("the_alert_status_can_be_chosen_under_watch") {
+        return;
+    }
+    for (status, expected) in [("0", 0), ("77", 77)] {
+        let output = support::locktrace()
+            .args(["watch", "--no-kernel", "--alert-exit-code", status, "--"])
+            .arg(lockpatterns())
+            .arg("abba")
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(expected));
+    }
+}
+
+#[test]
+fn a_command_that_cannot_execute_is_one_error_line() {
+    if !support::bpf_available("a_command_that_cannot_execute_is_one_error_line") {
+        return;
+    }
+    // Executable by its mode, refused by execve (ENOEXEC): found only once released.
+    let dir = support::tempdir();
+    let garbage = support::path_in(&dir, "garbage");
+    std::fs::write(&garbage, b"\x7fELF but not really").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&garbage, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let output = support::locktrace()
+        .args(["watch", "--no-kernel", "--"])
+        .arg(&garbage)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("cannot start"), "{stderr}");
+    assert!(!stderr.contains("exited with status"), "{stderr}");
+}
+
+/// The state letter of /proc/PID/stat, `None` once the process is gone.
+fn process_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+#[test]
+fn the_traced_command_never_outlives_locktrace() {
+    if !support::bpf_available("the_traced_command_never_outlives_locktrace") {
+        return;
+    }
+    let dir = support::tempdir();
+    for sig in [libc::SIGTERM, libc::SIGKILL] {
+        // The command writes its pid (kept across exec) and then sleeps for ten minutes.
+        // Empty programs: this is about the command's life, not its locks (whose symbols
+        // would take seconds to read in a debug build).
+        let pidfile = support::path_in(&dir, &format!("pid-{sig}"));
+        let mut locktrace = support::locktrace()
+            .args(["watch", "--no-kernel", "--empty-programs", "--", "sh", "-c"])
+            .arg(format!(
+                "echo $$ > {}.tmp && mv {0}.tmp {0} && exec sleep 600",
+                pidfile.display()
+            ))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = loop {
+            if let Ok(text) = std::fs::read_to_string(&pidfile) {
+                break text.trim().parse::<i32>().unwrap();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        // A signal to locktrace alone, not to its process group.
+        unsafe { libc::kill(locktrace.id() as i32, sig) };
+        let status = locktrace.wait().unwrap();
+        if sig == libc::SIGTERM {
+            // Stopped cleanly: the command was killed and dead before locktrace exited.
+            assert!(status.success(), "signal {sig}: {status}");
+            assert!(
+                matches!(process_state(pid), None | Some('Z')),
+                "signal {sig}: the command still runs"
+            );
+        } else {
+            // Killed outright: the kernel kills the command on locktrace's death.
+            let mut state = process_state(pid);
+            for _ in 0..100 {
+                if matches!(state, None | Some('Z')) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                state = process_state(pid);
+            }
+            assert!(
+                matches!(state, None | Some('Z')),
+                "signal {sig}: the command still runs ({state:?})"
+            );
+        }
+    }
 }

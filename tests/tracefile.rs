@@ -1,5 +1,6 @@
 //! The trace file on real files: round trips, files cut short or corrupted at every offset,
-//! permissions, and the exact bytes of the fact encoding.
+//! permissions, and the exact bytes of the fact encoding. What a recording may do to the
+//! path it is given is in `output.rs`.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -172,15 +173,22 @@ fn summary() -> EndSummary {
     }
 }
 
-/// Writes `records` and, when `finish` is set, the End chunk; returns the path.
+/// The End chunk's length in a file: frame and two u64.
+const END_CHUNK_LEN: u64 = CHUNK_HEADER_LEN as u64 + 16;
+
+/// Writes `records` and the End chunk; returns the path. Without `finish`, the End chunk is
+/// cut off again: the file is then what a recording killed after those records leaves.
 fn write_file(dir: &TempDir, name: &str, records: &[Record], finish: bool) -> PathBuf {
     let path = dir.path().join(name);
     let mut writer = TraceWriter::create(&path, &header()).unwrap();
     for record in records {
         writer.write(record).unwrap();
     }
-    if finish {
-        writer.finish(summary()).unwrap();
+    writer.finish(summary()).unwrap();
+    if !finish {
+        let file = fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let len = file.metadata().unwrap().len();
+        file.set_len(len - END_CHUNK_LEN).unwrap();
     }
     path
 }
@@ -299,7 +307,8 @@ fn flush_makes_buffered_facts_readable() {
     writer.write_facts(&[fact(1), fact(2)]).unwrap();
     writer.flush().unwrap();
 
-    let read = read_back(&path).unwrap();
+    assert!(!path.exists(), "the target appears when finished");
+    let read = read_back(writer.path()).unwrap();
     assert_eq!(read.records, vec![Record::Facts(vec![fact(1), fact(2)])]);
     assert!(matches!(read.damage, Some(TraceError::Unfinished { .. })));
     drop(writer);
@@ -312,10 +321,16 @@ fn a_writer_dropped_without_finish_leaves_a_readable_unfinished_file() {
     let mut writer = TraceWriter::create(&path, &header()).unwrap();
     writer.write(&every_record()[1]).unwrap();
     writer.write_facts(&[fact(9)]).unwrap();
+    let partial = writer.path().to_path_buf();
+    assert_eq!(partial, dir.path().join("dropped.lt.partial"));
     drop(writer);
 
-    let len = fs::metadata(&path).unwrap().len();
-    let read = read_back(&path).unwrap();
+    assert!(
+        !path.exists(),
+        "an unfinished recording does not replace the target"
+    );
+    let len = fs::metadata(&partial).unwrap().len();
+    let read = read_back(&partial).unwrap();
     assert_eq!(
         read.records,
         vec![every_record()[1].clone(), Record::Facts(vec![fact(9)])]
@@ -524,20 +539,6 @@ fn files_are_created_with_mode_0600() {
     let path = write_file(&dir, "mode.lt", &[], true);
     let mode = fs::metadata(&path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
-
-    let existing = dir.path().join("existing.lt");
-    fs::write(&existing, b"old contents").unwrap();
-    fs::set_permissions(&existing, fs::Permissions::from_mode(0o644)).unwrap();
-    TraceWriter::create(&existing, &header())
-        .unwrap()
-        .finish(summary())
-        .unwrap();
-    let mode = fs::metadata(&existing).unwrap().permissions().mode();
-    assert_eq!(mode & 0o777, 0o600, "an existing file is tightened");
-    assert!(
-        read_back(&existing).unwrap().damage.is_none(),
-        "and truncated"
-    );
 }
 
 fn assert_create_fails_naming(path: &Path) {
@@ -684,9 +685,10 @@ fn facts_are_encoded_little_endian_field_by_field() {
     let path = dir.path().join("golden.lt");
     let mut writer = TraceWriter::create(&path, &header()).unwrap();
     writer.write_facts(&[fact]).unwrap();
+    let partial = writer.path().to_path_buf();
     drop(writer);
 
-    let bytes = fs::read(&path).unwrap();
+    let bytes = fs::read(&partial).unwrap();
     let chunk = &bytes[chunk_boundaries(&bytes)[0]..];
     assert_eq!(
         &chunk[..8],
@@ -710,4 +712,233 @@ fn hand_written_fact_bytes_decode_to_the_fact() {
 
     let read = read_back(&path).unwrap();
     assert_eq!(read.records, vec![Record::Facts(vec![fact])]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Crafted lengths and the fuzz seed corpus (fuzz/corpus/tracefile, fuzzed by
+// fuzz/fuzz_targets/tracefile.rs in every `cargo xtask test`). Inputs the fuzzer or review
+// found stay here as regression tests.
+
+/// Records the largest single allocation made by the current thread, so a test can check
+/// that a length field does not decide how much memory a reader takes.
+struct CountingAllocator;
+
+thread_local! {
+    static LARGEST: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+// SAFETY: every call is passed on to the system allocator unchanged.
+unsafe impl std::alloc::GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        note_allocation(layout.size());
+        // SAFETY: the caller's layout, passed on.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: the caller's pointer and layout, passed on.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
+        note_allocation(new);
+        // SAFETY: the caller's arguments, passed on.
+        unsafe { std::alloc::System.realloc(ptr, layout, new) }
+    }
+}
+
+fn note_allocation(size: usize) {
+    // `try_with`: the slot may be gone while the thread exits.
+    let _ = LARGEST.try_with(|largest| largest.set(largest.get().max(size)));
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+/// Reads `bytes` to the end; returns what reading stopped on and the largest allocation.
+fn read_bytes_measured(bytes: &[u8]) -> (Result<Option<TraceError>, TraceError>, usize) {
+    LARGEST.with(|largest| largest.set(0));
+    let result = TraceReader::new(bytes, Path::new("crafted")).map(|mut reader| {
+        reader.by_ref().for_each(drop);
+        reader.damage().cloned()
+    });
+    (result, LARGEST.with(std::cell::Cell::get))
+}
+
+/// No allocation above this while reading a crafted file of a few dozen bytes.
+const SMALL: usize = 1 << 20;
+
+/// The bytes of a finished file with every record, through the library's writer.
+fn valid_bytes(dir: &TempDir, name: &str, records: &[Record]) -> Vec<u8> {
+    fs::read(write_file(dir, name, records, true)).unwrap()
+}
+
+/// A file prefix whose header body claims `len` bytes.
+fn prefix_claiming(len: u32) -> Vec<u8> {
+    let mut bytes = b"LOCKTRC\0".to_vec();
+    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&len.to_le_bytes());
+    bytes.extend_from_slice(&0u32.to_le_bytes());
+    bytes
+}
+
+/// A chunk frame of `kind` with `payload`, its CRC right.
+fn chunk(kind: u32, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = kind.to_le_bytes().to_vec();
+    bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&chunk_crc(kind, payload).to_le_bytes());
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+/// A valid header (no chunk) followed by `tail`.
+fn header_then(dir: &TempDir, tail: &[u8]) -> Vec<u8> {
+    let mut bytes = valid_bytes(dir, "header-only.lt", &[]);
+    let end_len = END_CHUNK_LEN as usize;
+    bytes.truncate(bytes.len() - end_len);
+    bytes.extend_from_slice(tail);
+    bytes
+}
+
+#[test]
+fn a_header_length_larger_than_the_file_costs_only_the_file() {
+    let bytes = prefix_claiming(tracer::tracefile::MAX_PAYLOAD_LEN as u32);
+    let (result, largest) = read_bytes_measured(&bytes);
+    assert!(
+        matches!(
+            result,
+            Err(TraceError::Truncated {
+                what: Truncation::HeaderBody,
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+    assert!(
+        largest < SMALL,
+        "a {largest}-byte allocation for a 20-byte file"
+    );
+}
+
+#[test]
+fn a_chunk_length_larger_than_the_file_costs_only_the_file() {
+    let dir = TempDir::new().unwrap();
+    let mut frame = (ChunkType::Facts as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&(tracer::tracefile::MAX_PAYLOAD_LEN as u32).to_le_bytes());
+    frame.extend_from_slice(&0u32.to_le_bytes());
+    frame.extend_from_slice(&[0u8; 8]);
+    let bytes = header_then(&dir, &frame);
+    let (result, largest) = read_bytes_measured(&bytes);
+    assert!(
+        matches!(
+            result,
+            Ok(Some(TraceError::Truncated {
+                what: Truncation::ChunkPayload,
+                ..
+            }))
+        ),
+        "{result:?}"
+    );
+    assert!(
+        largest < SMALL,
+        "a {largest}-byte allocation for a short chunk"
+    );
+}
+
+#[test]
+fn crafted_counts_are_malformed_not_allocated() {
+    let dir = TempDir::new().unwrap();
+    // A Drops chunk and a Stacks chunk claiming u32::MAX items, CRCs right.
+    let mut drops = 7u64.to_le_bytes().to_vec();
+    drops.extend_from_slice(&u32::MAX.to_le_bytes());
+    let mut stacks = 0u32.to_le_bytes().to_vec(); // kernel
+    stacks.extend_from_slice(&1u32.to_le_bytes()); // pid
+    stacks.extend_from_slice(&1i32.to_le_bytes()); // id
+    stacks.extend_from_slice(&u32::MAX.to_le_bytes()); // frames
+    for payload in [
+        chunk(ChunkType::Drops as u32, &drops),
+        chunk(ChunkType::Stacks as u32, &stacks),
+    ] {
+        let (result, largest) = read_bytes_measured(&header_then(&dir, &payload));
+        assert!(
+            matches!(
+                result,
+                Ok(Some(TraceError::Corrupt {
+                    reason: Corruption::Malformed(_),
+                    ..
+                }))
+            ),
+            "{result:?}"
+        );
+        assert!(largest < SMALL, "a {largest}-byte allocation");
+    }
+}
+
+/// The fuzz seeds, built with the library's writer: small valid recordings, then truncated,
+/// corrupted and crafted ones. Names say what reading each must give.
+fn fuzz_seeds(dir: &TempDir) -> Vec<(&'static str, Vec<u8>)> {
+    let all = valid_bytes(dir, "all.lt", &every_record());
+    let empty = valid_bytes(dir, "empty.lt", &[]);
+    let boundaries = chunk_boundaries(&all);
+    let mut flipped = all.clone();
+    flipped[boundaries[2] + CHUNK_HEADER_LEN + 3] ^= 0x20;
+    let end_at = all.len() - END_CHUNK_LEN as usize;
+    let mut unknown = all[..end_at].to_vec();
+    unknown.extend_from_slice(&chunk(99, b"a chunk type from a later version"));
+    unknown.extend_from_slice(&all[end_at..]);
+    let mut trailing = all.clone();
+    trailing.extend_from_slice(&chunk(ChunkType::Facts as u32, &[]));
+    let mut long_chunk = all[..boundaries[1]].to_vec();
+    long_chunk.extend_from_slice(&(ChunkType::Stacks as u32).to_le_bytes());
+    long_chunk.extend_from_slice(&(tracer::tracefile::MAX_PAYLOAD_LEN as u32).to_le_bytes());
+    long_chunk.extend_from_slice(&[0; 12]);
+    vec![
+        ("valid-every-record", all.clone()),
+        ("valid-empty", empty),
+        ("unfinished", all[..end_at].to_vec()),
+        ("truncated-payload", all[..boundaries[3] - 5].to_vec()),
+        ("truncated-header", all[..30].to_vec()),
+        ("corrupt-crc", flipped),
+        ("corrupt-unknown-chunk", unknown),
+        ("corrupt-after-end", trailing),
+        ("truncated-crafted-chunk-length", long_chunk),
+        (
+            "truncated-crafted-header-length",
+            prefix_claiming(tracer::tracefile::MAX_PAYLOAD_LEN as u32),
+        ),
+    ]
+}
+
+/// Where the committed seeds live.
+fn seed_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/tracefile")
+}
+
+#[test]
+fn the_fuzz_seeds_are_current_and_read_as_named() {
+    let dir = TempDir::new().unwrap();
+    let bless = std::env::var("LOCKTRACE_BLESS_FUZZ_SEEDS").as_deref() == Ok("1");
+    for (name, bytes) in fuzz_seeds(&dir) {
+        let path = seed_dir().join(name);
+        if bless {
+            fs::write(&path, &bytes).unwrap();
+        }
+        assert_eq!(
+            fs::read(&path).ok().as_ref(),
+            Some(&bytes),
+            "{name} differs from what the writer makes now: rerun this test with \
+             LOCKTRACE_BLESS_FUZZ_SEEDS=1 to rewrite the seeds"
+        );
+        let (result, _) = read_bytes_measured(&bytes);
+        let kind = name.split('-').next().unwrap();
+        let ok = matches!(
+            (kind, &result),
+            ("valid", Ok(None))
+                | ("unfinished", Ok(Some(TraceError::Unfinished { .. })))
+                | ("truncated", Ok(Some(TraceError::Truncated { .. })))
+                | ("truncated", Err(TraceError::Truncated { .. }))
+                | ("corrupt", Ok(Some(TraceError::Corrupt { .. })))
+        );
+        assert!(ok, "{name}: {result:?}");
+    }
 }

@@ -4,6 +4,7 @@
  * order alone, as lockdep would.
  *
  *   lockpatterns abba        AB-BA between two threads
+ *   lockpatterns evil-abba   the same from threads named with a terminal escape and a newline
  *   lockpatterns late-abba   the same after sleeping 300 ms (lets a tracer attach late)
  *   lockpatterns cycle3      A->B, B->C, C->A across three threads
  *   lockpatterns rwmutex     rwlock writer vs mutex in opposite orders
@@ -13,6 +14,7 @@
  *
  * Built with frame pointers so user stacks can be walked.
  */
+#define _GNU_SOURCE /* pthread_setname_np */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +46,21 @@ static void *__attribute__((noinline)) take_b_then_a(void *arg)
 	(void)arg;
 	take_two(&lock_b, &lock_a);
 	return NULL;
+}
+
+/* Clears the screen and starts a forged line if printed raw (15 bytes at most, as comm). */
+static const char EVIL_NAME[] = "\033[2J\nFORGED";
+
+static void *__attribute__((noinline)) evil_a_then_b(void *arg)
+{
+	pthread_setname_np(pthread_self(), EVIL_NAME);
+	return take_a_then_b(arg);
+}
+
+static void *__attribute__((noinline)) evil_b_then_a(void *arg)
+{
+	pthread_setname_np(pthread_self(), EVIL_NAME);
+	return take_b_then_a(arg);
 }
 
 static void *__attribute__((noinline)) take_b_then_c(void *arg)
@@ -125,6 +142,9 @@ int main(int argc, char **argv)
 	} else if (!strcmp(pattern, "abba")) {
 		run_one(take_a_then_b);
 		run_one(take_b_then_a);
+	} else if (!strcmp(pattern, "evil-abba")) {
+		run_one(evil_a_then_b);
+		run_one(evil_b_then_a);
 	} else if (!strcmp(pattern, "cycle3")) {
 		run_one(take_a_then_b);
 		run_one(take_b_then_c);
@@ -153,7 +173,7 @@ int main(int argc, char **argv)
 		/* One lock and one unlock per iteration: two lock operations. */
 		fprintf(stderr, "bench: %ld lock operations in %lld ns\n", 2 * count, ns);
 	} else {
-		fprintf(stderr, "usage: lockpatterns abba|cycle3|rwmutex|clean|repeat N|bench N\n");
+		fprintf(stderr, "usage: lockpatterns abba|evil-abba|cycle3|rwmutex|clean|repeat N|bench N\n");
 		return 2;
 	}
 	return 0;

@@ -1,5 +1,6 @@
 //! A recording's facts, one line each, like `perf script`: what to read when a report needs
-//! explaining (which locks were held, which context an acquisition ran in).
+//! explaining (which locks were held, which context an acquisition ran in). Thread names,
+//! symbols and file names are made [`printable`] on the way out.
 
 use std::{io::Write, path::Path};
 
@@ -8,7 +9,7 @@ use tracer_common::{ClassTag, HeldLock, IrqState, LockKind, flags};
 use crate::{
     fact::FactRecord,
     replay::ReplayError,
-    report::{call_site, stack_frames},
+    report::{call_site, printable, stack_frames},
     symbols::Symbols,
     tracefile::{Record, TraceError, TraceReader, apply_to_symbols},
 };
@@ -44,14 +45,15 @@ pub fn write_facts(
             writeln!(out, "{}", fact_line(fact, &symbols)).map_err(ReplayError::Output)?;
             if stacks {
                 for frame in stack_frames(&symbols, fact.stack).unwrap_or_default() {
-                    writeln!(out, "\t{frame}").map_err(ReplayError::Output)?;
+                    writeln!(out, "\t{}", printable(&frame)).map_err(ReplayError::Output)?;
                 }
                 for (i, lock) in fact.held.iter().enumerate() {
+                    let site = call_site(&symbols, fact.pid, lock.site, lock.lock_kind().is_user());
                     writeln!(
                         out,
                         "\t#{i}: {} at {} taken {} µs before{}",
-                        lock_name(lock, &symbols),
-                        call_site(&symbols, fact.pid, lock.site, lock.lock_kind().is_user()),
+                        printable(&lock_name(lock, &symbols)),
+                        printable(&site),
                         fact.timestamp_ns.saturating_sub(lock.acquired_ns) / 1000,
                         if lock.is_stale(fact.timestamp_ns) {
                             " (stale)"
@@ -74,7 +76,7 @@ pub fn write_facts(
 /// `comm pid/tid [cpu] seconds: what lock-kind lock at site context irqs flags | held: ...`.
 pub fn fact_line(fact: &FactRecord, symbols: &Symbols) -> String {
     let comm = String::from_utf8_lossy(&fact.comm);
-    let comm = comm.trim_end_matches('\0');
+    let comm = printable(comm.trim_end_matches('\0'));
     let mut line = format!(
         "{comm:>16} {:>7}/{:<7} [{:03}] {}.{:09}: {:<12}",
         fact.pid,
@@ -86,15 +88,14 @@ pub fn fact_line(fact: &FactRecord, symbols: &Symbols) -> String {
     );
     let kind = fact.lock_kind();
     if kind != LockKind::None {
-        line += &format!(" {:<10} {}", kind.name(), lock_name(&fact.lock, symbols));
+        let lock = lock_name(&fact.lock, symbols);
+        line += &format!(" {:<10} {}", kind.name(), printable(&lock));
     } else if fact.arg != 0 || fact.arg2 != 0 {
         line += &format!(" arg={:#x} arg2={:#x}", fact.arg, fact.arg2);
     }
     if fact.lock.site != 0 {
-        line += &format!(
-            " at {}",
-            call_site(symbols, fact.pid, fact.lock.site, kind.is_user())
-        );
+        let site = call_site(symbols, fact.pid, fact.lock.site, kind.is_user());
+        line += &format!(" at {}", printable(&site));
     }
     line += &format!(
         " {} irqs-{}",
@@ -122,7 +123,11 @@ pub fn fact_line(fact: &FactRecord, symbols: &Symbols) -> String {
         line += &format!(" preempt_count={:#x}", fact.preempt_count);
     }
     if !fact.held.is_empty() {
-        let held: Vec<String> = fact.held.iter().map(|l| lock_name(l, symbols)).collect();
+        let held: Vec<String> = fact
+            .held
+            .iter()
+            .map(|l| printable(&lock_name(l, symbols)).into_owned())
+            .collect();
         line += &format!(" | held: {}", held.join(", "));
     }
     line

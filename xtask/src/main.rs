@@ -1,6 +1,7 @@
 //! locktrace's developer tasks. `cargo xtask --help` lists them.
 //!
 //! Everything a fresh machine needs is installed by `setup`; `test` and `vm` call it first.
+mod fuzz;
 mod setup;
 mod tasks;
 mod vm;
@@ -22,7 +23,8 @@ enum Task {
     Setup,
     /// The main job: check this kernel, record it for a few seconds, catch a pthread AB-BA.
     Run,
-    /// Every test: fmt, clippy, unit and integration tests (real BPF), the VM suite.
+    /// Every test: fmt, clippy, unit and integration tests (real BPF), a fuzz smoke run, the
+    /// VM suite.
     Test,
     /// Boot stock Debian kernels under qemu and run the in-guest tests.
     Vm(vm::VmArgs),

@@ -1,6 +1,6 @@
 //! `cargo xtask setup`: installs what is missing, quickly when all is present: the nightly
-//! that builds the eBPF crate (with rust-src), bpf-linker, a C compiler for the test programs,
-//! and what the VM suite needs.
+//! that builds the eBPF crate (with rust-src) and the fuzz targets, bpf-linker, cargo-fuzz,
+//! C and C++ compilers for the test programs and libFuzzer, and what the VM suite needs.
 
 use std::process::Command;
 
@@ -10,6 +10,8 @@ use anyhow::{Context, bail};
 pub const EBPF_TOOLCHAIN: &str = "nightly-2026-07-20";
 /// bpf-linker 0.10 loads the nightly's own LLVM 22; 0.11+ needs a separate LLVM install.
 const BPF_LINKER_VERSION: &str = "0.10.0";
+/// Runs the fuzz targets of `fuzz/` (xtask/src/fuzz.rs).
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// Runs `cmd` and fails with its name when it does not succeed.
 pub fn run_checked(cmd: &mut Command) -> anyhow::Result<()> {
@@ -65,13 +67,29 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
     ]))
 }
 
-fn ensure_c_compiler() -> anyhow::Result<()> {
-    if output_of(Command::new("cc").arg("--version")).is_some() {
+fn ensure_cargo_fuzz() -> anyhow::Result<()> {
+    let version = output_of(Command::new("cargo").args(["fuzz", "--version"]));
+    if version.is_some_and(|v| v.contains(CARGO_FUZZ_VERSION)) {
         return Ok(());
     }
-    eprintln!("setup: installing gcc (builds the pthread test programs)");
+    eprintln!("setup: installing cargo-fuzz {CARGO_FUZZ_VERSION}");
+    run_checked(Command::new("cargo").args([
+        "install",
+        &format!("cargo-fuzz@{CARGO_FUZZ_VERSION}"),
+        "--locked",
+        "--force",
+    ]))
+}
+
+fn ensure_c_compiler() -> anyhow::Result<()> {
+    if output_of(Command::new("cc").arg("--version")).is_some()
+        && output_of(Command::new("c++").arg("--version")).is_some()
+    {
+        return Ok(());
+    }
+    eprintln!("setup: installing gcc and g++ (build the pthread test programs and libFuzzer)");
     run_checked(Command::new("apt-get").arg("update"))?;
-    run_checked(Command::new("apt-get").args(["install", "-y", "gcc", "libc6-dev"]))
+    run_checked(Command::new("apt-get").args(["install", "-y", "gcc", "g++", "libc6-dev"]))
 }
 
 /// Installs every missing prerequisite.
@@ -79,5 +97,6 @@ pub fn run() -> anyhow::Result<()> {
     ensure_nightly()?;
     ensure_bpf_linker()?;
     ensure_c_compiler()?;
+    ensure_cargo_fuzz()?;
     crate::vm::install_prerequisites()
 }

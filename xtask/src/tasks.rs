@@ -2,9 +2,12 @@
 
 use std::{path::PathBuf, process::Command};
 
+use anyhow::{Context, bail};
+
 use crate::setup::run_checked;
 
-fn workspace_root() -> PathBuf {
+/// The repository's root.
+pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the workspace")
@@ -31,7 +34,11 @@ pub fn run_main() -> anyhow::Result<()> {
             .args(["record", "--duration", "5", "-o"])
             .arg(&trace),
     )?;
-    run_checked(Command::new(&locktrace).arg("report").arg(&trace))?;
+    // 0 when the kernel gave no alert, ALERTS_FOUND when it did: both are a good run.
+    run_expecting(
+        Command::new(&locktrace).arg("report").arg(&trace),
+        &[0, ALERTS_FOUND],
+    )?;
     let program = root.join("target/lockpatterns");
     run_checked(
         Command::new("cc")
@@ -40,19 +47,34 @@ pub fn run_main() -> anyhow::Result<()> {
             .arg(root.join("tests/programs/lockpatterns.c")),
     )?;
     println!("\n== a pthread program with an AB-BA lock order");
-    run_checked(
+    run_expecting(
         Command::new(&locktrace)
             .args(["watch", "--no-kernel", "--"])
             .arg(&program)
             .arg("abba"),
+        &[ALERTS_FOUND],
     )
 }
 
-/// Every test: formatting, lints, unit and integration tests (real BPF as root) and the VM
-/// suite.
+/// The exit status of `locktrace watch` and `report` when they found an alert.
+const ALERTS_FOUND: i32 = 2;
+
+/// Runs `cmd` and fails unless its exit status is one of `expected`.
+fn run_expecting(cmd: &mut Command, expected: &[i32]) -> anyhow::Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd.status().with_context(|| format!("running {shown}"))?;
+    if !status.code().is_some_and(|code| expected.contains(&code)) {
+        bail!("{shown} exited with {status}, expected one of {expected:?}");
+    }
+    Ok(())
+}
+
+/// Every test: formatting, lints, unit and integration tests (real BPF as root), a short
+/// fuzz run of the trace reader, and the VM suite.
 pub fn run_tests() -> anyhow::Result<()> {
     run_checked(cargo().args(["fmt", "--all", "--check"]))?;
     run_checked(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
     run_checked(cargo().args(["test"]))?;
+    crate::fuzz::smoke()?;
     run_checked(cargo().args(["xtask", "vm"]))
 }

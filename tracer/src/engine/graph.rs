@@ -10,8 +10,11 @@
 //! another reader. The searches walk (class, restricted) states, so they are exact.
 //!
 //! petgraph holds the graph; a hash index finds an edge by its endpoints in O(1). The graph is
-//! only touched when a chain is new (see `chain`), so its speed is not on the hot path.
+//! only touched when a chain is new (see `chain`), so its speed is not on the hot path; but a
+//! search runs for every new dependency, so one costs what it visits, never the size of the
+//! graph (a program with tens of thousands of mutexes has as many classes).
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 
 use petgraph::Direction;
@@ -147,6 +150,12 @@ pub struct DepGraph {
     /// Acquisitions that exercised each edge (chain-cache hits included), by edge index: kept
     /// apart from the edges so the hot path touches 8 bytes per dependency, not a whole edge.
     counts: Vec<u64>,
+    /// Reused by every search (see [`SearchState`]); a cell because searches only read the
+    /// graph.
+    search_state: RefCell<SearchState>,
+    /// By class: the marks of every class with a path to it, its own included (see
+    /// [`DepGraph::mark`]); a cell because checks mark through a shared graph.
+    reaching: RefCell<Vec<u8>>,
 }
 
 impl DepGraph {
@@ -155,6 +164,7 @@ impl DepGraph {
         while self.graph.node_count() <= class.0 as usize {
             self.graph.add_node(());
         }
+        self.reaching.get_mut().resize(self.graph.node_count(), 0);
     }
 
     /// Adds (or extends) the edge `from → to`.
@@ -188,7 +198,50 @@ impl DepGraph {
         );
         self.index.insert((from.0, to.0), edge);
         self.counts.push(1);
+        let marks = self.reaching.get_mut()[from.0 as usize];
+        self.spread(to, marks);
         (edge, Added::New)
+    }
+
+    /// Sets `bits` on `class`; every class a path of dependencies leads to from it inherits
+    /// them, now and as dependencies are added ([`DepGraph::marks_reaching`]). A check marks
+    /// what it looks for on the far side of a path (the irq check: irq-safe usage), and skips
+    /// its search where no mark arrived. Paths here ignore the reader rules, so a mark may
+    /// arrive where a strong path would not: a skip is always safe, a search still decides.
+    ///
+    /// Marks only grow, so a class passes each bit on at most once: the upkeep is a few
+    /// steps per dependency over a whole session.
+    pub fn mark(&self, class: ClassId, bits: u8) {
+        self.spread(class, bits);
+    }
+
+    /// The marks of every class with a path to `class`, its own included.
+    pub fn marks_reaching(&self, class: ClassId) -> u8 {
+        self.reaching.borrow()[class.0 as usize]
+    }
+
+    /// Adds `bits` to `start` and to everything it leads to that lacks some of them.
+    fn spread(&self, start: ClassId, bits: u8) {
+        let mut reaching = self.reaching.borrow_mut();
+        let start = start.0 as usize;
+        if reaching[start] | bits == reaching[start] {
+            return;
+        }
+        reaching[start] |= bits;
+        let mut stack = vec![start];
+        while let Some(node) = stack.pop() {
+            let carried = reaching[node];
+            for next in self
+                .graph
+                .neighbors_directed(NodeIndex::new(node), Direction::Outgoing)
+            {
+                let next = next.index();
+                if reaching[next] | carried != reaching[next] {
+                    reaching[next] |= carried;
+                    stack.push(next);
+                }
+            }
+        }
     }
 
     /// Counts one more acquisition along `edge`.
@@ -226,6 +279,14 @@ impl DepGraph {
         })
     }
 
+    /// True when no dependency leads into `class`: no path can end there.
+    pub fn nothing_leads_to(&self, class: ClassId) -> bool {
+        self.graph
+            .neighbors_directed(NodeIndex::new(class.0 as usize), Direction::Incoming)
+            .next()
+            .is_none()
+    }
+
     /// Number of dependencies.
     pub fn len(&self) -> usize {
         self.graph.edge_count()
@@ -248,28 +309,43 @@ impl DepGraph {
         start: ClassId,
         restricted: bool,
         walk: Walk,
+        accept: impl FnMut(ClassId, bool) -> bool,
+    ) -> Option<Found> {
+        self.search_within(start, restricted, walk, |_| true, accept)
+    }
+
+    /// [`DepGraph::search`] that only steps onto classes for which `enter` is true (the start
+    /// is always visited): a check that cannot care about some classes does not walk them.
+    ///
+    /// A search costs what it visits, not the size of the graph: the visited marks and the
+    /// path back to the start live in a `SearchState` kept from one search to the next.
+    pub fn search_within(
+        &self,
+        start: ClassId,
+        restricted: bool,
+        walk: Walk,
+        mut enter: impl FnMut(ClassId) -> bool,
         mut accept: impl FnMut(ClassId, bool) -> bool,
     ) -> Option<Found> {
-        let n = self.graph.node_count();
-        let slot = |class: u32, restricted: bool| class as usize * 2 + restricted as usize;
-        // parent[slot] = (edge, previous slot); visited as Some.
-        let mut parent: Vec<Option<(EdgeIndex, usize)>> = vec![None; n * 2];
-        let mut visited = vec![false; n * 2];
-        let mut queue = VecDeque::new();
-        visited[slot(start.0, restricted)] = true;
-        queue.push_back((start.0, restricted));
+        // `accept` or `enter` searching this graph again would find the state in use: such a
+        // nested search gets a state of its own.
+        let mut own = None;
+        let mut shared = self.search_state.try_borrow_mut();
+        let state = match shared.as_deref_mut() {
+            Ok(state) => state,
+            Err(_) => own.insert(SearchState::default()),
+        };
+        state.begin(self.graph.node_count() * 2);
+        let start_slot = slot(start.0, restricted);
+        state.visit(start_slot, None);
+        state.queue.push_back((start.0, restricted));
         let direction = match walk {
             Walk::Forward => Direction::Outgoing,
             Walk::Backward => Direction::Incoming,
         };
-        while let Some((node, restricted)) = queue.pop_front() {
+        while let Some((node, restricted)) = state.queue.pop_front() {
             if accept(ClassId(node), restricted) {
-                let mut path = Vec::new();
-                let mut at = slot(node, restricted);
-                while let Some((edge, prev)) = parent[at] {
-                    path.push(edge);
-                    at = prev;
-                }
+                let mut path = state.path_to(slot(node, restricted));
                 if walk == Walk::Forward {
                     path.reverse();
                 }
@@ -310,15 +386,79 @@ impl DepGraph {
                 }
                 .index() as u32;
                 // An unrestricted visit subsumes a restricted one.
-                if visited[slot(other, false)] || (next_restricted && visited[slot(other, true)]) {
+                if state.visited(slot(other, false))
+                    || (next_restricted && state.visited(slot(other, true)))
+                {
                     continue;
                 }
-                visited[slot(other, next_restricted)] = true;
-                parent[slot(other, next_restricted)] = Some((e.id(), slot(node, restricted)));
-                queue.push_back((other, next_restricted));
+                if !enter(ClassId(other)) {
+                    continue;
+                }
+                state.visit(
+                    slot(other, next_restricted),
+                    Some((e.id(), slot(node, restricted))),
+                );
+                state.queue.push_back((other, next_restricted));
             }
         }
         None
+    }
+}
+
+/// The search state of a (class, restricted) pair: two per class.
+fn slot(class: u32, restricted: bool) -> usize {
+    class as usize * 2 + restricted as usize
+}
+
+/// What a breadth-first search remembers, kept between searches so that one costs what it
+/// visits: a slot is visited in this search when its stamp is the current generation, so
+/// starting a search clears nothing.
+#[derive(Debug, Default)]
+struct SearchState {
+    /// The current search's stamp (never 0, which marks slots never visited).
+    generation: u32,
+    /// The generation that last visited each slot.
+    stamp: Vec<u32>,
+    /// How each visited slot was reached: the edge and the slot it came from (`None` for
+    /// the start). Only meaningful where `stamp` is the current generation.
+    parent: Vec<Option<(EdgeIndex, usize)>>,
+    /// The breadth-first queue of (class, restricted).
+    queue: VecDeque<(u32, bool)>,
+}
+
+impl SearchState {
+    /// Starts a search over `slots` slots: grows the arrays with the graph, never clears them.
+    fn begin(&mut self, slots: usize) {
+        self.queue.clear();
+        if self.stamp.len() < slots {
+            self.stamp.resize(slots, 0);
+            self.parent.resize(slots, None);
+        }
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 {
+            // Once every 2^32 searches: old stamps could pass for new ones.
+            self.stamp.fill(0);
+            self.generation = 1;
+        }
+    }
+
+    fn visited(&self, slot: usize) -> bool {
+        self.stamp[slot] == self.generation
+    }
+
+    fn visit(&mut self, slot: usize, parent: Option<(EdgeIndex, usize)>) {
+        self.stamp[slot] = self.generation;
+        self.parent[slot] = parent;
+    }
+
+    /// The edges from `slot` back to the start, nearest first.
+    fn path_to(&self, mut slot: usize) -> Vec<EdgeIndex> {
+        let mut path = Vec::new();
+        while let Some((edge, prev)) = self.parent[slot] {
+            path.push(edge);
+            slot = prev;
+        }
+        path
     }
 }
 
@@ -403,6 +543,97 @@ mod tests {
         for (edges, start, goal, want) in cases {
             assert_eq!(strong_path(edges, start, goal), want, "{edges:?}");
         }
+    }
+
+    /// A chain 0 → 1 → … → n-1.
+    fn chain(n: u32) -> (DepGraph, Vec<EdgeIndex>) {
+        let mut g = DepGraph::default();
+        g.ensure_class(ClassId(n - 1));
+        let edges = (0..n - 1)
+            .map(|i| {
+                g.add(ClassId(i), ClassId(i + 1), DepKinds::EN, true, trace())
+                    .0
+            })
+            .collect();
+        (g, edges)
+    }
+
+    #[test]
+    fn searches_reuse_their_state_and_stay_exact() {
+        let (mut g, edges) = chain(50);
+        // Many searches in both directions, with the graph growing between them: each one
+        // sees only its own visits.
+        for round in 0..200u32 {
+            let (from, to) = (round % 49, 49 - round % 7);
+            let found = g
+                .search(ClassId(from), false, Walk::Forward, |c, _| c == ClassId(to))
+                .map(|f| f.path);
+            let expected = (from <= to).then(|| edges[from as usize..to as usize].to_vec());
+            assert_eq!(found, expected, "round {round}: {from} -> {to}");
+            let back = g.search(ClassId(to), false, Walk::Backward, |c, _| {
+                c == ClassId(from)
+            });
+            assert_eq!(back.map(|f| f.path), expected, "round {round} backward");
+            g.ensure_class(ClassId(50 + round));
+        }
+        // A search started from inside another one's `accept` gets a state of its own.
+        let mut inner = Vec::new();
+        let outer = g.search(ClassId(0), false, Walk::Forward, |c, _| {
+            inner.push(
+                g.search(ClassId(49), false, Walk::Backward, |b, _| b == c)
+                    .map(|f| f.path.len()),
+            );
+            c == ClassId(3)
+        });
+        assert_eq!(outer.unwrap().path, edges[..3].to_vec());
+        assert_eq!(inner, vec![Some(49), Some(48), Some(47), Some(46)]);
+    }
+
+    #[test]
+    fn marks_flow_along_dependencies_whenever_they_are_added() {
+        // 0 → 1 → 2, and 3 alone; 4 joins later.
+        let mut g = DepGraph::default();
+        g.ensure_class(ClassId(3));
+        g.add(ClassId(0), ClassId(1), DepKinds::EN, true, trace());
+        g.add(ClassId(1), ClassId(2), DepKinds::SR, false, trace());
+        g.mark(ClassId(0), 0b01);
+        g.mark(ClassId(1), 0b10);
+        let reaching = |g: &DepGraph| {
+            (0..5)
+                .map(|c| g.marks_reaching(ClassId(c)))
+                .collect::<Vec<_>>()
+        };
+        g.ensure_class(ClassId(4));
+        assert_eq!(reaching(&g), vec![0b01, 0b11, 0b11, 0, 0]);
+        // A new dependency carries what reaches its start; a cycle ends the spreading.
+        g.add(ClassId(2), ClassId(4), DepKinds::EN, true, trace());
+        g.add(ClassId(4), ClassId(0), DepKinds::EN, true, trace());
+        g.mark(ClassId(3), 0b100);
+        assert_eq!(reaching(&g), vec![0b11, 0b11, 0b11, 0b100, 0b11]);
+    }
+
+    #[test]
+    fn a_search_within_never_steps_onto_excluded_classes() {
+        // 0 → 1 → 3 and 0 → 2 → 3: without class 1, the path goes through 2.
+        let mut g = DepGraph::default();
+        g.ensure_class(ClassId(3));
+        g.add(ClassId(0), ClassId(1), DepKinds::EN, true, trace());
+        let (e02, _) = g.add(ClassId(0), ClassId(2), DepKinds::EN, true, trace());
+        g.add(ClassId(1), ClassId(3), DepKinds::EN, true, trace());
+        let (e23, _) = g.add(ClassId(2), ClassId(3), DepKinds::EN, true, trace());
+        let mut seen = Vec::new();
+        let found = g.search_within(
+            ClassId(0),
+            false,
+            Walk::Forward,
+            |c| c != ClassId(1),
+            |c, _| {
+                seen.push(c.0);
+                c == ClassId(3)
+            },
+        );
+        assert_eq!(found.unwrap().path, vec![e02, e23]);
+        assert_eq!(seen, vec![0, 2, 3], "class 1 is never visited");
     }
 
     #[test]

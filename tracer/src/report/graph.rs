@@ -8,7 +8,7 @@ use std::fmt::Write;
 
 use serde_json::{Value, json};
 
-use super::{class_name, usage_names};
+use super::{class_name, printable, usage_names};
 use crate::engine::{ClassId, Engine, UsageBit};
 use crate::symbols::Symbols;
 
@@ -59,13 +59,16 @@ fn colour(engine: &Engine, class: ClassId) -> &'static str {
 }
 
 /// The graph as Graphviz DOT: one node per class labelled with its name, lockdep usage
-/// characters and identification; one edge per dependency, dashed when read-only.
+/// characters and identification; one edge per dependency, dashed when read-only. Names are
+/// made [`printable`] first: the labels end up in front of people.
 pub fn to_dot(engine: &Engine, symbols: &Symbols) -> String {
     let mut out = String::from("digraph lockdep {\n  node [shape=box, style=filled];\n");
     for c in engine.classes() {
         let label = format!(
             "{}\\n{{{}}}\\n{}",
-            c.name(symbols).replace('\\', "\\\\").replace('"', "\\\""),
+            printable(&c.name(symbols))
+                .replace('\\', "\\\\")
+                .replace('"', "\\\""),
             c.usage.mask.lockdep_chars(),
             c.source.describe()
         );

@@ -1,10 +1,14 @@
 //! Turns the engine's findings into what people and tools read: lockdep-shaped text
 //! ([`text`]), JSON ([`json`]) and the dependency graph as Graphviz DOT or JSON ([`graph`]).
-//! The helpers here name classes, usage and stacks the same way in all of them.
+//! The helpers here name classes, usage and stacks the same way in all of them;
+//! [`printable`] escapes what the traced world named before a person reads it.
 
 pub mod graph;
 pub mod json;
+mod printable;
 pub mod text;
+
+pub use printable::printable;
 
 use crate::engine::{ClassId, Engine};
 use crate::symbols::{StackKey, Symbols};

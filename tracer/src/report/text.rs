@@ -2,13 +2,16 @@
 //! scenario" tables a kernel developer knows from `dmesg`, so they can be read the same way.
 //! Each class line also says how the class was identified, since the tracer had to guess
 //! what lockdep knows from the init site.
+//!
+//! Every name from the traced world (classes, tasks, call sites, stack frames) goes through
+//! [`printable`]: a thread name cannot clear the reader's screen or forge a report line.
 
 use std::fmt::Write;
 
 use tracer_common::{ExecContext, IrqState};
 
-use super::{call_site, class_name, stack_frames};
-use crate::engine::alert::{Cause, ChainLink, HeldSummary, Trigger};
+use super::{call_site, class_name, printable, stack_frames};
+use crate::engine::alert::{Cause, ChainLink, HeldSummary, TaskRef, Trigger};
 use crate::engine::{Alert, AlertKind, AtomicProblem, ClassId, Engine, IrqKind};
 use crate::symbols::{StackKey, Symbols};
 
@@ -47,7 +50,17 @@ const CPU1: &str = "                               ";
 
 impl Renderer<'_> {
     fn name(&self, class: ClassId) -> String {
-        class_name(self.engine, self.symbols, class)
+        printable(&class_name(self.engine, self.symbols, class)).into_owned()
+    }
+
+    /// `comm/tid`, as lockdep names a task.
+    fn task(&self, task: &TaskRef) -> String {
+        printable(&task.to_string()).into_owned()
+    }
+
+    /// A call site of `pid`, looked up per process when the lock is a user-space one.
+    fn site(&self, pid: u32, addr: u64, user: bool) -> String {
+        printable(&call_site(self.symbols, pid, addr, user)).into_owned()
     }
 
     fn is_user(&self, class: ClassId) -> bool {
@@ -59,16 +72,12 @@ impl Renderer<'_> {
         let c = self.engine.class(class);
         let mut line = format!(
             " ({}){{{}}}",
-            c.name(self.symbols),
+            self.name(class),
             c.usage.mask.lockdep_chars()
         );
         if let Some(addr) = at {
             let pid = self.alert.trigger.task.pid;
-            let _ = write!(
-                line,
-                ", at: {}",
-                call_site(self.symbols, pid, addr, self.is_user(class))
-            );
+            let _ = write!(line, ", at: {}", self.site(pid, addr, self.is_user(class)));
         }
         let _ = write!(line, " [identified by: {}]", c.source.describe());
         line
@@ -78,7 +87,7 @@ impl Renderer<'_> {
         match stack_frames(self.symbols, stack) {
             Some(frames) if !frames.is_empty() => {
                 for frame in frames {
-                    let _ = writeln!(out, "{indent}{frame}");
+                    let _ = writeln!(out, "{indent}{}", printable(&frame));
                 }
             }
             _ => {
@@ -115,7 +124,7 @@ impl Renderer<'_> {
     }
 
     fn held_locks(&self, out: &mut String) {
-        let task = &self.alert.trigger.task;
+        let task = self.task(&self.alert.trigger.task);
         if self.alert.held.is_empty() {
             let _ = writeln!(out, "no locks held by {task}.");
             return;
@@ -162,7 +171,11 @@ impl Renderer<'_> {
             out,
             "WARNING: possible circular locking dependency detected",
         );
-        let _ = writeln!(out, "{} is trying to acquire lock:", a.trigger.task);
+        let _ = writeln!(
+            out,
+            "{} is trying to acquire lock:",
+            self.task(&a.trigger.task)
+        );
         let _ = writeln!(out, "{}\n", self.class_line(next, Some(a.trigger.caller)));
         let _ = writeln!(out, "but task is already holding lock:");
         let _ = writeln!(out, "{}\n", self.class_line(prev, self.held_caller(prev)));
@@ -238,8 +251,8 @@ impl Renderer<'_> {
                 let _ = writeln!(
                     out,
                     "  (by {} at {})",
-                    t.task,
-                    call_site(self.symbols, t.task.pid, t.caller, self.is_user(class))
+                    self.task(&t.task),
+                    self.site(t.task.pid, t.caller, self.is_user(class))
                 );
                 self.frames(out, t.stack, "  ");
             }
@@ -270,7 +283,7 @@ impl Renderer<'_> {
                 let _ = writeln!(
                     out,
                     "{} {} is trying to acquire:",
-                    a.trigger.task,
+                    self.task(&a.trigger.task),
                     self.irq_state()
                 );
                 let _ = writeln!(out, "{}\n", self.class_line(next, Some(a.trigger.caller)));
@@ -329,7 +342,7 @@ impl Renderer<'_> {
                 let _ = writeln!(
                     out,
                     "{} {} just changed the state of lock:",
-                    a.trigger.task,
+                    self.task(&a.trigger.task),
                     self.irq_state()
                 );
                 let _ = writeln!(out, "{}", self.class_line(class, Some(a.trigger.caller)));
@@ -390,7 +403,12 @@ impl Renderer<'_> {
                 new.lockdep_name()
             );
         }
-        let _ = writeln!(out, "{} {} takes:", a.trigger.task, self.irq_state());
+        let _ = writeln!(
+            out,
+            "{} {} takes:",
+            self.task(&a.trigger.task),
+            self.irq_state()
+        );
         let _ = writeln!(out, "{}", self.class_line(class, Some(a.trigger.caller)));
         if let Some((old, _)) = a.usage {
             let _ = writeln!(out, "{{{}}} state was registered at:", old.lockdep_name());
@@ -410,7 +428,11 @@ impl Renderer<'_> {
         let a = self.alert;
         let class = a.classes[0];
         banner(out, "WARNING: possible recursive locking detected");
-        let _ = writeln!(out, "{} is trying to acquire lock:", a.trigger.task);
+        let _ = writeln!(
+            out,
+            "{} is trying to acquire lock:",
+            self.task(&a.trigger.task)
+        );
         let _ = writeln!(
             out,
             "{}\n",
@@ -433,7 +455,7 @@ impl Renderer<'_> {
         let a = self.alert;
         let t = &a.trigger;
         let problem = a.problem.unwrap_or(AtomicProblem::SleepingLock);
-        let site = call_site(self.symbols, t.task.pid, t.caller, t.lock_kind.is_user());
+        let site = self.site(t.task.pid, t.caller, t.lock_kind.is_user());
         banner(
             out,
             &format!("BUG: sleeping function called from invalid context at {site}"),
@@ -455,7 +477,7 @@ impl Renderer<'_> {
             (in_irq || spinning) as u8,
             t.context.name(),
             t.task.tid,
-            t.task.comm()
+            printable(&t.task.comm())
         );
         if problem == AtomicProblem::SleepingLock
             && let Some(class) = t.class

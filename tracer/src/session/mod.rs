@@ -149,6 +149,15 @@ pub async fn run(
     options: &SessionOptions,
     sink: &mut dyn Sink,
 ) -> Result<SessionSummary, SessionError> {
+    // First of all: a signal from now on stops the session cleanly rather than killing us.
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|source| SessionError::Io {
+        what: "installing the SIGINT handler",
+        source,
+    })?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|source| SessionError::Io {
+        what: "installing the SIGTERM handler",
+        source,
+    })?;
     // The table itself is read after attaching (see below), but a bad path fails first.
     if let Some(path) = &options.symbols {
         std::fs::File::open(path).map_err(|source| SessionError::Symbols {
@@ -212,14 +221,6 @@ pub async fn run(
     }
     let child_pid = child.as_ref().map(GatedChild::pid);
 
-    let mut sigint = signal(SignalKind::interrupt()).map_err(|source| SessionError::Io {
-        what: "installing the SIGINT handler",
-        source,
-    })?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(|source| SessionError::Io {
-        what: "installing the SIGTERM handler",
-        source,
-    })?;
     let started = Instant::now();
     let deadline = options.duration.map(|d| tokio::time::Instant::now() + d);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -334,9 +335,11 @@ pub async fn run(
     })
 }
 
-/// Writes one line to standard error. A closed or full standard error must not stop a
-/// session (a recording would be lost for a status line), so failures are ignored.
+/// Writes one line to standard error, control characters escaped (it may name paths and
+/// programs of the traced world). A closed or full standard error must not stop a session (a
+/// recording would be lost for a status line), so failures are ignored.
 pub fn notice(line: std::fmt::Arguments<'_>) {
+    let line = crate::report::printable(&line.to_string()).into_owned();
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 

@@ -1,13 +1,20 @@
 //! The recording sink: facts and everything needed to name them go to a trace file, chunk by
 //! chunk, so that a recording cut short still holds everything before the cut.
+//!
+//! The file is written as `<target>.partial` and renamed over the target when the session
+//! finishes (see [`OutputFile`]): a session that fails leaves the target as it was.
 
-use std::{path::Path, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use super::{SessionError, Sink, symbolize::Namer};
 use crate::{
     fact::FactRecord,
     tracefile::{
-        ContentionSnapshot, DropCounts, EndSummary, Header, ProbeStatus, Record, TraceWriter,
+        ContentionSnapshot, DropCounts, EndSummary, Header, OutputFile, ProbeStatus, Record,
+        TraceWriter,
     },
 };
 
@@ -17,8 +24,11 @@ const CONTENTION_EVERY_NS: u64 = 10_000_000_000;
 
 /// Writes a session to a trace file.
 pub struct Recorder {
-    path: std::path::PathBuf,
+    target: PathBuf,
+    partial: PathBuf,
     command_line: Vec<String>,
+    /// The file, until [`Sink::start`] writes its header.
+    output: Option<OutputFile>,
     writer: Option<TraceWriter>,
     /// The latest contention figures, and the last ones written.
     contention: ContentionSnapshot,
@@ -26,24 +36,30 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// A recorder that will create `path` (mode 0600) once the probes are attached.
-    /// `command_line` is stored in the header.
-    pub fn new(path: &Path, command_line: Vec<String>) -> Recorder {
-        Recorder {
-            path: path.to_path_buf(),
+    /// A recorder for `path`. Its partial file is created (and locked) now, so a refused,
+    /// busy or unwritable target fails before anything is attached. `command_line` is
+    /// stored in the header.
+    pub fn create(path: &Path, command_line: Vec<String>) -> Result<Recorder, SessionError> {
+        let output = OutputFile::create(path)?;
+        Ok(Recorder {
+            target: path.to_path_buf(),
+            partial: output.partial_path().to_path_buf(),
             command_line,
+            output: Some(output),
             writer: None,
             contention: ContentionSnapshot::default(),
             contention_written: ContentionSnapshot::default(),
-        }
+        })
     }
 
-    /// Checks early that the file can be created, so a bad path fails before anything is
-    /// attached. The file is rewritten with the real header at start.
-    pub fn check_writable(&self) -> Result<(), SessionError> {
-        let header = Header::for_this_machine(self.command_line.clone(), Vec::new());
-        TraceWriter::create(&self.path, &header)?;
-        Ok(())
+    /// Gives up a session that failed: the partial file is kept when it holds facts (and
+    /// returned, to say where they are), removed otherwise. The target is untouched.
+    pub fn abandon(self) -> Option<PathBuf> {
+        let partial = self.partial.clone();
+        drop(self);
+        std::fs::symlink_metadata(&partial)
+            .is_ok()
+            .then_some(partial)
     }
 
     fn writer(&mut self) -> &mut TraceWriter {
@@ -69,7 +85,8 @@ impl Recorder {
 impl Sink for Recorder {
     fn start(&mut self, probes: &[ProbeStatus]) -> Result<(), SessionError> {
         let header = Header::for_this_machine(self.command_line.clone(), probes.to_vec());
-        let mut writer = TraceWriter::create(&self.path, &header)?;
+        let output = self.output.take().expect("Sink::start runs once");
+        let mut writer = TraceWriter::new(output, &header)?;
         writer.flush()?;
         self.writer = Some(writer);
         Ok(())
@@ -107,7 +124,11 @@ impl Sink for Recorder {
 
     fn status(&self) -> String {
         let written = self.writer.as_ref().map_or(0, TraceWriter::facts_written);
-        format!(" | {written} facts written to {}", self.path.display())
+        let path = self.target.display().to_string();
+        format!(
+            " | {written} facts written to {}",
+            crate::report::printable(&path)
+        )
     }
 
     fn finish(&mut self, namer: &mut Namer, duration: Duration) -> Result<(), SessionError> {

@@ -24,6 +24,63 @@ pub enum TraceError {
         #[source]
         source: Arc<io::Error>,
     },
+    /// The path names something other than a regular file (a symbolic link, FIFO, device,
+    /// directory or socket): locktrace neither writes through nor reads from those.
+    #[error("cannot {op} trace file {}: it is {what}, not a regular file", path.display())]
+    NotRegularFile {
+        /// What was being done.
+        op: IoOp,
+        /// The path.
+        path: PathBuf,
+        /// What is there (`a FIFO`, `a symbolic link`, ...).
+        what: &'static str,
+    },
+    /// Another process is recording to the same file: its partial file exists and is locked.
+    #[error(
+        "{} is being recorded by another process ({} is locked)",
+        path.display(),
+        partial.display()
+    )]
+    Busy {
+        /// The target.
+        path: PathBuf,
+        /// Its partial file.
+        partial: PathBuf,
+    },
+    /// A recording to the same file was killed before it finished and left its partial file,
+    /// which is not overwritten.
+    #[error(
+        "{} is left from a recording that did not finish: move or remove it first",
+        partial.display()
+    )]
+    LeftOver {
+        /// The partial file.
+        partial: PathBuf,
+    },
+    /// The target changed while recording (another process wrote it): it is not replaced, and
+    /// the recording stays in its partial file.
+    #[error(
+        "{} changed while recording, so it was not replaced: this recording is in {}",
+        path.display(),
+        partial.display()
+    )]
+    Replaced {
+        /// The target.
+        path: PathBuf,
+        /// The partial file that holds the recording.
+        partial: PathBuf,
+    },
+    /// The finished recording could not be renamed into place; it stays in its partial file.
+    #[error("cannot rename {} to {}", partial.display(), path.display())]
+    Commit {
+        /// The partial file that holds the recording.
+        partial: PathBuf,
+        /// The target.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: Arc<io::Error>,
+    },
     /// The file does not start with the trace-file magic.
     #[error("{} is not a locktrace trace file", path.display())]
     NotATraceFile {
@@ -105,10 +162,10 @@ impl TraceError {
 /// The file operation an [`TraceError::Io`] was about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum IoOp {
-    /// Creating (or truncating) the file.
+    /// Creating the file.
     Create,
-    /// Restricting the file's permissions to 0600.
-    SetPermissions,
+    /// Locking it for the session.
+    Lock,
     /// Writing to it.
     Write,
     /// Flushing or syncing it to disk.
@@ -123,7 +180,7 @@ impl fmt::Display for IoOp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             IoOp::Create => "create",
-            IoOp::SetPermissions => "set permissions of",
+            IoOp::Lock => "lock",
             IoOp::Write => "write",
             IoOp::Sync => "sync",
             IoOp::Open => "open",

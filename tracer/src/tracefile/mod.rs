@@ -77,6 +77,7 @@
 mod error;
 mod format;
 mod header;
+mod output;
 mod reader;
 mod record;
 mod writer;
@@ -87,6 +88,7 @@ pub use format::{
     TARGET_PAYLOAD_LEN, chunk_crc,
 };
 pub use header::{Header, ProbeStatus};
+pub use output::OutputFile;
 pub use reader::TraceReader;
 pub use record::{ContentionSnapshot, DropCounts, EndSummary, Record, apply_to_symbols};
 pub use writer::TraceWriter;

@@ -7,10 +7,14 @@
 //! be located reliably, and guessing could turn noise into facts. [`TraceReader::damage`]
 //! then says where and why reading stopped, including the gentler case of a file whose chunks
 //! are all intact but which has no End chunk.
+//!
+//! Lengths in the file are not trusted with memory: a header or chunk claiming more bytes
+//! than the file holds costs only what the file holds.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read};
 use std::iter::FusedIterator;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use bytes::Buf;
@@ -21,12 +25,14 @@ use super::format::{
     chunk_crc, decode_header_body, decode_payload,
 };
 use super::header::Header;
+use super::output::regular;
 use super::record::{EndSummary, Record};
 
-/// Reads a recording: the [`Header`] up front, then [`Record`]s as an iterator.
-pub struct TraceReader {
+/// Reads a recording: the [`Header`] up front, then [`Record`]s as an iterator. Reads a file
+/// ([`TraceReader::open`]) or any byte stream ([`TraceReader::new`]).
+pub struct TraceReader<R = BufReader<File>> {
     path: PathBuf,
-    file: BufReader<File>,
+    file: R,
     header: Header,
     /// Offset of the next chunk.
     offset: u64,
@@ -43,11 +49,30 @@ pub struct TraceReader {
 impl TraceReader {
     /// Opens `path` and reads its header. Fails with [`TraceError::NotATraceFile`],
     /// [`TraceError::UnsupportedVersion`], [`TraceError::Truncated`] or
-    /// [`TraceError::BadHeader`] when the header is not usable, and with
-    /// [`TraceError::Io`] naming the path when the file cannot be read.
+    /// [`TraceError::BadHeader`] when the header is not usable, with
+    /// [`TraceError::NotRegularFile`] for a FIFO, device or directory (reading one could
+    /// block forever), and with [`TraceError::Io`] naming the path when the file cannot be
+    /// read.
     pub fn open(path: &Path) -> Result<TraceReader, TraceError> {
-        let file = File::open(path).map_err(|err| TraceError::io(IoOp::Open, path, err))?;
-        let mut file = BufReader::with_capacity(256 << 10, file);
+        // Non-blocking, so that opening a FIFO without a writer returns at once and is
+        // refused below; regular files ignore the flag.
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|err| TraceError::io(IoOp::Open, path, err))?;
+        let meta = file
+            .metadata()
+            .map_err(|err| TraceError::io(IoOp::Open, path, err))?;
+        regular(path, &meta, IoOp::Open)?;
+        TraceReader::new(BufReader::with_capacity(256 << 10, file), path)
+    }
+}
+
+impl<R: Read> TraceReader<R> {
+    /// Reads a recording from `reader` and checks its header, like [`TraceReader::open`];
+    /// `path` is what errors call the input.
+    pub fn new(mut file: R, path: &Path) -> Result<TraceReader<R>, TraceError> {
         let read_err = |err| TraceError::io(IoOp::Read, path, err);
 
         let mut prefix = [0u8; FILE_PREFIX_LEN];
@@ -83,8 +108,8 @@ impl TraceReader {
                 },
             });
         }
-        let mut body = vec![0u8; body_len as usize];
-        if read_full(&mut file, &mut body).map_err(read_err)? < body.len() {
+        let mut body = Vec::new();
+        if !read_exactly(&mut file, body_len as usize, &mut body).map_err(read_err)? {
             return Err(TraceError::Truncated {
                 offset: FILE_PREFIX_LEN as u64,
                 what: Truncation::HeaderBody,
@@ -174,10 +199,9 @@ impl TraceReader {
                 max: MAX_PAYLOAD_LEN as u32,
             }));
         }
-        self.payload.resize(len as usize, 0);
-        let got =
-            read_full(&mut self.file, &mut self.payload).map_err(|err| self.read_error(err))?;
-        if got < self.payload.len() {
+        let complete = read_exactly(&mut self.file, len as usize, &mut self.payload)
+            .map_err(|err| self.read_error(err))?;
+        if !complete {
             return Err(truncated(Truncation::ChunkPayload));
         }
         let computed = chunk_crc(raw_kind, &self.payload);
@@ -200,7 +224,7 @@ impl TraceReader {
     }
 }
 
-impl Iterator for TraceReader {
+impl<R: Read> Iterator for TraceReader<R> {
     type Item = Result<Record, TraceError>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -227,9 +251,9 @@ impl Iterator for TraceReader {
     }
 }
 
-impl FusedIterator for TraceReader {}
+impl<R: Read> FusedIterator for TraceReader<R> {}
 
-impl std::fmt::Debug for TraceReader {
+impl<R> std::fmt::Debug for TraceReader<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TraceReader")
             .field("path", &self.path)
@@ -238,6 +262,14 @@ impl std::fmt::Debug for TraceReader {
             .field("damage", &self.damage)
             .finish()
     }
+}
+
+/// Replaces `buf` with the next `len` bytes; false when the input ends first. Memory grows with
+/// the bytes actually read, not with `len`.
+fn read_exactly(reader: &mut impl Read, len: usize, buf: &mut Vec<u8>) -> io::Result<bool> {
+    buf.clear();
+    let got = reader.take(len as u64).read_to_end(buf)?;
+    Ok(got == len)
 }
 
 /// Reads until `buf` is full or the file ends; returns how many bytes were read.

@@ -5,27 +5,29 @@
 //! readers detect. Facts are batched into chunks of [`TARGET_PAYLOAD_LEN`] bytes whatever
 //! the caller's batch size.
 
-use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::error::{IoOp, TraceError};
 use super::format::{
     ChunkBuf, ChunkType, FORMAT_VERSION, TARGET_PAYLOAD_LEN, encode_file_header, frame_record,
 };
 use super::header::Header;
+use super::output::OutputFile;
 use super::record::{EndSummary, Record};
 use crate::fact::FactRecord;
 
-/// Writes a recording. Create it with [`TraceWriter::create`], feed it records, and end with
-/// [`TraceWriter::finish`]. A writer dropped without `finish` still writes its buffered facts,
-/// leaving a valid file that readers report as unfinished.
+/// Writes a recording. Create it with [`TraceWriter::create`] (or [`TraceWriter::new`] on an
+/// [`OutputFile`] made earlier), feed it records, and end with [`TraceWriter::finish`], which
+/// renames the recording into place. Until then it is written to the partial file,
+/// [`TraceWriter::path`].
 ///
-/// After a write error the file ends in a partial chunk; readers return everything before it.
+/// A writer dropped without `finish` still writes its buffered facts and leaves the partial
+/// file, a valid recording that readers report as unfinished, when it holds facts; without
+/// facts it removes it. After a write error the file ends in a partial chunk; readers return
+/// everything before it.
 pub struct TraceWriter {
-    path: PathBuf,
-    file: File,
+    output: OutputFile,
     /// Facts not yet written, already encoded into a Facts chunk.
     pending: ChunkBuf,
     /// How many facts `pending` holds.
@@ -34,35 +36,19 @@ pub struct TraceWriter {
 }
 
 impl TraceWriter {
-    /// Creates (or truncates) `path` with mode 0600, since the file holds kernel addresses, and
-    /// writes the header. An existing file with looser permissions is tightened to 0600.
-    pub fn create(path: &Path, header: &Header) -> Result<TraceWriter, TraceError> {
-        if header.format_version != FORMAT_VERSION {
-            return Err(TraceError::UnsupportedVersion {
-                found: header.format_version,
-                supported: FORMAT_VERSION,
-            });
-        }
+    /// Starts a recording that will replace `target` when finished: see [`OutputFile`] for
+    /// how the target is protected until then.
+    pub fn create(target: &Path, header: &Header) -> Result<TraceWriter, TraceError> {
+        check_version(header)?;
+        TraceWriter::new(OutputFile::create(target)?, header)
+    }
+
+    /// Writes the header to `output` and returns a writer for the rest.
+    pub fn new(output: OutputFile, header: &Header) -> Result<TraceWriter, TraceError> {
+        check_version(header)?;
         let prefix = encode_file_header(header)?;
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|err| TraceError::io(IoOp::Create, path, err))?;
-        let mode = file
-            .metadata()
-            .map_err(|err| TraceError::io(IoOp::SetPermissions, path, err))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            file.set_permissions(std::fs::Permissions::from_mode(0o600))
-                .map_err(|err| TraceError::io(IoOp::SetPermissions, path, err))?;
-        }
         let mut writer = TraceWriter {
-            path: path.to_path_buf(),
-            file,
+            output,
             pending: ChunkBuf::new(ChunkType::Facts),
             pending_facts: 0,
             facts_written: 0,
@@ -105,18 +91,20 @@ impl TraceWriter {
     /// so far. Does not wait for the disk; [`TraceWriter::finish`] does.
     pub fn flush(&mut self) -> Result<(), TraceError> {
         self.write_pending()?;
-        self.file
+        let path = self.output.partial_path().to_path_buf();
+        self.output
+            .file()
             .flush()
-            .map_err(|err| TraceError::io(IoOp::Sync, &self.path, err))
+            .map_err(|err| TraceError::io(IoOp::Sync, path, err))
     }
 
-    /// Writes the buffered facts and the End chunk, then waits until the file is on disk.
-    /// `summary.facts_written` should be [`TraceWriter::facts_written`].
+    /// Writes the buffered facts and the End chunk, waits until the file is on disk and
+    /// renames it over the target (`OutputFile::commit`). `summary.facts_written` should be
+    /// [`TraceWriter::facts_written`].
     pub fn finish(mut self, summary: EndSummary) -> Result<(), TraceError> {
         self.write(&Record::End(summary))?;
-        self.file
-            .sync_all()
-            .map_err(|err| TraceError::io(IoOp::Sync, &self.path, err))
+        // Nothing is buffered now; once committed, dropping `self` leaves the file alone.
+        self.output.commit()
     }
 
     /// Facts accepted so far, including those still buffered.
@@ -124,9 +112,9 @@ impl TraceWriter {
         self.facts_written
     }
 
-    /// The file being written.
+    /// The file being written: the target's partial file until [`TraceWriter::finish`].
     pub fn path(&self) -> &Path {
-        &self.path
+        self.output.partial_path()
     }
 
     fn write_pending(&mut self) -> Result<(), TraceError> {
@@ -141,25 +129,40 @@ impl TraceWriter {
     }
 
     fn write_bytes(&mut self, bytes: &[u8]) -> Result<(), TraceError> {
-        self.file
+        let path = self.output.partial_path().to_path_buf();
+        self.output
+            .file()
             .write_all(bytes)
-            .map_err(|err| TraceError::io(IoOp::Write, &self.path, err))
+            .map_err(|err| TraceError::io(IoOp::Write, path, err))
     }
 }
 
+fn check_version(header: &Header) -> Result<(), TraceError> {
+    if header.format_version != FORMAT_VERSION {
+        return Err(TraceError::UnsupportedVersion {
+            found: header.format_version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok(())
+}
+
 impl Drop for TraceWriter {
-    /// Writes buffered facts so an unfinished recording loses nothing it was given. Errors
-    /// cannot be reported here; call [`TraceWriter::flush`] or [`TraceWriter::finish`] to see
-    /// them.
+    /// Writes buffered facts so an unfinished recording loses nothing it was given, and keeps
+    /// the partial file when it holds facts (it is removed otherwise). Errors cannot be
+    /// reported here; call [`TraceWriter::flush`] or [`TraceWriter::finish`] to see them.
     fn drop(&mut self) {
         let _ = self.write_pending();
+        if self.facts_written > 0 {
+            self.output.keep();
+        }
     }
 }
 
 impl std::fmt::Debug for TraceWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TraceWriter")
-            .field("path", &self.path)
+            .field("path", &self.output.partial_path())
             .field("facts_written", &self.facts_written)
             .field("pending_bytes", &self.pending.payload_len())
             .finish()

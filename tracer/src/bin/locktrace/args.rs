@@ -4,9 +4,17 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::exit::{DEFAULT_ALERT_STATUS, parse_alert_status};
+
+/// Exit statuses, shown under every command's help (see `exit`).
+const EXIT_STATUS: &str = "\
+Exit status: 0 ran and found nothing; 1 failed (one error line, bad arguments included);
+2 alerts found (watch, report; --alert-exit-code chooses another); 3 the trace file is
+damaged or unfinished and only its readable part was used (report, script, graph).";
+
 /// lockdep's checks on a running kernel and on pthread locks, through eBPF.
 #[derive(Parser, Debug)]
-#[command(name = "locktrace", version, about, long_about = None)]
+#[command(name = "locktrace", version, about, long_about = None, after_help = EXIT_STATUS)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -17,36 +25,50 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Show what the running kernel allows and what locktrace can therefore detect here.
+    #[command(after_help = EXIT_STATUS)]
     Check {
         /// One JSON object instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Record a session to a trace file (replay it with `report`).
+    ///
+    /// Record does not look for alerts (it stays light on a busy kernel): status 0 means the
+    /// recording is complete; `report` it to find them.
+    #[command(after_help = EXIT_STATUS)]
     Record {
-        /// The trace file to write (created 0600: it holds kernel addresses).
-        #[arg(short, long)]
+        /// The trace file to write. It is written as FILE.partial (a new file, mode 0600: it
+        /// holds kernel addresses) and renamed to FILE when the recording finishes; FILE may
+        /// not be a symbolic link, FIFO, device or directory.
+        #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
         #[command(flatten)]
         trace: TraceArgs,
     },
     /// Trace live and print alerts as they are found.
+    #[command(after_help = EXIT_STATUS)]
     Watch {
         /// One JSON object per alert per line on standard output.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
+        alerts: AlertArgs,
+        #[command(flatten)]
         trace: TraceArgs,
     },
     /// Replay a recorded session and print its alerts.
+    #[command(after_help = EXIT_STATUS)]
     Report {
         /// The trace file.
         file: PathBuf,
         /// One JSON object per alert per line.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        alerts: AlertArgs,
     },
     /// Print a recorded session's events one per line, like `perf script`.
+    #[command(after_help = EXIT_STATUS)]
     Script {
         /// The trace file.
         file: PathBuf,
@@ -55,6 +77,7 @@ pub enum Command {
         stacks: bool,
     },
     /// Export the lock-dependency graph of a recorded session.
+    #[command(after_help = EXIT_STATUS)]
     Graph {
         /// The trace file.
         file: PathBuf,
@@ -73,14 +96,24 @@ pub enum GraphFormat {
     Json,
 }
 
+/// How alerts show in the exit status (`watch` and `report`).
+#[derive(Args, Debug)]
+pub struct AlertArgs {
+    /// The exit status when at least one alert was found (0 to keep 0; not 1 or 3, which
+    /// mean failure and a damaged file).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_ALERT_STATUS, value_parser = parse_alert_status)]
+    pub alert_exit_code: u8,
+}
+
 /// What to trace and for how long (shared by `record` and `watch`).
 #[derive(Args, Debug)]
 pub struct TraceArgs {
-    /// Stop after this many seconds.
+    /// Stop after this many seconds (at most ten years).
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub duration: Option<Duration>,
-    /// Trace the pthread locks of this running process.
-    #[arg(long, conflicts_with = "command")]
+    /// Trace the pthread locks of this running process (it must exist). The process is left
+    /// running when the session ends.
+    #[arg(long, conflicts_with = "command", value_parser = parse_pid)]
     pub pid: Option<u32>,
     /// Trace the pthread locks of every process (slow: every lock call traps).
     #[arg(long, conflicts_with_all = ["pid", "command"])]
@@ -95,10 +128,16 @@ pub struct TraceArgs {
     /// bare-uprobe baseline); nothing is reported.
     #[arg(long, hide = true)]
     pub empty_programs: bool,
-    /// Spawn this command, trace it until it exits.
+    /// Spawn this command, trace it until it exits. If the session ends first (--duration,
+    /// SIGINT or SIGTERM to locktrace, an error), the command is killed: it never runs on
+    /// untraced. To trace a process that must outlive the session, start it yourself and use
+    /// --pid.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
+
+/// The longest `--duration`: far beyond any session, and far from any clock's overflow.
+const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
@@ -107,5 +146,51 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
     if !(secs > 0.0 && secs.is_finite()) {
         return Err(format!("duration must be positive: {s}"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    match Duration::try_from_secs_f64(secs) {
+        Ok(duration) if duration <= MAX_DURATION => Ok(duration),
+        _ => Err(format!(
+            "duration must be at most {} seconds (ten years): {s}",
+            MAX_DURATION.as_secs()
+        )),
+    }
+}
+
+/// A process id: 1 to the largest `pid_t` (0 and larger values mean groups or nothing).
+fn parse_pid(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(pid) if (1..=i32::MAX as u32).contains(&pid) => Ok(pid),
+        _ => Err(format!("not a process id: {s}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_duration_panics_and_only_sensible_ones_pass() {
+        assert_eq!(parse_secs("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_secs("315360000"), Ok(MAX_DURATION));
+        for bad in [
+            "1e30",
+            "1e300",
+            "inf",
+            "NaN",
+            "-1",
+            "0",
+            "315360001",
+            "x",
+            "",
+        ] {
+            assert!(parse_secs(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn process_ids_are_positive_pid_t_values() {
+        assert_eq!(parse_pid("1"), Ok(1));
+        for bad in ["0", "-1", "2147483648", "4294967295", "x"] {
+            assert!(parse_pid(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -1,8 +1,7 @@
 //! The `locktrace` command: glue between the command line and the `tracer` library.
 //!
-//! Exit status: 0 on success, 1 with one `locktrace: error: ...` line for any failure.
-
-mod args;
+//! Exit status: see `exit` (0 nothing found, 1 failure with one `locktrace: error: ...` line,
+//! 2 alerts found, 3 damaged trace file).
 
 /// A line on standard error that cannot fail the command (see `session::notice`).
 macro_rules! note {
@@ -11,28 +10,29 @@ macro_rules! note {
     };
 }
 
+mod args;
+mod exit;
+mod live;
+mod recorded;
+
 use std::{io::Write, process::ExitCode};
 
 use anyhow::Context;
 use clap::Parser;
-use tracer::{
-    engine::Engine,
-    probes::check,
-    replay::{ReplayError, replay},
-    report,
-    session::{self, ChildStdout, SessionOptions, record::Recorder, watch::AlertPrinter},
-    tracefile::TraceError,
-};
+use tracer::probes::check;
 
-use args::{Cli, Command, GraphFormat, TraceArgs};
+use args::{Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return exit::usage_error(err),
+    };
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
             note!("locktrace: error: {err:#}");
-            ExitCode::FAILURE
+            ExitCode::from(exit::FAILURE)
         }
     }
 }
@@ -51,185 +51,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Record { output, trace } => {
-            let options = session_options(&trace, false);
-            let mut recorder = Recorder::new(&output, std::env::args().collect());
-            recorder.check_writable()?;
-            let summary = block_on(session::run(&options, &mut recorder))?;
-            note!(
-                "locktrace: followed {} lock operations; recorded {} facts{} to {} ({}; {})",
-                summary.lock_ops,
-                summary.facts,
-                by_kind(&summary.by_kind),
-                output.display(),
-                summary.stopped_by,
-                accounting(&summary.drops)
-            );
-            report_command_status(summary.command_status);
-            Ok(ExitCode::SUCCESS)
+            live::record(&output, &trace).map(|()| ExitCode::SUCCESS)
         }
-        Command::Watch { json, trace } => {
-            let options = session_options(&trace, json);
-            let mut watcher =
-                session::watch::Watcher::new(Engine::default(), AlertPrinter::stdout(json));
-            let summary = block_on(session::run(&options, &mut watcher))?;
-            let stats = watcher.engine().stats();
-            note!(
-                "locktrace: followed {} lock operations; {} facts{}, {} classes, {} dependencies, {} alerts ({}; {})",
-                summary.lock_ops,
-                summary.facts,
-                by_kind(&summary.by_kind),
-                stats.classes,
-                stats.dependencies,
-                watcher.alerts(),
-                summary.stopped_by,
-                accounting(&summary.drops)
-            );
-            report_command_status(summary.command_status);
-            Ok(ExitCode::SUCCESS)
+        Command::Watch {
+            json,
+            alerts,
+            trace,
+        } => live::watch(json, &trace).map(|o| o.exit_code(alerts.alert_exit_code)),
+        Command::Report { file, json, alerts } => {
+            recorded::report(&file, json).map(|o| o.exit_code(alerts.alert_exit_code))
         }
-        Command::Report { file, json } => {
-            let mut printer = AlertPrinter::stdout(json);
-            let replayed = match replay(&file, Some(&mut printer)) {
-                Ok(replayed) => replayed,
-                // The reader went away (a pager quit): nothing more to say.
-                Err(ReplayError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-                    return Ok(ExitCode::SUCCESS);
-                }
-                Err(e) => return Err(e.into()),
-            };
-            warn_damage(replayed.damage.as_ref());
-            let stats = replayed.engine.stats();
-            note!(
-                "locktrace: replayed {} facts from {}: {} classes, {} dependencies, {} alerts{}",
-                replayed.facts,
-                file.display(),
-                stats.classes,
-                stats.dependencies,
-                printer.printed(),
-                replayed
-                    .drops
-                    .as_ref()
-                    .map(|d| format!(" (while recording: {})", accounting(d)))
-                    .unwrap_or_default()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Script { file, stacks } => {
-            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            let summary =
-                match tracer::script::write_facts(&file, stacks, &mut out).and_then(|summary| {
-                    out.flush().map_err(ReplayError::Output)?;
-                    Ok(summary)
-                }) {
-                    Ok(summary) => summary,
-                    Err(ReplayError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-                        return Ok(ExitCode::SUCCESS);
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-            warn_damage(summary.damage.as_ref());
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Graph { file, format } => {
-            let replayed = replay(&file, None)?;
-            warn_damage(replayed.damage.as_ref());
-            let mut out = std::io::stdout().lock();
-            let written = match format {
-                GraphFormat::Dot => write!(
-                    out,
-                    "{}",
-                    report::graph::to_dot(&replayed.engine, &replayed.symbols)
-                ),
-                GraphFormat::Json => writeln!(
-                    out,
-                    "{}",
-                    report::graph::to_json(&replayed.engine, &replayed.symbols)
-                ),
-            };
-            written.context("writing the graph")?;
-            Ok(ExitCode::SUCCESS)
-        }
-    }
-}
-
-fn session_options(trace: &TraceArgs, json: bool) -> SessionOptions {
-    SessionOptions {
-        duration: trace.duration,
-        command: trace.command.clone(),
-        pid: trace.pid,
-        all_user: trace.all_user,
-        kernel: !trace.no_kernel,
-        symbols: trace.symbols.clone(),
-        empty_user_programs: trace.empty_programs,
-        child_stdout: Some(if json {
-            ChildStdout::ToStderr
-        } else {
-            ChildStdout::Inherit
-        }),
-    }
-}
-
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
-        .expect("a current-thread runtime always builds")
-        .block_on(future)
-}
-
-/// "lost: none; held state: stale_held 3, handoff 10": what was lost, then how often the held
-/// stacks corrected themselves.
-fn accounting(drops: &tracer::tracefile::DropCounts) -> String {
-    let lost: Vec<String> = drops
-        .nonzero_losses()
-        .map(|(name, n)| format!("{name} {n}"))
-        .collect();
-    let held: Vec<String> = [
-        "stale_held",
-        "held_overflow",
-        "unmatched_release",
-        "handoff",
-    ]
-    .into_iter()
-    .filter_map(|name| {
-        let n = drops.get(name);
-        (n > 0).then(|| format!("{name} {n}"))
-    })
-    .collect();
-    let lost = if lost.is_empty() {
-        "none".to_string()
-    } else {
-        lost.join(", ")
-    };
-    if held.is_empty() {
-        format!("lost: {lost}")
-    } else {
-        format!("lost: {lost}; held state: {}", held.join(", "))
-    }
-}
-
-/// " (acquire 10, release 9)": the counts by kind, largest first.
-fn by_kind(counts: &std::collections::BTreeMap<&'static str, u64>) -> String {
-    if counts.is_empty() {
-        return String::new();
-    }
-    let mut sorted: Vec<(&str, u64)> = counts.iter().map(|(k, v)| (*k, *v)).collect();
-    sorted.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
-    let parts: Vec<String> = sorted.iter().map(|(k, n)| format!("{k} {n}")).collect();
-    format!(" ({})", parts.join(", "))
-}
-
-fn report_command_status(status: Option<i32>) {
-    if let Some(code) = status
-        && code != 0
-    {
-        note!("locktrace: the traced command exited with status {code}");
-    }
-}
-
-fn warn_damage(damage: Option<&TraceError>) {
-    if let Some(damage) = damage {
-        note!("locktrace: warning: {damage}; everything before it was replayed");
+        Command::Script { file, stacks } => recorded::script(&file, stacks).map(ExitCode::from),
+        Command::Graph { file, format } => recorded::graph(&file, format).map(ExitCode::from),
     }
 }

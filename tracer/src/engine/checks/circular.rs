@@ -1,5 +1,6 @@
 //! Circular dependencies of any length (lockdep's `check_noncircular`): when `prev → next` is
 //! added, a strong path `next ⇝ prev` means the new edge closes a cycle that can deadlock.
+//! The search walks what `next` leads to, so it is skipped when nothing leads to `prev`.
 
 use petgraph::graph::EdgeIndex;
 
@@ -19,6 +20,11 @@ pub fn new_dependency(
     held: &[HeldLock],
 ) {
     let (_, next, _) = ctx.graph.edge(edge);
+    // A cycle needs a path back into `prev`: none when nothing leads to it (a class first
+    // seen just now, say), and then the whole graph after `next` need not be walked.
+    if next != prev.class && ctx.graph.nothing_leads_to(prev.class) {
+        return;
+    }
     let prev_is_writer = !prev.kind.is_read();
     // lockdep's hlock_conflict: the cycle closes at `prev` if it is held by a writer, or if the
     // path into it does not end with a recursive-read step.

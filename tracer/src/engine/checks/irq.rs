@@ -9,12 +9,15 @@
 //! not matter: when a dependency appears (backward from the held lock for safe classes,
 //! forward from the new lock for unsafe ones), and when a class gains a usage bit (forward
 //! from a newly safe class, backward from a newly unsafe one).
+//!
+//! Only kernel classes take part (see `irq_capable`): user-space locks cost these checks
+//! nothing, however many a program has.
 
 use petgraph::graph::EdgeIndex;
 
 use super::{CheckCtx, chain_classes, held_summary, link};
 use crate::engine::alert::{Alert, AlertKind, Cause, ChainLink, DedupKey, IrqKind, Trigger};
-use crate::engine::class::ClassId;
+use crate::engine::class::{ClassId, ClassKey, ClassTable};
 use crate::engine::graph::{Found, Walk};
 use crate::engine::held::HeldLock;
 use crate::engine::usage::{UsageBit, UsageMask};
@@ -27,6 +30,9 @@ pub fn usage_changed(
     trigger: &Trigger,
     held: &[HeldLock],
 ) {
+    // Whatever this class leads to now has irq-safe usage behind it (see `new_dependency`).
+    let safe = new.used_in(IrqKind::Hardirq).0 | new.used_in(IrqKind::Softirq).0;
+    ctx.graph.mark(class, safe);
     for bit in new.bits() {
         let mask = ctx.classes.get(class).usage.mask;
         if let Some((old, _)) = mask.conflict(bit.mask()) {
@@ -48,6 +54,15 @@ pub fn usage_changed(
     }
 }
 
+/// True when `class` can be part of an irq problem. User-space locks cannot: they never run
+/// in an interrupt and get no usage bits (`usage::acquisition_usage`), and nothing real leads
+/// from a kernel lock to one (the kernel never takes a user lock: such a dependency only comes
+/// from a missed release), so no irq-safe usage reaches a kernel lock through them. The irq
+/// searches neither start from nor walk them.
+fn irq_capable(classes: &ClassTable, class: ClassId) -> bool {
+    !matches!(classes.get(class).key, ClassKey::User { .. })
+}
+
 fn inversion_from_usage(
     ctx: &mut CheckCtx<'_>,
     class: ClassId,
@@ -62,7 +77,8 @@ fn inversion_from_usage(
     } else {
         (Walk::Backward, UsageMask::used_in)
     };
-    let Some(found) = ctx.graph.search(class, false, walk, |c, _| {
+    let enter = |c| irq_capable(classes, c);
+    let Some(found) = ctx.graph.search_within(class, false, walk, enter, |c, _| {
         c != class
             && other_side(classes.get(c).usage.mask, irq)
                 .conflict(bit.mask())
@@ -104,12 +120,24 @@ pub fn new_dependency(
 ) {
     let (_, next, _) = ctx.graph.edge(edge);
     let classes = ctx.classes;
+    if !irq_capable(classes, prev.class) || !irq_capable(classes, next) {
+        return;
+    }
+    let enter = |c| irq_capable(classes, c);
     let prev_shared = prev.kind.is_read();
     for irq in [IrqKind::Hardirq, IrqKind::Softirq] {
+        // No irq-safe class leads to `prev` (the marks of `usage_changed` say so without a
+        // walk): nothing before the new dependency to look for.
+        if UsageMask(ctx.graph.marks_reaching(prev.class))
+            .used_in(irq)
+            .is_empty()
+        {
+            continue;
+        }
         // Step 1: every irq-safe usage that leads to `prev`.
         let mut safe_union = UsageMask::EMPTY;
         ctx.graph
-            .search(prev.class, prev_shared, Walk::Backward, |c, _| {
+            .search_within(prev.class, prev_shared, Walk::Backward, enter, |c, _| {
                 safe_union.0 |= classes.get(c).usage.mask.used_in(irq).0;
                 false
             });
@@ -117,33 +145,33 @@ pub fn new_dependency(
             continue;
         }
         // Step 2: an irq-unsafe class after `next` that conflicts with one of them.
-        let Some(unsafe_hit) = ctx
-            .graph
-            .search(next, recursive_read, Walk::Forward, |c, _| {
-                classes
-                    .get(c)
-                    .usage
-                    .mask
-                    .enabled(irq)
-                    .conflict(safe_union)
-                    .is_some()
-            })
+        let Some(unsafe_hit) =
+            ctx.graph
+                .search_within(next, recursive_read, Walk::Forward, enter, |c, _| {
+                    classes
+                        .get(c)
+                        .usage
+                        .mask
+                        .enabled(irq)
+                        .conflict(safe_union)
+                        .is_some()
+                })
         else {
             continue;
         };
         // Step 3: the safe class that conflicts with that one.
         let unsafe_mask = classes.get(unsafe_hit.class).usage.mask.enabled(irq);
-        let Some(safe_hit) = ctx
-            .graph
-            .search(prev.class, prev_shared, Walk::Backward, |c, _| {
-                classes
-                    .get(c)
-                    .usage
-                    .mask
-                    .used_in(irq)
-                    .conflict(unsafe_mask)
-                    .is_some()
-            })
+        let Some(safe_hit) =
+            ctx.graph
+                .search_within(prev.class, prev_shared, Walk::Backward, enter, |c, _| {
+                    classes
+                        .get(c)
+                        .usage
+                        .mask
+                        .used_in(irq)
+                        .conflict(unsafe_mask)
+                        .is_some()
+                })
         else {
             continue;
         };

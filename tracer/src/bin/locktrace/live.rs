@@ -1,0 +1,173 @@
+//! `record` and `watch`: a live session, its arguments checked first, and its summary line.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use tracer::{
+    engine::Engine,
+    session::{
+        self, ChildStdout, SessionError, SessionOptions,
+        record::Recorder,
+        watch::{AlertPrinter, Watcher},
+    },
+    tracefile::{DropCounts, TraceError},
+};
+
+use crate::{args::TraceArgs, exit::Outcome};
+
+/// Records a session to `output`. Record does not run the engine (it stays light on a busy
+/// kernel): its status says whether the recording is complete, and `report` finds alerts.
+pub fn record(output: &Path, trace: &TraceArgs) -> anyhow::Result<()> {
+    let options = session_options(trace, false)?;
+    // Lossy: a command line that is not UTF-8 is stored as readably as it can be.
+    let command_line = std::env::args_os()
+        .map(|arg| arg.to_string_lossy().into_owned())
+        .collect();
+    let mut recorder = Recorder::create(output, command_line)?;
+    let summary = match block_on(session::run(&options, &mut recorder)) {
+        Ok(summary) => summary,
+        Err(err) => return Err(abandoned(recorder, err)),
+    };
+    note!(
+        "locktrace: followed {} lock operations; recorded {} facts{} to {} ({}; {})",
+        summary.lock_ops,
+        summary.facts,
+        by_kind(&summary.by_kind),
+        output.display(),
+        summary.stopped_by,
+        accounting(&summary.drops)
+    );
+    report_command_status(summary.command_status);
+    Ok(())
+}
+
+/// Traces live, printing alerts as they are found.
+pub fn watch(json: bool, trace: &TraceArgs) -> anyhow::Result<Outcome> {
+    let options = session_options(trace, json)?;
+    let mut watcher = Watcher::new(Engine::default(), AlertPrinter::stdout(json));
+    let summary = block_on(session::run(&options, &mut watcher))?;
+    let stats = watcher.engine().stats();
+    note!(
+        "locktrace: followed {} lock operations; {} facts{}, {} classes, {} dependencies, {} alerts ({}; {})",
+        summary.lock_ops,
+        summary.facts,
+        by_kind(&summary.by_kind),
+        stats.classes,
+        stats.dependencies,
+        watcher.alerts(),
+        summary.stopped_by,
+        accounting(&summary.drops)
+    );
+    report_command_status(summary.command_status);
+    Ok(Outcome::of(watcher.alerts(), false))
+}
+
+/// The session's options, once what the arguments name has been checked: a process to trace
+/// must exist, and a symbol table must be a regular file (reading a FIFO would wait forever).
+fn session_options(trace: &TraceArgs, json: bool) -> anyhow::Result<SessionOptions> {
+    if let Some(pid) = trace.pid
+        && !Path::new("/proc").join(pid.to_string()).exists()
+    {
+        bail!("no process with pid {pid}");
+    }
+    if let Some(path) = &trace.symbols {
+        let meta = std::fs::metadata(path)
+            .with_context(|| format!("cannot read kernel symbols from {}", path.display()))?;
+        if !meta.is_file() {
+            bail!(
+                "cannot read kernel symbols from {}: not a regular file",
+                path.display()
+            );
+        }
+    }
+    Ok(SessionOptions {
+        duration: trace.duration,
+        command: trace.command.clone(),
+        pid: trace.pid,
+        all_user: trace.all_user,
+        kernel: !trace.no_kernel,
+        symbols: trace.symbols.clone(),
+        empty_user_programs: trace.empty_programs,
+        child_stdout: Some(if json {
+            ChildStdout::ToStderr
+        } else {
+            ChildStdout::Inherit
+        }),
+    })
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+        .expect("a current-thread runtime always builds")
+        .block_on(future)
+}
+
+/// The error of a failed recording, saying where its events are when some were kept (the
+/// target is untouched either way).
+fn abandoned(recorder: Recorder, err: SessionError) -> anyhow::Error {
+    // These already say where the recording is.
+    let says_where = matches!(
+        err,
+        SessionError::Trace(TraceError::Replaced { .. } | TraceError::Commit { .. })
+    );
+    match recorder.abandon() {
+        Some(partial) if !says_where => anyhow::Error::from(err).context(format!(
+            "the recording stopped; what it recorded is in {}",
+            partial.display()
+        )),
+        _ => err.into(),
+    }
+}
+
+/// "lost: none; held state: stale_held 3, handoff 10": what was lost, then how often the held
+/// stacks corrected themselves.
+pub fn accounting(drops: &DropCounts) -> String {
+    let lost: Vec<String> = drops
+        .nonzero_losses()
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect();
+    let held: Vec<String> = [
+        "stale_held",
+        "held_overflow",
+        "unmatched_release",
+        "handoff",
+    ]
+    .into_iter()
+    .filter_map(|name| {
+        let n = drops.get(name);
+        (n > 0).then(|| format!("{name} {n}"))
+    })
+    .collect();
+    let lost = if lost.is_empty() {
+        "none".to_string()
+    } else {
+        lost.join(", ")
+    };
+    if held.is_empty() {
+        format!("lost: {lost}")
+    } else {
+        format!("lost: {lost}; held state: {}", held.join(", "))
+    }
+}
+
+/// " (acquire 10, release 9)": the counts by kind, largest first.
+fn by_kind(counts: &std::collections::BTreeMap<&'static str, u64>) -> String {
+    if counts.is_empty() {
+        return String::new();
+    }
+    let mut sorted: Vec<(&str, u64)> = counts.iter().map(|(k, v)| (*k, *v)).collect();
+    sorted.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
+    let parts: Vec<String> = sorted.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    format!(" ({})", parts.join(", "))
+}
+
+fn report_command_status(status: Option<i32>) {
+    if let Some(code) = status
+        && code != 0
+    {
+        note!("locktrace: the traced command exited with status {code}");
+    }
+}
