@@ -66,8 +66,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             report_command_status(summary.command_status);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Watch { json, trace } => {
-            let options = session_options(&trace, json);
+        Command::Watch { json, floor, trace } => {
+            let options = SessionOptions {
+                floor,
+                ..session_options(&trace, json)
+            };
             let mut watcher = session::watch::Watcher::new(
                 Engine::new(EngineConfig::default()),
                 AlertPrinter::stdout(json),
@@ -161,6 +164,7 @@ fn session_options(trace: &TraceArgs, json: bool) -> SessionOptions {
         kernel: !trace.no_kernel,
         symbols: trace.symbols.clone(),
         empty_user_programs: trace.empty_programs,
+        floor: false,
         child_stdout: Some(if json {
             ChildStdout::ToStderr
         } else {
