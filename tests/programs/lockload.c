@@ -183,9 +183,9 @@ static const struct phase {
 	long ops;
 	void (*run)(long ops);
 } phases[] = {
-	{ "open", 120000, open_fstat_close },
-	{ "pipe", 20000, pipe_round_trips },
-	{ "fork", 1000, fork_wait },
+	{ "open", 150000, open_fstat_close },
+	{ "pipe", 40000, pipe_round_trips },
+	{ "fork", 1200, fork_wait },
 	{ "mmap", 12000, mmap_fault_munmap },
 	{ "udp", 150000, udp_loopback },
 	{ "pwrite", 300000, shared_file_io },
