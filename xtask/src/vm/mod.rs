@@ -209,7 +209,14 @@ fn run_tests(args: &VmArgs) -> anyhow::Result<()> {
 fn run_bench(args: &VmArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let timeout = Duration::from_secs(args.timeout.unwrap_or(BENCH_TIMEOUT));
+    let load_before = host_load();
     let booted = boot_suites(args, GuestScript::Bench, timeout)?;
+    // Other work on the host slows the guests unevenly: say how busy it was.
+    println!(
+        "vm bench: host load average (1, 5, 15 min) {load_before} before, {} after; the \
+         guests add one each",
+        host_load()
+    );
     let mut failures = booted.failures;
     for (guest, run) in booted.runs {
         let result =
@@ -223,6 +230,18 @@ fn run_bench(args: &VmArgs) -> anyhow::Result<()> {
         bail!("the benchmark failed:\n  {}", failures.join("\n  "));
     }
     Ok(())
+}
+
+/// The host's load averages over 1, 5 and 15 minutes (/proc/loadavg).
+fn host_load() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|err| format!("unknown ({err})"))
 }
 
 /// The guests of one run after they powered off (or were killed).
