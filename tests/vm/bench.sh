@@ -15,6 +15,8 @@
 #   LOCKTRACE-BENCH phase run=<run> phase=<name> ops=<n> ns=<n>      per round and phase
 #   LOCKTRACE-BENCH session run=<run> attach_ms=<n> ready_ms=<n> traced_ms=<n> cpu_ms=<n>
 #       bytes=<n> summary=<locktrace's last line>                   per session, one line
+#   LOCKTRACE-VM-FILE-BEGIN watch-alerts.json <bytes>, base64, LOCKTRACE-VM-FILE-END ...
+#                                                   watch's alerts on the workload, if any
 #   LOCKTRACE-VM-RESULT PASS | LOCKTRACE-VM-RESULT FAIL <failed>/<total>   exactly once, last
 #
 # A session: locktrace starts in the background. attach_ms: until it says "N probes
@@ -44,6 +46,17 @@ check() {
         FAILED=$((FAILED + 1))
         echo "LOCKTRACE-VM-CHECK $1 FAIL $3"
     fi
+}
+
+# ship NAME FILE: sends FILE to the host, as guest-tests.sh does. Kernel messages stay off
+# the console meanwhile.
+ship() {
+    [ -s "$2" ] || return 0
+    dmesg -n 1
+    echo "LOCKTRACE-VM-FILE-BEGIN $1 $(wc -c < "$2")"
+    base64 "$2"
+    echo "LOCKTRACE-VM-FILE-END $1"
+    dmesg -n 5
 }
 
 # now_ms: sets NOW to the milliseconds since boot. Shell builtins only, here and in cpu_ms:
@@ -158,6 +171,7 @@ phases bare
 check bare "$LOAD_STATUS" "workload exit $LOAD_STATUS"
 session floor "$ROUNDS" - watch --floor
 session watch 1 - watch --json
+ship watch-alerts.json /tmp/watch.out
 session record 1 /traces/bench.lttrace record -o /traces/bench.lttrace
 
 if [ "$FAILED" = 0 ]; then

@@ -13,6 +13,9 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, anyhow};
 
+/// The file the guest ships with `watch`'s alerts on the workload (one JSON object a line).
+pub const ALERTS_FILE: &str = "watch-alerts.json";
+
 /// The measured workload runs of one boot, in order (the warm-up is not reported).
 const RUNS: [&str; 4] = ["bare", "floor", "watch", "record"];
 
@@ -258,6 +261,33 @@ fn number(fields: &BTreeMap<&str, &str>, key: &str) -> anyhow::Result<u64> {
         .with_context(|| format!("{key}= is not a number"))
 }
 
+/// One line per alert of `locktrace watch --json`: its kind, IRQ and classes in chain order.
+pub fn alert_lines(json: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(json)
+        .lines()
+        .map(
+            |line| match serde_json::from_str::<serde_json::Value>(line) {
+                Ok(alert) => {
+                    let classes: Vec<&str> = alert["classes"]
+                        .as_array()
+                        .map(|classes| classes.iter().filter_map(|c| c.as_str()).collect())
+                        .unwrap_or_default();
+                    let irq = alert["irq"]
+                        .as_str()
+                        .map(|irq| format!(" ({irq})"))
+                        .unwrap_or_default();
+                    format!(
+                        "{}{irq}: {}",
+                        alert["kind"].as_str().unwrap_or("?"),
+                        classes.join(" → ")
+                    )
+                }
+                Err(err) => format!("not JSON ({err}): {line}"),
+            },
+        )
+        .collect()
+}
+
 /// Events read and losses above zero from locktrace's last line, as `watch` and `record`
 /// print it (tracer/src/bin/locktrace/main.rs): `locktrace: [recorded ]N events (...) ...
 /// (SIGINT; lost: ring_full 5, stack_failed 3)`, `lost: none` when nothing was lost. An empty
@@ -429,6 +459,20 @@ mod tests {
             ]
         );
         assert!(table.contains("| all phases (s)"), "{table}");
+    }
+
+    #[test]
+    fn alerts_are_summed_up_one_a_line() {
+        let json = br#"{"kind":"circular_dependency","irq":null,"classes":["a","b"]}
+{"kind":"irq_lock_inversion","irq":"hardirq","classes":["c","d"]}
+"#;
+        assert_eq!(
+            alert_lines(json),
+            [
+                "circular_dependency: a → b",
+                "irq_lock_inversion (hardirq): c → d"
+            ]
+        );
     }
 
     #[test]

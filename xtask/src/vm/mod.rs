@@ -485,15 +485,7 @@ impl Prepared {
     ) -> anyhow::Result<Summary> {
         let suite = self.suite;
         println!("\nvm: {} ({})", suite.name, self.release);
-        // Only this run's files: a stale one must not stand in for a step that failed.
-        let shipped = self.out.join("shipped");
-        if shipped.exists() {
-            fs::remove_dir_all(&shipped)?;
-        }
-        fs::create_dir_all(&shipped)?;
-        for (name, bytes) in &transcript.files {
-            fs::write(shipped.join(name), bytes)?;
-        }
+        let shipped = self.save_shipped(&transcript)?;
         let mut checks = vec![guest_run(&transcript, ending, timeout)];
         checks.append(&mut transcript.checks);
         checks.extend(checks::judge(suite, &transcript.files, locktrace, &shipped));
@@ -541,6 +533,20 @@ impl Prepared {
 }
 
 impl Prepared {
+    /// Saves the files the guest shipped in <out>/shipped; returns that directory. Only this
+    /// run's files: a stale one must not stand in for a step that failed.
+    fn save_shipped(&self, transcript: &Transcript) -> anyhow::Result<PathBuf> {
+        let shipped = self.out.join("shipped");
+        if shipped.exists() {
+            fs::remove_dir_all(&shipped)?;
+        }
+        fs::create_dir_all(&shipped)?;
+        for (name, bytes) in &transcript.files {
+            fs::write(shipped.join(name), bytes)?;
+        }
+        Ok(shipped)
+    }
+
     /// Prints the benchmark's figures, then any failed check (the guest's run and each of its
     /// workload runs and sessions); fails when there is one.
     fn bench(
@@ -556,9 +562,31 @@ impl Prepared {
         println!("\nvm bench: {} ({release})", self.suite.name);
         let figures = bench::Figures::parse(&transcript.bench)?;
         figures.print();
+        let shipped = self.save_shipped(transcript)?;
+        if let Some(alerts) = transcript.files.get(bench::ALERTS_FILE) {
+            let lines = bench::alert_lines(alerts);
+            println!(
+                "watch's alerts on the workload: {} ({})",
+                lines.len(),
+                shipped.join(bench::ALERTS_FILE).display()
+            );
+            for line in lines {
+                println!("  {line}");
+            }
+        }
         let run = guest_run(transcript, ending, timeout);
+        let errors: Vec<Check> = transcript
+            .errors
+            .iter()
+            .map(|err| Check {
+                name: "console-transfer".into(),
+                pass: false,
+                detail: err.clone(),
+            })
+            .collect();
         let failed: Vec<&Check> = std::iter::once(&run)
             .chain(&transcript.checks)
+            .chain(&errors)
             .filter(|check| !check.pass)
             .collect();
         if failed.is_empty() {
