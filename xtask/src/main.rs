@@ -24,7 +24,8 @@ enum Task {
     Run,
     /// Every test: fmt, clippy, unit and integration tests (real BPF), the VM suite.
     Test,
-    /// Boot stock Debian kernels under qemu and run the in-guest tests.
+    /// Boot stock Debian kernels under qemu and run the in-guest tests (`vm bench`: the kernel
+    /// overhead benchmark).
     Vm(vm::VmArgs),
 }
 

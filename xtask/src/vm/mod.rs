@@ -79,8 +79,8 @@ enum VmAction {
 
 /// The default of `--timeout` for the in-guest tests, in seconds.
 const TESTS_TIMEOUT: u64 = 900;
-/// The default of `--timeout` for the benchmark, in seconds: it runs the workload five times,
-/// three of them traced.
+/// The default of `--timeout` for the benchmark, in seconds: a guest runs the workload nine
+/// times, two of them under full tracing (minutes each); about 10 minutes in all.
 const BENCH_TIMEOUT: u64 = 3600;
 
 /// What the guest's /init runs, chosen on the kernel command line (tests/vm/init).
