@@ -363,3 +363,34 @@ fn the_traced_command_never_outlives_locktrace() {
         }
     }
 }
+
+#[test]
+fn the_benchmark_floor_attaches_every_probe_and_reports_nothing() {
+    if !support::bpf_available("the_benchmark_floor_attaches_every_probe_and_reports_nothing") {
+        return;
+    }
+    // The AB-BA that gives one alert above, with the kernel probes too: under `--floor` the
+    // same probes attach, and their programs return at once.
+    let output = support::locktrace()
+        .args(["watch", "--json", "--floor", "--"])
+        .arg(lockpatterns())
+        .arg("abba")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let attached = stderr
+        .lines()
+        .find_map(|line| line.strip_suffix(" probes attached"))
+        .and_then(|line| line.strip_prefix("locktrace: "))
+        .and_then(|count| count.parse::<u32>().ok())
+        .unwrap_or_else(|| panic!("no attach count: {stderr}"));
+    assert!(attached > 8, "pthread and kernel probes attached: {stderr}");
+    assert!(
+        stderr.contains(
+            "locktrace: followed 0 lock operations; 0 facts, 0 classes, 0 dependencies, 0 alerts"
+        ),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty(), "no alert");
+}

@@ -41,17 +41,20 @@ pub fn launder(value: u64) -> u64 {
     }
 }
 
-/// Set to 1 by user space at load time for the benchmark's floor: every program then returns
-/// at once (the verifier sees the constant and prunes the rest), so a session measures what
-/// the trampolines, tracepoints and uprobes alone cost.
+/// Non-zero for the overhead benchmark's floor (`locktrace watch --floor`): every program
+/// returns at once, so a run measures what the attached trampolines, tracepoints and uprobes
+/// alone cost. A read-only global that user space overrides at load time: the verifier sees
+/// its frozen value and drops the dead path from every program.
 #[unsafe(no_mangle)]
 static FLOOR: u32 = 0;
 
 /// The configuration user space wrote, or `None` while no session records (before every
-/// probe is attached, and while they are detached) and in the floor.
+/// probe is attached, and while they are detached) and in the benchmark's floor (see
+/// [`FLOOR`]). Every program path starts here.
 #[inline(always)]
 pub fn config() -> Option<&'static ProbeConfig> {
-    // SAFETY: a read-only global, set before loading.
+    // SAFETY: a plain read of a static; volatile so the compiler keeps the load the verifier
+    // resolves.
     if unsafe { core::ptr::read_volatile(&raw const FLOOR) } != 0 {
         return None;
     }

@@ -26,7 +26,8 @@ enum Task {
     /// Every test: fmt, clippy, unit and integration tests (real BPF), a fuzz smoke run, the
     /// VM suite.
     Test,
-    /// Boot stock Debian kernels under qemu and run the in-guest tests.
+    /// Boot stock Debian kernels under qemu and run the in-guest tests (`vm bench`: the kernel
+    /// overhead benchmark).
     Vm(vm::VmArgs),
 }
 

@@ -134,6 +134,7 @@ pub fn run() -> CheckReport {
             kernel: true,
             user: Some(UserTarget::ProbeOnly),
             empty_user_programs: false,
+            floor: false,
         };
         match Probes::load(&options) {
             Ok((loaded, _maps)) => probes = loaded.statuses().to_vec(),

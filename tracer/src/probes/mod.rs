@@ -88,6 +88,9 @@ pub struct ProbeOptions {
     pub user: Option<UserTarget>,
     /// Attach empty user programs instead of the real ones (the benchmark's baseline).
     pub empty_user_programs: bool,
+    /// Attach every program with its body switched off (the eBPF object's `FLOOR`): the
+    /// kernel overhead benchmark's floor, what the attachments alone cost.
+    pub floor: bool,
 }
 
 /// Loaded and attached programs, and the maps user space reads.
@@ -176,6 +179,7 @@ impl Probes {
         );
 
         let mut ebpf = EbpfLoader::new()
+            .override_global("FLOOR", &u32::from(options.floor), true)
             .load(object)
             .map_err(|e| ProbeError::Load(Box::new(e)))?;
         let config = facts.probe_config(std::process::id());

@@ -112,6 +112,8 @@ pub struct SessionOptions {
     pub child_stdout: Option<ChildStdout>,
     /// Attach empty user-space programs (the benchmark's bare-uprobe baseline).
     pub empty_user_programs: bool,
+    /// Attach every probe with its program switched off (the kernel benchmark's floor).
+    pub floor: bool,
 }
 
 /// How a session ended.
@@ -186,6 +188,7 @@ pub async fn run(
         kernel: options.kernel,
         user,
         empty_user_programs: options.empty_user_programs,
+        floor: options.floor,
     };
     // A child that never gets released exits by itself when the gate closes.
     let (mut probes, maps) = Probes::load(&probe_options)?;

@@ -1,5 +1,5 @@
 //! Builds the guest's C parts in the build root: the test module (tests/kmod) against one
-//! kernel's headers, and the test programs (tests/vm/*.c, linked against trixie's glibc).
+//! kernel's headers, and the guest's programs (linked against trixie's glibc).
 
 use std::{
     fs,
@@ -10,9 +10,10 @@ use anyhow::Context;
 
 use super::{buildroot::BuildRoot, suites::Kernel};
 
-/// The test programs, each built from tests/vm/<name>.c. They are dynamically linked: locktrace
-/// traces a command's pthread locks through its C library, which a static binary does not map.
-pub const PROGRAMS: &[&str] = &["percpu_map"];
+/// The guest's programs, by source file: each is built as the file's stem and goes to
+/// /tests/<stem> in the guest. They are dynamically linked: locktrace traces a command's
+/// pthread locks through its C library, which a static binary does not map.
+pub const PROGRAMS: &[&str] = &["tests/vm/percpu_map.c", "tests/programs/lockload.c"];
 
 /// Builds tests/kmod for `kernel` and returns the module's host path (in `out`).
 pub fn build_module(
@@ -43,22 +44,23 @@ pub fn build_module(
     Ok(module)
 }
 
-/// Builds the test programs and returns their host paths (in `out`).
+/// Builds the guest's programs and returns their host paths (in `out`).
 pub fn build_programs(root: &BuildRoot, repo: &Path, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let inside = "/build/programs";
     let dir = root.path(inside);
     fs::create_dir_all(&dir)?;
     fs::create_dir_all(out)?;
     let mut built = Vec::new();
-    for name in PROGRAMS {
-        fs::copy(
-            repo.join(format!("tests/vm/{name}.c")),
-            dir.join(format!("{name}.c")),
-        )
-        .with_context(|| format!("copying tests/vm/{name}.c"))?;
+    for source in PROGRAMS {
+        let name = Path::new(source)
+            .file_stem()
+            .and_then(|stem| stem.to_str())
+            .with_context(|| format!("no program name in {source}"))?;
+        fs::copy(repo.join(source), dir.join(format!("{name}.c")))
+            .with_context(|| format!("copying {source}"))?;
         root.sh(
             inside,
-            &format!("gcc-14 -O2 -Wall -Werror -o {name} {name}.c"),
+            &format!("gcc-14 -O2 -Wall -Werror -pthread -o {name} {name}.c"),
         )?;
         let program = out.join(name);
         fs::copy(dir.join(name), &program)?;

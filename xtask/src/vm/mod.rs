@@ -1,5 +1,6 @@
 //! `cargo xtask vm`: boots stock Debian kernels under qemu and runs locktrace's in-guest tests
-//! (issue 4).
+//! (issue 4); `cargo xtask vm bench` boots the same guests to run the kernel overhead
+//! benchmark instead (see `bench.rs`).
 //!
 //! For each suite in [`suites::SUITES`]: resolve the suite's current kernel, fetch its image
 //! (cached), unpack its headers into the trixie build root, build the test module against them,
@@ -15,6 +16,7 @@
 //! with trixie's glibc, the host runs the same binary for `locktrace report`.
 
 mod apt;
+mod bench;
 mod buildroot;
 mod cbuild;
 mod checks;
@@ -45,18 +47,74 @@ use self::{
 /// Arguments of `cargo xtask vm`.
 #[derive(clap::Args)]
 pub struct VmArgs {
+    /// What the guests run instead of the in-guest tests.
+    #[command(subcommand)]
+    action: Option<VmAction>,
     /// Debian suites whose kernels to boot (repeatable; default: trixie and trixie-backports).
-    #[arg(long = "suite", value_name = "SUITE")]
+    #[arg(long = "suite", value_name = "SUITE", global = true)]
     suites: Vec<String>,
     /// Hard time limit for one guest, in seconds: the guest is killed and the run fails. Each
     /// locktrace step in the guest has its own limit (tests/vm/guest-tests.sh), so this one
-    /// catches hung kernels; a passing guest needs a few minutes.
-    #[arg(long, default_value_t = 900)]
-    timeout: u64,
+    /// catches hung kernels; a passing guest needs a few minutes [default: 900; for bench
+    /// 3600].
+    #[arg(long, global = true)]
+    timeout: Option<u64>,
     /// Cache directory for downloads, kernels and the build root [default:
     /// $LOCKTRACE_VM_CACHE, else /var/cache/locktrace-vm].
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", global = true)]
     cache_dir: Option<PathBuf>,
+}
+
+/// What the guests can run besides the in-guest tests.
+#[derive(clap::Subcommand)]
+enum VmAction {
+    /// The kernel overhead benchmark (not part of `cargo xtask test`).
+    ///
+    /// A lock-heavy workload (tests/programs/lockload.c) runs bare, under every probe with
+    /// empty programs (`watch --floor`), under `watch` and under `record`, in one boot per
+    /// kernel; prints ops/s and time-per-operation ratios per phase, and each session's
+    /// figures.
+    Bench,
+}
+
+/// The default of `--timeout` for the in-guest tests, in seconds.
+const TESTS_TIMEOUT: u64 = 900;
+/// The default of `--timeout` for the benchmark, in seconds: a guest runs the workload nine
+/// times, two of them under full tracing (minutes each); about 10 minutes in all.
+const BENCH_TIMEOUT: u64 = 3600;
+
+/// What the guest's /init runs, chosen on the kernel command line (tests/vm/init).
+#[derive(Clone, Copy)]
+enum GuestScript {
+    /// tests/vm/guest-tests.sh.
+    Tests,
+    /// tests/vm/bench.sh.
+    Bench,
+}
+
+impl GuestScript {
+    /// What goes on the kernel command line: for /init to pick the script, and for the
+    /// benchmark the kernel's longest RCU-stall and soft-lockup thresholds (300 s, 120 s).
+    /// Its traced runs take minutes of emulated CPU at full load, and on a busy host a guest's
+    /// timers can lag by tens of seconds: the default thresholds (21 s, 20 s) then report
+    /// stalls that are the emulation's, and the run would stop there.
+    fn cmdline(self) -> &'static str {
+        match self {
+            GuestScript::Tests => "",
+            GuestScript::Bench => {
+                "locktrace.run=bench rcupdate.rcu_cpu_stall_timeout=300 watchdog_thresh=60"
+            }
+        }
+    }
+
+    /// The guest's memory in MiB. The benchmark's recording goes to a tmpfs and takes over a
+    /// GB (tests/vm/bench.sh).
+    fn memory_mib(self) -> u32 {
+        match self {
+            GuestScript::Tests => 1024,
+            GuestScript::Bench => 3072,
+        }
+    }
 }
 
 /// Host packages the suite needs, each with a file that shows it installed.
@@ -73,6 +131,7 @@ const HOST_PACKAGES: &[(&str, &str)] = &[
 const SCRIPTS: &[(&str, &str)] = &[
     ("init", "/init"),
     ("guest-tests.sh", "/tests/guest-tests.sh"),
+    ("bench.sh", "/tests/bench.sh"),
     ("trigger.sh", "/tests/trigger.sh"),
     ("workload.sh", "/tests/workload.sh"),
 ];
@@ -103,8 +162,101 @@ pub fn install_prerequisites() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the VM suite.
+/// Runs the VM suite, or the benchmark.
 pub fn run(args: VmArgs) -> anyhow::Result<()> {
+    match args.action {
+        None => run_tests(&args),
+        Some(VmAction::Bench) => run_bench(&args),
+    }
+}
+
+/// Runs the in-guest tests on every selected kernel and judges them.
+fn run_tests(args: &VmArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let timeout = Duration::from_secs(args.timeout.unwrap_or(TESTS_TIMEOUT));
+    let booted = boot_suites(args, GuestScript::Tests, timeout)?;
+    let mut failures = booted.failures;
+    let mut summaries = Vec::new();
+    for (guest, run) in booted.runs {
+        match run.and_then(|(transcript, ending)| {
+            guest.judge(transcript, &ending, timeout, &booted.locktrace)
+        }) {
+            Ok(summary) => {
+                if summary.failed() {
+                    failures.push(format!(
+                        "{}: {}",
+                        guest.suite.name,
+                        summary.failed_names().join(", ")
+                    ));
+                }
+                summaries.push(summary);
+            }
+            Err(err) => failures.push(format!("{}: {err:#}", guest.suite.name)),
+        }
+    }
+
+    println!("\nvm: summary ({:.0?} in all)", started.elapsed());
+    for summary in &summaries {
+        summary.print_line();
+    }
+    if !failures.is_empty() {
+        bail!("VM tests failed:\n  {}", failures.join("\n  "));
+    }
+    Ok(())
+}
+
+/// Runs the benchmark on every selected kernel and prints its figures.
+fn run_bench(args: &VmArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let timeout = Duration::from_secs(args.timeout.unwrap_or(BENCH_TIMEOUT));
+    let load_before = host_load();
+    let booted = boot_suites(args, GuestScript::Bench, timeout)?;
+    // Other work on the host slows the guests unevenly: say how busy it was.
+    println!(
+        "vm bench: host load average (1, 5, 15 min) {load_before} before, {} after; the \
+         guests add one each",
+        host_load()
+    );
+    let mut failures = booted.failures;
+    for (guest, run) in booted.runs {
+        let result =
+            run.and_then(|(transcript, ending)| guest.bench(&transcript, &ending, timeout));
+        if let Err(err) = result {
+            failures.push(format!("{}: {err:#}", guest.suite.name));
+        }
+    }
+    println!("\nvm bench: {:.0?} in all", started.elapsed());
+    if !failures.is_empty() {
+        bail!("the benchmark failed:\n  {}", failures.join("\n  "));
+    }
+    Ok(())
+}
+
+/// The host's load averages over 1, 5 and 15 minutes (/proc/loadavg).
+fn host_load() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|err| format!("unknown ({err})"))
+}
+
+/// The guests of one run after they powered off (or were killed).
+struct Booted {
+    /// The `locktrace` the guests ran.
+    locktrace: PathBuf,
+    /// Each guest and what its console said.
+    runs: Vec<(Prepared, anyhow::Result<(Transcript, Ending)>)>,
+    /// Suites whose guest could not even be prepared.
+    failures: Vec<String>,
+}
+
+/// Builds everything, prepares a guest per selected suite and boots them side by side, each
+/// running `script`.
+fn boot_suites(args: &VmArgs, script: GuestScript, timeout: Duration) -> anyhow::Result<Booted> {
     let selected: Vec<&'static Suite> = if args.suites.is_empty() {
         suites::SUITES.iter().collect()
     } else {
@@ -116,11 +268,11 @@ pub fn run(args: VmArgs) -> anyhow::Result<()> {
     let repo = repo_root();
     let cache = args
         .cache_dir
+        .clone()
         .or_else(|| env::var_os("LOCKTRACE_VM_CACHE").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("/var/cache/locktrace-vm"));
     fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
     let out = repo.join("target/vm");
-    let started = Instant::now();
 
     let locktrace = step("build locktrace", || build_locktrace(&repo))?;
     let root = step("build root", || BuildRoot::ensure(&cache))?;
@@ -146,7 +298,6 @@ pub fn run(args: VmArgs) -> anyhow::Result<()> {
     }
 
     // Each guest is one single-threaded TCG process: the guests boot side by side.
-    let timeout = Duration::from_secs(args.timeout);
     let names: Vec<&str> = prepared.iter().map(|guest| guest.suite.name).collect();
     println!(
         "\nvm: booting {} (timeout {timeout:?} each)",
@@ -156,7 +307,7 @@ pub fn run(args: VmArgs) -> anyhow::Result<()> {
     let runs: Vec<anyhow::Result<(Transcript, Ending)>> = thread::scope(|scope| {
         let handles: Vec<_> = prepared
             .iter()
-            .map(|guest| scope.spawn(move || guest.boot(timeout)))
+            .map(|guest| scope.spawn(move || guest.boot(timeout, script)))
             .collect();
         handles
             .into_iter()
@@ -168,34 +319,11 @@ pub fn run(args: VmArgs) -> anyhow::Result<()> {
             .collect()
     });
     println!("vm: guests ran in {:.1?}", booted.elapsed());
-
-    let mut summaries = Vec::new();
-    for (guest, run) in prepared.iter().zip(runs) {
-        match run
-            .and_then(|(transcript, ending)| guest.judge(transcript, &ending, timeout, &locktrace))
-        {
-            Ok(summary) => {
-                if summary.failed() {
-                    failures.push(format!(
-                        "{}: {}",
-                        guest.suite.name,
-                        summary.failed_names().join(", ")
-                    ));
-                }
-                summaries.push(summary);
-            }
-            Err(err) => failures.push(format!("{}: {err:#}", guest.suite.name)),
-        }
-    }
-
-    println!("\nvm: summary ({:.0?} in all)", started.elapsed());
-    for summary in &summaries {
-        summary.print_line();
-    }
-    if !failures.is_empty() {
-        bail!("VM tests failed:\n  {}", failures.join("\n  "));
-    }
-    Ok(())
+    Ok(Booted {
+        locktrace,
+        runs: prepared.into_iter().zip(runs).collect(),
+        failures,
+    })
 }
 
 /// What every guest is made of, besides its kernel.
@@ -335,13 +463,15 @@ impl Prepared {
         self.out.join("serial.log")
     }
 
-    /// Boots the guest and reads its console.
-    fn boot(&self, timeout: Duration) -> anyhow::Result<(Transcript, Ending)> {
+    /// Boots the guest running `script` and reads its console.
+    fn boot(&self, timeout: Duration, script: GuestScript) -> anyhow::Result<(Transcript, Ending)> {
         qemu::boot(&Guest {
             kernel: &self.vmlinuz,
             initramfs: &self.initramfs,
             log: &self.log(),
             timeout,
+            cmdline: script.cmdline(),
+            memory_mib: script.memory_mib(),
         })
     }
 
@@ -355,15 +485,7 @@ impl Prepared {
     ) -> anyhow::Result<Summary> {
         let suite = self.suite;
         println!("\nvm: {} ({})", suite.name, self.release);
-        // Only this run's files: a stale one must not stand in for a step that failed.
-        let shipped = self.out.join("shipped");
-        if shipped.exists() {
-            fs::remove_dir_all(&shipped)?;
-        }
-        fs::create_dir_all(&shipped)?;
-        for (name, bytes) in &transcript.files {
-            fs::write(shipped.join(name), bytes)?;
-        }
+        let shipped = self.save_shipped(&transcript)?;
         let mut checks = vec![guest_run(&transcript, ending, timeout)];
         checks.append(&mut transcript.checks);
         checks.extend(checks::judge(suite, &transcript.files, locktrace, &shipped));
@@ -407,6 +529,75 @@ impl Prepared {
             print_log_tail(&self.log())?;
         }
         Ok(summary)
+    }
+}
+
+impl Prepared {
+    /// Saves the files the guest shipped in <out>/shipped; returns that directory. Only this
+    /// run's files: a stale one must not stand in for a step that failed.
+    fn save_shipped(&self, transcript: &Transcript) -> anyhow::Result<PathBuf> {
+        let shipped = self.out.join("shipped");
+        if shipped.exists() {
+            fs::remove_dir_all(&shipped)?;
+        }
+        fs::create_dir_all(&shipped)?;
+        for (name, bytes) in &transcript.files {
+            fs::write(shipped.join(name), bytes)?;
+        }
+        Ok(shipped)
+    }
+
+    /// Prints the benchmark's figures, then any failed check (the guest's run and each of its
+    /// workload runs and sessions); fails when there is one.
+    fn bench(
+        &self,
+        transcript: &Transcript,
+        ending: &Ending,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let release = transcript
+            .kernel_release
+            .as_deref()
+            .unwrap_or(&self.release);
+        println!("\nvm bench: {} ({release})", self.suite.name);
+        let figures = bench::Figures::parse(&transcript.bench)?;
+        figures.print();
+        let shipped = self.save_shipped(transcript)?;
+        if let Some(alerts) = transcript.files.get(bench::ALERTS_FILE) {
+            let lines = bench::alert_lines(alerts);
+            println!(
+                "watch's alerts on the workload: {} ({})",
+                lines.len(),
+                shipped.join(bench::ALERTS_FILE).display()
+            );
+            for line in lines {
+                println!("  {line}");
+            }
+        }
+        let run = guest_run(transcript, ending, timeout);
+        let errors: Vec<Check> = transcript
+            .errors
+            .iter()
+            .map(|err| Check {
+                name: "console-transfer".into(),
+                pass: false,
+                detail: err.clone(),
+            })
+            .collect();
+        let failed: Vec<&Check> = std::iter::once(&run)
+            .chain(&transcript.checks)
+            .chain(&errors)
+            .filter(|check| !check.pass)
+            .collect();
+        if failed.is_empty() {
+            return Ok(());
+        }
+        for check in &failed {
+            println!("  FAIL  {:<24} {}", check.name, check.detail);
+        }
+        print_log_tail(&self.log())?;
+        let names: Vec<&str> = failed.iter().map(|check| check.name.as_str()).collect();
+        bail!("failed: {}", names.join(", "))
     }
 }
 

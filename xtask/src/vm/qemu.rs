@@ -45,6 +45,10 @@ pub struct Guest<'a> {
     pub log: &'a Path,
     /// The hard limit for the whole boot.
     pub timeout: Duration,
+    /// Added to the kernel command line (empty: nothing): tells the guest's /init what to run.
+    pub cmdline: &'a str,
+    /// The guest's memory, in MiB.
+    pub memory_mib: u32,
 }
 
 /// How long the console is still read after a kernel failure shows (for its backtraces) and
@@ -68,7 +72,8 @@ pub fn boot(guest: &Guest) -> anyhow::Result<(Transcript, Ending)> {
     let mut log =
         File::create(guest.log).with_context(|| format!("creating {}", guest.log.display()))?;
     let mut child = Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg,thread=single", "-m", "1G", "-smp", "2"])
+        .args(["-accel", "tcg,thread=single", "-smp", "2", "-m"])
+        .arg(format!("{}M", guest.memory_mib))
         .args([
             "-nodefaults",
             "-display",
@@ -81,7 +86,7 @@ pub fn boot(guest: &Guest) -> anyhow::Result<(Transcript, Ending)> {
         .arg(guest.kernel)
         .arg("-initrd")
         .arg(guest.initramfs)
-        .args(["-append", CMDLINE])
+        .args(["-append", format!("{CMDLINE} {}", guest.cmdline).trim_end()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(log.try_clone()?)

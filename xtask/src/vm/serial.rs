@@ -1,5 +1,6 @@
-//! Reads the guest's serial console: check lines, the one result line, and files shipped in
-//! base64 between marker lines. The guest side is tests/vm/guest-tests.sh.
+//! Reads the guest's serial console: check lines, the one result line, files shipped in
+//! base64 between marker lines, and the benchmark's figures. The guest side is
+//! tests/vm/guest-tests.sh (and tests/vm/bench.sh).
 //!
 //! The console carries SeaBIOS's escape sequences, `\r\n` line ends and kernel messages, so
 //! every line is cleaned first and only lines that begin with a marker count.
@@ -59,6 +60,9 @@ pub struct Transcript {
     pub errors: Vec<String>,
     /// Each vCPU's instruction pointer (`RIP=...`), when qemu's monitor dumped them.
     pub stuck_at: Vec<String>,
+    /// The benchmark's lines (`LOCKTRACE-BENCH <figures>`), without the marker, in order;
+    /// `bench.rs` reads them.
+    pub bench: Vec<String>,
 }
 
 impl Transcript {
@@ -105,6 +109,8 @@ impl Transcript {
                 "PASS" => Verdict::Pass,
                 other => Verdict::Fail(other.trim_start_matches("FAIL").trim().to_owned()),
             });
+        } else if let Some(figures) = line.strip_prefix("LOCKTRACE-BENCH ") {
+            self.bench.push(figures.to_owned());
         } else if let Some(release) = line.strip_prefix("LOCKTRACE-VM-KERNEL ") {
             self.kernel_release = Some(release.to_owned());
         } else if line.starts_with("RIP=") {
@@ -214,6 +220,15 @@ mod tests {
         assert_eq!(t.checks[1].detail, "exit 2: no such command");
         assert_eq!(t.verdict().unwrap(), &Verdict::Fail("1/2".into()));
         assert!(t.fatal.is_none());
+    }
+
+    #[test]
+    fn keeps_the_benchmark_lines() {
+        let t = transcript(&[
+            b"LOCKTRACE-BENCH phase run=bare phase=open ops=10 ns=20\r",
+            b"  | locktrace: 3 probes attached\r",
+        ]);
+        assert_eq!(t.bench, ["phase run=bare phase=open ops=10 ns=20"]);
     }
 
     #[test]

@@ -51,6 +51,10 @@ pub enum Command {
         /// One JSON object per alert per line on standard output.
         #[arg(long)]
         json: bool,
+        /// Attach every probe with empty programs: the benchmark's baseline (nothing is
+        /// reported).
+        #[arg(long)]
+        floor: bool,
         #[command(flatten)]
         alerts: AlertArgs,
         #[command(flatten)]

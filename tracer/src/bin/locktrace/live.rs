@@ -18,7 +18,7 @@ use crate::{args::TraceArgs, exit::Outcome};
 /// Records a session to `output`. Record does not run the engine (it stays light on a busy
 /// kernel): its status says whether the recording is complete, and `report` finds alerts.
 pub fn record(output: &Path, trace: &TraceArgs) -> anyhow::Result<()> {
-    let options = session_options(trace, false)?;
+    let options = session_options(trace, false, false)?;
     // Lossy: a command line that is not UTF-8 is stored as readably as it can be.
     let command_line = std::env::args_os()
         .map(|arg| arg.to_string_lossy().into_owned())
@@ -41,9 +41,10 @@ pub fn record(output: &Path, trace: &TraceArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Traces live, printing alerts as they are found.
-pub fn watch(json: bool, trace: &TraceArgs) -> anyhow::Result<Outcome> {
-    let options = session_options(trace, json)?;
+/// Traces live, printing alerts as they are found; with `floor`, every probe attaches with
+/// its program switched off (the kernel overhead benchmark's floor).
+pub fn watch(json: bool, floor: bool, trace: &TraceArgs) -> anyhow::Result<Outcome> {
+    let options = session_options(trace, json, floor)?;
     let mut watcher = Watcher::new(Engine::default(), AlertPrinter::stdout(json));
     let summary = block_on(session::run(&options, &mut watcher))?;
     let stats = watcher.engine().stats();
@@ -64,7 +65,7 @@ pub fn watch(json: bool, trace: &TraceArgs) -> anyhow::Result<Outcome> {
 
 /// The session's options, once what the arguments name has been checked: a process to trace
 /// must exist, and a symbol table must be a regular file (reading a FIFO would wait forever).
-fn session_options(trace: &TraceArgs, json: bool) -> anyhow::Result<SessionOptions> {
+fn session_options(trace: &TraceArgs, json: bool, floor: bool) -> anyhow::Result<SessionOptions> {
     if let Some(pid) = trace.pid
         && !Path::new("/proc").join(pid.to_string()).exists()
     {
@@ -88,6 +89,7 @@ fn session_options(trace: &TraceArgs, json: bool) -> anyhow::Result<SessionOptio
         kernel: !trace.no_kernel,
         symbols: trace.symbols.clone(),
         empty_user_programs: trace.empty_programs,
+        floor,
         child_stdout: Some(if json {
             ChildStdout::ToStderr
         } else {

@@ -55,9 +55,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Watch {
             json,
+            floor,
             alerts,
             trace,
-        } => live::watch(json, &trace).map(|o| o.exit_code(alerts.alert_exit_code)),
+        } => live::watch(json, floor, &trace).map(|o| o.exit_code(alerts.alert_exit_code)),
         Command::Report { file, json, alerts } => {
             recorded::report(&file, json).map(|o| o.exit_code(alerts.alert_exit_code))
         }
