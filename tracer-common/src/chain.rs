@@ -23,10 +23,14 @@ pub const fn extend(key: u64, hlock_id: u64) -> u64 {
 }
 
 /// The chain cache's key: a chain is validated per context and interrupt state (lockdep keeps
-/// chains per irq context; the atomic-context checks depend on the state too).
+/// chains per irq context; the atomic-context checks depend on the state too), and with the
+/// irq and bh variant bits of the lock taken last. With those, the key covers everything the
+/// new lock's usage bits depend on (`crate::usage::acquisition_usage`): a known chain needs
+/// no look at the usage bits.
 #[inline(always)]
-pub const fn lookup_key(chain_key: u64, state: &AcquireState) -> u64 {
-    mix64(chain_key ^ state.bits().wrapping_mul(0xff51_afd7_ed55_8ccd))
+pub const fn lookup_key(chain_key: u64, state: &AcquireState, variant: u32) -> u64 {
+    let variant = (variant & (flags::IRQ_VARIANT | flags::BH_VARIANT)) as u64;
+    mix64(chain_key ^ (state.bits() | variant << 8).wrapping_mul(0xff51_afd7_ed55_8ccd))
 }
 
 #[cfg(test)]

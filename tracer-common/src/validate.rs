@@ -68,21 +68,23 @@ pub fn acquire<V: Validator>(
         }
         stack.contending = 0;
     }
-    let usage = acquisition_usage(lock.lock_kind(), lock.variant, state);
-    let mut known_usage = 0;
+    // A known chain (its key covers the context, the interrupt state and the lock's variant)
+    // was reported with this acquisition's usage bits: only a new one needs them looked up.
+    let lookup = chain::lookup_key(stack.next_chain_key(&lock), state, lock.variant);
     let mut new = 0;
-    if usage != 0 {
-        known_usage = v.known_usage(lock.class_key);
-        if usage & !known_usage != 0 {
-            new |= news::NEW_USAGE;
-        }
-    }
-    let lookup = chain::lookup_key(stack.next_chain_key(&lock), state);
     if again.is_some() {
         // Rare: reported every time; user space validates the chain it leaves.
         new |= news::RECURSIVE | news::NEW_CHAIN;
     } else if !v.chain_known(lookup) {
         new |= news::NEW_CHAIN;
+    }
+    let usage = acquisition_usage(lock.lock_kind(), lock.variant, state);
+    let mut known_usage = 0;
+    if new != 0 && usage != 0 {
+        known_usage = v.known_usage(lock.class_key);
+        if usage & !known_usage != 0 {
+            new |= news::NEW_USAGE;
+        }
     }
     // One state into the report, whichever way the bits were found (see `launder`).
     let bits = stack.launder(new | u32::from(usage) << 8 | u32::from(known_usage) << 16);
