@@ -72,7 +72,8 @@ pub enum EventKind {
     /// The task switches out (`sched:sched_switch`); [`Event::arg`] is the next task's thread
     /// id and [`Event::lock_addr`] the run-queue lock that changes hands (0 when unknown).
     SchedSwitch = 12,
-    /// The task exits (`sched:sched_process_exit`): its held stacks go.
+    /// The task is freed (`sched:sched_process_free`, after its final switch): its held
+    /// stacks go.
     TaskExit = 13,
 }
 

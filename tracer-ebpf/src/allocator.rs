@@ -48,7 +48,7 @@ fn call<C: EbpfContext>(
         news: kind as u32,
         arg,
         arg2,
-        irqs: context::irq_state(cfg),
+        irqs: context::irq_state(cfg, &here),
         flags: extra,
         user_stack: false,
     };

@@ -20,7 +20,7 @@ use tracer_common::{
 
 use crate::{
     emit,
-    maps::{BRACKETS, CONFIG, SCRATCH, SLAB_GENERIC, SLAB_GEOMETRY, SLAB_NAMES},
+    maps::{BRACKETS, CLOCK, CONFIG, SCRATCH, SLAB_GENERIC, SLAB_GEOMETRY, SLAB_NAMES},
 };
 
 /// `value`, made opaque to the verifier by a round trip through map memory. What a program
@@ -28,16 +28,17 @@ use crate::{
 /// several paths with a different constant on each; carried as such through the rest of the
 /// program, it would make the verifier walk the rest once per constant. Laundered, the rest
 /// is walked once.
+///
+/// `word` is the `SCRATCH` word of the program's [`emit::Running`] slot: private to this task
+/// in this context on this CPU. A word shared by the CPU would be overwritten between the
+/// write and the read by an interrupt's program, or by another task's while this one is
+/// preempted (programs are preemptible), and the value read back would be someone else's.
 #[inline(always)]
-pub fn launder(value: u64) -> u64 {
-    match SCRATCH.get_ptr_mut(0) {
-        // SAFETY: this CPU's word; nothing else runs here between the write and the read
-        // (programs of one context do not nest).
-        Some(slot) => unsafe {
-            core::ptr::write_volatile(slot, value);
-            core::ptr::read_volatile(slot)
-        },
-        None => value,
+fn launder(word: *mut u64, value: u64) -> u64 {
+    // SAFETY: a map value of this running slot (see above), valid for the program run.
+    unsafe {
+        core::ptr::write_volatile(word, value);
+        core::ptr::read_volatile(word)
     }
 }
 
@@ -75,6 +76,16 @@ pub fn now_ns() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
+/// The same monotonic clock as [`now_ns`] as user space last wrote it into `CLOCK` (every
+/// 10 ms while a session runs). What every lock operation stamps its held entry with:
+/// staleness bounds are a second and more, and a clocksource read can cost more than the rest
+/// of the program (HPET where the TSC is unstable, as under qemu's emulation). The kernel's
+/// own coarse clock (`bpf_ktime_get_coarse_ns`) is refused to tracing programs.
+#[inline(always)]
+pub fn coarse_ns() -> u64 {
+    CLOCK.get(0).copied().unwrap_or(0)
+}
+
 /// This CPU.
 #[inline(always)]
 pub fn cpu() -> u32 {
@@ -83,7 +94,7 @@ pub fn cpu() -> u32 {
 }
 
 /// Reads the x86 flags register through `bpf_local_irq_save`/`bpf_local_irq_restore`
-/// (Linux 6.14+).
+/// (Linux 6.14+), laundered (see [`launder`]).
 ///
 /// The two calls are raw instructions whose `imm` holds a marker; user space replaces the
 /// marker with the kfunc's BTF id, or the whole call with `r0 = 0` when the kernel lacks the
@@ -92,8 +103,8 @@ pub fn cpu() -> u32 {
 /// bpf-linker. The verifier refuses a direct read of the saved slot, so it is copied out with
 /// `bpf_probe_read_kernel`.
 #[inline(always)]
-pub fn irq_state(cfg: &ProbeConfig) -> IrqState {
-    IrqState::from_u32(launder(irq_state_raw(cfg) as u64) as u32)
+pub fn irq_state(cfg: &ProbeConfig, here: &Here) -> IrqState {
+    IrqState::from_u32(launder(here.scratch, irq_state_raw(cfg) as u64) as u32)
 }
 
 /// [`irq_state`] before laundering.
@@ -193,19 +204,6 @@ fn cpu_view_runqueue(cfg: &ProbeConfig) -> Option<(u32, u64)> {
     }
 }
 
-/// `lock`, made opaque to the verifier by a round trip through map memory (see [`launder`]).
-#[inline(always)]
-pub fn launder_lock(lock: HeldLock) -> HeldLock {
-    match crate::maps::NEW_LOCK.get_ptr_mut(0) {
-        // SAFETY: this CPU's slot; nothing else runs here between the write and the read.
-        Some(slot) => unsafe {
-            core::ptr::write_volatile(slot, lock);
-            core::ptr::read_volatile(slot)
-        },
-        None => lock,
-    }
-}
-
 /// What [`begin`] learned about where the program runs.
 pub struct Here {
     /// `preempt_count`, when readable.
@@ -220,9 +218,24 @@ pub struct Here {
     pub cpu: u32,
     /// Thread-group and thread id.
     pub pid_tgid: u64,
+    /// The `SCRATCH` word of the program's [`emit::Running`] slot (see [`launder`]).
+    scratch: *mut u64,
+    /// The `NEW_LOCK` entry of the same slot.
+    new_lock: *mut HeldLock,
 }
 
 impl Here {
+    /// `lock`, made opaque to the verifier (see [`launder`]): whichever way its fields were
+    /// found, the rest of the program is one state.
+    #[inline(always)]
+    pub fn launder_lock(&self, lock: HeldLock) -> HeldLock {
+        // SAFETY: this running slot's entry (see `launder`), valid for the program run.
+        unsafe {
+            core::ptr::write_volatile(self.new_lock, lock);
+            core::ptr::read_volatile(self.new_lock)
+        }
+    }
+
     /// The thread id.
     #[inline(always)]
     pub fn tid(&self) -> u32 {
@@ -266,13 +279,20 @@ fn bracket_context() -> ExecContext {
     }
 }
 
-/// The start of every program that follows a kernel event: the configuration (none while no
-/// session records), where it runs, and this context claimed for it (see
-/// [`emit::Running`]). `None` in locktrace's own task context, or when the probe fired inside
-/// another of our programs. (Interrupts that arrive while locktrace runs are the kernel's,
-/// and traced.)
+/// Where a program runs, found before anything is claimed: see [`locate`].
+pub struct Located {
+    cfg: &'static ProbeConfig,
+    view: Option<(u32, u64)>,
+    context: ExecContext,
+    /// The context level (0 task, 1 softirq, 2 hardirq, 3 NMI, as in [`emit::Running`]).
+    pub level: u32,
+}
+
+/// The first half of [`begin`]: the configuration (none while no session records) and the
+/// execution context, nothing claimed yet. Release programs stop here when another copy
+/// handles the call.
 #[inline(always)]
-pub fn begin() -> Option<(&'static ProbeConfig, emit::Running, Here)> {
+pub fn locate() -> Option<Located> {
     let cfg = config()?;
     let view = cpu_view(cfg);
     let context = match view {
@@ -285,24 +305,59 @@ pub fn begin() -> Option<(&'static ProbeConfig, emit::Running, Here)> {
         ExecContext::Nmi => 3,
         ExecContext::Task | ExecContext::Unknown => 0,
     };
+    Some(Located {
+        cfg,
+        view,
+        context,
+        level,
+    })
+}
+
+/// The second half of [`begin`]: this context claimed for the program (see
+/// [`emit::Running`]) and what it learned about where it runs. `None` in locktrace's own task
+/// context, or when the probe fired inside another of our programs.
+#[inline(always)]
+pub fn enter(located: Located) -> Option<(&'static ProbeConfig, emit::Running, Here)> {
+    let Located {
+        cfg,
+        view,
+        context,
+        level,
+    } = located;
     if level == 0 && filtered_out(cfg) {
         return None;
     }
     let running = emit::Running::enter(level)?;
     // One state for the rest of the program, whichever way the view was found.
+    // Fetched once, and the program ends if they are missing (they never are): a fallback
+    // path would be one more state for the verifier to carry through the rest.
+    let scratch = SCRATCH.get_ptr_mut(running.index())?;
+    let new_lock = crate::maps::NEW_LOCK.get_ptr_mut(running.index())?;
     let (count, base) = view.unwrap_or((0, 0));
-    let valid = launder(view.is_some() as u64) != 0;
-    let count = launder(u64::from(count)) as u32;
-    let base = launder(base);
+    let valid = launder(scratch, view.is_some() as u64) != 0;
+    let count = launder(scratch, u64::from(count)) as u32;
+    let base = launder(scratch, base);
     let here = Here {
         count: valid.then_some(count),
         percpu_base: valid.then_some(base),
-        context: ExecContext::from_u32(launder(context as u64) as u32),
-        level: launder(u64::from(level)) as u32 & 3,
+        context: ExecContext::from_u32(launder(scratch, context as u64) as u32),
+        level: launder(scratch, u64::from(level)) as u32 & 3,
         cpu: cpu(),
         pid_tgid: bpf_get_current_pid_tgid(),
+        scratch,
+        new_lock,
     };
     Some((cfg, running, here))
+}
+
+/// The start of every program that follows a kernel event: the configuration (none while no
+/// session records), where it runs, and this context claimed for it (see
+/// [`emit::Running`]). `None` in locktrace's own task context, or when the probe fired inside
+/// another of our programs. (Interrupts that arrive while locktrace runs are the kernel's,
+/// and traced.)
+#[inline(always)]
+pub fn begin() -> Option<(&'static ProbeConfig, emit::Running, Here)> {
+    enter(locate()?)
 }
 
 /// Where a kernel lock of type `family` at `addr` sits, taken at `site`: its slab cache (kfunc

@@ -14,7 +14,7 @@ use tracer_common::{
 
 use crate::{
     context::{self, Here},
-    maps::{COUNTERS_MAP, FACTS, RUNNING, RUNNING_SLOTS},
+    maps::{COUNTERS_MAP, FACTS, RUNNING, RUNNING_SLOTS, SCRATCH},
 };
 
 /// `BPF_F_USER_STACK`: walk the user stack instead of the kernel's.
@@ -134,8 +134,13 @@ pub fn fact<C: EbpfContext>(
 /// spinlock, a hash map's bucket lock) and must not re-enter them. Programs run with migration
 /// disabled but, on preemptible kernels, not with preemption disabled: another task may run on
 /// this CPU while one is preempted inside a program, and its events are not nested. So each
-/// context has [`RUNNING_SLOTS`] slots holding the owning task.
-pub struct Running(*mut u64);
+/// context has [`RUNNING_SLOTS`] slots holding the owning task. A slot also names the
+/// program's private scratch memory (`SCRATCH`, `NEW_LOCK`), which no interrupt's program and
+/// no other task's can overwrite while it runs.
+pub struct Running {
+    slot: *mut u64,
+    index: u32,
+}
 
 impl Running {
     /// Claims a slot of context `level` (0 task, 1 softirq, 2 hardirq, 3 NMI) for the current
@@ -145,9 +150,10 @@ impl Running {
     pub fn enter(level: u32) -> Option<Running> {
         // SAFETY: a helper without arguments.
         let task = unsafe { bpf_get_current_task() };
-        let mut free: Option<*mut u64> = None;
+        let mut free: Option<(*mut u64, u32)> = None;
         for i in 0..RUNNING_SLOTS {
-            let slot = RUNNING.get_ptr_mut(level * RUNNING_SLOTS + i)?;
+            let index = level * RUNNING_SLOTS + i;
+            let slot = RUNNING.get_ptr_mut(index)?;
             // SAFETY: a per-CPU slot; the task owning it cannot migrate while it does.
             let owner = unsafe { *slot };
             if owner == task {
@@ -155,32 +161,53 @@ impl Running {
                 return None;
             }
             if owner == 0 && free.is_none() {
-                free = Some(slot);
+                free = Some((slot, index));
             }
         }
-        let Some(slot) = free else {
+        let Some((slot, index)) = free else {
             count(Counter::Preempted, 1);
             return None;
         };
         // SAFETY: as above. Claiming is not atomic: a task preempted between the read and
         // this write can take over a slot another task claimed meanwhile; the release below
-        // only clears a slot it still owns, so the worst case is one unguarded program run.
+        // only clears a slot it still owns, so the worst case is one unguarded program run
+        // (sharing its scratch memory with the other).
         unsafe { *slot = task };
-        Some(Running(slot))
+        // The index is a different constant on each way through the loop above: through the
+        // slot's own scratch word it becomes one unknown value, so that the verifier walks
+        // the rest of the program once, not once per slot.
+        let index = match SCRATCH.get_ptr_mut(index) {
+            // SAFETY: this slot's word, written and read back by its owner.
+            Some(word) => unsafe {
+                core::ptr::write_volatile(word, u64::from(index));
+                core::ptr::read_volatile(word) as u32 & (4 * RUNNING_SLOTS - 1)
+            },
+            None => index,
+        };
+        Some(Running { slot, index })
+    }
+
+    /// The slot's index in `RUNNING` (and in the scratch maps sized like it).
+    #[inline(always)]
+    pub fn index(&self) -> u32 {
+        self.index
     }
 }
 
 impl Running {
-    /// True when `task` holds a slot of context `level` on this CPU: it was preempted inside
-    /// one of our programs there.
+    /// True when `task` holds a slot of context `level` on this CPU other than `except`'s: it
+    /// was preempted inside one of our programs there.
     #[inline(always)]
-    pub fn held_by(level: u32, task: u64) -> bool {
+    pub fn held_by(level: u32, task: u64, except: Option<&Running>) -> bool {
         for i in 0..RUNNING_SLOTS {
+            let Some(slot) = RUNNING.get_ptr_mut(level * RUNNING_SLOTS + i) else {
+                continue;
+            };
+            if except.is_some_and(|running| running.slot == slot) {
+                continue;
+            }
             // SAFETY: a per-CPU slot, read.
-            if RUNNING
-                .get_ptr_mut(level * RUNNING_SLOTS + i)
-                .is_some_and(|slot| unsafe { *slot } == task)
-            {
+            if unsafe { *slot } == task {
                 return true;
             }
         }
@@ -193,8 +220,8 @@ impl Drop for Running {
     fn drop(&mut self) {
         // SAFETY: the slot claimed in `enter`; cleared only while this task still owns it.
         unsafe {
-            if *self.0 == bpf_get_current_task() {
-                *self.0 = 0;
+            if *self.slot == bpf_get_current_task() {
+                *self.slot = 0;
             }
         }
     }

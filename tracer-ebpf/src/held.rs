@@ -1,13 +1,13 @@
 //! Where the held stacks live: per task in `TASK_HELD` (created on a task's first
-//! acquisition, deleted when it exits), per CPU in `IRQ_HELD` for interrupt contexts. The
-//! stacks' logic is `tracer_common::held`.
+//! acquisition, deleted when the task is freed), per CPU in `IRQ_HELD` for interrupt contexts.
+//! The stacks' logic is `tracer_common::held`.
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
 use tracer_common::{Counter, HeldStack, ProbeConfig, held::task_key};
 
 use crate::{
     context::Here,
-    emit::count,
+    emit::{Running, count},
     maps::{EMPTY_HELD, IRQ_HELD, TASK_HELD},
 };
 
@@ -81,13 +81,20 @@ fn task_tid(task: u64, cfg: &ProbeConfig) -> Option<u32> {
 /// releases it (lockdep's `prepare_lock_switch`/`finish_lock_switch`). Moves that lock to
 /// `next`'s stack; drops any other spinning lock `prev` still shows (a missed release).
 ///
-/// Not when `next` was preempted inside one of our programs: resumed, it runs the release as a
-/// probe nested in that program, which is skipped, and the lock would stay in its stack.
+/// Not when `prev` is preempted inside one of our programs (it may be changing its stack), nor
+/// when `next` was: resumed, it runs the release as a probe nested in that program, which is
+/// skipped, and the lock would stay in its stack.
 #[inline(always)]
-pub fn switch(cfg: &ProbeConfig, here: &Here, prev: u64, next: u64) {
+pub fn switch(cfg: &ProbeConfig, here: &Here, running: &Running, prev: u64, next: u64) {
     let (Some(prev_tid), Some(next_tid)) = (task_tid(prev, cfg), task_tid(next, cfg)) else {
         return;
     };
+    // A task preempted inside one of our programs (in a slot besides this program's own) may
+    // be in the middle of changing its own stack: leave it alone (its run-queue lock was not
+    // followed: a nested probe).
+    if Running::held_by(0, prev, Some(running)) {
+        return;
+    }
     let Some(prev_stack) = task_stack(task_key(prev_tid, here.cpu, false), false) else {
         return;
     };
@@ -97,12 +104,12 @@ pub fn switch(cfg: &ProbeConfig, here: &Here, prev: u64, next: u64) {
         }
         _ => None,
     };
-    let (handed, stale) = prev_stack.switch_out(crate::context::now_ns(), rq_lock);
+    let (handed, stale) = prev_stack.switch_out(crate::context::coarse_ns(), rq_lock);
     if stale > 0 {
         count(Counter::StaleHeld, u64::from(stale));
     }
     let Some(lock) = handed else { return };
-    if crate::emit::Running::held_by(0, next) {
+    if Running::held_by(0, next, None) {
         return;
     }
     if let Some(next_stack) = task_stack(task_key(next_tid, here.cpu, false), true) {
@@ -113,10 +120,14 @@ pub fn switch(cfg: &ProbeConfig, here: &Here, prev: u64, next: u64) {
     }
 }
 
-/// The current task exits: its stacks go.
+/// Task `task` is freed: its stacks go.
 #[inline(always)]
-pub fn exit(here: &Here) {
+pub fn free(cfg: &ProbeConfig, task: u64) {
+    // Idle tasks (thread id 0) are never freed.
+    let Some(tid) = task_tid(task, cfg).filter(|&tid| tid != 0) else {
+        return;
+    };
     for user in [false, true] {
-        let _ = TASK_HELD.remove(&task_key(here.tid(), here.cpu, user));
+        let _ = TASK_HELD.remove(&task_key(tid, 0, user));
     }
 }

@@ -53,12 +53,12 @@ pub fn on_acquire(ctx: &FExitContext, lock_kind: LockKind, variant: u32, success
         cfg,
         &here,
     ));
-    let lock = context::launder_lock(HeldLock {
+    let lock = here.launder_lock(HeldLock {
         addr,
         site,
         class,
         class_key: class.key(),
-        acquired_ns: context::now_ns(),
+        acquired_ns: context::coarse_ns(),
         cpu: here.cpu,
         kind: lock_kind as u32,
         variant,
@@ -70,7 +70,7 @@ pub fn on_acquire(ctx: &FExitContext, lock_kind: LockKind, variant: u32, success
     let mut maps = Maps {
         ctx,
         here: &here,
-        irqs: context::irq_state(cfg),
+        irqs: context::irq_state(cfg, &here),
         flags: flags::FROM_TRAMPOLINE,
         user: false,
     };
@@ -85,13 +85,16 @@ pub const RELEASE_COPIES: u64 = 3;
 /// run this for every call; the first of them to run handles it.
 #[inline(always)]
 pub fn on_release(ctx: &FEntryContext) {
-    let Some((_cfg, _running, here)) = context::begin() else {
+    let Some(located) = context::locate() else {
         return;
     };
     let addr: u64 = ctx.arg(0);
-    if !first_copy(here.level, addr) {
+    if !first_copy(located.level, addr) {
         return;
     }
+    let Some((_cfg, _running, here)) = context::enter(located) else {
+        return;
+    };
     let mut maps = Maps {
         ctx,
         here: &here,
@@ -134,7 +137,7 @@ fn first_copy(level: u32, addr: u64) -> bool {
 /// tp_btf `sched_switch(preempt, prev, next, prev_state)`.
 #[inline(always)]
 pub fn on_switch(ctx: &BtfTracePointContext) {
-    let Some((cfg, _running, here)) = context::begin() else {
+    let Some((cfg, running, here)) = context::begin() else {
         return;
     };
     // The arguments as plain scalars (the typed task pointers allow no run-time offsets).
@@ -142,16 +145,20 @@ pub fn on_switch(ctx: &BtfTracePointContext) {
         // SAFETY: reading the context's argument slots.
         unsafe { bpf_probe_read_kernel((ctx.as_ptr() as *const u64).wrapping_add(i)) }.unwrap_or(0)
     };
-    held::switch(cfg, &here, arg(1), arg(2));
+    held::switch(cfg, &here, &running, arg(1), arg(2));
 }
 
-/// tp_btf `sched_process_exit(p)`: the current task exits.
+/// tp_btf `sched_process_free(p)`: the last reference to task `p` goes, after its final
+/// switch. Not at `sched_process_exit`: an exiting task takes locks after it, down to its
+/// last `schedule()`, and those would make a new stack that nobody deletes.
 #[inline(always)]
-pub fn on_exit() {
-    let Some((_cfg, _running, here)) = context::begin() else {
+pub fn on_free(ctx: &BtfTracePointContext) {
+    let Some((cfg, _running, _here)) = context::begin() else {
         return;
     };
-    held::exit(&here);
+    // SAFETY: the context's first slot is the task, copied as a plain scalar.
+    let task: u64 = unsafe { bpf_probe_read_kernel(ctx.as_ptr() as *const u64) }.unwrap_or(0);
+    held::free(cfg, task);
 }
 
 /// tp_btf `contention_begin(lock, flags)` (`begin`) and `contention_end(lock, ret)`.

@@ -183,10 +183,10 @@ pub fn tp_sched_switch(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// tp_btf `sched:sched_process_exit`: a task's held stacks go.
-#[btf_tracepoint(function = "sched_process_exit")]
-pub fn tp_process_exit(_ctx: BtfTracePointContext) -> i32 {
-    kernel_locks::on_exit();
+/// tp_btf `sched:sched_process_free`: a task's held stacks go.
+#[btf_tracepoint(function = "sched_process_free")]
+pub fn tp_process_free(ctx: BtfTracePointContext) -> i32 {
+    kernel_locks::on_free(&ctx);
     0
 }
 

@@ -24,12 +24,19 @@ pub static COUNTERS_MAP: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTE
 #[map]
 pub static CONFIG: Array<ProbeConfig> = Array::with_max_entries(1, 0);
 
+/// The monotonic clock (`CLOCK_MONOTONIC`, `bpf_ktime_get_ns`'s) in nanoseconds, as user space
+/// writes it every 10 ms while a session runs: the tick-resolution clock held entries are
+/// stamped with (see `context::coarse_ns`).
+#[map]
+pub static CLOCK: Array<u64> = Array::with_max_entries(1, 0);
+
 /// Held locks of each task's task context (and, under another key, of its user-space locks),
 /// by `tracer_common::held::task_key`. A hash keyed by thread id rather than task storage:
 /// aya-ebpf 0.3 has no task-storage map, and a hash works on every kernel (bcc's deadlock tool
 /// keeps its held locks the same way). Entries are created by a task's first acquisition and
-/// deleted when it exits (`sched_process_exit`), so 65,536 is room for every live thread of a
-/// large machine; a full map leaves a task untraced, counted as `task_map_full`.
+/// deleted when the task is freed (`sched_process_free`: after its final switch, so that no
+/// lock the exiting task still takes makes a new one), so 65,536 is room for every live thread
+/// of a large machine; a full map leaves a task untraced, counted as `task_map_full`.
 #[map]
 pub static TASK_HELD: HashMap<u64, HeldStack> = HashMap::with_max_entries(65536, NO_PREALLOC);
 
@@ -121,13 +128,13 @@ pub static RELEASE_CLAIM: PerCpuArray<u64> = PerCpuArray::with_max_entries(2 * 4
 #[map]
 pub static BRACKETS: PerCpuArray<u32> = PerCpuArray::with_max_entries(2, 0);
 
-/// Per CPU: one word that values go through to become opaque to the verifier (see
-/// `context::launder`).
+/// Per CPU and `RUNNING` slot: one word that values go through to become opaque to the
+/// verifier (see `context::launder`); one per slot so that no other program run overwrites it.
 #[map]
-pub static SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+pub static SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(4 * RUNNING_SLOTS, 0);
 
-/// Per CPU: the lock an acquire program is following, built here rather than on the BPF
-/// stack so that the verifier sees its fields as unknown values, not as one constant per way
-/// they were found (see `context::launder`).
+/// Per CPU and `RUNNING` slot: the lock an acquire program is following, built here rather
+/// than on the BPF stack so that the verifier sees its fields as unknown values, not as one
+/// constant per way they were found (see `context::launder`).
 #[map]
-pub static NEW_LOCK: PerCpuArray<HeldLock> = PerCpuArray::with_max_entries(1, 0);
+pub static NEW_LOCK: PerCpuArray<HeldLock> = PerCpuArray::with_max_entries(4 * RUNNING_SLOTS, 0);

@@ -75,12 +75,12 @@ pub fn on_lock_return(ctx: &RetProbeContext) {
             .map_or(tracer_common::LockFamily::None, LockKind::family),
         ..Default::default()
     });
-    let lock = context::launder_lock(HeldLock {
+    let lock = here.launder_lock(HeldLock {
         addr: pending.addr,
         site,
         class,
         class_key: class.key(),
-        acquired_ns: context::now_ns(),
+        acquired_ns: context::coarse_ns(),
         cpu: here.cpu,
         kind: pending.lock_kind,
         variant: pending.flags,

@@ -180,7 +180,7 @@ pub fn contention<C: EbpfContext>(
         news: news::RECURSIVE,
         arg: 0,
         arg2: 0,
-        irqs: context::irq_state(cfg),
+        irqs: context::irq_state(cfg, here),
         flags: 0,
         user_stack: false,
     };

@@ -51,10 +51,11 @@ pub fn write_facts(
                     let site = call_site(&symbols, fact.pid, lock.site, lock.lock_kind().is_user());
                     writeln!(
                         out,
-                        "\t#{i}: {} at {} taken {} µs before{}",
+                        // Held entries are stamped with the tick-resolution clock.
+                        "\t#{i}: {} at {} taken about {} ms before{}",
                         printable(&lock_name(lock, &symbols)),
                         printable(&site),
-                        fact.timestamp_ns.saturating_sub(lock.acquired_ns) / 1000,
+                        fact.timestamp_ns.saturating_sub(lock.acquired_ns) / 1_000_000,
                         if lock.is_stale(fact.timestamp_ns) {
                             " (stale)"
                         } else {

@@ -235,10 +235,10 @@ pub const ALLOCATOR: &[(KernelProbe, KernelProbe)] = &[
 
 /// Interrupt-handler brackets (they place events where `preempt_count` cannot be read), lock
 /// contention, and the scheduler events the held stacks follow: the run-queue lock handed to
-/// the next task at `sched_switch`, a task's stacks dropped when it exits.
+/// the next task at `sched_switch`, a task's stacks dropped when it is freed.
 pub const TRACEPOINTS: &[KernelProbe] = &[
     tp("tp_sched_switch", "sched", &["sched_switch"]),
-    tp("tp_process_exit", "sched", &["sched_process_exit"]),
+    tp("tp_process_free", "sched", &["sched_process_free"]),
     tp("tp_hardirq_entry", "irq", &["irq_handler_entry"]),
     tp("tp_hardirq_exit", "irq", &["irq_handler_exit"]),
     tp("tp_softirq_entry", "irq", &["softirq_entry"]),

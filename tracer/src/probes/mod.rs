@@ -102,6 +102,25 @@ pub struct Probes {
     user: Option<UserProbes>,
     /// What the programs read from `CONFIG`, as last written.
     config: ProbeConfig,
+    /// With `LOCKTRACE_PROG_STATS` set: the kernel's per-program run-time statistics,
+    /// switched on while this descriptor is open (`BPF_ENABLE_STATS`). They cost two clock
+    /// reads per program run, so they are for finding where the time goes, not for timing.
+    run_stats: Option<std::os::fd::OwnedFd>,
+}
+
+/// How often one program ran and for how long in all (`LOCKTRACE_PROG_STATS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramRunTime {
+    /// The program's name in the object.
+    pub program: String,
+    /// How many times it ran.
+    pub runs: u64,
+    /// Its run time summed over those runs.
+    pub total: std::time::Duration,
+    /// Bytes of machine code the JIT made of it; 0 when the kernel interprets it.
+    pub jitted_bytes: u32,
+    /// eBPF instructions after the verifier's rewrites, when the kernel says.
+    pub xlated_bytes: Option<u32>,
 }
 
 /// Where the pthread probes are attached.
@@ -199,6 +218,8 @@ impl Probes {
             percpu_vars: KernelFacts::percpu_vars(&kernel_btf),
             user: None,
             config,
+            run_stats: std::env::var_os("LOCKTRACE_PROG_STATS")
+                .and_then(|_| aya::sys::enable_stats(aya::sys::Stats::RunTime).ok()),
         };
         if options.kernel {
             probes.attach_kernel(&kernel_btf);
@@ -295,9 +316,31 @@ impl Probes {
         Ok(Some(libc))
     }
 
+    /// Writes the monotonic clock into `CLOCK`, which the programs stamp held entries with
+    /// (a clocksource read per lock operation would cost more): the session calls this every
+    /// 10 ms.
+    pub fn tick_clock(&mut self) -> Result<(), ProbeError> {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `now` is a valid timespec to write.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut now) };
+        let ns = now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64;
+        let map_error = |source| ProbeError::Map {
+            name: "CLOCK",
+            source,
+        };
+        let mut clock: Array<_, u64> =
+            Array::try_from(self.ebpf.map_mut("CLOCK").expect("CLOCK map in object"))
+                .map_err(map_error)?;
+        clock.set(0, &ns, 0).map_err(map_error)
+    }
+
     /// Starts recording: until now the programs returned at once, so that no acquisition is
     /// seen from a moment when the probe of its release was not attached yet.
     pub fn start_tracing(&mut self) -> Result<(), ProbeError> {
+        self.tick_clock()?;
         self.config.tracing = 1;
         write_config(&mut self.ebpf, &self.config)
     }
@@ -364,6 +407,30 @@ impl Probes {
             .iter()
             .map(|(_, n)| n)
             .sum()
+    }
+
+    /// With `LOCKTRACE_PROG_STATS` set, every program that ran, with its runs and run time,
+    /// most time first; empty otherwise (or when the kernel would not switch them on).
+    pub fn run_times(&self) -> Vec<ProgramRunTime> {
+        if self.run_stats.is_none() {
+            return Vec::new();
+        }
+        let mut times: Vec<ProgramRunTime> = self
+            .ebpf
+            .programs()
+            .filter_map(|(name, program)| {
+                let info = program.info().ok()?;
+                (info.run_count() > 0).then(|| ProgramRunTime {
+                    program: name.to_owned(),
+                    runs: info.run_count(),
+                    total: info.run_time(),
+                    jitted_bytes: info.size_jitted(),
+                    xlated_bytes: info.size_translated(),
+                })
+            })
+            .collect();
+        times.sort_by_key(|t| std::cmp::Reverse(t.total));
+        times
     }
 
     /// [`Probes::recursion_misses`] per program that had any, most first.

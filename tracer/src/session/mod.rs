@@ -239,6 +239,7 @@ pub async fn run(
     let stopped_by = loop {
         tokio::select! {
             _ = drain_tick.tick() => {
+                probes.tick_clock()?;
                 drain(&mut ring, &names, &mut namer, &mut counters, &mut batch, sink)?;
             }
             // The command was probed through locktrace's own C library before it executed,
@@ -325,6 +326,22 @@ pub async fn run(
             "locktrace: recursion misses by program (the kernel skipped a program already running on the CPU): {}{}",
             top.join(", "),
             if missed.len() > 5 { ", ..." } else { "" }
+        ));
+    }
+    // LOCKTRACE_PROG_STATS: where the programs' time went.
+    for time in probes.run_times() {
+        notice(format_args!(
+            "locktrace: program {} ran {} times, {} ns each, {} ms in all ({} bytes of eBPF, {})",
+            time.program,
+            time.runs,
+            time.total.as_nanos() / u128::from(time.runs.max(1)),
+            time.total.as_millis(),
+            time.xlated_bytes.unwrap_or(0),
+            if time.jitted_bytes == 0 {
+                "interpreted".to_string()
+            } else {
+                format!("{} bytes jitted", time.jitted_bytes)
+            }
         ));
     }
     sink.finish(&mut namer, started.elapsed())?;
