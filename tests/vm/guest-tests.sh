@@ -121,6 +121,12 @@ step locktrace-check env LOCKTRACE_VERIFIER_LOG=/tmp/verifier locktrace check --
     ship check.json /tmp/locktrace-check.out
 sort -k2 -n -r /tmp/verifier/verified.txt 2>/dev/null |
     awk '{ total += $2 } NR <= 4 { print "  | verified " $0 } END { print "  | verified in all: " total " instructions" }'
+# A program the verifier refused: the end of its log, where the reason is.
+for log in /tmp/verifier/*.log; do
+    [ -f "$log" ] || continue
+    echo "  | refused: $log"
+    tail -n 25 "$log" | sed 's/^/  |   /'
+done
 locktrace check 2>&1 | sed 's/^/  | /'
 
 # Ordinary kernel activity: per-CPU maps give pcpu_alloc_mutex -> pcpu_lock.

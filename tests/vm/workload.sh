@@ -1,6 +1,8 @@
 #!/bin/sh
 # A short ordinary workload, without the test module: file I/O, process creation and loopback
-# networking. locktrace must raise no inversion alert while it runs.
+# networking, then a quarter of the kernel benchmark's lock-heavy workload (lockload: open,
+# pipes, fork, mmap, UDP, threads on one file). locktrace must raise no inversion alert
+# while it runs.
 set -e
 mkdir -p /tmp/workload/www
 cd /tmp/workload
@@ -37,3 +39,6 @@ while [ $i -lt 10 ]; do
 done
 kill "$(pidof httpd)"
 rm -rf /tmp/workload
+
+# Lock-heavy system calls from several threads and processes at once.
+/tests/lockload /tmp 4 > /dev/null
