@@ -34,7 +34,7 @@ fn call<C: EbpfContext>(
         return;
     };
     let caller = if caller == 0 && extra & flags::FROM_TRAMPOLINE != 0 {
-        context::trampoline_caller(ctx, cfg)
+        context::trampoline_caller(ctx, cfg, None)
     } else {
         caller
     };

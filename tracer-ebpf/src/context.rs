@@ -137,25 +137,49 @@ fn irq_state_raw(cfg: &ProbeConfig) -> IrqState {
 }
 
 /// This CPU's `preempt_count` and per-CPU base, read the way the configuration says (see
-/// [`PreemptCountSource`]); `None` when they cannot be read exactly.
+/// [`PreemptCountSource`]); `None` when they cannot be read exactly. The base comes as a
+/// [`RawBase`]: it becomes a number only once the program has claimed its scratch memory.
 #[inline(always)]
-fn cpu_view(cfg: &ProbeConfig) -> Option<(u32, u64)> {
+fn cpu_view(cfg: &ProbeConfig) -> Option<(u32, RawBase)> {
     if cfg.preempt_count_source == PreemptCountSource::ThisCpuPtr as u32 {
         cpu_view_this_cpu(cfg)
     } else if cfg.preempt_count_source == PreemptCountSource::Runqueue as u32 {
-        cpu_view_runqueue(cfg)
+        cpu_view_runqueue(cfg).map(|(count, base)| {
+            (
+                count,
+                RawBase {
+                    word: base,
+                    minus: 0,
+                },
+            )
+        })
     } else {
         None
     }
 }
+
+/// A per-CPU base still to be made a number: `word` (to the verifier perhaps a typed pointer)
+/// minus `minus`.
+#[derive(Clone, Copy)]
+struct RawBase {
+    word: u64,
+    minus: u64,
+}
+
+/// `ProbeConfig::preempt_count_offset` for [`PreemptCountSource::ThisCpuPtr`], as a read-only
+/// global set at load time: a constant to the verifier, so the count is loaded straight from
+/// the variable `bpf_this_cpu_ptr` returns. Through `bpf_probe_read_kernel` (a run-time
+/// offset needs it) the two reads cost a third of a release program's time.
+#[unsafe(no_mangle)]
+static PREEMPT_COUNT_OFFSET: u64 = 0;
 
 /// `bpf_this_cpu_ptr(&var)` on the per-CPU variable holding the count. The `ld_imm64` of the
 /// typed ksym is emitted raw with a marker (aya-ebpf cannot declare a ksym) and patched by
 /// user space into the variable's BTF id, or, with the call, into `r0 = 0` when this source
 /// is not used.
 #[inline(always)]
-fn cpu_view_this_cpu(cfg: &ProbeConfig) -> Option<(u32, u64)> {
-    let typed: u64;
+fn cpu_view_this_cpu(cfg: &ProbeConfig) -> Option<(u32, RawBase)> {
+    let typed: *const u8;
     // SAFETY: r1 = &var (BPF_PSEUDO_BTF_ID), then helper 154 (bpf_this_cpu_ptr) leaves this
     // CPU's copy in r0; every caller-saved register is declared clobbered.
     unsafe {
@@ -167,17 +191,22 @@ fn cpu_view_this_cpu(cfg: &ProbeConfig) -> Option<(u32, u64)> {
             out("r1") _, out("r2") _, out("r3") _, out("r4") _, out("r5") _,
         );
     }
-    // The verifier types r0 as read-only memory of the variable's size; copying it out makes
-    // it a plain address that may take the run-time member offset.
-    // SAFETY: reading our own stack slot, then kernel memory through the read helper.
-    unsafe {
-        let var: u64 = bpf_probe_read_kernel(&raw const typed).ok()?;
-        if var == 0 {
-            return None;
-        }
-        let count = bpf_probe_read_kernel((var + cfg.preempt_count_offset) as *const u32).ok()?;
-        Some((count, var.wrapping_sub(cfg.this_cpu_var_percpu_offset)))
+    if typed.is_null() {
+        return None;
     }
+    // SAFETY: the verifier types `typed` as this CPU's variable (read-only memory of its
+    // size, or its BTF struct) and checks the load at the constant offset against it.
+    let count = unsafe {
+        let offset = core::ptr::read_volatile(&raw const PREEMPT_COUNT_OFFSET) as usize;
+        core::ptr::read_volatile(typed.wrapping_add(offset).cast::<u32>())
+    };
+    Some((
+        count,
+        RawBase {
+            word: typed as u64,
+            minus: cfg.this_cpu_var_percpu_offset,
+        },
+    ))
 }
 
 /// The per-CPU base is `current->se.cfs_rq->rq` minus the per-CPU offset of `runqueues`. A
@@ -225,6 +254,13 @@ pub struct Here {
 }
 
 impl Here {
+    /// `value`, made opaque to the verifier (see [`launder`]); a typed pointer comes back a
+    /// plain number.
+    #[inline(always)]
+    pub fn launder(&self, value: u64) -> u64 {
+        launder(self.scratch, value)
+    }
+
     /// `lock`, made opaque to the verifier (see [`launder`]): whichever way its fields were
     /// found, the rest of the program is one state.
     #[inline(always)]
@@ -282,7 +318,7 @@ fn bracket_context() -> ExecContext {
 /// Where a program runs, found before anything is claimed: see [`locate`].
 pub struct Located {
     cfg: &'static ProbeConfig,
-    view: Option<(u32, u64)>,
+    view: Option<(u32, RawBase)>,
     context: ExecContext,
     /// The context level (0 task, 1 softirq, 2 hardirq, 3 NMI, as in [`emit::Running`]).
     pub level: u32,
@@ -333,10 +369,11 @@ pub fn enter(located: Located) -> Option<(&'static ProbeConfig, emit::Running, H
     // path would be one more state for the verifier to carry through the rest.
     let scratch = SCRATCH.get_ptr_mut(running.index())?;
     let new_lock = crate::maps::NEW_LOCK.get_ptr_mut(running.index())?;
-    let (count, base) = view.unwrap_or((0, 0));
+    let (count, raw) = view.unwrap_or((0, RawBase { word: 0, minus: 0 }));
     let valid = launder(scratch, view.is_some() as u64) != 0;
     let count = launder(scratch, u64::from(count)) as u32;
-    let base = launder(scratch, base);
+    // Through map memory, a typed pointer becomes a plain number (root may store pointers).
+    let base = launder(scratch, raw.word).wrapping_sub(raw.minus);
     let here = Here {
         count: valid.then_some(count),
         percpu_base: valid.then_some(base),
@@ -486,18 +523,38 @@ fn offset_in_object(addr: u64, geometry: u64) -> u32 {
 /// Words of the trampoline's frame read after the probed function's first argument.
 const FRAME_WORDS: usize = 6;
 
+/// True for an address in x86-64's kernel text or module area (the top 2 GiB): what a
+/// return address is, and what the stack's other words (data, stack and heap pointers,
+/// flags) are not.
+#[inline(always)]
+fn is_kernel_text(addr: u64) -> bool {
+    addr >= 0xffff_ffff_8000_0000
+}
+
+/// Where, in the words [`trampoline_caller`] reads, an fexit program on a function of one
+/// argument finds the trampoline's return address: after the return value and the saved
+/// frame pointer.
+pub const FEXIT_ONE_ARG_RETURN_SLOT: usize = 2;
+
 /// The caller of the probed kernel function (the return address into the function that took
 /// the lock), from a trampoline program.
 ///
 /// On x86-64 the trampoline's frame holds, after the arguments (and the return value, for
-/// fexit), the saved frame pointer, the return address into the probed function (just past its
-/// `__fentry__` call) and the probed function's own return address: the caller. That word is
-/// found next to the one within 16 bytes of `bpf_get_func_ip()`, at the cost of one read.
-/// Without the helper (before Linux 5.15) or when the frame does not look like that, three
-/// frames of the stack are walked instead: the trampoline, possibly the return address into
-/// the probed function, then the caller.
+/// fexit), the saved frame pointer and the trampoline's return address. When `__fentry__`
+/// *calls* the trampoline, that is the return address into the probed function (within 16
+/// bytes of `bpf_get_func_ip()`) and the caller comes next; when ftrace *jumps* to it (as
+/// the 7.3 guest's kernel does; 6.12's calls), it is the caller itself. `return_slot` says where that word is, for programs whose frame is known
+/// ([`FEXIT_ONE_ARG_RETURN_SLOT`]); without it, the word next to the one within 16 bytes of
+/// the function is taken (call mode only). Either costs one read. Without the helper (before
+/// Linux 5.15) or when the frame does not look like that, three frames of the stack are
+/// walked instead (several times the cost of the whole rest of a lock program): the
+/// trampoline, possibly the return address into the probed function, then the caller.
 #[inline(always)]
-pub fn trampoline_caller<C: EbpfContext>(ctx: &C, cfg: &ProbeConfig) -> u64 {
+pub fn trampoline_caller<C: EbpfContext>(
+    ctx: &C,
+    cfg: &ProbeConfig,
+    return_slot: Option<usize>,
+) -> u64 {
     let func_ip = if cfg.func_ip_helper != 0 {
         // SAFETY: the helper reads the trampoline's saved function address.
         unsafe { bpf_get_func_ip(ctx.as_ptr()) }
@@ -514,9 +571,25 @@ pub fn trampoline_caller<C: EbpfContext>(ctx: &C, cfg: &ProbeConfig) -> u64 {
             )
         };
         if read.is_ok() {
-            for k in 0..FRAME_WORDS - 1 {
-                if words[k].wrapping_sub(func_ip) < 16 {
-                    return words[k + 1];
+            let into_function = |word: u64| word.wrapping_sub(func_ip) < 16;
+            match return_slot {
+                Some(slot) if slot + 1 < FRAME_WORDS => {
+                    let returns_to = words[slot];
+                    let caller = if into_function(returns_to) {
+                        words[slot + 1]
+                    } else {
+                        returns_to
+                    };
+                    if is_kernel_text(caller) {
+                        return caller;
+                    }
+                }
+                _ => {
+                    for k in 0..FRAME_WORDS - 1 {
+                        if into_function(words[k]) {
+                            return words[k + 1];
+                        }
+                    }
                 }
             }
         }

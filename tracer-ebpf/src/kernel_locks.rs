@@ -41,11 +41,10 @@ pub fn on_acquire(ctx: &FExitContext, lock_kind: LockKind, variant: u32, success
     let Some((cfg, _running, here)) = context::begin() else {
         return;
     };
-    // Every hooked acquire function takes exactly one argument: the lock. The same address
-    // as a plain scalar (copied out of the context), for the kfunc.
-    // SAFETY: the context's first slot is the argument.
-    let addr: u64 = unsafe { bpf_probe_read_kernel(ctx.as_ptr() as *const u64) }.unwrap_or(0);
-    let site = context::trampoline_caller(ctx, cfg);
+    // Every hooked acquire function takes exactly one argument: the lock. Laundered, the
+    // typed pointer becomes the plain number the kfunc wants.
+    let addr: u64 = here.launder(ctx.arg(0));
+    let site = context::trampoline_caller(ctx, cfg, Some(context::FEXIT_ONE_ARG_RETURN_SLOT));
     let class = classify(&context::instance(
         addr,
         site,

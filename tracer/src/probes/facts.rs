@@ -213,6 +213,19 @@ impl KernelFacts {
         }
     }
 
+    /// The offset of the count in the per-CPU variable the programs load as a typed ksym (0
+    /// when they do not): a read-only global of the object, so that the verifier sees it as a
+    /// constant and lets the programs load the count directly.
+    pub fn preempt_count_ksym_offset(&self) -> u64 {
+        match self.preempt_count {
+            Ok(PreemptCount {
+                access: PreemptCountAccess::ThisCpuPtr { offset, .. },
+                ..
+            }) => offset,
+            _ => 0,
+        }
+    }
+
     /// The configuration the programs read, when locktrace runs as process `self_pid`
     /// (with tracing off: [`crate::probes::Probes::start_tracing`] turns it on).
     pub fn probe_config(&self, self_pid: u32) -> ProbeConfig {

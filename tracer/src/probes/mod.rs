@@ -199,6 +199,11 @@ impl Probes {
 
         let mut ebpf = EbpfLoader::new()
             .override_global("FLOOR", &u32::from(options.floor), true)
+            .override_global(
+                "PREEMPT_COUNT_OFFSET",
+                &facts.preempt_count_ksym_offset(),
+                true,
+            )
             .load(object)
             .map_err(|e| ProbeError::Load(Box::new(e)))?;
         let config = facts.probe_config(std::process::id());
