@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use super::{ProbeOptions, Probes, UserTarget, btf::KernelBtf, effective_uid, facts::KernelFacts};
-use crate::{symbols::KernelSymbols, tracefile::ProbeStatus};
+use crate::{report::printable, symbols::KernelSymbols, tracefile::ProbeStatus};
 
 /// One yes/no fact with an explanation.
 #[derive(Clone, Debug, Serialize)]
@@ -35,8 +35,66 @@ pub struct CheckReport {
     pub features: Vec<Feature>,
     /// Every probe and whether it attached.
     pub probes: Vec<ProbeStatus>,
+    /// The same probes counted by attach type: what the table shows unless `--verbose`.
+    pub probe_groups: Vec<ProbeGroup>,
     /// What locktrace can detect on this kernel.
     pub detects: Vec<Feature>,
+}
+
+/// The probes of one attach type, counted: `check`'s default view of them (a hundred lines of
+/// one probe each are for `--verbose`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProbeGroup {
+    /// The attach type (`fexit`, `fentry`, `tp_btf`, `uprobe` ...).
+    pub kind: String,
+    /// How many attached.
+    pub attached: usize,
+    /// How many this kernel needs (a fallback is not needed when its first choice attached).
+    pub needed: usize,
+    /// Why the others did not attach (the first line of each reason), most frequent first,
+    /// with how many probes gave it.
+    pub refusals: Vec<(String, usize)>,
+}
+
+/// `probes` counted by attach type, in the order the types first appear.
+pub fn probe_groups(probes: &[ProbeStatus]) -> Vec<ProbeGroup> {
+    let mut groups: Vec<ProbeGroup> = Vec::new();
+    for probe in probes.iter().filter(|p| !is_unneeded(p)) {
+        let index = match groups.iter().position(|g| g.kind == probe.kind) {
+            Some(index) => index,
+            None => {
+                groups.push(ProbeGroup {
+                    kind: probe.kind.clone(),
+                    attached: 0,
+                    needed: 0,
+                    refusals: Vec::new(),
+                });
+                groups.len() - 1
+            }
+        };
+        let group = &mut groups[index];
+        group.needed += 1;
+        if probe.attached {
+            group.attached += 1;
+            continue;
+        }
+        let reason = probe.detail.lines().next().unwrap_or("").to_string();
+        match group.refusals.iter_mut().find(|(seen, _)| *seen == reason) {
+            Some((_, count)) => *count += 1,
+            None => group.refusals.push((reason, 1)),
+        }
+    }
+    for group in &mut groups {
+        group
+            .refusals
+            .sort_by_key(|&(_, count)| std::cmp::Reverse(count));
+    }
+    groups
+}
+
+/// A fallback probe left out because its first choice attached.
+fn is_unneeded(probe: &ProbeStatus) -> bool {
+    !probe.attached && probe.detail.starts_with("not needed")
 }
 
 fn kernel_release() -> String {
@@ -48,7 +106,7 @@ fn kernel_release() -> String {
 fn attached(probes: &[ProbeStatus], prefix: &str) -> (usize, usize) {
     let matching: Vec<&ProbeStatus> = probes
         .iter()
-        .filter(|p| p.name.starts_with(prefix) && !p.detail.starts_with("not needed"))
+        .filter(|p| p.name.starts_with(prefix) && !is_unneeded(p))
         .collect();
     (
         matching.iter().filter(|p| p.attached).count(),
@@ -237,33 +295,153 @@ pub fn run() -> CheckReport {
     CheckReport {
         kernel_release: kernel_release(),
         features,
+        probe_groups: probe_groups(&probes),
         probes,
         detects,
     }
 }
 
 impl CheckReport {
-    /// A human table.
-    pub fn render_table(&self) -> String {
+    /// A human table: features, probes counted by attach type (one probe a line when
+    /// `verbose`), and what locktrace can detect here.
+    pub fn render_table(&self, verbose: bool) -> String {
         use std::fmt::Write;
         let mut out = String::new();
         let mark = |ok: bool| if ok { "yes" } else { "no " };
-        let _ = writeln!(out, "kernel {}", self.kernel_release);
+        let _ = writeln!(out, "kernel {}", printable(&self.kernel_release));
         let _ = writeln!(out, "\nFEATURE                    OK   DETAIL");
         for f in &self.features {
-            let _ = writeln!(out, "{:<26} {}  {}", f.name, mark(f.ok), f.detail);
+            let _ = writeln!(
+                out,
+                "{:<26} {}  {}",
+                f.name,
+                mark(f.ok),
+                printable(&f.detail)
+            );
         }
-        let _ = writeln!(
-            out,
-            "\nPROBE                                    OK   DETAIL"
-        );
-        for p in &self.probes {
-            let _ = writeln!(out, "{:<40} {}  {}", p.name, mark(p.attached), p.detail);
+        if verbose {
+            let _ = writeln!(
+                out,
+                "\nPROBE                                    OK   DETAIL"
+            );
+            for p in &self.probes {
+                let _ = writeln!(
+                    out,
+                    "{:<40} {}  {}",
+                    p.name,
+                    mark(p.attached),
+                    printable(&p.detail)
+                );
+            }
+        } else {
+            let _ = writeln!(out, "\nPROBES                     ATTACHED  WHY NOT");
+            for g in &self.probe_groups {
+                let why = match g.refusals.as_slice() {
+                    [] => String::new(),
+                    [(reason, count), rest @ ..] => format!(
+                        "{count}: {}{}",
+                        printable(reason),
+                        if rest.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (and {} other reasons)", rest.len())
+                        }
+                    ),
+                };
+                let counts = format!("{}/{}", g.attached, g.needed);
+                let _ = writeln!(out, "{:<26} {counts:<9} {why}", g.kind);
+            }
+            let _ = writeln!(out, "(one line per probe: locktrace check --verbose)");
         }
         let _ = writeln!(out, "\nDETECTS                    OK   HOW");
         for f in &self.detects {
             let _ = writeln!(out, "{:<26} {}  {}", f.name, mark(f.ok), f.detail);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(name: &str, kind: &str, attached: bool, detail: &str) -> ProbeStatus {
+        ProbeStatus {
+            name: name.to_string(),
+            kind: kind.to_string(),
+            attached,
+            detail: detail.to_string(),
+        }
+    }
+
+    fn report() -> CheckReport {
+        let mut probes = vec![
+            probe("fexit:_raw_spin_lock", "fexit", true, ""),
+            probe(
+                "fexit:_raw_spin_lock_irq",
+                "fexit",
+                false,
+                "refused: EINVAL\nverifier log",
+            ),
+            probe("fexit:_raw_read_lock", "fexit", false, "not in BTF"),
+            probe("fentry:pcpu_alloc", "fentry", true, ""),
+            probe(
+                "tp:percpu_alloc_percpu",
+                "tp_btf",
+                false,
+                "not needed: fentry attached",
+            ),
+            probe("tp:sched_switch", "tp_btf", true, ""),
+        ];
+        probes.extend((0..40).map(|i| probe(&format!("fentry:unlock_{i}"), "fentry", true, "")));
+        probes.push(probe(
+            "fexit:_raw_write_lock",
+            "fexit",
+            false,
+            "refused: EINVAL",
+        ));
+        CheckReport {
+            kernel_release: "6.12.0".to_string(),
+            features: Vec::new(),
+            probe_groups: probe_groups(&probes),
+            probes,
+            detects: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn probes_are_counted_by_attach_type_with_the_commonest_refusal_first() {
+        let groups = report().probe_groups;
+        let kinds: Vec<&str> = groups.iter().map(|g| g.kind.as_str()).collect();
+        assert_eq!(kinds, ["fexit", "fentry", "tp_btf"]);
+        assert_eq!((groups[0].attached, groups[0].needed), (1, 4));
+        assert_eq!(
+            groups[0].refusals,
+            [
+                ("refused: EINVAL".to_string(), 2),
+                ("not in BTF".to_string(), 1)
+            ]
+        );
+        assert_eq!((groups[1].attached, groups[1].needed), (41, 41));
+        // The fallback whose first choice attached is not counted as needed.
+        assert_eq!((groups[2].attached, groups[2].needed), (1, 1));
+    }
+
+    #[test]
+    fn the_table_has_a_line_per_attach_type_and_every_probe_only_when_verbose() {
+        let report = report();
+        let short = report.render_table(false);
+        assert!(
+            short.contains(
+                "fexit                      1/4       2: refused: EINVAL (and 1 other reasons)"
+            ),
+            "{short}"
+        );
+        assert!(!short.contains("unlock_7"), "{short}");
+        assert!(short.lines().count() < 20, "{short}");
+        let long = report.render_table(true);
+        for p in &report.probes {
+            assert!(long.contains(&p.name), "{} in {long}", p.name);
+        }
     }
 }

@@ -27,9 +27,12 @@ pub enum Command {
     /// Show what the running kernel allows and what locktrace can therefore detect here.
     #[command(after_help = EXIT_STATUS)]
     Check {
-        /// One JSON object instead of a table.
+        /// One JSON object instead of a table (it always lists every probe).
         #[arg(long)]
         json: bool,
+        /// One line per probe instead of one per attach type.
+        #[arg(long, short)]
+        verbose: bool,
     },
     /// Record a session to a trace file (replay it with `report`).
     ///

@@ -39,13 +39,13 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Check { json } => {
+        Command::Check { json, verbose } => {
             let report = check::run();
             let mut out = std::io::stdout().lock();
             let written = if json {
                 writeln!(out, "{}", serde_json::to_string(&report)?)
             } else {
-                write!(out, "{}", report.render_table())
+                write!(out, "{}", report.render_table(verbose))
             };
             written.context("writing the report")?;
             Ok(ExitCode::SUCCESS)
