@@ -4,31 +4,9 @@
 
 mod support;
 
-use std::{collections::BTreeSet, path::PathBuf, sync::OnceLock};
+use std::collections::BTreeSet;
 
 use serde_json::Value;
-
-/// Builds the test program once per test binary.
-fn lockpatterns() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let source = concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../tests/programs/lockpatterns.c"
-            );
-            let out = std::env::temp_dir().join(format!("lockpatterns-{}", std::process::id()));
-            let status = std::process::Command::new("cc")
-                .args(["-O1", "-g", "-fno-omit-frame-pointer", "-pthread", "-o"])
-                .arg(&out)
-                .arg(source)
-                .status()
-                .expect("a C compiler (cc) to build the test program");
-            assert!(status.success(), "building {source}");
-            out
-        })
-        .clone()
-}
 
 /// `watch` and `report` when they found an alert (`--alert-exit-code`'s default).
 const ALERTS: i32 = 2;
@@ -38,7 +16,7 @@ const ALERTS: i32 = 2;
 fn watch(args: &[&str]) -> Vec<Value> {
     let output = support::locktrace()
         .args(["watch", "--json", "--no-kernel", "--"])
-        .arg(lockpatterns())
+        .arg(support::lockpatterns())
         .args(args)
         .output()
         .expect("run locktrace");
@@ -172,7 +150,7 @@ fn a_recording_replays_to_the_same_alerts_as_watch() {
         .args(["record", "--no-kernel", "-o"])
         .arg(&trace)
         .arg("--")
-        .arg(lockpatterns())
+        .arg(support::lockpatterns())
         .arg("cycle3")
         .output()
         .unwrap();
@@ -210,7 +188,7 @@ fn a_command_using_another_c_library_is_followed_there() {
     let output = support::locktrace()
         .args(["watch", "--json", "--no-kernel", "--", "env"])
         .arg(format!("LD_LIBRARY_PATH={}", dir.path().display()))
-        .arg(lockpatterns())
+        .arg(support::lockpatterns())
         .arg("late-abba")
         .output()
         .unwrap();
@@ -238,7 +216,7 @@ fn thread_names_cannot_drive_the_terminal_under_watch() {
     // Text output, as a person at a terminal would read it.
     let output = support::locktrace()
         .args(["watch", "--no-kernel", "--"])
-        .arg(lockpatterns())
+        .arg(support::lockpatterns())
         .arg("evil-abba")
         .output()
         .unwrap();
@@ -271,7 +249,7 @@ fn the_alert_status_can_be_chosen_under_watch() {
     for (status, expected) in [("0", 0), ("77", 77)] {
         let output = support::locktrace()
             .args(["watch", "--no-kernel", "--alert-exit-code", status, "--"])
-            .arg(lockpatterns())
+            .arg(support::lockpatterns())
             .arg("abba")
             .output()
             .unwrap();
@@ -373,7 +351,7 @@ fn the_benchmark_floor_attaches_every_probe_and_reports_nothing() {
     // same probes attach, and their programs return at once.
     let output = support::locktrace()
         .args(["watch", "--json", "--floor", "--"])
-        .arg(lockpatterns())
+        .arg(support::lockpatterns())
         .arg("abba")
         .output()
         .unwrap();

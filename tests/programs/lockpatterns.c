@@ -11,12 +11,15 @@
  *   lockpatterns clean       consistent order in eight threads; the reverse order only by trylock
  *   lockpatterns repeat N    the AB-BA cycle N times
  *   lockpatterns bench N     N lock/unlock pairs in one thread, timed (overhead benchmark)
+ *   lockpatterns chains N    N+1 mutexes taken in overlapping pairs (N new chains, in order:
+ *                            no alert), then waits to be killed
  *
  * Built with frame pointers so user stacks can be walked.
  */
 #define _GNU_SOURCE /* pthread_setname_np */
 #include <pthread.h>
 #include <stdio.h>
+#include <unistd.h> /* pause */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -172,8 +175,24 @@ int main(int argc, char **argv)
 		long long ns = (end.tv_sec - start.tv_sec) * 1000000000LL + (end.tv_nsec - start.tv_nsec);
 		/* One lock and one unlock per iteration: two lock operations. */
 		fprintf(stderr, "bench: %ld lock operations in %lld ns\n", 2 * count, ns);
+	} else if (!strcmp(pattern, "chains")) {
+		pthread_mutex_t *locks = calloc(count + 1, sizeof(*locks));
+		if (!locks) {
+			perror("calloc");
+			return 2;
+		}
+		for (long i = 0; i <= count; i++)
+			pthread_mutex_init(&locks[i], NULL);
+		for (long i = 0; i < count; i++) {
+			pthread_mutex_lock(&locks[i]);
+			pthread_mutex_lock(&locks[i + 1]);
+			pthread_mutex_unlock(&locks[i + 1]);
+			pthread_mutex_unlock(&locks[i]);
+		}
+		for (;;)
+			pause();
 	} else {
-		fprintf(stderr, "usage: lockpatterns abba|evil-abba|cycle3|rwmutex|clean|repeat N|bench N\n");
+		fprintf(stderr, "usage: lockpatterns abba|evil-abba|cycle3|rwmutex|clean|repeat N|bench N|chains N\n");
 		return 2;
 	}
 	return 0;

@@ -1,8 +1,8 @@
 //! Shared helpers of the integration tests that need root and BPF: the skip rule, the
-//! `locktrace` binary, and temporary directories.
+//! `locktrace` binary, the pthread test program, and temporary directories.
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::{path::PathBuf, process::Command};
+use std::{path::PathBuf, process::Command, sync::OnceLock};
 
 /// Returns `true` when the test can use BPF here. Otherwise prints why and returns `false`
 /// (the caller returns early: a visible skip) — unless `LOCKTRACE_REQUIRE_BPF=1`, where a
@@ -40,4 +40,27 @@ pub fn tempdir() -> tempfile::TempDir {
 /// A path inside `dir`.
 pub fn path_in(dir: &tempfile::TempDir, name: &str) -> PathBuf {
     dir.path().join(name)
+}
+
+/// `tests/programs/lockpatterns.c` (pthread lock patterns), built with frame pointers once per
+/// test binary.
+pub fn lockpatterns() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let source = concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../tests/programs/lockpatterns.c"
+            );
+            let out = std::env::temp_dir().join(format!("lockpatterns-{}", std::process::id()));
+            let status = Command::new("cc")
+                .args(["-O1", "-g", "-fno-omit-frame-pointer", "-pthread", "-o"])
+                .arg(&out)
+                .arg(source)
+                .status()
+                .expect("a C compiler (cc) to build the test program");
+            assert!(status.success(), "building {source}");
+            out
+        })
+        .clone()
 }

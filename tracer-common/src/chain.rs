@@ -33,6 +33,18 @@ pub const fn lookup_key(chain_key: u64, state: &AcquireState, variant: u32) -> u
     mix64(chain_key ^ (state.bits() | variant << 8).wrapping_mul(0xff51_afd7_ed55_8ccd))
 }
 
+/// The chain cache's key for a call of the seed's functions made with no lock held (see
+/// `crate::validate::call`): the function (`kind`, an [`crate::EventKind`]), whether it was an
+/// atomic allocation, the caller and the state. Mixed apart from chain keys by a constant of
+/// its own.
+#[inline(always)]
+pub const fn call_key(kind: u32, atomic: bool, caller: u64, state: &AcquireState) -> u64 {
+    /// Keeps call keys apart from chain lookup keys over the same numbers.
+    const CALLS: u64 = 0x63a1_1500_0000_0000;
+    let what = (kind as u64) << 16 | (atomic as u64) << 15 | state.bits();
+    mix64(mix64(caller ^ CALLS) ^ what.wrapping_mul(0xff51_afd7_ed55_8ccd))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

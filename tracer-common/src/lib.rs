@@ -639,10 +639,13 @@ pub enum Counter {
     Acquisitions = 11,
     /// Lock releases followed.
     Releases = 12,
+    /// Calls of the seed's functions not sent because an identical one was (see
+    /// `validate::call`).
+    RepeatedCalls = 13,
 }
 
 /// Number of [`Counter`] slots in the `COUNTERS` map.
-pub const COUNTERS: u32 = 13;
+pub const COUNTERS: u32 = 14;
 
 impl Counter {
     /// Every counter, in index order.
@@ -660,6 +663,7 @@ impl Counter {
         Counter::TaskMapFull,
         Counter::Acquisitions,
         Counter::Releases,
+        Counter::RepeatedCalls,
     ];
 
     /// A short stable name, used in status lines, trace files and JSON.
@@ -678,6 +682,7 @@ impl Counter {
             Counter::TaskMapFull => "task_map_full",
             Counter::Acquisitions => "acquisitions",
             Counter::Releases => "releases",
+            Counter::RepeatedCalls => "repeated_calls",
         }
     }
 

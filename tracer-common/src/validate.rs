@@ -105,6 +105,47 @@ pub fn acquire<V: Validator>(
     }
 }
 
+/// What to do with a call of one of the seed's functions (see [`call`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallNews {
+    /// An identical call was reported already: it is counted, nothing is sent.
+    Known,
+    /// Report it, then remember it under this chain-cache key.
+    New(u64),
+    /// Report it and remember nothing: locks are held.
+    Always,
+}
+
+/// A call of `pcpu_alloc`, `free_percpu` or `vfree` (`kind`, an [`crate::EventKind`]; `atomic`
+/// for an atomic allocation) from `caller`, in `state`, with the locks of `held` held.
+///
+/// With nothing held, the key covers everything the engine's atomic-context checks judge —
+/// the function, the atomic flag, the caller, the context, the interrupt and softirq state —
+/// so an identical call is reported once and counted as [`Counter::RepeatedCalls`] after
+/// that (a fork-heavy load makes thousands of such calls a second, every one in plain task
+/// context). With locks held a call is always reported: whether a held entry has gone stale,
+/// which the engine ignores, is in no key.
+#[inline(always)]
+pub fn call<V: Validator>(
+    v: &mut V,
+    held: &HeldStack,
+    state: &AcquireState,
+    kind: u32,
+    atomic: bool,
+    caller: u64,
+) -> CallNews {
+    if !held.is_empty() {
+        return CallNews::Always;
+    }
+    let key = chain::call_key(kind, atomic, caller, state);
+    if v.chain_known(key) {
+        v.count(Counter::RepeatedCalls, 1);
+        CallNews::Known
+    } else {
+        CallNews::New(key)
+    }
+}
+
 /// Follows a release of the lock at `addr` on `stack` (`None` when the place has no stack).
 #[inline(always)]
 pub fn release<V: Validator>(v: &mut V, stack: Option<&mut HeldStack>, addr: u64) {

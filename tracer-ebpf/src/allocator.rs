@@ -1,19 +1,24 @@
 //! The functions of the seed bug: the per-CPU allocator (`pcpu_alloc`, `free_percpu`) and
 //! `vfree`, by fentry where trampolines are allowed and by their tracepoints everywhere else.
-//! Every call sends a fact with the locks held in its context (they are rare). Also the
+//! A call sends a fact with the locks held in its context, unless an identical call with no
+//! lock held was sent already (`tracer_common::validate::call`). Also the
 //! interrupt brackets, which place events only where `preempt_count` cannot be read.
 
 use aya_ebpf::{
     EbpfContext,
     programs::{BtfTracePointContext, FEntryContext},
 };
-use tracer_common::{EventKind, FactKind, HeldLock, flags};
+use tracer_common::{
+    EventKind, FactKind, HeldLock, flags,
+    validate::{self, CallNews, Validator},
+};
 
 use crate::{
     context,
     emit::{self, FactInfo},
     held,
     maps::{BRACKETS, EMPTY_HELD},
+    validate::Maps,
 };
 
 /// `__GFP_DIRECT_RECLAIM` (bit 10 since Linux 4.4): an allocation is atomic when it may not
@@ -43,26 +48,44 @@ fn call<C: EbpfContext>(
         cpu: here.cpu,
         ..HeldLock::default()
     };
+    let irqs = context::irq_state(cfg, &here);
     let info = FactInfo {
         kind: FactKind::Call,
         news: kind as u32,
         arg,
         arg2,
-        irqs: context::irq_state(cfg, &here),
+        irqs,
         flags: extra,
         user_stack: false,
     };
+    let stack = held::kernel_stack(&here, false);
+    let Some(held) = stack.map(|stack| &*stack).or(EMPTY_HELD.get(0)) else {
+        return;
+    };
+    let mut maps = Maps {
+        ctx,
+        here: &here,
+        irqs,
+        flags: extra,
+        user: false,
+    };
+    let news = validate::call(
+        &mut maps,
+        held,
+        &here.state(irqs),
+        kind as u32,
+        extra & flags::ATOMIC != 0,
+        caller,
+    );
+    if news == CallNews::Known {
+        return;
+    }
     // Held entries past their staleness bound travel too; user space ignores them (a stale
     // spinlock must not make a legal call look atomic).
-    match held::kernel_stack(&here, false) {
-        Some(stack) => {
-            emit::fact(ctx, &here, &info, &lock, stack);
-        }
-        None => {
-            if let Some(empty) = EMPTY_HELD.get(0) {
-                emit::fact(ctx, &here, &info, &lock, empty);
-            }
-        }
+    if emit::fact(ctx, &here, &info, &lock, held)
+        && let CallNews::New(key) = news
+    {
+        maps.remember_chain(key);
     }
 }
 

@@ -17,7 +17,7 @@ use tracer_common::{
     fact::news,
     flags,
     held::task_key,
-    validate::{self, Validator},
+    validate::{self, CallNews, Validator},
 };
 
 use crate::{fact::FactRecord, symbols::StackKey};
@@ -420,6 +420,35 @@ impl KernelModel {
             cpu: ev.cpu,
             ..HeldLock::default()
         };
+        let state = AcquireState {
+            context,
+            ..ev.acquire_state()
+        };
+        let mut run = Run {
+            caches: &mut self.caches,
+            ev,
+            context,
+            user: false,
+            facts,
+        };
+        let news = validate::call(
+            &mut run,
+            &held,
+            &state,
+            kind as u32,
+            ev.flags & flags::ATOMIC != 0,
+            ev.caller,
+        );
+        if news == CallNews::Known {
+            return;
+        }
+        if run.caches.ring_full {
+            run.count(Counter::RingFull, 1);
+            return;
+        }
+        if let CallNews::New(key) = news {
+            run.remember_chain(key);
+        }
         facts.push(fact(
             ev,
             context,

@@ -124,35 +124,42 @@ fn abandoned(recorder: Recorder, err: SessionError) -> anyhow::Error {
     }
 }
 
-/// "lost: none; held state: stale_held 3, handoff 10": what was lost, then how often the held
-/// stacks corrected themselves.
+/// "lost: none; held state: stale_held 3, handoff 10; not sent: repeated_calls 40": what was
+/// lost, how often the held stacks corrected themselves, and what the programs counted
+/// instead of sending.
 pub fn accounting(drops: &DropCounts) -> String {
     let lost: Vec<String> = drops
         .nonzero_losses()
         .map(|(name, n)| format!("{name} {n}"))
         .collect();
-    let held: Vec<String> = [
+    let named = |names: &[&str]| -> Vec<String> {
+        names
+            .iter()
+            .filter_map(|&name| {
+                let n = drops.get(name);
+                (n > 0).then(|| format!("{name} {n}"))
+            })
+            .collect()
+    };
+    let held = named(&[
         "stale_held",
         "held_overflow",
         "unmatched_release",
         "handoff",
-    ]
-    .into_iter()
-    .filter_map(|name| {
-        let n = drops.get(name);
-        (n > 0).then(|| format!("{name} {n}"))
-    })
-    .collect();
-    let lost = if lost.is_empty() {
-        "none".to_string()
+    ]);
+    let unsent = named(&["repeated_calls"]);
+    let mut text = if lost.is_empty() {
+        "lost: none".to_string()
     } else {
-        lost.join(", ")
+        format!("lost: {}", lost.join(", "))
     };
-    if held.is_empty() {
-        format!("lost: {lost}")
-    } else {
-        format!("lost: {lost}; held state: {}", held.join(", "))
+    if !held.is_empty() {
+        text += &format!("; held state: {}", held.join(", "));
     }
+    if !unsent.is_empty() {
+        text += &format!("; not sent: {}", unsent.join(", "));
+    }
+    text
 }
 
 /// " (acquire 10, release 9)": the counts by kind, largest first.
