@@ -62,11 +62,12 @@ pub fn config() -> Option<&'static ProbeConfig> {
     CONFIG.get(0).filter(|cfg| cfg.tracing != 0)
 }
 
-/// True when this task's events should be dropped at the source: locktrace's own (user-space
-/// scoping is done by the uprobe attachment itself).
+/// True when the events of the task with `pid_tgid` (`bpf_get_current_pid_tgid()`) should be
+/// dropped at the source: locktrace's own (user-space scoping is done by the uprobe
+/// attachment itself).
 #[inline(always)]
-pub fn filtered_out(cfg: &ProbeConfig) -> bool {
-    (bpf_get_current_pid_tgid() >> 32) as u32 == cfg.self_pid
+pub fn filtered_out(cfg: &ProbeConfig, pid_tgid: u64) -> bool {
+    (pid_tgid >> 32) as u32 == cfg.self_pid
 }
 
 /// `bpf_ktime_get_ns()`.
@@ -360,7 +361,8 @@ pub fn enter(located: Located) -> Option<(&'static ProbeConfig, emit::Running, H
         context,
         level,
     } = located;
-    if level == 0 && filtered_out(cfg) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if level == 0 && filtered_out(cfg, pid_tgid) {
         return None;
     }
     let running = emit::Running::enter(level)?;
@@ -380,7 +382,7 @@ pub fn enter(located: Located) -> Option<(&'static ProbeConfig, emit::Running, H
         context: ExecContext::from_u32(launder(scratch, context as u64) as u32),
         level: launder(scratch, u64::from(level)) as u32 & 3,
         cpu: cpu(),
-        pid_tgid: bpf_get_current_pid_tgid(),
+        pid_tgid,
         scratch,
         new_lock,
     };

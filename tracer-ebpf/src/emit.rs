@@ -140,6 +140,8 @@ pub fn fact<C: EbpfContext>(
 pub struct Running {
     slot: *mut u64,
     index: u32,
+    /// The current task, which owns the slot.
+    task: u64,
 }
 
 impl Running {
@@ -184,7 +186,7 @@ impl Running {
             },
             None => index,
         };
-        Some(Running { slot, index })
+        Some(Running { slot, index, task })
     }
 
     /// The slot's index in `RUNNING` (and in the scratch maps sized like it).
@@ -218,9 +220,10 @@ impl Running {
 impl Drop for Running {
     #[inline(always)]
     fn drop(&mut self) {
-        // SAFETY: the slot claimed in `enter`; cleared only while this task still owns it.
+        // SAFETY: the slot claimed in `enter`; cleared only while this task (the program
+        // runs in one) still owns it.
         unsafe {
-            if *self.slot == bpf_get_current_task() {
+            if *self.slot == self.task {
                 *self.slot = 0;
             }
         }

@@ -23,7 +23,8 @@ use crate::{
 #[inline(always)]
 pub fn on_lock_entry(ctx: &ProbeContext, lock_kind: LockKind, variant: u32) {
     let Some(cfg) = context::config() else { return };
-    if context::filtered_out(cfg) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if context::filtered_out(cfg, pid_tgid) {
         return;
     }
     // The map update takes a bucket lock our kernel probes see: they must know they are
@@ -39,10 +40,7 @@ pub fn on_lock_entry(ctx: &ProbeContext, lock_kind: LockKind, variant: u32) {
         lock_kind: lock_kind as u32,
         flags: variant,
     };
-    if PENDING
-        .insert(&bpf_get_current_pid_tgid(), &pending, 0)
-        .is_err()
-    {
+    if PENDING.insert(&pid_tgid, &pending, 0).is_err() {
         count(Counter::PendingFull, 1);
     }
 }
