@@ -255,6 +255,7 @@ pub async fn run(
                 }
             }
             _ = tick.tick() => {
+                namer.forget_exited();
                 sink.drops(&drop_counts(&probes, &mut counters))?;
                 let snapshot = contention_snapshot(&contention);
                 namer.observe_contention(&snapshot, &names);

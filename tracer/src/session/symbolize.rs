@@ -38,6 +38,9 @@ pub struct Namer {
     symbols: Symbols,
     symbolizer: Symbolizer,
     maps: HashMap<u32, ProcessMaps>,
+    /// Processes with a snapshot whose `/proc` entry was gone at the last
+    /// [`Namer::forget_exited`]: their snapshots go at the next.
+    exited: HashSet<u32>,
     written_kernel: HashSet<u64>,
     /// User lock addresses already looked up that have no symbol (heap or stack locks).
     anonymous_user_locks: HashSet<(u32, u64)>,
@@ -67,6 +70,7 @@ impl Namer {
             },
             symbolizer: Symbolizer::new(),
             maps: HashMap::new(),
+            exited: HashSet::new(),
             written_kernel: HashSet::new(),
             anonymous_user_locks: HashSet::new(),
             stack_ids: HashMap::new(),
@@ -96,6 +100,28 @@ impl Namer {
             }
             None => false,
         }
+    }
+
+    /// Drops the mapping snapshots of processes that have exited, so that a long session over
+    /// many short-lived processes does not keep one per process forever. A snapshot goes at
+    /// the second call that finds its process gone: facts the process left in the ring are
+    /// named in between (the session calls this every second and drains the ring every
+    /// 10 ms). What was named from a snapshot stays in [`Namer::symbols`].
+    pub fn forget_exited(&mut self) {
+        let gone: HashSet<u32> = self
+            .maps
+            .keys()
+            .copied()
+            .filter(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+            .collect();
+        self.maps
+            .retain(|pid, _| !(gone.contains(pid) && self.exited.contains(pid)));
+        self.exited = gone;
+    }
+
+    /// How many processes' mapping snapshots are kept.
+    pub fn snapshots(&self) -> usize {
+        self.maps.len()
     }
 
     /// Names what `fact` points at and returns it as user space keeps it; `None` for a kind
@@ -335,6 +361,34 @@ impl Namer {
 mod tests {
     use super::Namer;
     use crate::symbols::KernelSymbols;
+
+    /// A snapshot lives as long as its process, and one more second.
+    #[test]
+    fn snapshots_of_exited_processes_are_forgotten_at_the_second_look() {
+        let mut namer = Namer::new(KernelSymbols::parse(""));
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        assert!(namer.snapshot_process(std::process::id()));
+        assert!(namer.snapshot_process(child.id()));
+        namer.forget_exited();
+        assert_eq!(namer.snapshots(), 2, "both processes live");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        namer.forget_exited();
+        assert_eq!(
+            namer.snapshots(),
+            2,
+            "kept one more round for facts in flight"
+        );
+        namer.forget_exited();
+        assert_eq!(
+            namer.snapshots(),
+            1,
+            "the exited process's snapshot is gone"
+        );
+    }
 
     /// A kernel stack starts with our program and its trampoline (or the tracepoint
     /// machinery): those frames are not the traced code's.
