@@ -112,7 +112,7 @@ pub enum CallNews {
     Known,
     /// Report it, then remember it under this chain-cache key.
     New(u64),
-    /// Report it and remember nothing: locks are held.
+    /// Report it and remember nothing: locks are held, or the caller is unknown.
     Always,
 }
 
@@ -124,7 +124,9 @@ pub enum CallNews {
 /// so an identical call is reported once and counted as [`Counter::RepeatedCalls`] after
 /// that (a fork-heavy load makes thousands of such calls a second, every one in plain task
 /// context). With locks held a call is always reported: whether a held entry has gone stale,
-/// which the engine ignores, is in no key.
+/// which the engine ignores, is in no key. So is a call whose caller the probe does not know
+/// (`caller` 0, from a tracepoint without a call site): user space finds it in the stack,
+/// and the engine reports per calling function.
 #[inline(always)]
 pub fn call<V: Validator>(
     v: &mut V,
@@ -134,7 +136,7 @@ pub fn call<V: Validator>(
     atomic: bool,
     caller: u64,
 ) -> CallNews {
-    if !held.is_empty() {
+    if !held.is_empty() || caller == 0 {
         return CallNews::Always;
     }
     let key = chain::call_key(kind, atomic, caller, state);
