@@ -216,6 +216,18 @@ pub fn is_probed_function(function: &str) -> bool {
         .any(|probe| probe.targets.contains(&function))
 }
 
+/// True for a program of a function that has several copies of it (the release programs):
+/// when the kernel skips one copy because it is running already on the CPU, another copy of
+/// the same call follows the release, so such a skip loses nothing.
+pub fn is_copied(program: &str) -> bool {
+    KERNEL_LOCKS.iter().any(|probe| {
+        probe.program == program
+            && KERNEL_LOCKS
+                .iter()
+                .any(|other| other.copy.is_some() && other.targets == probe.targets)
+    })
+}
+
 /// The seed's functions: a trampoline where the kernel allows it, else the tracepoint on the
 /// same path (klockstat's pattern: choose per kernel, say what was chosen).
 pub const ALLOCATOR: &[(KernelProbe, KernelProbe)] = &[

@@ -405,13 +405,20 @@ impl Probes {
             .collect()
     }
 
-    /// Program runs the kernel skipped because a program of ours was already running on the
-    /// CPU (for example a lock taken inside the ring buffer code), summed over programs.
-    pub fn recursion_misses(&self) -> u64 {
+    /// Program runs the kernel skipped because the same program was already running on the
+    /// CPU (an interrupt arrived while it ran, and took a lock), summed over programs: first
+    /// those of programs without copies (lock operations lost), then those of release
+    /// copies (covered by another copy of the same call: see [`catalog::is_copied`]).
+    pub fn recursion_misses(&self) -> (u64, u64) {
         self.recursion_misses_by_program()
             .iter()
-            .map(|(_, n)| n)
-            .sum()
+            .fold((0, 0), |(lost, covered), (program, n)| {
+                if catalog::is_copied(program) {
+                    (lost, covered + n)
+                } else {
+                    (lost + n, covered)
+                }
+            })
     }
 
     /// With `LOCKTRACE_PROG_STATS` set, every program that ran, with its runs and run time,
@@ -632,6 +639,23 @@ mod tests {
     use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
 
     use super::{OBJECT, catalog};
+
+    /// A skipped run of a release program is covered by its copies; one of an acquire or
+    /// tracepoint program is a lost event.
+    #[test]
+    fn release_programs_and_their_copies_are_the_copied_ones() {
+        for program in ["rel_spin", "rel_spin_2", "rel_spin_3", "rel_mutex"] {
+            assert!(catalog::is_copied(program), "{program}");
+        }
+        for program in [
+            "acq_spin",
+            "acq_mutex",
+            "tp_sched_switch",
+            "no_such_program",
+        ] {
+            assert!(!catalog::is_copied(program), "{program}");
+        }
+    }
 
     /// Every kernel program in the eBPF object is in the catalog and the other way round: a
     /// program the catalog forgets is never attached, and nothing says so.

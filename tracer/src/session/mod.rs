@@ -324,7 +324,7 @@ pub async fn run(
             .map(|(program, n)| format!("{program} {n}"))
             .collect();
         notice(format_args!(
-            "locktrace: recursion misses by program (the kernel skipped a program already running on the CPU): {}{}",
+            "locktrace: recursion misses by program (the kernel skipped a program already running on the CPU; a release copy's are covered by another copy): {}{}",
             top.join(", "),
             if missed.len() > 5 { ", ..." } else { "" }
         ));
@@ -433,7 +433,9 @@ fn drop_counts(probes: &Probes, counters: &mut Counters) -> DropCounts {
         .into_iter()
         .map(|(counter, n)| (counter.name().to_string(), n))
         .collect();
-    counts.push(("recursion_misses".to_string(), probes.recursion_misses()));
+    let (lost, covered) = probes.recursion_misses();
+    counts.push(("recursion_misses".to_string(), lost));
+    counts.push(("release_copy_misses".to_string(), covered));
     counts.push(("malformed_records".to_string(), counters.malformed));
     DropCounts {
         monotonic_ns: monotonic_ns(),

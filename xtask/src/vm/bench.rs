@@ -308,8 +308,9 @@ pub fn alert_lines(json: &[u8]) -> Vec<String> {
 /// The figures of locktrace's last line, as `watch` and `record` print it
 /// (tracer/src/bin/locktrace/live.rs): `locktrace: followed N lock operations; [recorded ]M
 /// facts (...) ... (SIGINT; lost: ring_full 5, stack_failed 3; held state: stale_held 2; not
-/// sent: repeated_calls 9)`, `lost: none` when nothing was lost, no `held state` when nothing
-/// was corrected, no `not sent` when the programs held nothing back. An empty
+/// sent: repeated_calls 9; covered: release_copy_misses 4)`, `lost: none` when nothing was
+/// lost, no `held state` when nothing was corrected, no `not sent` or `covered` when there
+/// is none of those. An empty
 /// line (locktrace printed no summary) gives `None`.
 fn summary(line: &str) -> anyhow::Result<Option<Summary>> {
     if line.is_empty() {
@@ -325,10 +326,13 @@ fn summary(line: &str) -> anyhow::Result<Option<Summary>> {
     let (facts, _) = rest.split_once(" facts").context("no fact count")?;
     let (_, accounting) = line.rsplit_once("lost: ").context("no losses")?;
     let accounting = accounting.trim_end_matches(')');
-    // What the programs counted instead of sending is not a figure of the table.
-    let accounting = accounting
-        .split_once("; not sent: ")
-        .map_or(accounting, |(before, _)| before);
+    // What the programs counted instead of sending, and release copies covered by another
+    // copy, are not figures of the table.
+    let accounting = ["; not sent: ", "; covered: "]
+        .iter()
+        .fold(accounting, |text, part| {
+            text.split_once(part).map_or(text, |(before, _)| before)
+        });
     let (lost, held) = accounting
         .split_once("; held state: ")
         .unwrap_or((accounting, "none"));
@@ -458,7 +462,7 @@ mod tests {
             "session run=watch attach_ms=12340 ready_ms=15000 traced_ms=60000 cpu_ms=30000 bytes=0 \
              summary=locktrace: followed 120000 lock operations; 1200 facts (acquire 1100, call 100), \
              10 classes, 5 dependencies, 0 alerts (SIGINT; lost: ring_full 5, stack_failed 3; \
-             held state: stale_held 2; not sent: repeated_calls 9)",
+             held state: stale_held 2; not sent: repeated_calls 9; covered: release_copy_misses 4)",
             "session run=record attach_ms=1 ready_ms=2 traced_ms=2 cpu_ms=0 bytes=110 summary=locktrace: \
              followed 7 lock operations; recorded 1 facts (acquire 1) to /traces/bench.lttrace \
              (SIGINT; lost: none)",

@@ -124,9 +124,10 @@ fn abandoned(recorder: Recorder, err: SessionError) -> anyhow::Error {
     }
 }
 
-/// "lost: none; held state: stale_held 3, handoff 10; not sent: repeated_calls 40": what was
-/// lost, how often the held stacks corrected themselves, and what the programs counted
-/// instead of sending.
+/// "lost: none; held state: stale_held 3, handoff 10; not sent: repeated_calls 40; covered:
+/// release_copy_misses 7": what was lost, how often the held stacks corrected themselves,
+/// what the programs counted instead of sending, and the release copies the kernel skipped
+/// while another copy followed the release.
 pub fn accounting(drops: &DropCounts) -> String {
     let lost: Vec<String> = drops
         .nonzero_losses()
@@ -148,6 +149,7 @@ pub fn accounting(drops: &DropCounts) -> String {
         "handoff",
     ]);
     let unsent = named(&["repeated_calls"]);
+    let covered = named(&["release_copy_misses"]);
     let mut text = if lost.is_empty() {
         "lost: none".to_string()
     } else {
@@ -158,6 +160,9 @@ pub fn accounting(drops: &DropCounts) -> String {
     }
     if !unsent.is_empty() {
         text += &format!("; not sent: {}", unsent.join(", "));
+    }
+    if !covered.is_empty() {
+        text += &format!("; covered: {}", covered.join(", "));
     }
     text
 }
