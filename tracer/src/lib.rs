@@ -10,9 +10,10 @@
 //!   (fixtures, benchmarks, tests);
 //! - [`report`] turns the engine's findings into lockdep-style text, JSON and graphs;
 //! - [`script`] prints a recording's facts, one per line;
-//! - [`symbols`] names addresses for all of the above.
+//! - [`symbols`] names addresses for all of the above; [`clock`] is the time they share.
 #![deny(missing_docs)]
 
+pub mod clock;
 pub mod engine;
 pub mod fact;
 pub mod model;

@@ -98,6 +98,8 @@ pub struct Probes {
     ebpf: Ebpf,
     statuses: Vec<ProbeStatus>,
     counters: PerCpuArray<MapData, u64>,
+    /// `CLOCK`: the tick-resolution clock the programs stamp held entries with.
+    clock: Array<MapData, u64>,
     percpu_vars: Vec<(u64, u64, String)>,
     user: Option<UserProbes>,
     /// What the programs read from `CONFIG`, as last written.
@@ -209,6 +211,7 @@ impl Probes {
         let config = facts.probe_config(std::process::id());
         write_config(&mut ebpf, &config)?;
         let counters = take_map(&mut ebpf, "COUNTERS_MAP")?;
+        let clock = take_map(&mut ebpf, "CLOCK")?;
         let maps = SessionMaps {
             facts: take_map(&mut ebpf, "FACTS")?,
             names: NameMaps {
@@ -220,6 +223,7 @@ impl Probes {
             ebpf,
             statuses: Vec::new(),
             counters,
+            clock,
             percpu_vars: KernelFacts::percpu_vars(&kernel_btf),
             user: None,
             config,
@@ -325,21 +329,12 @@ impl Probes {
     /// (a clocksource read per lock operation would cost more): the session calls this every
     /// 10 ms.
     pub fn tick_clock(&mut self) -> Result<(), ProbeError> {
-        let mut now = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `now` is a valid timespec to write.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut now) };
-        let ns = now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64;
-        let map_error = |source| ProbeError::Map {
-            name: "CLOCK",
-            source,
-        };
-        let mut clock: Array<_, u64> =
-            Array::try_from(self.ebpf.map_mut("CLOCK").expect("CLOCK map in object"))
-                .map_err(map_error)?;
-        clock.set(0, &ns, 0).map_err(map_error)
+        self.clock
+            .set(0, &crate::clock::monotonic_ns(), 0)
+            .map_err(|source| ProbeError::Map {
+                name: "CLOCK",
+                source,
+            })
     }
 
     /// Starts recording: until now the programs returned at once, so that no acquisition is

@@ -414,7 +414,7 @@ fn contention_snapshot(
     let mut stats: Vec<_> = map.iter().filter_map(Result::ok).map(|(_, v)| v).collect();
     stats.sort_by_key(|stat| std::cmp::Reverse(stat.wait_ns));
     ContentionSnapshot {
-        monotonic_ns: monotonic_ns(),
+        monotonic_ns: crate::clock::monotonic_ns(),
         stats,
     }
 }
@@ -438,18 +438,7 @@ fn drop_counts(probes: &Probes, counters: &mut Counters) -> DropCounts {
     counts.push(("release_copy_misses".to_string(), covered));
     counts.push(("malformed_records".to_string(), counters.malformed));
     DropCounts {
-        monotonic_ns: monotonic_ns(),
+        monotonic_ns: crate::clock::monotonic_ns(),
         counts,
     }
-}
-
-/// CLOCK_MONOTONIC now, in the same clock as event timestamps.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

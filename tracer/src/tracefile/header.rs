@@ -46,7 +46,7 @@ impl Header {
     /// both clocks, read as close together as possible. A fact that cannot be read (no
     /// `/proc`) is left empty rather than failing the recording.
     pub fn for_this_machine(command_line: Vec<String>, probes: Vec<ProbeStatus>) -> Header {
-        let start_monotonic_ns = monotonic_now_ns();
+        let start_monotonic_ns = crate::clock::monotonic_ns();
         let start_unix_ns = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| {
@@ -79,22 +79,6 @@ fn read_proc(path: &str) -> String {
         .unwrap_or_default()
 }
 
-/// CLOCK_MONOTONIC in nanoseconds, the clock `bpf_ktime_get_ns()` reads. `std::time::Instant`
-/// uses the same clock but does not expose its value.
-fn monotonic_now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    if rc != 0 {
-        return 0;
-    }
-    let ns = i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec);
-    u64::try_from(ns).unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,7 +91,7 @@ mod tests {
         assert_eq!(header.boot_id.len(), 36, "boot id is a UUID");
         assert!(header.start_unix_ns > 1_600_000_000 * 1_000_000_000);
         assert!(header.start_monotonic_ns > 0);
-        assert!(monotonic_now_ns() >= header.start_monotonic_ns);
+        assert!(crate::clock::monotonic_ns() >= header.start_monotonic_ns);
     }
 
     #[test]
