@@ -11,7 +11,8 @@
 # The bare and floor runs take seconds and are easily disturbed: they run ROUNDS times and
 # the host takes each phase's median; the traced runs run once. Compare runs of one boot only.
 #
-# Console protocol, read by xtask/src/vm/serial.rs and xtask/src/vm/bench.rs:
+# Console protocol (tests/vm/protocol.sh), read by xtask/src/vm/serial.rs and
+# xtask/src/vm/bench.rs:
 #   LOCKTRACE-VM-KERNEL <uname -r>
 #   LOCKTRACE-VM-CHECK <name> PASS|FAIL <detail>                   one per run
 #   LOCKTRACE-BENCH phase run=<run> phase=<name> ops=<n> ns=<n>      per round and phase
@@ -37,29 +38,12 @@ ROUNDS=3           # workload runs for bare and floor
 # workload; facts take a few MB), in a 3 GiB guest.
 mkdir -p /traces
 mount -t tmpfs -o size=2200m tmpfs /traces
-TOTAL=0
-FAILED=0
+. /tests/protocol.sh
 
-# check NAME STATUS DETAIL: reports one check; STATUS 0 passes.
-check() {
-    TOTAL=$((TOTAL + 1))
-    if [ "$2" = 0 ]; then
-        echo "LOCKTRACE-VM-CHECK $1 PASS $3"
-    else
-        FAILED=$((FAILED + 1))
-        echo "LOCKTRACE-VM-CHECK $1 FAIL $3"
-    fi
-}
-
-# ship NAME FILE: sends FILE to the host, as guest-tests.sh does. Kernel messages stay off
-# the console meanwhile.
+# ship NAME FILE: sends FILE to the host, if it has anything.
 ship() {
     [ -s "$2" ] || return 0
-    dmesg -n 1
-    echo "LOCKTRACE-VM-FILE-BEGIN $1 $(wc -c < "$2")"
-    base64 "$2"
-    echo "LOCKTRACE-VM-FILE-END $1"
-    dmesg -n 5
+    send_file "$1" "$2"
 }
 
 # now_ms: sets NOW to the milliseconds since boot. Shell builtins only, here and in cpu_ms:
@@ -189,8 +173,4 @@ export LOCKTRACE_PROG_STATS=1
 session profile 1 - watch --json
 unset LOCKTRACE_PROG_STATS
 
-if [ "$FAILED" = 0 ]; then
-    echo "LOCKTRACE-VM-RESULT PASS"
-else
-    echo "LOCKTRACE-VM-RESULT FAIL $FAILED/$TOTAL"
-fi
+result

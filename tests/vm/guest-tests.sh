@@ -1,7 +1,7 @@
 #!/bin/sh
 # locktrace's in-guest tests, run by /init on each guest kernel.
 #
-# Console protocol, read by xtask/src/vm/serial.rs:
+# Console protocol (tests/vm/protocol.sh), read by xtask/src/vm/serial.rs:
 #   LOCKTRACE-VM-KERNEL <uname -r>
 #   LOCKTRACE-VM-CHECK <name> PASS|FAIL <detail>     one per check
 #   LOCKTRACE-VM-FILE-BEGIN <name> <bytes>            then the file in base64, then
@@ -21,35 +21,18 @@ SHIP_MAX=8388608   # bytes: larger files would take minutes on the emulated seri
 # steps write their output to.
 mkdir -p /traces
 mount -t tmpfs -o size=256m tmpfs /traces
-TOTAL=0
-FAILED=0
+. /tests/protocol.sh
 
-# check NAME STATUS DETAIL: reports one check; STATUS 0 passes.
-check() {
-    TOTAL=$((TOTAL + 1))
-    if [ "$2" = 0 ]; then
-        echo "LOCKTRACE-VM-CHECK $1 PASS $3"
-    else
-        FAILED=$((FAILED + 1))
-        echo "LOCKTRACE-VM-CHECK $1 FAIL $3"
-    fi
-}
-
-# ship NAME FILE: sends FILE to the host. Kernel messages stay off the console meanwhile.
+# ship NAME FILE: sends FILE to the host, unless it is too large for the serial port (a
+# failed check then).
 ship() {
     [ -f "$2" ] || return 0
     size=$(wc -c < "$2")
     if [ "$size" -gt "$SHIP_MAX" ]; then
-        echo "LOCKTRACE-VM-CHECK ship-$1 FAIL $size bytes, more than $SHIP_MAX"
-        TOTAL=$((TOTAL + 1))
-        FAILED=$((FAILED + 1))
+        check "ship-$1" 1 "$size bytes, more than $SHIP_MAX"
         return 0
     fi
-    dmesg -n 1
-    echo "LOCKTRACE-VM-FILE-BEGIN $1 $size"
-    base64 "$2"
-    echo "LOCKTRACE-VM-FILE-END $1"
-    dmesg -n 5
+    send_file "$1" "$2"
 }
 
 # step NAME CMD...: runs CMD under the time limit, stdout to /tmp/NAME.out, stderr to
@@ -156,8 +139,4 @@ if step record-patterns locktrace record -o /traces/patterns.lttrace -- dash /te
 fi
 
 dmesg -c > /dev/null
-if [ "$FAILED" = 0 ]; then
-    echo "LOCKTRACE-VM-RESULT PASS"
-else
-    echo "LOCKTRACE-VM-RESULT FAIL $FAILED/$TOTAL"
-fi
+result

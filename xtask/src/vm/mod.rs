@@ -130,6 +130,7 @@ const HOST_PACKAGES: &[(&str, &str)] = &[
 /// The guest's scripts, from tests/vm, and where they go in the initramfs.
 const SCRIPTS: &[(&str, &str)] = &[
     ("init", "/init"),
+    ("protocol.sh", "/tests/protocol.sh"),
     ("guest-tests.sh", "/tests/guest-tests.sh"),
     ("bench.sh", "/tests/bench.sh"),
     ("trigger.sh", "/tests/trigger.sh"),
