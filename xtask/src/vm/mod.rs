@@ -74,7 +74,13 @@ enum VmAction {
     /// empty programs (`watch --floor`), under `watch` and under `record`, in one boot per
     /// kernel; prints ops/s and time-per-operation ratios per phase, and each session's
     /// figures.
-    Bench,
+    Bench {
+        /// Only the profile session (the kernel's run time of every program, the workload
+        /// once under `watch`), with each program's time printed: for working on the
+        /// programs' cost, a few minutes faster than the whole benchmark.
+        #[arg(long)]
+        profile: bool,
+    },
 }
 
 /// The default of `--timeout` for the in-guest tests, in seconds.
@@ -90,6 +96,8 @@ enum GuestScript {
     Tests,
     /// tests/vm/bench.sh.
     Bench,
+    /// tests/vm/bench.sh, its profile session only.
+    Profile,
 }
 
 impl GuestScript {
@@ -104,6 +112,10 @@ impl GuestScript {
             GuestScript::Bench => {
                 "locktrace.run=bench rcupdate.rcu_cpu_stall_timeout=300 watchdog_thresh=60"
             }
+            GuestScript::Profile => {
+                "locktrace.run=bench locktrace.bench=profile rcupdate.rcu_cpu_stall_timeout=300 \
+                 watchdog_thresh=60"
+            }
         }
     }
 
@@ -112,7 +124,7 @@ impl GuestScript {
     fn memory_mib(self) -> u32 {
         match self {
             GuestScript::Tests => 1024,
-            GuestScript::Bench => 3072,
+            GuestScript::Bench | GuestScript::Profile => 3072,
         }
     }
 }
@@ -167,7 +179,7 @@ pub fn install_prerequisites() -> anyhow::Result<()> {
 pub fn run(args: VmArgs) -> anyhow::Result<()> {
     match args.action {
         None => run_tests(&args),
-        Some(VmAction::Bench) => run_bench(&args),
+        Some(VmAction::Bench { profile }) => run_bench(&args, profile),
     }
 }
 
@@ -207,11 +219,16 @@ fn run_tests(args: &VmArgs) -> anyhow::Result<()> {
 }
 
 /// Runs the benchmark on every selected kernel and prints its figures.
-fn run_bench(args: &VmArgs) -> anyhow::Result<()> {
+fn run_bench(args: &VmArgs, profile: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     let timeout = Duration::from_secs(args.timeout.unwrap_or(BENCH_TIMEOUT));
     let load_before = host_load();
-    let booted = boot_suites(args, GuestScript::Bench, timeout)?;
+    let script = if profile {
+        GuestScript::Profile
+    } else {
+        GuestScript::Bench
+    };
+    let booted = boot_suites(args, script, timeout)?;
     // Other work on the host slows the guests unevenly: say how busy it was.
     println!(
         "vm bench: host load average (1, 5, 15 min) {load_before} before, {} after; the \
@@ -220,8 +237,8 @@ fn run_bench(args: &VmArgs) -> anyhow::Result<()> {
     );
     let mut failures = booted.failures;
     for (guest, run) in booted.runs {
-        let result =
-            run.and_then(|(transcript, ending)| guest.bench(&transcript, &ending, timeout));
+        let result = run
+            .and_then(|(transcript, ending)| guest.bench(&transcript, &ending, timeout, profile));
         if let Err(err) = result {
             failures.push(format!("{}: {err:#}", guest.suite.name));
         }
@@ -555,6 +572,7 @@ impl Prepared {
         transcript: &Transcript,
         ending: &Ending,
         timeout: Duration,
+        profile: bool,
     ) -> anyhow::Result<()> {
         let release = transcript
             .kernel_release
@@ -563,6 +581,9 @@ impl Prepared {
         println!("\nvm bench: {} ({release})", self.suite.name);
         let figures = bench::Figures::parse(&transcript.bench)?;
         figures.print();
+        if profile {
+            println!("{}", bench::program_times(&fs::read_to_string(self.log())?));
+        }
         let shipped = self.save_shipped(transcript)?;
         if let Some(alerts) = transcript.files.get(bench::ALERTS_FILE) {
             let lines = bench::alert_lines(alerts);
