@@ -9,10 +9,14 @@ use crate::{
     held::Prepared, usage::acquisition_usage,
 };
 
-/// What the validation needs from where it runs.
-pub trait Validator {
+/// Where the validation counts what it did: all a release needs.
+pub trait Counts {
     /// Adds `n` to `counter`.
     fn count(&mut self, counter: Counter, n: u64);
+}
+
+/// What the validation of an acquisition needs from where it runs.
+pub trait Validator: Counts {
     /// The usage bits already reported for the class with key `class_key`.
     fn known_usage(&mut self, class_key: u64) -> u8;
     /// True when the chain with lookup key `lookup` was reported.
@@ -150,7 +154,7 @@ pub fn call<V: Validator>(
 
 /// Follows a release of the lock at `addr` on `stack` (`None` when the place has no stack).
 #[inline(always)]
-pub fn release<V: Validator>(v: &mut V, stack: Option<&mut HeldStack>, addr: u64) {
+pub fn release<V: Counts>(v: &mut V, stack: Option<&mut HeldStack>, addr: u64) {
     v.count(Counter::Releases, 1);
     if !stack.is_some_and(|stack| stack.release(addr)) {
         v.count(Counter::UnmatchedRelease, 1);

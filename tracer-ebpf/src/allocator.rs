@@ -35,7 +35,7 @@ fn call<C: EbpfContext>(
     (arg, arg2): (u64, u64),
     extra: u32,
 ) {
-    let Some((cfg, _running, here)) = context::begin() else {
+    let Some((cfg, here)) = context::begin() else {
         return;
     };
     let caller = if caller == 0 && extra & flags::FROM_TRAMPOLINE != 0 {

@@ -14,32 +14,41 @@ use aya_ebpf::{
     },
 };
 use tracer_common::{
-    AcquireState, ExecContext, HeldLock, IrqState, LockFamily, PreemptCountSource, ProbeConfig,
-    SLAB_NAME_LEN, class::Instance, flags, preempt,
+    AcquireState, ClassDesc, ExecContext, HeldLock, IrqState, LockFamily, PreemptCountSource,
+    ProbeConfig, SLAB_NAME_LEN, class::Instance, flags, preempt,
 };
 
 use crate::{
     emit,
-    maps::{BRACKETS, CLOCK, CONFIG, SCRATCH, SLAB_GENERIC, SLAB_GEOMETRY, SLAB_NAMES},
+    maps::{
+        BRACKETS, CLOCK, CONFIG, CPU_STATE, CpuState, RECENT, RECENT_SLABS, SLAB_GENERIC,
+        SLAB_GEOMETRY, SLAB_NAMES,
+    },
 };
 
-/// `value`, made opaque to the verifier by a round trip through map memory. What a program
-/// learns about where it runs (context, interrupt state, `preempt_count`) comes out of
-/// several paths with a different constant on each; carried as such through the rest of the
-/// program, it would make the verifier walk the rest once per constant. Laundered, the rest
-/// is walked once.
+/// `value`, made opaque to the verifier. What a program learns about where it runs (context,
+/// interrupt state, `preempt_count`, a lock's class) comes out of several paths with a
+/// different constant on each; carried as such through the rest of the program, it would make
+/// the verifier walk the rest once per constant. Laundered, the rest is walked once.
 ///
-/// `word` is the `SCRATCH` word of the program's [`emit::Running`] slot: private to this task
-/// in this context on this CPU. A word shared by the CPU would be overwritten between the
-/// write and the read by an interrupt's program, or by another task's while this one is
-/// preempted (programs are preemptible), and the value read back would be someone else's.
+/// `noise` is any value the verifier knows nothing about (a helper's result: the
+/// `pid_tgid`, the current task). `value ^ noise ^ noise` is `value` again, but the verifier
+/// does not track that through two XORs with an unknown: to it the result is unknown. Two
+/// register instructions, where a round trip through map memory costs a lookup and two memory
+/// accesses, and needs memory no other program run can write in between.
 #[inline(always)]
-fn launder(word: *mut u64, value: u64) -> u64 {
-    // SAFETY: a map value of this running slot (see above), valid for the program run.
+pub fn launder(noise: u64, value: u64) -> u64 {
+    let mut value = value;
+    // SAFETY: two ALU instructions on registers.
     unsafe {
-        core::ptr::write_volatile(word, value);
-        core::ptr::read_volatile(word)
+        core::arch::asm!(
+            "{value} ^= {noise}",
+            "{value} ^= {noise}",
+            value = inout(reg) value,
+            noise = in(reg) noise,
+        );
     }
+    value
 }
 
 /// Non-zero for the overhead benchmark's floor (`locktrace watch --floor`): every program
@@ -105,7 +114,7 @@ pub fn cpu() -> u32 {
 /// `bpf_probe_read_kernel`.
 #[inline(always)]
 pub fn irq_state(cfg: &ProbeConfig, here: &Here) -> IrqState {
-    IrqState::from_u32(launder(here.scratch, irq_state_raw(cfg) as u64) as u32)
+    IrqState::from_u32(launder(here.noise, irq_state_raw(cfg) as u64) as u32)
 }
 
 /// [`irq_state`] before laundering.
@@ -248,10 +257,12 @@ pub struct Here {
     pub cpu: u32,
     /// Thread-group and thread id.
     pub pid_tgid: u64,
-    /// The `SCRATCH` word of the program's [`emit::Running`] slot (see [`launder`]).
-    scratch: *mut u64,
-    /// The `NEW_LOCK` entry of the same slot.
-    new_lock: *mut HeldLock,
+    /// A value unknown to the verifier, for [`launder`].
+    noise: u64,
+    /// This CPU's state.
+    state: *mut CpuState,
+    /// The program's running slot, released when the program ends.
+    running: emit::Running,
 }
 
 impl Here {
@@ -259,17 +270,56 @@ impl Here {
     /// plain number.
     #[inline(always)]
     pub fn launder(&self, value: u64) -> u64 {
-        launder(self.scratch, value)
+        launder(self.noise, value)
     }
 
-    /// `lock`, made opaque to the verifier (see [`launder`]): whichever way its fields were
-    /// found, the rest of the program is one state.
+    /// The program's running slot (see [`emit::Running::held_by`]).
+    #[inline(always)]
+    pub fn running_slot(&self) -> *const u64 {
+        self.running.slot()
+    }
+
+    /// This CPU's state.
+    #[inline(always)]
+    pub fn cpu_state(&self) -> &CpuState {
+        // SAFETY: this CPU's value, valid for the program run.
+        unsafe { &*self.state }
+    }
+
+    /// `value`, perhaps a typed pointer to the verifier (a probed function's argument), as a
+    /// plain number, through memory: the verifier refuses arithmetic on such pointers (so
+    /// [`launder`] cannot), and root may store a pointer and read it back as a number. The
+    /// word is the program's running slot's: no other program run writes it in between.
+    #[inline(always)]
+    pub fn number(&self, value: u64) -> u64 {
+        let word = self.running.scratch;
+        // SAFETY: this running slot's scratch word, valid for the program run.
+        unsafe {
+            core::ptr::write_volatile(word, value);
+            core::ptr::read_volatile(word)
+        }
+    }
+
+    /// `lock`, made opaque to the verifier (see [`launder`]): whichever way its site and class
+    /// were found, the rest of the program is one state. (Its address, time, CPU, kind and
+    /// variant are the same on every path.)
     #[inline(always)]
     pub fn launder_lock(&self, lock: HeldLock) -> HeldLock {
-        // SAFETY: this running slot's entry (see `launder`), valid for the program run.
-        unsafe {
-            core::ptr::write_volatile(self.new_lock, lock);
-            core::ptr::read_volatile(self.new_lock)
+        let class = lock.class;
+        let packed =
+            u64::from(class.tag) | u64::from(class.family) << 16 | u64::from(class.offset) << 32;
+        let packed = self.launder(packed);
+        HeldLock {
+            site: self.launder(lock.site),
+            class: ClassDesc {
+                a: self.launder(class.a),
+                b: self.launder(class.b),
+                tag: packed as u16,
+                family: (packed >> 16) as u16,
+                offset: (packed >> 32) as u32,
+            },
+            class_key: self.launder(lock.class_key),
+            ..lock
         }
     }
 
@@ -318,7 +368,8 @@ fn bracket_context() -> ExecContext {
 
 /// Where a program runs, found before anything is claimed: see [`locate`].
 pub struct Located {
-    cfg: &'static ProbeConfig,
+    /// The configuration.
+    pub cfg: &'static ProbeConfig,
     view: Option<(u32, RawBase)>,
     context: ExecContext,
     /// The context level (0 task, 1 softirq, 2 hardirq, 3 NMI, as in [`emit::Running`]).
@@ -354,7 +405,7 @@ pub fn locate() -> Option<Located> {
 /// [`emit::Running`]) and what it learned about where it runs. `None` in locktrace's own task
 /// context, or when the probe fired inside another of our programs.
 #[inline(always)]
-pub fn enter(located: Located) -> Option<(&'static ProbeConfig, emit::Running, Here)> {
+pub fn enter(located: Located) -> Option<(&'static ProbeConfig, Here)> {
     let Located {
         cfg,
         view,
@@ -365,28 +416,38 @@ pub fn enter(located: Located) -> Option<(&'static ProbeConfig, emit::Running, H
     if level == 0 && filtered_out(cfg, pid_tgid) {
         return None;
     }
-    let running = emit::Running::enter(level)?;
+    let state = CPU_STATE.get_ptr_mut(0)?;
+    // SAFETY: this CPU's value, valid for the program run; programs of other CPUs do not see
+    // it, and what a nested or preempting program of this CPU writes is said where written.
+    let state = unsafe { &mut *state };
+    let running = emit::Running::enter(state, level)?;
     // One state for the rest of the program, whichever way the view was found.
-    // Fetched once, and the program ends if they are missing (they never are): a fallback
-    // path would be one more state for the verifier to carry through the rest.
-    let scratch = SCRATCH.get_ptr_mut(running.index())?;
-    let new_lock = crate::maps::NEW_LOCK.get_ptr_mut(running.index())?;
+    let noise = pid_tgid;
     let (count, raw) = view.unwrap_or((0, RawBase { word: 0, minus: 0 }));
-    let valid = launder(scratch, view.is_some() as u64) != 0;
-    let count = launder(scratch, u64::from(count)) as u32;
+    let valid = launder(noise, view.is_some() as u64) != 0;
+    let count = launder(noise, u64::from(count)) as u32;
     // Through map memory, a typed pointer becomes a plain number (root may store pointers).
-    let base = launder(scratch, raw.word).wrapping_sub(raw.minus);
+    // Memory every program of this CPU writes, but always with the same value: this CPU's
+    // base. (No view, no write: the field may still hold the base or 0, and is not used.)
+    if view.is_some() {
+        // SAFETY: a field of this CPU's value.
+        unsafe { core::ptr::write_volatile(&raw mut state.percpu_base, raw.word) };
+    }
+    // SAFETY: as above.
+    let base =
+        unsafe { core::ptr::read_volatile(&raw const state.percpu_base) }.wrapping_sub(raw.minus);
     let here = Here {
         count: valid.then_some(count),
         percpu_base: valid.then_some(base),
-        context: ExecContext::from_u32(launder(scratch, context as u64) as u32),
-        level: launder(scratch, u64::from(level)) as u32 & 3,
+        context: ExecContext::from_u32(launder(noise, context as u64) as u32),
+        level: launder(noise, u64::from(level)) as u32 & 3,
         cpu: cpu(),
         pid_tgid,
-        scratch,
-        new_lock,
+        noise,
+        state,
+        running,
     };
-    Some((cfg, running, here))
+    Some((cfg, here))
 }
 
 /// The start of every program that follows a kernel event: the configuration (none while no
@@ -395,7 +456,7 @@ pub fn enter(located: Located) -> Option<(&'static ProbeConfig, emit::Running, H
 /// another of our programs. (Interrupts that arrive while locktrace runs are the kernel's,
 /// and traced.)
 #[inline(always)]
-pub fn begin() -> Option<(&'static ProbeConfig, emit::Running, Here)> {
+pub fn begin() -> Option<(&'static ProbeConfig, Here)> {
     enter(locate()?)
 }
 
@@ -427,7 +488,7 @@ pub fn instance(
             return inst;
         }
     }
-    (inst.slab_cache, inst.slab_offset, inst.slab_generic) = slab_cache(addr, cfg);
+    (inst.slab_cache, inst.slab_offset, inst.slab_generic) = slab_cache(addr, cfg, here);
     inst
 }
 
@@ -435,7 +496,7 @@ pub fn instance(
 /// unknown); whether the cache is generic. The first time a cache is seen its name goes into
 /// `SLAB_NAMES` and its geometry into `SLAB_GEOMETRY`.
 #[inline(always)]
-fn slab_cache(addr: u64, cfg: &ProbeConfig) -> (u64, u32, bool) {
+fn slab_cache(addr: u64, cfg: &ProbeConfig, here: &Here) -> (u64, u32, bool) {
     if cfg.kmem_cache_kfunc_valid == 0 {
         return (0, 0, false);
     }
@@ -451,23 +512,44 @@ fn slab_cache(addr: u64, cfg: &ProbeConfig) -> (u64, u32, bool) {
         );
     }
     // The verifier types the result as an untrusted `struct kmem_cache *` and refuses
-    // arithmetic with a run-time offset on it; a copy through the read helper is a plain
-    // number.
-    // SAFETY: reading our own stack slot.
-    let cache: u64 = unsafe { bpf_probe_read_kernel(&raw const typed) }.unwrap_or(0);
+    // arithmetic with a run-time offset on it.
+    let cache = here.number(typed);
     if cache == 0 {
         return (0, 0, false);
+    }
+    let geometry = cache_geometry(cache, cfg);
+    (
+        cache,
+        offset_in_object(addr, geometry),
+        geometry & SLAB_GENERIC != 0,
+    )
+}
+
+/// The geometry of slab cache `cache` (see `SLAB_GEOMETRY`): from this CPU's recent caches,
+/// else from the map (learnt the first time), then remembered in this CPU's.
+#[inline(always)]
+fn cache_geometry(cache: u64, cfg: &ProbeConfig) -> u64 {
+    // `struct kmem_cache`s are at least 64-byte aligned objects of a few hundred bytes.
+    let index = ((cache >> 6) ^ (cache >> 12)) as usize & (RECENT_SLABS - 1);
+    let entry = RECENT
+        .get_ptr_mut(0)
+        // SAFETY: this CPU's value; `index` is masked to the array's length.
+        .map(|recent| unsafe { (*recent).slabs.get_unchecked_mut(index) });
+    if let Some(entry) = &entry
+        && entry[0] == cache
+        && entry[2] == cache ^ entry[1]
+    {
+        return entry[1];
     }
     // SAFETY: the map lookup returns a reference valid for this program run.
     let geometry = match unsafe { SLAB_GEOMETRY.get(&cache) } {
         Some(&geometry) => geometry,
         None => learn_cache(cache, cfg),
     };
-    (
-        cache,
-        offset_in_object(addr, geometry),
-        geometry & SLAB_GENERIC != 0,
-    )
+    if let Some(entry) = entry {
+        *entry = [cache, geometry, cache ^ geometry];
+    }
+    geometry
 }
 
 /// Copies a cache's name and geometry into the maps; returns the geometry.
@@ -564,29 +646,44 @@ pub fn trampoline_caller<C: EbpfContext>(
         0
     };
     if func_ip != 0 {
-        let mut words = [0u64; FRAME_WORDS];
-        // SAFETY: the trampoline's frame on the kernel stack, read through the helper.
-        let read = unsafe {
-            bpf_probe_read_kernel_buf(
-                (ctx.as_ptr() as *const u8).wrapping_add(8),
-                core::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), 8 * FRAME_WORDS),
-            )
-        };
-        if read.is_ok() {
-            let into_function = |word: u64| word.wrapping_sub(func_ip) < 16;
-            match return_slot {
-                Some(slot) if slot + 1 < FRAME_WORDS => {
-                    let returns_to = words[slot];
-                    let caller = if into_function(returns_to) {
-                        words[slot + 1]
+        let into_function = |word: u64| word.wrapping_sub(func_ip) < 16;
+        let frame = (ctx.as_ptr() as *const u8).wrapping_add(8);
+        match return_slot {
+            Some(slot) if slot + 1 < FRAME_WORDS => {
+                // The return slot and the word after it: two words rather than the whole
+                // frame.
+                let mut words = [0u64; 2];
+                // SAFETY: the trampoline's frame on the kernel stack, read through the helper.
+                let read = unsafe {
+                    bpf_probe_read_kernel_buf(
+                        frame.wrapping_add(8 * slot),
+                        core::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), 16),
+                    )
+                };
+                if read.is_ok() {
+                    let caller = if into_function(words[0]) {
+                        words[1]
                     } else {
-                        returns_to
+                        words[0]
                     };
                     if is_kernel_text(caller) {
                         return caller;
                     }
                 }
-                _ => {
+            }
+            _ => {
+                let mut words = [0u64; FRAME_WORDS];
+                // SAFETY: as above.
+                let read = unsafe {
+                    bpf_probe_read_kernel_buf(
+                        frame,
+                        core::slice::from_raw_parts_mut(
+                            words.as_mut_ptr().cast::<u8>(),
+                            8 * FRAME_WORDS,
+                        ),
+                    )
+                };
+                if read.is_ok() {
                     for k in 0..FRAME_WORDS - 1 {
                         if into_function(words[k]) {
                             return words[k + 1];

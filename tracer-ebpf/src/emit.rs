@@ -14,7 +14,7 @@ use tracer_common::{
 
 use crate::{
     context::{self, Here},
-    maps::{COUNTERS_MAP, FACTS, RUNNING, RUNNING_SLOTS, SCRATCH},
+    maps::{COUNTERS_MAP, CpuState, FACTS, RUNNING_SLOTS},
 };
 
 /// `BPF_F_USER_STACK`: walk the user stack instead of the kernel's.
@@ -134,82 +134,78 @@ pub fn fact<C: EbpfContext>(
 /// spinlock, a hash map's bucket lock) and must not re-enter them. Programs run with migration
 /// disabled but, on preemptible kernels, not with preemption disabled: another task may run on
 /// this CPU while one is preempted inside a program, and its events are not nested. So each
-/// context has [`RUNNING_SLOTS`] slots holding the owning task. A slot also names the
-/// program's private scratch memory (`SCRATCH`, `NEW_LOCK`), which no interrupt's program and
-/// no other task's can overwrite while it runs.
+/// context has [`RUNNING_SLOTS`] slots holding the owning task.
+///
+/// Only programs that call helpers taking locks (the ring buffer, hash map updates) need one:
+/// a release follows its lock with lookups alone and claims none.
 pub struct Running {
     slot: *mut u64,
-    index: u32,
+    /// The slot's scratch word (see `CpuState::scratch`).
+    pub scratch: *mut u64,
     /// The current task, which owns the slot.
     task: u64,
 }
 
 impl Running {
-    /// Claims a slot of context `level` (0 task, 1 softirq, 2 hardirq, 3 NMI) for the current
-    /// task; `None`, counted, when the task already holds one there (this probe is nested in
-    /// one of our programs) or when every slot is held by preempted tasks.
+    /// Claims a slot of context `level` (0 task, 1 softirq, 2 hardirq, 3 NMI) in `cpu` for the
+    /// current task; `None`, counted, when the task already holds one there (this probe is
+    /// nested in one of our programs) or when every slot is held by preempted tasks.
     #[inline(always)]
-    pub fn enter(level: u32) -> Option<Running> {
+    pub fn enter(cpu: &mut CpuState, level: u32) -> Option<Running> {
         // SAFETY: a helper without arguments.
         let task = unsafe { bpf_get_current_task() };
-        let mut free: Option<(*mut u64, u32)> = None;
+        let mut free: Option<u32> = None;
         for i in 0..RUNNING_SLOTS {
             let index = level * RUNNING_SLOTS + i;
-            let slot = RUNNING.get_ptr_mut(index)?;
-            // SAFETY: a per-CPU slot; the task owning it cannot migrate while it does.
-            let owner = unsafe { *slot };
+            let owner = *cpu.running.get(index as usize)?;
             if owner == task {
                 count(Counter::Nested, 1);
                 return None;
             }
             if owner == 0 && free.is_none() {
-                free = Some((slot, index));
+                free = Some(index);
             }
         }
-        let Some((slot, index)) = free else {
+        let Some(index) = free else {
             count(Counter::Preempted, 1);
             return None;
         };
-        // SAFETY: as above. Claiming is not atomic: a task preempted between the read and
-        // this write can take over a slot another task claimed meanwhile; the release below
-        // only clears a slot it still owns, so the worst case is one unguarded program run
-        // (sharing its scratch memory with the other).
-        unsafe { *slot = task };
-        // The index is a different constant on each way through the loop above: through the
-        // slot's own scratch word it becomes one unknown value, so that the verifier walks
-        // the rest of the program once, not once per slot.
-        let index = match SCRATCH.get_ptr_mut(index) {
-            // SAFETY: this slot's word, written and read back by its owner.
-            Some(word) => unsafe {
-                core::ptr::write_volatile(word, u64::from(index));
-                core::ptr::read_volatile(word) as u32 & (4 * RUNNING_SLOTS - 1)
-            },
-            None => index,
-        };
-        Some(Running { slot, index, task })
+        // The index is a different constant on each way through the loop above: made one
+        // unknown value, so that the verifier walks the rest of the program once, not once per
+        // slot.
+        let index =
+            context::launder(task, u64::from(index)) as usize & (4 * RUNNING_SLOTS as usize - 1);
+        let scratch = cpu.scratch.get_mut(index)? as *mut u64;
+        let slot = cpu.running.get_mut(index)?;
+        // Claiming is not atomic: a task preempted between the read and this write can take
+        // over a slot another task claimed meanwhile; the release below only clears a slot it
+        // still owns, so the worst case is one unguarded program run.
+        *slot = task;
+        Some(Running {
+            slot: slot as *mut u64,
+            scratch,
+            task,
+        })
     }
 
-    /// The slot's index in `RUNNING` (and in the scratch maps sized like it).
+    /// The claimed slot (for [`Running::held_by`]'s `except`).
     #[inline(always)]
-    pub fn index(&self) -> u32 {
-        self.index
+    pub fn slot(&self) -> *const u64 {
+        self.slot
     }
-}
 
-impl Running {
-    /// True when `task` holds a slot of context `level` on this CPU other than `except`'s: it
+    /// True when `task` holds a slot of context `level` in `cpu` other than `except`: it
     /// was preempted inside one of our programs there.
     #[inline(always)]
-    pub fn held_by(level: u32, task: u64, except: Option<&Running>) -> bool {
+    pub fn held_by(cpu: &CpuState, level: u32, task: u64, except: Option<*const u64>) -> bool {
         for i in 0..RUNNING_SLOTS {
-            let Some(slot) = RUNNING.get_ptr_mut(level * RUNNING_SLOTS + i) else {
+            let Some(slot) = cpu.running.get((level * RUNNING_SLOTS + i) as usize) else {
                 continue;
             };
-            if except.is_some_and(|running| running.slot == slot) {
+            if except.is_some_and(|except| core::ptr::eq(except, slot)) {
                 continue;
             }
-            // SAFETY: a per-CPU slot, read.
-            if unsafe { *slot } == task {
+            if *slot == task {
                 return true;
             }
         }
@@ -220,8 +216,8 @@ impl Running {
 impl Drop for Running {
     #[inline(always)]
     fn drop(&mut self) {
-        // SAFETY: the slot claimed in `enter`; cleared only while this task (the program
-        // runs in one) still owns it.
+        // SAFETY: the slot claimed in `enter`, in this CPU's state (the task cannot migrate
+        // while a program runs); cleared only while this task still owns it.
         unsafe {
             if *self.slot == self.task {
                 *self.slot = 0;

@@ -36,34 +36,60 @@ pub fn task_stack(key: u64, create: bool) -> Option<&'static mut HeldStack> {
         .map(|stack| unsafe { &mut *stack })
 }
 
-/// The held stack of the place `here` runs in, kernel locks: the task's in task context (created
-/// when `create`), this CPU's for an interrupt context. Interrupt stacks of the contexts above
-/// `here`'s cannot still hold anything (those handlers have returned): what is left there is
-/// dropped, counted as stale.
+/// The held stack of the place `here` runs in, kernel locks, created when `create` (see
+/// [`kernel_stack_at`]).
 #[inline(always)]
 pub fn kernel_stack(here: &Here, create: bool) -> Option<&'static mut HeldStack> {
+    kernel_stack_at(here.level, here.tid(), here.cpu, create)
+}
+
+/// The held stack of kernel locks at context `level` (0 task, 1 softirq, 2 hardirq, 3 NMI) of
+/// thread `tid` on `cpu`: the task's in task context (created when `create`), this CPU's for
+/// an interrupt context. Interrupt stacks of the contexts above `level` cannot still hold
+/// anything (those handlers have returned): what is left there is dropped, counted as stale.
+#[inline(always)]
+pub fn kernel_stack_at(
+    level: u32,
+    tid: u32,
+    cpu: u32,
+    create: bool,
+) -> Option<&'static mut HeldStack> {
     let irqs = IRQ_HELD.get_ptr_mut(0)?;
     // SAFETY: this CPU's value; programs of one CPU and context level do not nest.
     let irqs = unsafe { &mut *irqs };
     let mut stale = 0;
     for (i, stack) in irqs.stacks.iter_mut().enumerate() {
-        if i as u32 + 1 > here.level && !stack.is_empty() {
+        if i as u32 + 1 > level && !stack.is_empty() {
             stale += stack.clear();
         }
     }
     if stale > 0 {
         count(Counter::StaleHeld, u64::from(stale));
     }
-    match here.level {
-        0 => task_stack(task_key(here.tid(), here.cpu, false), create),
-        level => irqs.stacks.get_mut(level as usize - 1),
+    match level {
+        0 => task_stack(task_key(tid, cpu, false), create),
+        // SAFETY: `irq_index` is below the array's length.
+        level => Some(unsafe { irqs.stacks.get_unchecked_mut(irq_index(level)) }),
     }
 }
 
-/// The stack of a thread's user-space locks, created when `create`.
+/// The index of interrupt context `level` (1 softirq, 2 hardirq, 3 NMI) in `IrqStacks`,
+/// bounded where the verifier sees it: on the register that indexes (it does not carry
+/// `level != 0` over from the caller's `match`, nor a bounds check the compiler made on
+/// another register).
 #[inline(always)]
-pub fn user_stack(here: &Here, create: bool) -> Option<&'static mut HeldStack> {
-    task_stack(task_key(here.tid(), here.cpu, true), create)
+fn irq_index(level: u32) -> usize {
+    let mut i = u64::from(level.wrapping_sub(1)) & 3;
+    // SAFETY: a compare and a move on one register.
+    unsafe { core::arch::asm!("if {i} < 3 goto +1", "{i} = 2", i = inout(reg) i) };
+    i as usize
+}
+
+/// The stack of the user-space locks of thread `tid` (running on `cpu`), created when
+/// `create`.
+#[inline(always)]
+pub fn user_stack(tid: u32, cpu: u32, create: bool) -> Option<&'static mut HeldStack> {
+    task_stack(task_key(tid, cpu, true), create)
 }
 
 /// Reads a task's thread id through the `pid` offset user space found in BTF.
@@ -85,14 +111,15 @@ fn task_tid(task: u64, cfg: &ProbeConfig) -> Option<u32> {
 /// when `next` was: resumed, it runs the release as a probe nested in that program, which is
 /// skipped, and the lock would stay in its stack.
 #[inline(always)]
-pub fn switch(cfg: &ProbeConfig, here: &Here, running: &Running, prev: u64, next: u64) {
+pub fn switch(cfg: &ProbeConfig, here: &Here, prev: u64, next: u64) {
     let (Some(prev_tid), Some(next_tid)) = (task_tid(prev, cfg), task_tid(next, cfg)) else {
         return;
     };
     // A task preempted inside one of our programs (in a slot besides this program's own) may
     // be in the middle of changing its own stack: leave it alone (its run-queue lock was not
     // followed: a nested probe).
-    if Running::held_by(0, prev, Some(running)) {
+    let state = here.cpu_state();
+    if Running::held_by(state, 0, prev, Some(here.running_slot())) {
         return;
     }
     let Some(prev_stack) = task_stack(task_key(prev_tid, here.cpu, false), false) else {
@@ -109,7 +136,7 @@ pub fn switch(cfg: &ProbeConfig, here: &Here, running: &Running, prev: u64, next
         count(Counter::StaleHeld, u64::from(stale));
     }
     let Some(lock) = handed else { return };
-    if Running::held_by(0, next, None) {
+    if Running::held_by(state, 0, next, None) {
         return;
     }
     if let Some(next_stack) = task_stack(task_key(next_tid, here.cpu, false), true) {

@@ -5,15 +5,17 @@
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::bpf_probe_read_kernel,
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
     programs::{BtfTracePointContext, FEntryContext, FExitContext},
 };
-use tracer_common::{HeldLock, IrqState, LockKind, class::classify, flags};
+use tracer_common::{HeldLock, LockKind, class::classify, flags};
 
 use crate::{
-    context, held,
-    maps::RELEASE_CLAIM,
-    validate::{self, Maps},
+    context,
+    emit::Running,
+    held,
+    maps::{CPU_STATE, CpuState},
+    validate::{self, Maps, ReleaseCounts},
 };
 
 /// How an acquire function says it succeeded.
@@ -38,12 +40,12 @@ pub fn on_acquire(ctx: &FExitContext, lock_kind: LockKind, variant: u32, success
     if !held {
         return;
     }
-    let Some((cfg, _running, here)) = context::begin() else {
+    let Some((cfg, here)) = context::begin() else {
         return;
     };
-    // Every hooked acquire function takes exactly one argument: the lock. Laundered, the
-    // typed pointer becomes the plain number the kfunc wants.
-    let addr: u64 = here.launder(ctx.arg(0));
+    // Every hooked acquire function takes exactly one argument: the lock. The typed pointer
+    // becomes the plain number the kfunc wants.
+    let addr: u64 = here.number(ctx.arg(0));
     let site = context::trampoline_caller(ctx, cfg, Some(context::FEXIT_ONE_ARG_RETURN_SLOT));
     let class = classify(&context::instance(
         addr,
@@ -82,26 +84,45 @@ pub const RELEASE_COPIES: u64 = 3;
 
 /// Follows a release before the release function drops the lock. [`RELEASE_COPIES`] programs
 /// run this for every call; the first of them to run handles it.
+///
+/// A spinning lock's release takes no running slot ([`crate::emit::Running`]): it calls no
+/// helper that takes a lock, so no probe nests in it, and it cannot be preempted, so no task
+/// switch touches its stack while it runs. A sleeping lock's (`preemptible`) does claim one,
+/// so that `sched_switch` leaves its stack alone if it is preempted. When a release runs
+/// nested in another of our programs (the ring buffer's or a hash map's lock released inside
+/// one), the lock is one whose acquisition was not followed: it is not found, and not counted
+/// (see `ReleaseCounts`).
 #[inline(always)]
-pub fn on_release(ctx: &FEntryContext) {
+pub fn on_release(ctx: &FEntryContext, preemptible: bool) {
     let Some(located) = context::locate() else {
         return;
     };
     let addr: u64 = ctx.arg(0);
-    if !first_copy(located.level, addr) {
+    let Some(state) = CPU_STATE.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's value, valid for the program run.
+    let state = unsafe { &mut *state };
+    if !first_copy(state, located.level, addr) {
         return;
     }
-    let Some((_cfg, _running, here)) = context::enter(located) else {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if located.level == 0 && context::filtered_out(located.cfg, pid_tgid) {
         return;
+    }
+    let _running = if preemptible {
+        let Some(running) = Running::enter(state, located.level) else {
+            return;
+        };
+        Some(running)
+    } else {
+        None
     };
-    let mut maps = Maps {
-        ctx,
-        here: &here,
-        irqs: IrqState::Unknown,
-        flags: 0,
-        user: false,
-    };
-    tracer_common::validate::release(&mut maps, held::kernel_stack(&here, false), addr);
+    // One state for the rest, whichever level this is (see `context::launder`).
+    let level = context::launder(pid_tgid, u64::from(located.level)) as u32 & 3;
+    let stack = held::kernel_stack_at(level, pid_tgid as u32, context::cpu(), false);
+    let mut counts = ReleaseCounts { state, level };
+    tracer_common::validate::release(&mut counts, stack, addr);
 }
 
 /// True for the first of the [`RELEASE_COPIES`] programs of one release call to run on this CPU at
@@ -109,34 +130,29 @@ pub fn on_release(ctx: &FEntryContext) {
 /// count down. When the kernel skipped the first (it was running already, interrupted), the
 /// next finds no claim for `addr` and handles it instead.
 #[inline(always)]
-fn first_copy(level: u32, addr: u64) -> bool {
-    let (Some(claimed), Some(left)) = (
-        RELEASE_CLAIM.get_ptr_mut(level * 2),
-        RELEASE_CLAIM.get_ptr_mut(level * 2 + 1),
-    ) else {
+fn first_copy(state: &mut CpuState, level: u32, addr: u64) -> bool {
+    let Some([claimed, left]) = state.release_claims.get_mut(level as usize) else {
         return true;
     };
-    // SAFETY: per-CPU slots of one context level. A task preempted between two copies (a
-    // sleeping lock's release) may find its claim overwritten by another task's release and
-    // handle its own again: the second finds nothing to release, counted as unmatched.
-    unsafe {
-        if *claimed == addr && *left > 0 {
-            *left -= 1;
-            if *left == 0 {
-                *claimed = 0;
-            }
-            return false;
+    // A task preempted between two copies (a sleeping lock's release) may find its claim
+    // overwritten by another task's release and handle its own again: the second finds
+    // nothing to release, counted as unmatched.
+    if *claimed == addr && *left > 0 {
+        *left -= 1;
+        if *left == 0 {
+            *claimed = 0;
         }
-        *claimed = addr;
-        *left = RELEASE_COPIES - 1;
+        return false;
     }
+    *claimed = addr;
+    *left = RELEASE_COPIES - 1;
     true
 }
 
 /// tp_btf `sched_switch(preempt, prev, next, prev_state)`.
 #[inline(always)]
 pub fn on_switch(ctx: &BtfTracePointContext) {
-    let Some((cfg, running, here)) = context::begin() else {
+    let Some((cfg, here)) = context::begin() else {
         return;
     };
     // The arguments as plain scalars (the typed task pointers allow no run-time offsets).
@@ -144,7 +160,7 @@ pub fn on_switch(ctx: &BtfTracePointContext) {
         // SAFETY: reading the context's argument slots.
         unsafe { bpf_probe_read_kernel((ctx.as_ptr() as *const u64).wrapping_add(i)) }.unwrap_or(0)
     };
-    held::switch(cfg, &here, &running, arg(1), arg(2));
+    held::switch(cfg, &here, arg(1), arg(2));
 }
 
 /// tp_btf `sched_process_free(p)`: the last reference to task `p` goes, after its final
@@ -152,7 +168,7 @@ pub fn on_switch(ctx: &BtfTracePointContext) {
 /// last `schedule()`, and those would make a new stack that nobody deletes.
 #[inline(always)]
 pub fn on_free(ctx: &BtfTracePointContext) {
-    let Some((cfg, _running, _here)) = context::begin() else {
+    let Some((cfg, _here)) = context::begin() else {
         return;
     };
     // SAFETY: the context's first slot is the task, copied as a plain scalar.
@@ -163,7 +179,7 @@ pub fn on_free(ctx: &BtfTracePointContext) {
 /// tp_btf `contention_begin(lock, flags)` (`begin`) and `contention_end(lock, ret)`.
 #[inline(always)]
 pub fn on_contention(ctx: &BtfTracePointContext, begin: bool) {
-    let Some((cfg, _running, here)) = context::begin() else {
+    let Some((cfg, here)) = context::begin() else {
         return;
     };
     // SAFETY: the context's first slot is the lock address, copied as a plain scalar.

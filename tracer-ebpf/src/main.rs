@@ -45,12 +45,13 @@ macro_rules! acquire {
 }
 
 /// fentry programs on kernel release functions: the `kernel_locks::RELEASE_COPIES` identical
-/// programs of each function, named on one line.
+/// programs of each function, named on one line, with whether the release runs preemptible
+/// (a sleeping lock's).
 macro_rules! release {
-    ($(($($prog:ident),+) => $func:literal;)+) => {$($(
+    ($(($($prog:ident),+) => $func:literal, $preemptible:literal;)+) => {$($(
         #[fentry(function = $func)]
         pub fn $prog(ctx: FEntryContext) -> i32 {
-            kernel_locks::on_release(&ctx);
+            kernel_locks::on_release(&ctx, $preemptible);
             0
         }
     )+)+};
@@ -100,23 +101,23 @@ acquire! {
 // it once (see `kernel_locks::on_release`). Three cover a task interrupted by a softirq
 // interrupted by a hardirq.
 release! {
-    (rel_spin, rel_spin_2, rel_spin_3) => "_raw_spin_unlock";
-    (rel_spin_irqrestore, rel_spin_irqrestore_2, rel_spin_irqrestore_3) => "_raw_spin_unlock_irqrestore";
-    (rel_spin_irq, rel_spin_irq_2, rel_spin_irq_3) => "_raw_spin_unlock_irq";
-    (rel_spin_bh, rel_spin_bh_2, rel_spin_bh_3) => "_raw_spin_unlock_bh";
-    (rel_read, rel_read_2, rel_read_3) => "_raw_read_unlock";
-    (rel_read_irqrestore, rel_read_irqrestore_2, rel_read_irqrestore_3) => "_raw_read_unlock_irqrestore";
-    (rel_read_irq, rel_read_irq_2, rel_read_irq_3) => "_raw_read_unlock_irq";
-    (rel_read_bh, rel_read_bh_2, rel_read_bh_3) => "_raw_read_unlock_bh";
-    (rel_write, rel_write_2, rel_write_3) => "_raw_write_unlock";
-    (rel_write_irqrestore, rel_write_irqrestore_2, rel_write_irqrestore_3) => "_raw_write_unlock_irqrestore";
-    (rel_write_irq, rel_write_irq_2, rel_write_irq_3) => "_raw_write_unlock_irq";
-    (rel_write_bh, rel_write_bh_2, rel_write_bh_3) => "_raw_write_unlock_bh";
+    (rel_spin, rel_spin_2, rel_spin_3) => "_raw_spin_unlock", false;
+    (rel_spin_irqrestore, rel_spin_irqrestore_2, rel_spin_irqrestore_3) => "_raw_spin_unlock_irqrestore", false;
+    (rel_spin_irq, rel_spin_irq_2, rel_spin_irq_3) => "_raw_spin_unlock_irq", false;
+    (rel_spin_bh, rel_spin_bh_2, rel_spin_bh_3) => "_raw_spin_unlock_bh", false;
+    (rel_read, rel_read_2, rel_read_3) => "_raw_read_unlock", false;
+    (rel_read_irqrestore, rel_read_irqrestore_2, rel_read_irqrestore_3) => "_raw_read_unlock_irqrestore", false;
+    (rel_read_irq, rel_read_irq_2, rel_read_irq_3) => "_raw_read_unlock_irq", false;
+    (rel_read_bh, rel_read_bh_2, rel_read_bh_3) => "_raw_read_unlock_bh", false;
+    (rel_write, rel_write_2, rel_write_3) => "_raw_write_unlock", false;
+    (rel_write_irqrestore, rel_write_irqrestore_2, rel_write_irqrestore_3) => "_raw_write_unlock_irqrestore", false;
+    (rel_write_irq, rel_write_irq_2, rel_write_irq_3) => "_raw_write_unlock_irq", false;
+    (rel_write_bh, rel_write_bh_2, rel_write_bh_3) => "_raw_write_unlock_bh", false;
     // Sleeping locks are released with preemption on: a task preempted inside a copy makes
     // the next task on that CPU find it busy.
-    (rel_mutex, rel_mutex_2, rel_mutex_3) => "mutex_unlock";
-    (rel_up_read, rel_up_read_2, rel_up_read_3) => "up_read";
-    (rel_up_write, rel_up_write_2, rel_up_write_3) => "up_write";
+    (rel_mutex, rel_mutex_2, rel_mutex_3) => "mutex_unlock", true;
+    (rel_up_read, rel_up_read_2, rel_up_read_3) => "up_read", true;
+    (rel_up_write, rel_up_write_2, rel_up_write_3) => "up_write", true;
 }
 
 /// fentry on the per-CPU allocator; user space loads it against `pcpu_alloc_noprof` or

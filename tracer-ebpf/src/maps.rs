@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use tracer_common::{COUNTERS, ContentionStat, HeldLock, HeldStack, ProbeConfig, SLAB_NAME_LEN};
+use tracer_common::{COUNTERS, ContentionStat, HeldStack, ProbeConfig, SLAB_NAME_LEN};
 
 /// `BPF_F_NO_PREALLOC`: entries are allocated when inserted, so memory follows the tasks that
 /// exist rather than the map's maximum.
@@ -107,34 +107,61 @@ pub static SLAB_GEOMETRY: HashMap<u64, u64> = HashMap::with_max_entries(4096, 0)
 /// In a [`SLAB_GEOMETRY`] value: the cache is a generic one (`kmalloc-*`).
 pub const SLAB_GENERIC: u64 = 1 << 40;
 
-/// Slots per context level in [`RUNNING`]: the task running one of our programs, plus up to
-/// three more tasks preempted inside one on the same CPU (each preemption needs a task
-/// switch in the middle of a program a few hundred instructions long: more is not seen).
+/// Slots per context level in [`CpuState::running`]: the task running one of our programs,
+/// plus up to three more tasks preempted inside one on the same CPU (each preemption needs a
+/// task switch in the middle of a program a few hundred instructions long: more is not seen).
 pub const RUNNING_SLOTS: u32 = 4;
 
-/// Per CPU, per context level (task, softirq, hardirq, NMI) and per slot: the task running one
-/// of our programs there (see `emit::Running`).
-#[map]
-pub static RUNNING: PerCpuArray<u64> = PerCpuArray::with_max_entries(4 * RUNNING_SLOTS, 0);
+/// What the programs keep per CPU, in one value so that one lookup finds all of it.
+#[repr(C)]
+pub struct CpuState {
+    /// Per context level (task, softirq, hardirq, NMI) and slot: the task running one of our
+    /// programs there (see `emit::Running`).
+    pub running: [u64; 4 * RUNNING_SLOTS as usize],
+    /// Per running slot: one word through which a typed pointer becomes a plain number (see
+    /// `context::Here::number`), private to the slot's program run.
+    pub scratch: [u64; 4 * RUNNING_SLOTS as usize],
+    /// Per context level: the lock address whose release the first copy of a release program
+    /// handled, and how many copies of that call are still to run (see
+    /// `kernel_locks::on_release`).
+    pub release_claims: [[u64; 2]; 4],
+    /// This CPU's per-CPU base, as a plain number (see `context::enter`). Every program that
+    /// writes it writes the same value.
+    pub percpu_base: u64,
+}
 
-/// Per CPU and per context level: the lock address whose release the first copy of a release
-/// program handled, and how many copies of that call are still to run (see
-/// `kernel_locks::on_release`).
+/// One [`CpuState`] per CPU.
 #[map]
-pub static RELEASE_CLAIM: PerCpuArray<u64> = PerCpuArray::with_max_entries(2 * 4, 0);
+pub static CPU_STATE: PerCpuArray<CpuState> = PerCpuArray::with_max_entries(1, 0);
+
+/// Slots of [`RecentCaches::chains`]: a power of two. A busy kernel's steady state revisits a
+/// few thousand chains per CPU; 2,048 keep most of them in 16 KiB (a per-CPU value is at most
+/// 32 KiB: the per-CPU allocator's smallest unit).
+pub const RECENT_CHAINS: usize = 2048;
+
+/// Slots of [`RecentCaches::slabs`]: a power of two, a few times the caches a CPU's locks sit
+/// in at once.
+pub const RECENT_SLABS: usize = 64;
+
+/// Per-CPU, direct-mapped caches in front of the shared hash maps: an array element is found
+/// with a few instructions, a hash map entry with a hash and a bucket walk, and the lock
+/// programs look one up on every acquisition. A miss (a slot taken by another key, or written
+/// by an interrupting program) only falls through to the hash map.
+#[repr(C)]
+pub struct RecentCaches {
+    /// Chain-cache lookup keys known to be in [`CHAINS`], each at `key % RECENT_CHAINS`.
+    pub chains: [u64; RECENT_CHAINS],
+    /// `[cache, geometry, cache ^ geometry]` from [`SLAB_GEOMETRY`], at a hash of the cache
+    /// (see `context::slab_cache`); the third word rejects an entry half written when another
+    /// program on this CPU wrote the same slot.
+    pub slabs: [[u64; 3]; RECENT_SLABS],
+}
+
+/// One [`RecentCaches`] per CPU.
+#[map]
+pub static RECENT: PerCpuArray<RecentCaches> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per CPU: hardirq and softirq bracket depths (`irq:*_entry`/`*_exit`), which place events
 /// only where `preempt_count` cannot be read.
 #[map]
 pub static BRACKETS: PerCpuArray<u32> = PerCpuArray::with_max_entries(2, 0);
-
-/// Per CPU and `RUNNING` slot: one word that values go through to become opaque to the
-/// verifier (see `context::launder`); one per slot so that no other program run overwrites it.
-#[map]
-pub static SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(4 * RUNNING_SLOTS, 0);
-
-/// Per CPU and `RUNNING` slot: the lock an acquire program is following, built here rather
-/// than on the BPF stack so that the verifier sees its fields as unknown values, not as one
-/// constant per way they were found (see `context::launder`).
-#[map]
-pub static NEW_LOCK: PerCpuArray<HeldLock> = PerCpuArray::with_max_entries(4 * RUNNING_SLOTS, 0);

@@ -15,8 +15,8 @@ use crate::{
     context,
     emit::{self, count},
     held,
-    maps::{PENDING, PendingLock},
-    validate::{self, Maps},
+    maps::{CPU_STATE, PENDING, PendingLock},
+    validate::{self, Counters, Maps},
 };
 
 /// Entry of a lock call (`pthread_mutex_lock`, `pthread_rwlock_rdlock` ...): remember it.
@@ -29,7 +29,11 @@ pub fn on_lock_entry(ctx: &ProbeContext, lock_kind: LockKind, variant: u32) {
     }
     // The map update takes a bucket lock our kernel probes see: they must know they are
     // nested. Uprobes run in task context: level 0.
-    let Some(_running) = emit::Running::enter(0) else {
+    let Some(state) = CPU_STATE.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's value, valid for the program run.
+    let Some(_running) = emit::Running::enter(unsafe { &mut *state }, 0) else {
         return;
     };
     let Some(addr) = ctx.arg::<u64>(0) else {
@@ -48,7 +52,7 @@ pub fn on_lock_entry(ctx: &ProbeContext, lock_kind: LockKind, variant: u32) {
 /// Return of any lock call: follow the acquisition when it returned 0.
 #[inline(always)]
 pub fn on_lock_return(ctx: &RetProbeContext) {
-    let Some((cfg, _running, here)) = context::begin() else {
+    let Some((cfg, here)) = context::begin() else {
         return;
     };
     let key = here.pid_tgid;
@@ -84,7 +88,7 @@ pub fn on_lock_return(ctx: &RetProbeContext) {
         variant: pending.flags,
         ..HeldLock::default()
     });
-    let Some(stack) = held::user_stack(&here, true) else {
+    let Some(stack) = held::user_stack(here.tid(), here.cpu, true) else {
         return;
     };
     let mut maps = Maps {
@@ -97,21 +101,18 @@ pub fn on_lock_return(ctx: &RetProbeContext) {
     validate::acquire(&mut maps, cfg, stack, lock);
 }
 
-/// Entry of an unlock call: follow the release.
+/// Entry of an unlock call: follow the release. Like a kernel lock's release, it takes no
+/// running slot (see `kernel_locks::on_release`).
 #[inline(always)]
 pub fn on_unlock(ctx: &ProbeContext) {
-    let Some((_cfg, _running, here)) = context::begin() else {
+    let Some(cfg) = context::config() else { return };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if context::filtered_out(cfg, pid_tgid) {
         return;
-    };
+    }
     let Some(addr) = ctx.arg::<u64>(0) else {
         return;
     };
-    let mut maps = Maps {
-        ctx,
-        here: &here,
-        irqs: IrqState::Enabled,
-        flags: 0,
-        user: true,
-    };
-    tracer_common::validate::release(&mut maps, held::user_stack(&here, false), addr);
+    let stack = held::user_stack(pid_tgid as u32, context::cpu(), false);
+    tracer_common::validate::release(&mut Counters, stack, addr);
 }

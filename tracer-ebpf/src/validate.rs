@@ -2,7 +2,7 @@
 //! `tracer_common::validate`'s (the same code user space's model runs); [`Maps`] gives it the
 //! chain cache, the usage bits, the contention figures and the ring buffer.
 
-use aya_ebpf::EbpfContext;
+use aya_ebpf::{EbpfContext, helpers::generated::bpf_get_current_task};
 use tracer_common::{
     AcquireState, ClassDesc, ContentionStat, Counter, FactKind, HeldLock, HeldStack, IrqState,
     ProbeConfig, fact::news, validate,
@@ -10,8 +10,8 @@ use tracer_common::{
 
 use crate::{
     context::{self, Here},
-    emit::{self, FactInfo},
-    maps::{CHAINS, CONTENTION, USAGE},
+    emit::{self, FactInfo, Running},
+    maps::{CHAINS, CONTENTION, CpuState, RECENT, RECENT_CHAINS, USAGE},
 };
 
 /// `BPF_ANY`.
@@ -31,21 +31,71 @@ pub struct Maps<'a, C> {
     pub user: bool,
 }
 
-impl<C: EbpfContext> validate::Validator for Maps<'_, C> {
+/// Counts into the counters map: all a release needs (see `user_locks::on_unlock`).
+pub struct Counters;
+
+/// Counts for a kernel lock's release at context `level` (see `kernel_locks::on_release`). A
+/// release made inside another of our programs (the current task holds a running slot at
+/// this level) is of a lock one of our helpers took — the ring buffer's, a hash map's bucket
+/// lock — whose acquisition was not followed: not finding it is not counted as unmatched.
+pub struct ReleaseCounts<'a> {
+    /// This CPU's state.
+    pub state: &'a CpuState,
+    /// The release's context level.
+    pub level: u32,
+}
+
+impl validate::Counts for ReleaseCounts<'_> {
+    #[inline(always)]
+    fn count(&mut self, counter: Counter, n: u64) {
+        if matches!(counter, Counter::UnmatchedRelease) {
+            // SAFETY: a helper without arguments.
+            let task = unsafe { bpf_get_current_task() };
+            if Running::held_by(self.state, self.level, task, None) {
+                return;
+            }
+        }
+        emit::count(counter, n);
+    }
+}
+
+impl validate::Counts for Counters {
     #[inline(always)]
     fn count(&mut self, counter: Counter, n: u64) {
         emit::count(counter, n);
     }
+}
 
+impl<C> validate::Counts for Maps<'_, C> {
+    #[inline(always)]
+    fn count(&mut self, counter: Counter, n: u64) {
+        emit::count(counter, n);
+    }
+}
+
+impl<C: EbpfContext> validate::Validator for Maps<'_, C> {
     #[inline(always)]
     fn known_usage(&mut self, class_key: u64) -> u8 {
         // SAFETY: a map value read once.
         unsafe { USAGE.get(&class_key) }.copied().unwrap_or(0)
     }
 
+    /// This CPU's recent chains first (see `RecentCaches`), then the chain cache.
     #[inline(always)]
     fn chain_known(&mut self, lookup: u64) -> bool {
-        CHAINS.get_ptr(&lookup).is_some()
+        let recent = recent_chain(lookup);
+        if let Some(slot) = &recent
+            && **slot == lookup
+        {
+            return true;
+        }
+        if CHAINS.get_ptr(&lookup).is_none() {
+            return false;
+        }
+        if let Some(slot) = recent {
+            *slot = lookup;
+        }
+        true
     }
 
     #[inline(always)]
@@ -77,12 +127,30 @@ impl<C: EbpfContext> validate::Validator for Maps<'_, C> {
     #[inline(always)]
     fn remember_chain(&mut self, lookup: u64) {
         let _ = CHAINS.insert(&lookup, &1, BPF_ANY);
+        if let Some(slot) = recent_chain(lookup) {
+            *slot = lookup;
+        }
     }
 
     #[inline(always)]
     fn contended(&mut self, class: &ClassDesc, class_key: u64, ns: u64) {
         account_contention(class, class_key, ns);
     }
+}
+
+/// The slot of this CPU's recent chains (see `RecentCaches`) where the chain-cache key
+/// `lookup` goes. A slot is one word, written whole: an interrupting program can only replace
+/// a key by another, which makes a miss, never a false hit.
+#[inline(always)]
+fn recent_chain(lookup: u64) -> Option<&'static mut u64> {
+    let recent = RECENT.get_ptr_mut(0)?;
+    // SAFETY: this CPU's value, valid for the program run; the index is masked to the
+    // array's length.
+    Some(unsafe {
+        (*recent)
+            .chains
+            .get_unchecked_mut(lookup as usize & (RECENT_CHAINS - 1))
+    })
 }
 
 /// Follows an acquisition (see `tracer_common::validate::acquire`).

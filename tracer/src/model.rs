@@ -17,7 +17,7 @@ use tracer_common::{
     fact::news,
     flags,
     held::task_key,
-    validate::{self, CallNews, Validator},
+    validate::{self, CallNews, Counts, Validator},
 };
 
 use crate::{fact::FactRecord, symbols::StackKey};
@@ -64,11 +64,13 @@ struct Run<'a> {
     facts: &'a mut Vec<FactRecord>,
 }
 
-impl Validator for Run<'_> {
+impl Counts for Run<'_> {
     fn count(&mut self, counter: Counter, n: u64) {
         self.caches.counters[counter as usize] += n;
     }
+}
 
+impl Validator for Run<'_> {
     fn known_usage(&mut self, class_key: u64) -> u8 {
         self.caches.usage.get(&class_key).copied().unwrap_or(0)
     }
