@@ -826,6 +826,9 @@ pub mod kfunc_marker {
     pub const LOCAL_IRQ_RESTORE: u32 = 0x7a11_0002;
     /// `bpf_get_kmem_cache(u64 addr)`.
     pub const GET_KMEM_CACHE: u32 = 0x7a11_0003;
+    /// `bpf_rdonly_cast(void *obj, u32 btf_id)`. (0x7a11_0004 is
+    /// [`super::PREEMPT_COUNT_VAR_MARKER`].)
+    pub const RDONLY_CAST: u32 = 0x7a11_0005;
 }
 
 #[cfg(feature = "user")]

@@ -39,7 +39,7 @@ fn call<C: EbpfContext>(
         return;
     };
     let caller = if caller == 0 && extra & flags::FROM_TRAMPOLINE != 0 {
-        context::trampoline_caller(ctx, cfg, None)
+        context::trampoline_caller(ctx, cfg, &here, None)
     } else {
         caller
     };

@@ -615,6 +615,50 @@ fn is_kernel_text(addr: u64) -> bool {
     addr >= 0xffff_ffff_8000_0000
 }
 
+/// The vmlinux BTF id of a struct of plain 8-byte members (`pt_regs`), set at load time: what
+/// [`frame_words`] reads a trampoline's frame as. 0 when the kernel has none.
+#[unsafe(no_mangle)]
+static FRAME_BTF_ID: u32 = 0;
+
+/// The two words at kernel address `at` (a trampoline's frame), read as plain loads: the
+/// `bpf_rdonly_cast` kfunc (Linux 6.2+; the verifier turns the call into a register move)
+/// types the address as an untrusted pointer to a struct of plain 8-byte members, whose
+/// fields the verifier lets a program load directly, each as one instruction with an
+/// exception-table entry. Through `bpf_probe_read_kernel` the same two words cost a fifth of
+/// an acquisition program's time. `None` without the kfunc (user space then patched the call
+/// into `r0 = 0`) or the struct.
+#[inline(always)]
+fn frame_words(at: u64) -> Option<[u64; 2]> {
+    // SAFETY: a plain read of a static; volatile so that the verifier sees the load of the
+    // frozen constant the kfunc's type argument must be.
+    let btf_id = unsafe { core::ptr::read_volatile(&raw const FRAME_BTF_ID) };
+    if btf_id == 0 {
+        return None;
+    }
+    let frame: *const u64;
+    // SAFETY: the kfunc takes the address (any type: `obj__ign`) and the BTF id (a constant)
+    // and returns the address; caller-saved registers are declared clobbered.
+    unsafe {
+        core::arch::asm!(
+            ".quad 0x7a11000500002085",
+            inout("r1") at => _,
+            inout("r2") u64::from(btf_id) => _,
+            lateout("r0") frame,
+            out("r3") _, out("r4") _, out("r5") _,
+        );
+    }
+    if frame.is_null() {
+        return None;
+    }
+    // SAFETY: loads the verifier turns into fault-tolerant ones (an untrusted pointer).
+    Some(unsafe {
+        [
+            core::ptr::read_volatile(frame),
+            core::ptr::read_volatile(frame.wrapping_add(1)),
+        ]
+    })
+}
+
 /// Where, in the words [`trampoline_caller`] reads, an fexit program on a function of one
 /// argument finds the trampoline's return address: after the return value and the saved
 /// frame pointer.
@@ -627,9 +671,11 @@ pub const FEXIT_ONE_ARG_RETURN_SLOT: usize = 2;
 /// fexit), the saved frame pointer and the trampoline's return address. When `__fentry__`
 /// *calls* the trampoline, that is the return address into the probed function (within 16
 /// bytes of `bpf_get_func_ip()`) and the caller comes next; when ftrace *jumps* to it (as
-/// the 7.3 guest's kernel does; 6.12's calls), it is the caller itself. `return_slot` says where that word is, for programs whose frame is known
-/// ([`FEXIT_ONE_ARG_RETURN_SLOT`]); without it, the word next to the one within 16 bytes of
-/// the function is taken (call mode only). Either costs one read. Without the helper (before
+/// the 7.3 guest's kernel does; 6.12's calls), it is the caller itself. `return_slot` says
+/// where that word is, for programs whose frame is known ([`FEXIT_ONE_ARG_RETURN_SLOT`]): the
+/// two words there are read as plain loads ([`frame_words`]), else through the read helper;
+/// without it, the word next to the one within 16 bytes of the function is taken (call mode
+/// only), through the helper. Without `bpf_get_func_ip` (before
 /// Linux 5.15) or when the frame does not look like that, three frames of the stack are
 /// walked instead (several times the cost of the whole rest of a lock program): the
 /// trampoline, possibly the return address into the probed function, then the caller.
@@ -637,6 +683,7 @@ pub const FEXIT_ONE_ARG_RETURN_SLOT: usize = 2;
 pub fn trampoline_caller<C: EbpfContext>(
     ctx: &C,
     cfg: &ProbeConfig,
+    here: &Here,
     return_slot: Option<usize>,
 ) -> u64 {
     let func_ip = if cfg.func_ip_helper != 0 {
@@ -652,15 +699,20 @@ pub fn trampoline_caller<C: EbpfContext>(
             Some(slot) if slot + 1 < FRAME_WORDS => {
                 // The return slot and the word after it: two words rather than the whole
                 // frame.
-                let mut words = [0u64; 2];
-                // SAFETY: the trampoline's frame on the kernel stack, read through the helper.
-                let read = unsafe {
-                    bpf_probe_read_kernel_buf(
-                        frame.wrapping_add(8 * slot),
-                        core::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), 16),
-                    )
-                };
-                if read.is_ok() {
+                let at = here.number(ctx.as_ptr() as u64) + 8 + 8 * slot as u64;
+                let words = frame_words(at).or_else(|| {
+                    let mut words = [0u64; 2];
+                    // SAFETY: the trampoline's frame on the kernel stack, read through the
+                    // helper.
+                    let read = unsafe {
+                        bpf_probe_read_kernel_buf(
+                            frame.wrapping_add(8 * slot),
+                            core::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), 16),
+                        )
+                    };
+                    read.is_ok().then_some(words)
+                });
+                if let Some(words) = words {
                     let caller = if into_function(words[0]) {
                         words[1]
                     } else {

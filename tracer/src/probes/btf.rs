@@ -197,6 +197,11 @@ impl KernelBtf {
         self.ids_of_kind(name, KIND_FUNC).next()
     }
 
+    /// The BTF id of `struct name`, if the kernel has one.
+    pub fn struct_id(&self, name: &str) -> Option<u32> {
+        self.ids_of_kind(name, KIND_STRUCT).next()
+    }
+
     /// True when the kernel has a function called `name`.
     pub fn has_func(&self, name: &str) -> bool {
         self.func_id(name).is_some()

@@ -169,6 +169,15 @@ pub fn run() -> CheckReport {
                 "absent (Linux 6.13+): dynamic locks are classed by address"
             },
         ));
+        features.push(feature(
+            "kfunc:bpf_rdonly_cast",
+            facts.frame_btf_id != 0,
+            if facts.frame_btf_id != 0 {
+                "acquiring functions are read from the trampoline's frame with plain loads"
+            } else {
+                "absent (Linux 6.2+): acquiring functions are read through a helper call"
+            },
+        ));
         features.push(match &facts.preempt_count {
             Ok(count) => feature("preempt_count", true, count.describe()),
             Err(missing) => feature(

@@ -167,6 +167,10 @@ pub struct KernelFacts {
     pub rq_lock_percpu_offset: u64,
     /// `bpf_get_func_ip` exists for trampoline programs (Linux 5.15+).
     pub func_ip_helper: bool,
+    /// The BTF id of `struct pt_regs` when the `bpf_rdonly_cast` kfunc exists (Linux 6.2+):
+    /// the programs then read the acquiring function from a trampoline's frame with plain
+    /// loads rather than a helper call. 0 otherwise.
+    pub frame_btf_id: u32,
 }
 
 impl KernelFacts {
@@ -178,6 +182,10 @@ impl KernelFacts {
             irq_kfunc: btf.has_func("bpf_local_irq_save") && btf.has_func("bpf_local_irq_restore"),
             kmem_cache_kfunc: btf.has_func("bpf_get_kmem_cache")
                 && btf.member_offset("kmem_cache", &["name"]).is_some(),
+            frame_btf_id: btf
+                .struct_id("pt_regs")
+                .filter(|_| btf.has_func("bpf_rdonly_cast"))
+                .unwrap_or(0),
             kmem_cache_name_offset: btf.member_offset("kmem_cache", &["name"]).unwrap_or(0),
             kmem_cache_geometry: btf
                 .member_offset("kmem_cache", &["size"])

@@ -22,7 +22,7 @@ pub struct Kfunc {
 }
 
 /// Every kfunc the programs call.
-pub const KFUNCS: [Kfunc; 3] = [
+pub const KFUNCS: [Kfunc; 4] = [
     Kfunc {
         name: "bpf_local_irq_save",
         marker: kfunc_marker::LOCAL_IRQ_SAVE,
@@ -37,6 +37,11 @@ pub const KFUNCS: [Kfunc; 3] = [
         name: "bpf_get_kmem_cache",
         marker: kfunc_marker::GET_KMEM_CACHE,
         since: "6.13",
+    },
+    Kfunc {
+        name: "bpf_rdonly_cast",
+        marker: kfunc_marker::RDONLY_CAST,
+        since: "6.2",
     },
 ];
 

@@ -206,6 +206,9 @@ impl Probes {
                 &facts.preempt_count_ksym_offset(),
                 true,
             )
+            // The type the programs read a trampoline's frame as (`context::frame_words`):
+            // any struct of plain 8-byte members does, and x86's `pt_regs` is one.
+            .override_global("FRAME_BTF_ID", &facts.frame_btf_id, true)
             .load(object)
             .map_err(|e| ProbeError::Load(Box::new(e)))?;
         let config = facts.probe_config(std::process::id());
