@@ -420,7 +420,7 @@ pub fn enter(located: Located) -> Option<(&'static ProbeConfig, Here)> {
     // SAFETY: this CPU's value, valid for the program run; programs of other CPUs do not see
     // it, and what a nested or preempting program of this CPU writes is said where written.
     let state = unsafe { &mut *state };
-    let running = emit::Running::enter(state, level)?;
+    let running = emit::Running::enter(state, level, pid_tgid as u32)?;
     // One state for the rest of the program, whichever way the view was found.
     let noise = pid_tgid;
     let (count, raw) = view.unwrap_or((0, RawBase { word: 0, minus: 0 }));

@@ -4,7 +4,7 @@ use aya_ebpf::{
     EbpfContext,
     helpers::{
         bpf_get_current_comm,
-        generated::{bpf_get_current_task, bpf_get_stack, bpf_probe_read_kernel},
+        generated::{bpf_get_stack, bpf_probe_read_kernel},
     },
 };
 use tracer_common::{
@@ -134,26 +134,34 @@ pub fn fact<C: EbpfContext>(
 /// spinlock, a hash map's bucket lock) and must not re-enter them. Programs run with migration
 /// disabled but, on preemptible kernels, not with preemption disabled: another task may run on
 /// this CPU while one is preempted inside a program, and its events are not nested. So each
-/// context has [`RUNNING_SLOTS`] slots holding the owning task.
+/// context has [`RUNNING_SLOTS`] slots holding the owning task, by thread id ([`owner`]: the
+/// program already has it, where the task's address would cost a helper call; thread ids are
+/// unique among live tasks, and the one id shared, the idle tasks' 0, is one task per CPU).
 ///
-/// Only programs that call helpers taking locks (the ring buffer, hash map updates) need one:
-/// a release follows its lock with lookups alone and claims none.
+/// A spinning lock's release claims none: it calls no helper that takes a lock, and it cannot
+/// be preempted.
 pub struct Running {
     slot: *mut u64,
     /// The slot's scratch word (see `CpuState::scratch`).
     pub scratch: *mut u64,
-    /// The current task, which owns the slot.
-    task: u64,
+    /// The slot's value: the current task's [`owner`] word.
+    owner: u64,
+}
+
+/// What a running slot holds for the task with thread id `tid`: never 0, the free slot.
+#[inline(always)]
+pub fn owner(tid: u32) -> u64 {
+    u64::from(tid) | 1 << 63
 }
 
 impl Running {
     /// Claims a slot of context `level` (0 task, 1 softirq, 2 hardirq, 3 NMI) in `cpu` for the
-    /// current task; `None`, counted, when the task already holds one there (this probe is
-    /// nested in one of our programs) or when every slot is held by preempted tasks.
+    /// current task, thread `tid`; `None`, counted, when the task already holds one there
+    /// (this probe is nested in one of our programs) or when every slot is held by preempted
+    /// tasks.
     #[inline(always)]
-    pub fn enter(cpu: &mut CpuState, level: u32) -> Option<Running> {
-        // SAFETY: a helper without arguments.
-        let task = unsafe { bpf_get_current_task() };
+    pub fn enter(cpu: &mut CpuState, level: u32, tid: u32) -> Option<Running> {
+        let task = owner(tid);
         let mut free: Option<u32> = None;
         for i in 0..RUNNING_SLOTS {
             let index = level * RUNNING_SLOTS + i;
@@ -184,7 +192,7 @@ impl Running {
         Some(Running {
             slot: slot as *mut u64,
             scratch,
-            task,
+            owner: task,
         })
     }
 
@@ -194,10 +202,11 @@ impl Running {
         self.slot
     }
 
-    /// True when `task` holds a slot of context `level` in `cpu` other than `except`: it
-    /// was preempted inside one of our programs there.
+    /// True when thread `tid` holds a slot of context `level` in `cpu` other than `except`: it
+    /// was preempted inside one of our programs there (or this program runs nested in one).
     #[inline(always)]
-    pub fn held_by(cpu: &CpuState, level: u32, task: u64, except: Option<*const u64>) -> bool {
+    pub fn held_by(cpu: &CpuState, level: u32, tid: u32, except: Option<*const u64>) -> bool {
+        let task = owner(tid);
         for i in 0..RUNNING_SLOTS {
             let Some(slot) = cpu.running.get((level * RUNNING_SLOTS + i) as usize) else {
                 continue;
@@ -219,7 +228,7 @@ impl Drop for Running {
         // SAFETY: the slot claimed in `enter`, in this CPU's state (the task cannot migrate
         // while a program runs); cleared only while this task still owns it.
         unsafe {
-            if *self.slot == self.task {
+            if *self.slot == self.owner {
                 *self.slot = 0;
             }
         }

@@ -119,7 +119,7 @@ pub fn switch(cfg: &ProbeConfig, here: &Here, prev: u64, next: u64) {
     // be in the middle of changing its own stack: leave it alone (its run-queue lock was not
     // followed: a nested probe).
     let state = here.cpu_state();
-    if Running::held_by(state, 0, prev, Some(here.running_slot())) {
+    if Running::held_by(state, 0, prev_tid, Some(here.running_slot())) {
         return;
     }
     let Some(prev_stack) = task_stack(task_key(prev_tid, here.cpu, false), false) else {
@@ -136,7 +136,7 @@ pub fn switch(cfg: &ProbeConfig, here: &Here, prev: u64, next: u64) {
         count(Counter::StaleHeld, u64::from(stale));
     }
     let Some(lock) = handed else { return };
-    if Running::held_by(state, 0, next, None) {
+    if Running::held_by(state, 0, next_tid, None) {
         return;
     }
     if let Some(next_stack) = task_stack(task_key(next_tid, here.cpu, false), true) {

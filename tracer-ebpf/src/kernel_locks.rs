@@ -112,7 +112,7 @@ pub fn on_release(ctx: &FEntryContext, preemptible: bool) {
         return;
     }
     let _running = if preemptible {
-        let Some(running) = Running::enter(state, located.level) else {
+        let Some(running) = Running::enter(state, located.level, pid_tgid as u32) else {
             return;
         };
         Some(running)
@@ -122,7 +122,11 @@ pub fn on_release(ctx: &FEntryContext, preemptible: bool) {
     // One state for the rest, whichever level this is (see `context::launder`).
     let level = context::launder(pid_tgid, u64::from(located.level)) as u32 & 3;
     let stack = held::kernel_stack_at(level, pid_tgid as u32, context::cpu(), false);
-    let mut counts = ReleaseCounts { state, level };
+    let mut counts = ReleaseCounts {
+        state,
+        level,
+        tid: pid_tgid as u32,
+    };
     tracer_common::validate::release(&mut counts, stack, addr);
 }
 

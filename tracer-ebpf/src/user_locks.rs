@@ -33,7 +33,7 @@ pub fn on_lock_entry(ctx: &ProbeContext, lock_kind: LockKind, variant: u32) {
         return;
     };
     // SAFETY: this CPU's value, valid for the program run.
-    let Some(_running) = emit::Running::enter(unsafe { &mut *state }, 0) else {
+    let Some(_running) = emit::Running::enter(unsafe { &mut *state }, 0, pid_tgid as u32) else {
         return;
     };
     let Some(addr) = ctx.arg::<u64>(0) else {

@@ -2,7 +2,7 @@
 //! `tracer_common::validate`'s (the same code user space's model runs); [`Maps`] gives it the
 //! chain cache, the usage bits, the contention figures and the ring buffer.
 
-use aya_ebpf::{EbpfContext, helpers::generated::bpf_get_current_task};
+use aya_ebpf::EbpfContext;
 use tracer_common::{
     AcquireState, ClassDesc, ContentionStat, Counter, FactKind, HeldLock, HeldStack, IrqState,
     ProbeConfig, fact::news, validate,
@@ -43,15 +43,15 @@ pub struct ReleaseCounts<'a> {
     pub state: &'a CpuState,
     /// The release's context level.
     pub level: u32,
+    /// The current thread.
+    pub tid: u32,
 }
 
 impl validate::Counts for ReleaseCounts<'_> {
     #[inline(always)]
     fn count(&mut self, counter: Counter, n: u64) {
         if matches!(counter, Counter::UnmatchedRelease) {
-            // SAFETY: a helper without arguments.
-            let task = unsafe { bpf_get_current_task() };
-            if Running::held_by(self.state, self.level, task, None) {
+            if Running::held_by(self.state, self.level, self.tid, None) {
                 return;
             }
         }
