@@ -62,13 +62,7 @@ fn call<C: EbpfContext>(
     let Some(held) = stack.map(|stack| &*stack).or(EMPTY_HELD.get(0)) else {
         return;
     };
-    let mut maps = Maps {
-        ctx,
-        here: &here,
-        irqs,
-        flags: extra,
-        user: false,
-    };
+    let mut maps = Maps::kernel(ctx, &here, irqs, extra);
     let news = validate::call(
         &mut maps,
         held,

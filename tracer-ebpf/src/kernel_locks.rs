@@ -69,13 +69,12 @@ pub fn on_acquire(ctx: &FExitContext, lock_kind: LockKind, variant: u32, success
     let Some(stack) = held::kernel_stack(&here, true) else {
         return;
     };
-    let mut maps = Maps {
+    let mut maps = Maps::kernel(
         ctx,
-        here: &here,
-        irqs: context::irq_state(cfg, &here),
-        flags: flags::FROM_TRAMPOLINE,
-        user: false,
-    };
+        &here,
+        context::irq_state(cfg, &here),
+        flags::FROM_TRAMPOLINE,
+    );
     validate::acquire(&mut maps, cfg, stack, lock);
 }
 

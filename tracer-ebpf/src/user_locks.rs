@@ -9,7 +9,7 @@ use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     programs::{ProbeContext, RetProbeContext},
 };
-use tracer_common::{Counter, HeldLock, IrqState, LockKind, class::classify};
+use tracer_common::{Counter, HeldLock, LockKind, class::classify};
 
 use crate::{
     context,
@@ -91,13 +91,7 @@ pub fn on_lock_return(ctx: &RetProbeContext) {
     let Some(stack) = held::user_stack(here.tid(), here.cpu, true) else {
         return;
     };
-    let mut maps = Maps {
-        ctx,
-        here: &here,
-        irqs: IrqState::Enabled,
-        flags: 0,
-        user: true,
-    };
+    let mut maps = Maps::user(ctx, &here);
     validate::acquire(&mut maps, cfg, stack, lock);
 }
 

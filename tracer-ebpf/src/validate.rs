@@ -20,15 +20,43 @@ const BPF_ANY: u64 = 0;
 /// The validation's view of the maps, for one program run.
 pub struct Maps<'a, C> {
     /// The program's context (for the stack).
-    pub ctx: &'a C,
+    ctx: &'a C,
     /// Where it runs.
-    pub here: &'a Here,
+    here: &'a Here,
     /// The hardware-interrupt state.
-    pub irqs: IrqState,
+    irqs: IrqState,
     /// Extra fact [`tracer_common::flags`] (`FROM_TRAMPOLINE`).
-    pub flags: u32,
+    flags: u32,
     /// A user-space lock: facts carry the user stack.
-    pub user: bool,
+    user: bool,
+}
+
+impl<'a, C> Maps<'a, C> {
+    /// For a kernel event seen `here` with the interrupt state `irqs`; facts carry `flags`
+    /// and the kernel stack.
+    #[inline(always)]
+    pub fn kernel(ctx: &'a C, here: &'a Here, irqs: IrqState, flags: u32) -> Self {
+        Maps {
+            ctx,
+            here,
+            irqs,
+            flags,
+            user: false,
+        }
+    }
+
+    /// For a user-space lock taken `here` (task context, interrupts on); facts carry the
+    /// user stack.
+    #[inline(always)]
+    pub fn user(ctx: &'a C, here: &'a Here) -> Self {
+        Maps {
+            ctx,
+            here,
+            irqs: IrqState::Enabled,
+            flags: 0,
+            user: true,
+        }
+    }
 }
 
 /// Counts into the counters map: all a release needs (see `user_locks::on_unlock`).
