@@ -168,6 +168,36 @@ mod tests {
         assert_eq!(other, object);
     }
 
+    /// Every marker the patcher knows is in the eBPF object: a program that stopped calling
+    /// a kfunc the same way (or a marker renumbered on one side) would otherwise load with a
+    /// raw marker the verifier refuses, or never be patched.
+    #[test]
+    fn the_object_has_every_marker_the_patcher_knows() {
+        let object = super::super::OBJECT;
+        if object.is_empty() {
+            eprintln!("skipped: the eBPF object was not built (AYA_BUILD_SKIP=1)");
+            assert!(
+                std::env::var_os("AYA_BUILD_SKIP").is_some(),
+                "empty eBPF object"
+            );
+            return;
+        }
+        let mut words = vec![0u64; object.len().div_ceil(8)];
+        let bytes = super::super::words_as_bytes(&mut words);
+        bytes[..object.len()].copy_from_slice(object);
+        for kfunc in KFUNCS {
+            assert!(
+                patch_marker(bytes, kfunc.marker, None) > 0,
+                "no call of {} in the object",
+                kfunc.name
+            );
+        }
+        assert!(
+            patch_ksym(bytes, tracer_common::PREEMPT_COUNT_VAR_MARKER, None) > 0,
+            "no preempt_count ksym load in the object"
+        );
+    }
+
     #[test]
     fn marker_becomes_btf_id_or_mov() {
         let mut object = Vec::new();

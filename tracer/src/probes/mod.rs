@@ -189,7 +189,7 @@ impl Probes {
 
         // Patch the kfunc calls in a private, 8-byte aligned copy of the object.
         let mut words = vec![0u64; OBJECT.len().div_ceil(8)];
-        let bytes: &mut [u8] = bytemuck_bytes(&mut words);
+        let bytes: &mut [u8] = words_as_bytes(&mut words);
         bytes[..OBJECT.len()].copy_from_slice(OBJECT);
         let object = &mut bytes[..OBJECT.len()];
         kfunc::patch(object, &kernel_btf);
@@ -473,7 +473,7 @@ fn write_config(ebpf: &mut Ebpf, config: &ProbeConfig) -> Result<(), ProbeError>
 }
 
 /// Views a `u64` buffer as bytes (keeps the 8-byte alignment the ELF parser wants).
-fn bytemuck_bytes(words: &mut [u64]) -> &mut [u8] {
+fn words_as_bytes(words: &mut [u64]) -> &mut [u8] {
     // SAFETY: u8 has no alignment or validity requirements; the length covers the same memory.
     unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast(), words.len() * 8) }
 }
