@@ -31,8 +31,8 @@ use crate::{
 /// different constant on each; carried as such through the rest of the program, it would make
 /// the verifier walk the rest once per constant. Laundered, the rest is walked once.
 ///
-/// `noise` is any value the verifier knows nothing about (a helper's result: the
-/// `pid_tgid`, the current task). `value ^ noise ^ noise` is `value` again, but the verifier
+/// `noise` is any value the verifier knows nothing about (a helper's result, such as the
+/// `pid_tgid`, or a word made from one). `value ^ noise ^ noise` is `value` again, but the verifier
 /// does not track that through two XORs with an unknown: to it the result is unknown. Two
 /// register instructions, where a round trip through map memory costs a lookup and two memory
 /// accesses, and needs memory no other program run can write in between.

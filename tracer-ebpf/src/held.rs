@@ -55,7 +55,10 @@ pub fn kernel_stack_at(
     create: bool,
 ) -> Option<&'static mut HeldStack> {
     let irqs = IRQ_HELD.get_ptr_mut(0)?;
-    // SAFETY: this CPU's value; programs of one CPU and context level do not nest.
+    // SAFETY: this CPU's value. Programs of one CPU and context level do not nest, except a
+    // spinning lock's release inside one of our helpers: it finds nothing of its own to pop
+    // (that lock's acquisition was skipped as nested) and clears only the stacks of higher
+    // levels, which the program it interrupted does not hold.
     let irqs = unsafe { &mut *irqs };
     let mut stale = 0;
     for (i, stack) in irqs.stacks.iter_mut().enumerate() {
