@@ -4,8 +4,12 @@
 //! opcode 0x85 (call), src_reg 2 (`BPF_PSEUDO_KFUNC_CALL`) and a marker in `imm`
 //! (`tracer_common::kfunc_marker`). Here each marker becomes the kfunc's BTF id in vmlinux,
 //! or, when the running kernel lacks the kfunc, the call becomes `r0 = 0` so the program still
-//! loads and reports the value as unknown.
+//! loads and reports the value as unknown. Only the object's program sections are searched: a
+//! word of BTF, debug info or data that happened to look like a marked call stays as it is.
 
+use std::ops::Range;
+
+use object::{Object, ObjectSection, SectionKind};
 use tracer_common::kfunc_marker;
 
 use super::btf::KernelBtf;
@@ -61,14 +65,32 @@ pub struct Patched {
     pub sites: usize,
 }
 
-/// Rewrites every marked call in `object` (an ELF image, patched in place). Instruction sizes
-/// do not change, so relocations and line info stay valid.
+/// The byte ranges of `object`'s program sections (its executable code), where the marked
+/// instructions are; none when it is not an ELF image.
+pub fn program_ranges(object: &[u8]) -> Vec<Range<usize>> {
+    let Ok(file) = object::File::parse(object) else {
+        return Vec::new();
+    };
+    file.sections()
+        .filter(|section| section.kind() == SectionKind::Text)
+        .filter_map(|section| section.file_range())
+        .map(|(start, len)| start as usize..(start + len) as usize)
+        .filter(|range| range.end <= object.len())
+        .collect()
+}
+
+/// Rewrites every marked call in the program sections of `object` (an ELF image, patched in
+/// place). Instruction sizes do not change, so relocations and line info stay valid.
 pub fn patch(object: &mut [u8], btf: &KernelBtf) -> Vec<Patched> {
+    let ranges = program_ranges(object);
     KFUNCS
         .iter()
         .map(|kfunc| {
             let btf_id = btf.func_id(kfunc.name);
-            let sites = patch_marker(object, kfunc.marker, btf_id);
+            let sites = ranges
+                .iter()
+                .map(|range| patch_marker(&mut object[range.clone()], kfunc.marker, btf_id))
+                .sum();
             Patched {
                 name: kfunc.name,
                 btf_id,
@@ -86,10 +108,19 @@ const CALL_THIS_CPU_PTR: [u8; 8] = [0x85, 0x00, 0x00, 0x00, 0x9a, 0x00, 0x00, 0x
 /// `r1 = 0`, which stands in for each half of a load not used.
 const MOV_R1_ZERO: [u8; 8] = [0xb7, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00];
 
-/// Points every `bpf_this_cpu_ptr(&marker var)` sequence at the per-CPU variable `btf_id`, or,
-/// when `None`, turns it into `r1 = 0; r1 = 0; r0 = 0` (the verifier refuses a ksym the
-/// kernel cannot resolve even on a path never taken). Returns the sites patched.
-pub fn patch_ksym(object: &mut [u8], marker: u32, btf_id: Option<u32>) -> usize {
+/// Points every `bpf_this_cpu_ptr(&marker var)` sequence in the program sections of `object`
+/// at the per-CPU variable `btf_id`, or, when `None`, turns it into `r1 = 0; r1 = 0; r0 = 0`
+/// (the verifier refuses a ksym the kernel cannot resolve even on a path never taken).
+/// Returns the sites patched.
+pub fn patch_object_ksym(object: &mut [u8], marker: u32, btf_id: Option<u32>) -> usize {
+    program_ranges(object)
+        .into_iter()
+        .map(|range| patch_ksym(&mut object[range], marker, btf_id))
+        .sum()
+}
+
+/// [`patch_object_ksym`] on one run of instructions.
+fn patch_ksym(object: &mut [u8], marker: u32, btf_id: Option<u32>) -> usize {
     let mut head = [0u8; 8];
     head[..4].copy_from_slice(&KSYM_LOAD_PREFIX);
     head[4..].copy_from_slice(&marker.to_le_bytes());
@@ -183,18 +214,20 @@ mod tests {
             return;
         }
         let mut words = vec![0u64; object.len().div_ceil(8)];
-        let bytes = super::super::words_as_bytes(&mut words);
-        bytes[..object.len()].copy_from_slice(object);
+        let bytes = &mut super::super::words_as_bytes(&mut words)[..object.len()];
+        bytes.copy_from_slice(object);
+        let ranges = program_ranges(bytes);
+        assert!(!ranges.is_empty(), "the object has program sections");
         for kfunc in KFUNCS {
-            assert!(
-                patch_marker(bytes, kfunc.marker, None) > 0,
-                "no call of {} in the object",
-                kfunc.name
-            );
+            let sites: usize = ranges
+                .iter()
+                .map(|range| patch_marker(&mut bytes[range.clone()], kfunc.marker, None))
+                .sum();
+            assert!(sites > 0, "no call of {} in a program section", kfunc.name);
         }
         assert!(
-            patch_ksym(bytes, tracer_common::PREEMPT_COUNT_VAR_MARKER, None) > 0,
-            "no preempt_count ksym load in the object"
+            patch_object_ksym(bytes, tracer_common::PREEMPT_COUNT_VAR_MARKER, None) > 0,
+            "no preempt_count ksym load in a program section"
         );
     }
 

@@ -193,7 +193,7 @@ impl Probes {
         bytes[..OBJECT.len()].copy_from_slice(OBJECT);
         let object = &mut bytes[..OBJECT.len()];
         kfunc::patch(object, &kernel_btf);
-        kfunc::patch_ksym(
+        kfunc::patch_object_ksym(
             object,
             tracer_common::PREEMPT_COUNT_VAR_MARKER,
             facts.preempt_count_ksym(),
