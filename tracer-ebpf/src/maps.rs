@@ -152,7 +152,7 @@ pub struct RecentCaches {
     /// Chain-cache lookup keys known to be in [`CHAINS`], each at `key % RECENT_CHAINS`.
     pub chains: [u64; RECENT_CHAINS],
     /// `[cache, geometry, cache ^ geometry]` from [`SLAB_GEOMETRY`], at a hash of the cache
-    /// (see `context::slab_cache`); the third word rejects an entry half written when another
+    /// (see `context::cache_geometry`); the third word rejects an entry half written when another
     /// program on this CPU wrote the same slot.
     pub slabs: [[u64; 3]; RECENT_SLABS],
 }

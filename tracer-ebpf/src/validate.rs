@@ -78,10 +78,10 @@ pub struct ReleaseCounts<'a> {
 impl validate::Counts for ReleaseCounts<'_> {
     #[inline(always)]
     fn count(&mut self, counter: Counter, n: u64) {
-        if matches!(counter, Counter::UnmatchedRelease) {
-            if Running::held_by(self.state, self.level, self.tid, None) {
-                return;
-            }
+        if matches!(counter, Counter::UnmatchedRelease)
+            && Running::held_by(self.state, self.level, self.tid, None)
+        {
+            return;
         }
         emit::count(counter, n);
     }
