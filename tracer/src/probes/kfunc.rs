@@ -87,10 +87,7 @@ pub fn patch(object: &mut [u8], btf: &KernelBtf) -> Vec<Patched> {
         .iter()
         .map(|kfunc| {
             let btf_id = btf.func_id(kfunc.name);
-            let sites = ranges
-                .iter()
-                .map(|range| patch_marker(&mut object[range.clone()], kfunc.marker, btf_id))
-                .sum();
+            let sites = patch_marker_in(object, &ranges, kfunc.marker, btf_id);
             Patched {
                 name: kfunc.name,
                 btf_id,
@@ -141,6 +138,19 @@ fn patch_ksym(object: &mut [u8], marker: u32, btf_id: Option<u32>) -> usize {
         sites += 1;
     }
     sites
+}
+
+/// [`patch_marker`] on each of `ranges` of `object` (its program sections); the sites patched.
+fn patch_marker_in(
+    object: &mut [u8],
+    ranges: &[Range<usize>],
+    marker: u32,
+    btf_id: Option<u32>,
+) -> usize {
+    ranges
+        .iter()
+        .map(|range| patch_marker(&mut object[range.clone()], marker, btf_id))
+        .sum()
 }
 
 fn patch_marker(object: &mut [u8], marker: u32, btf_id: Option<u32>) -> usize {
@@ -213,17 +223,16 @@ mod tests {
             );
             return;
         }
-        let mut words = vec![0u64; object.len().div_ceil(8)];
+        let mut words = super::super::aligned_copy(object);
         let bytes = &mut super::super::words_as_bytes(&mut words)[..object.len()];
-        bytes.copy_from_slice(object);
         let ranges = program_ranges(bytes);
         assert!(!ranges.is_empty(), "the object has program sections");
         for kfunc in KFUNCS {
-            let sites: usize = ranges
-                .iter()
-                .map(|range| patch_marker(&mut bytes[range.clone()], kfunc.marker, None))
-                .sum();
-            assert!(sites > 0, "no call of {} in a program section", kfunc.name);
+            assert!(
+                patch_marker_in(bytes, &ranges, kfunc.marker, None) > 0,
+                "no call of {} in a program section",
+                kfunc.name
+            );
         }
         assert!(
             patch_object_ksym(bytes, tracer_common::PREEMPT_COUNT_VAR_MARKER, None) > 0,

@@ -188,10 +188,8 @@ impl Probes {
         let facts = KernelFacts::from_btf(&kernel_btf, kallsyms_lists);
 
         // Patch the kfunc calls in a private, 8-byte aligned copy of the object.
-        let mut words = vec![0u64; OBJECT.len().div_ceil(8)];
-        let bytes: &mut [u8] = words_as_bytes(&mut words);
-        bytes[..OBJECT.len()].copy_from_slice(OBJECT);
-        let object = &mut bytes[..OBJECT.len()];
+        let mut words = aligned_copy(OBJECT);
+        let object = &mut words_as_bytes(&mut words)[..OBJECT.len()];
         kfunc::patch(object, &kernel_btf);
         kfunc::patch_object_ksym(
             object,
@@ -470,6 +468,14 @@ fn write_config(ebpf: &mut Ebpf, config: &ProbeConfig) -> Result<(), ProbeError>
         Array::try_from(ebpf.map_mut("CONFIG").expect("CONFIG map in object"))
             .map_err(map_error)?;
     map.set(0, config, 0).map_err(map_error)
+}
+
+/// `bytes` in a `u64` buffer (8-byte aligned, as the ELF parser wants), zero-padded to a whole
+/// word: view it with [`words_as_bytes`], cut to `bytes.len()`.
+fn aligned_copy(bytes: &[u8]) -> Vec<u64> {
+    let mut words = vec![0u64; bytes.len().div_ceil(8)];
+    words_as_bytes(&mut words)[..bytes.len()].copy_from_slice(bytes);
+    words
 }
 
 /// Views a `u64` buffer as bytes (keeps the 8-byte alignment the ELF parser wants).
