@@ -21,8 +21,8 @@ use tracer_common::{
 use crate::{
     emit,
     maps::{
-        BRACKETS, CLOCK, CONFIG, CPU_STATE, CpuState, RECENT, RECENT_SLABS, SLAB_GENERIC,
-        SLAB_GEOMETRY, SLAB_NAMES,
+        BRACKETS, CLOCK, CONFIG, CpuState, RECENT, RECENT_SLABS, SLAB_GENERIC, SLAB_GEOMETRY,
+        SLAB_NAMES,
     },
 };
 
@@ -416,10 +416,7 @@ pub fn enter(located: Located) -> Option<(&'static ProbeConfig, Here)> {
     if level == 0 && filtered_out(cfg, pid_tgid) {
         return None;
     }
-    let state = CPU_STATE.get_ptr_mut(0)?;
-    // SAFETY: this CPU's value, valid for the program run; programs of other CPUs do not see
-    // it, and what a nested or preempting program of this CPU writes is said where written.
-    let state = unsafe { &mut *state };
+    let state = crate::maps::cpu_state()?;
     let running = emit::Running::enter(state, level, pid_tgid as u32)?;
     // One state for the rest of the program, whichever way the view was found.
     let noise = pid_tgid;

@@ -14,7 +14,7 @@ use crate::{
     context,
     emit::Running,
     held,
-    maps::{CPU_STATE, CpuState},
+    maps::{CpuState, cpu_state},
     validate::{self, Maps, ReleaseCounts},
 };
 
@@ -98,11 +98,9 @@ pub fn on_release(ctx: &FEntryContext, preemptible: bool) {
         return;
     };
     let addr: u64 = ctx.arg(0);
-    let Some(state) = CPU_STATE.get_ptr_mut(0) else {
+    let Some(state) = cpu_state() else {
         return;
     };
-    // SAFETY: this CPU's value, valid for the program run.
-    let state = unsafe { &mut *state };
     if !first_copy(state, located.level, addr) {
         return;
     }

@@ -134,6 +134,15 @@ pub struct CpuState {
 #[map]
 pub static CPU_STATE: PerCpuArray<CpuState> = PerCpuArray::with_max_entries(1, 0);
 
+/// This CPU's [`CpuState`], for the program run.
+#[inline(always)]
+pub fn cpu_state() -> Option<&'static mut CpuState> {
+    let state = CPU_STATE.get_ptr_mut(0)?;
+    // SAFETY: this CPU's value, valid for the program run; programs of other CPUs do not see
+    // it, and what a nested or preempting program of this CPU writes is said where written.
+    Some(unsafe { &mut *state })
+}
+
 /// Slots of [`RecentCaches::chains`]: a power of two. A busy kernel's steady state revisits a
 /// few thousand chains per CPU; 2,048 keep most of them in 16 KiB (a per-CPU value is at most
 /// 32 KiB: the per-CPU allocator's smallest unit).

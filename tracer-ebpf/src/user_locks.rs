@@ -15,7 +15,7 @@ use crate::{
     context,
     emit::{self, count},
     held,
-    maps::{CPU_STATE, PENDING, PendingLock},
+    maps::{PENDING, PendingLock, cpu_state},
     validate::{self, Counters, Maps},
 };
 
@@ -29,11 +29,10 @@ pub fn on_lock_entry(ctx: &ProbeContext, lock_kind: LockKind, variant: u32) {
     }
     // The map update takes a bucket lock our kernel probes see: they must know they are
     // nested. Uprobes run in task context: level 0.
-    let Some(state) = CPU_STATE.get_ptr_mut(0) else {
+    let Some(state) = cpu_state() else {
         return;
     };
-    // SAFETY: this CPU's value, valid for the program run.
-    let Some(_running) = emit::Running::enter(unsafe { &mut *state }, 0, pid_tgid as u32) else {
+    let Some(_running) = emit::Running::enter(state, 0, pid_tgid as u32) else {
         return;
     };
     let Some(addr) = ctx.arg::<u64>(0) else {
