@@ -27,6 +27,20 @@ pub enum AlertKind {
 }
 
 impl AlertKind {
+    /// Every kind, in the order reports list them.
+    pub const ALL: [AlertKind; 5] = [
+        AlertKind::CircularDependency,
+        AlertKind::IrqLockInversion,
+        AlertKind::InconsistentLockState,
+        AlertKind::RecursiveLocking,
+        AlertKind::AtomicContext,
+    ];
+
+    /// The kind whose [`AlertKind::name`] is `name` (suppression files name kinds this way).
+    pub fn from_name(name: &str) -> Option<AlertKind> {
+        AlertKind::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+
     /// The stable name used in JSON and fixtures, e.g. `circular_dependency`.
     pub const fn name(self) -> &'static str {
         match self {

@@ -1,11 +1,13 @@
 //! Turns the engine's findings into what people and tools read: lockdep-shaped text
 //! ([`text`]), JSON ([`json`]) and the dependency graph as Graphviz DOT or JSON ([`graph`]).
 //! The helpers here name classes, usage and stacks the same way in all of them;
-//! [`printable`] escapes what the traced world named before a person reads it.
+//! [`printable`] escapes what the traced world named before a person reads it; [`suppress`]
+//! decides which alerts a suppression file leaves out.
 
 pub mod graph;
 pub mod json;
 mod printable;
+pub mod suppress;
 pub mod text;
 
 pub use printable::printable;
@@ -49,4 +51,89 @@ pub fn call_site(symbols: &Symbols, pid: u32, addr: u64, user: bool) -> String {
 pub fn stack_frames(symbols: &Symbols, stack: Option<StackKey>) -> Option<Vec<String>> {
     let frames = symbols.stack(stack?)?;
     Some(frames.iter().map(ToString::to_string).collect())
+}
+
+/// A small kernel world for the report modules' tests: named locks and functions, lock event
+/// streams through `crate::model`, and the engine's alerts on them.
+#[cfg(test)]
+pub(crate) mod testing {
+    use tracer_common::{Event, EventKind, ExecContext, IrqState, LockKind};
+
+    use crate::{
+        engine::{Alert, Engine},
+        fact::FactRecord,
+        model::KernelModel,
+        symbols::{KernelSymbols, Symbols},
+    };
+
+    /// Static locks, named `alpha_lock`, `beta_lock`, `gamma_lock`.
+    pub const ALPHA: u64 = 0xffff_ffff_8260_0000;
+    pub const BETA: u64 = 0xffff_ffff_8260_0100;
+    pub const GAMMA: u64 = 0xffff_ffff_8260_0200;
+    /// `do_work`, the function every lock is taken in.
+    pub const DO_WORK: u64 = 0xffff_ffff_8100_0000;
+
+    /// The names of the locks and of `do_work`.
+    pub fn symbols() -> Symbols {
+        Symbols {
+            kernel: KernelSymbols::parse(
+                "ffffffff81000000 T do_work\nffffffff81001000 T other_work\n\
+                 ffffffff82600000 d alpha_lock\nffffffff82600100 d beta_lock\n\
+                 ffffffff82600200 d gamma_lock\n",
+            ),
+            ..Symbols::default()
+        }
+    }
+
+    /// A spinlock event of task `tid` on `addr`, from `do_work`, at `ns`.
+    pub fn event(kind: EventKind, tid: u32, addr: u64, ns: u64) -> Event {
+        let mut ev = Event::zeroed();
+        ev.kind = kind as u32;
+        ev.lock_kind = LockKind::Spin as u32;
+        ev.lock_addr = addr;
+        ev.caller = DO_WORK + 0x10;
+        ev.pid = tid;
+        ev.tid = tid;
+        ev.irqs = IrqState::Enabled as u32;
+        ev.context = ExecContext::Task as u32;
+        ev.timestamp_ns = ns;
+        ev.comm[..4].copy_from_slice(b"test");
+        ev
+    }
+
+    /// Task `i + 1` takes the locks of `orders[i]` in order, then releases them.
+    pub fn nested(orders: &[&[u64]]) -> Vec<Event> {
+        let mut events = Vec::new();
+        for (i, order) in orders.iter().enumerate() {
+            let tid = i as u32 + 1;
+            for &lock in *order {
+                events.push(event(EventKind::LockAcquire, tid, lock, 0));
+            }
+            for &lock in order.iter().rev() {
+                events.push(event(EventKind::LockRelease, tid, lock, 0));
+            }
+        }
+        events
+    }
+
+    /// The facts of `events`, each changed by `edit`, through the engine: the engine and
+    /// every alert, in the order found.
+    pub fn alerts(
+        events: &[Event],
+        symbols: &Symbols,
+        mut edit: impl FnMut(&mut FactRecord),
+    ) -> (Engine, Vec<Alert>) {
+        let mut model = KernelModel::default();
+        let mut facts = Vec::new();
+        for ev in events {
+            model.process(ev, &mut facts);
+        }
+        let mut engine = Engine::default();
+        let mut alerts = Vec::new();
+        for fact in &mut facts {
+            edit(fact);
+            alerts.extend_from_slice(engine.process(fact, symbols));
+        }
+        (engine, alerts)
+    }
 }
