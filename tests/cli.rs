@@ -15,6 +15,8 @@ use tracer_common::{Event, EventKind, ExecContext, IrqState, LockKind};
 
 const LOCK_A: u64 = 0xffff_ffff_8260_0000;
 const LOCK_B: u64 = 0xffff_ffff_8260_0100;
+const LOCK_C: u64 = 0xffff_ffff_8260_0200;
+const LOCK_D: u64 = 0xffff_ffff_8260_0300;
 const FUNC: u64 = 0xffff_ffff_8100_0000;
 
 fn symbols() -> Vec<KernelSymbol> {
@@ -28,6 +30,8 @@ fn symbols() -> Vec<KernelSymbol> {
         sym(FUNC, 't', "do_work"),
         sym(LOCK_A, 'd', "alpha_lock"),
         sym(LOCK_B, 'd', "beta_lock"),
+        sym(LOCK_C, 'd', "gamma_lock"),
+        sym(LOCK_D, 'd', "delta_lock"),
     ]
 }
 
@@ -47,14 +51,37 @@ fn lock_event(kind: EventKind, tid: u32, addr: u64) -> Event {
 
 /// Task 1 takes alpha then beta, task 2 beta then alpha.
 fn abba() -> Vec<Event> {
+    abba_of(LOCK_A, LOCK_B, 1)
+}
+
+/// Task `tid` takes `a` then `b`, task `tid + 1` `b` then `a`.
+fn abba_of(a: u64, b: u64, tid: u32) -> Vec<Event> {
     let mut events = Vec::new();
-    for (tid, first, second) in [(1, LOCK_A, LOCK_B), (2, LOCK_B, LOCK_A)] {
+    for (tid, first, second) in [(tid, a, b), (tid + 1, b, a)] {
         events.push(lock_event(EventKind::LockAcquire, tid, first));
         events.push(lock_event(EventKind::LockAcquire, tid, second));
         events.push(lock_event(EventKind::LockRelease, tid, second));
         events.push(lock_event(EventKind::LockRelease, tid, first));
     }
     events
+}
+
+/// A finished recording of `events` (named by [`symbols`]), then `records`.
+fn write_events(path: &std::path::Path, events: &[Event], records: Vec<Record>) {
+    let header = Header::for_this_machine(vec!["test".into()], Vec::new());
+    let mut writer = TraceWriter::create(path, &header).unwrap();
+    writer.write(&Record::KernelSymbols(symbols())).unwrap();
+    let facts = facts(&mut KernelModel::default(), events);
+    writer.write_facts(&facts).unwrap();
+    for record in records {
+        writer.write(&record).unwrap();
+    }
+    writer
+        .finish(EndSummary {
+            facts_written: facts.len() as u64,
+            duration_ns: 1,
+        })
+        .unwrap();
 }
 
 /// The facts the kernel side finds in `events`.
@@ -673,4 +700,208 @@ fn a_missing_process_or_command_is_one_error_line() {
         );
         assert!(!std::path::Path::new(out).exists(), "{args:?}");
     }
+}
+
+/// Two AB-BAs: alpha/beta, then gamma/delta.
+fn write_two_inversions(path: &std::path::Path) {
+    let mut events = abba_of(LOCK_A, LOCK_B, 1);
+    events.extend(abba_of(LOCK_C, LOCK_D, 3));
+    write_events(path, &events, Vec::new());
+}
+
+/// Each JSON alert's classes, sorted, and whether it is marked suppressed.
+fn alert_classes(output: &Output) -> Vec<(Vec<String>, bool)> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("one JSON object per line");
+            let mut classes: Vec<String> = v["classes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().unwrap().to_string())
+                .collect();
+            classes.sort();
+            (classes, v["suppressed"].as_bool().unwrap())
+        })
+        .collect()
+}
+
+fn names(names: &[&str]) -> Vec<String> {
+    names.iter().map(|n| n.to_string()).collect()
+}
+
+#[test]
+fn suppressed_alerts_are_counted_not_printed_and_do_not_set_the_status() {
+    let dir = support::tempdir();
+    let trace = support::path_in(&dir, "two.lttrace");
+    write_two_inversions(&trace);
+    let trace = trace.to_str().unwrap();
+    let rules = support::path_in(&dir, "known.supp");
+    std::fs::write(
+        &rules,
+        "# accepted: the alpha/beta order\n\ncircular_dependency class:alpha_lock class:beta_*\n",
+    )
+    .unwrap();
+    let rules = rules.to_str().unwrap();
+    let everything = support::path_in(&dir, "all.supp");
+    std::fs::write(&everything, "* class:*_lock\n").unwrap();
+    let everything = everything.to_str().unwrap();
+    let (ab, cd) = (
+        names(&["alpha_lock", "beta_lock"]),
+        names(&["delta_lock", "gamma_lock"]),
+    );
+
+    let plain = run(&["report", trace, "--json"]);
+    assert_eq!(plain.status.code(), Some(ALERTS));
+    assert_eq!(
+        alert_classes(&plain),
+        vec![(ab.clone(), false), (cd.clone(), false)]
+    );
+    assert!(String::from_utf8_lossy(&plain.stderr).contains(", 2 alerts"));
+
+    let one = run(&["report", trace, "--json", "--suppressions", rules]);
+    assert_eq!(one.status.code(), Some(ALERTS), "gamma/delta still counts");
+    assert_eq!(alert_classes(&one), vec![(cd.clone(), false)]);
+    let stderr = String::from_utf8_lossy(&one.stderr);
+    assert!(stderr.contains(", 1 alerts, 1 suppressed"), "{stderr}");
+
+    let none = run(&["report", trace, "--suppressions", everything]);
+    assert_eq!(none.status.code(), Some(0), "only suppressed alerts: clean");
+    assert!(none.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&none.stderr);
+    assert!(stderr.contains(", 0 alerts, 2 suppressed"), "{stderr}");
+
+    let shown = run(&[
+        "report",
+        trace,
+        "--json",
+        "--suppressions",
+        rules,
+        "--show-suppressed",
+    ]);
+    assert_eq!(shown.status.code(), Some(ALERTS));
+    assert_eq!(alert_classes(&shown), vec![(ab, true), (cd, false)]);
+    let first: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&shown.stdout)
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(first["suppression"]["line"], 3);
+    assert_eq!(first["suppression"]["file"], rules);
+    assert_eq!(
+        first["suppression"]["rule"],
+        "circular_dependency class:alpha_lock class:beta_*"
+    );
+
+    let text = run(&[
+        "report",
+        trace,
+        "--suppressions",
+        everything,
+        "--show-suppressed",
+    ]);
+    assert_eq!(text.status.code(), Some(0), "shown, still suppressed");
+    let text = String::from_utf8_lossy(&text.stdout);
+    let marker = format!("[suppressed by {everything}:1: * class:*_lock]");
+    assert_eq!(text.matches(&marker).count(), 2, "{text}");
+    assert_eq!(text.matches("*** DEADLOCK ***").count(), 2, "{text}");
+}
+
+#[test]
+fn a_malformed_suppression_file_is_one_error_line_with_its_line_number() {
+    let dir = support::tempdir();
+    let trace = support::path_in(&dir, "abba.lttrace");
+    write_trace(&trace, 0);
+    let trace = trace.to_str().unwrap();
+    let bad = support::path_in(&dir, "suppressions.txt");
+    std::fs::write(&bad, "# ok\n* class:alpha_lock\ncircular class:beta_lock\n").unwrap();
+    let bad = bad.to_str().unwrap();
+    for args in [
+        &["report", trace, "--suppressions", bad][..],
+        &["graph", trace, "--suppressions", bad],
+        // Checked before anything is attached: no root needed to see it.
+        &["watch", "--no-kernel", "--suppressions", bad, "--", "true"],
+    ] {
+        let line = one_error_line(&run(args));
+        assert!(
+            line.starts_with(&format!(
+                "locktrace: error: {bad}:3: unknown alert kind \"circular\""
+            )),
+            "{args:?}: {line}"
+        );
+    }
+    let missing = support::path_in(&dir, "missing.supp");
+    let line = one_error_line(&run(&[
+        "report",
+        trace,
+        "--suppressions",
+        missing.to_str().unwrap(),
+    ]));
+    assert!(line.contains("cannot read suppressions from"), "{line}");
+    let line = one_error_line(&run(&["report", trace, "--show-suppressed"]));
+    assert!(line.contains("--suppressions"), "{line}");
+}
+
+#[test]
+fn graph_marks_the_dependencies_of_reported_and_suppressed_alerts() {
+    let dir = support::tempdir();
+    let trace = support::path_in(&dir, "two.lttrace");
+    write_two_inversions(&trace);
+    let trace = trace.to_str().unwrap();
+    let rules = support::path_in(&dir, "known.supp");
+    std::fs::write(
+        &rules,
+        "circular_dependency class:alpha_lock class:beta_lock\n",
+    )
+    .unwrap();
+    let rules = rules.to_str().unwrap();
+    let marks = |args: &[&str]| -> Vec<(String, String, serde_json::Value)> {
+        let output = run(args);
+        assert!(output.status.success());
+        let graph: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        graph["dependencies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["from"].as_str().unwrap().to_string(),
+                    d["to"].as_str().unwrap().to_string(),
+                    d["alert"].clone(),
+                )
+            })
+            .collect()
+    };
+    let edge = |from: &str, to: &str, alert: &str| (from.to_string(), to.to_string(), alert.into());
+    let json = ["graph", trace, "--format", "json"];
+    assert_eq!(
+        marks(&json),
+        vec![
+            edge("alpha_lock", "beta_lock", "reported"),
+            edge("beta_lock", "alpha_lock", "reported"),
+            edge("gamma_lock", "delta_lock", "reported"),
+            edge("delta_lock", "gamma_lock", "reported"),
+        ]
+    );
+    assert_eq!(
+        marks(&[&json[..], &["--suppressions", rules]].concat()),
+        vec![
+            edge("alpha_lock", "beta_lock", "suppressed"),
+            edge("beta_lock", "alpha_lock", "suppressed"),
+            edge("gamma_lock", "delta_lock", "reported"),
+            edge("delta_lock", "gamma_lock", "reported"),
+        ],
+        "every dependency is kept"
+    );
+    let dot = run(&["graph", trace, "--suppressions", rules]);
+    let dot = String::from_utf8_lossy(&dot.stdout);
+    assert_eq!(
+        dot.matches("suppressed\", style=solid, color=gray").count(),
+        2,
+        "{dot}"
+    );
+    assert_eq!(dot.matches("color=red").count(), 2, "{dot}");
 }

@@ -432,7 +432,7 @@ fn replay(f: &Fixture) -> (serde_json::Value, Engine, Vec<String>, Vec<String>) 
             write!(d, " {}", names.join(" -> ")).unwrap();
         }
         // The JSON report carries the same facts.
-        let json = report::json::render(alert, &engine, &f.symbols);
+        let json = report::json::render(alert, &engine, &f.symbols, &Default::default());
         assert_eq!(json["kind"], alert.kind.name());
         assert_eq!(json["classes"], serde_json::json!(names));
         assert_eq!(json["chain"].as_array().unwrap().len(), alert.chain.len());
@@ -448,7 +448,12 @@ fn replay(f: &Fixture) -> (serde_json::Value, Engine, Vec<String>, Vec<String>) 
             assert!(info["identified_by"].is_string() && info["usage"].is_array());
         }
         described.push(d);
-        texts.push(report::text::render(alert, &engine, &f.symbols));
+        texts.push(report::text::render(
+            alert,
+            &engine,
+            &f.symbols,
+            &Default::default(),
+        ));
     }
     (stats, engine, described, texts)
 }
@@ -477,7 +482,7 @@ fn check(name: &str) {
     want.sort();
     assert_eq!(got, want, "{}", context());
 
-    let graph = report::graph::to_json(&engine, &fixture.symbols);
+    let graph = report::graph::to_json(&engine, &fixture.symbols, &Default::default());
     let ids: Vec<u64> = graph["classes"]
         .as_array()
         .unwrap()
@@ -496,7 +501,7 @@ fn check(name: &str) {
             "{d}"
         );
     }
-    let dot = report::graph::to_dot(&engine, &fixture.symbols);
+    let dot = report::graph::to_dot(&engine, &fixture.symbols, &Default::default());
     assert!(dot.starts_with("digraph lockdep {") && dot.matches(" -> c").count() == deps.len());
 
     let classes: Vec<&str> = graph["classes"]

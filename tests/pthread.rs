@@ -258,6 +258,51 @@ fn the_alert_status_can_be_chosen_under_watch() {
 }
 
 #[test]
+fn suppressed_alerts_under_watch_are_counted_and_leave_the_status_clean() {
+    if !support::bpf_available(
+        "suppressed_alerts_under_watch_are_counted_and_leave_the_status_clean",
+    ) {
+        return;
+    }
+    let dir = support::tempdir();
+    let rules = support::path_in(&dir, "abba.supp");
+    // The user locks by their symbols, and a function of the chain's stacks.
+    std::fs::write(
+        &rules,
+        "circular_dependency class:lock_? function:take_b_then_a\n",
+    )
+    .unwrap();
+    for show in [false, true] {
+        let output = support::locktrace()
+            .args(["watch", "--json", "--no-kernel", "--suppressions"])
+            .arg(&rules)
+            .args(show.then_some("--show-suppressed"))
+            .arg("--")
+            .arg(support::lockpatterns())
+            .arg("abba")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{stderr}");
+        assert!(stderr.contains(", 0 alerts, 1 suppressed ("), "{stderr}");
+        let printed: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if show {
+            assert_eq!(
+                summary(&printed),
+                vec![("circular_dependency".into(), set(&["lock_a", "lock_b"]))]
+            );
+            assert_eq!(printed[0]["suppressed"], true);
+            assert_eq!(printed[0]["suppression"]["line"], 1);
+        } else {
+            assert!(printed.is_empty(), "{printed:?}");
+        }
+    }
+}
+
+#[test]
 fn a_command_that_cannot_execute_is_one_error_line() {
     if !support::bpf_available("a_command_that_cannot_execute_is_one_error_line") {
         return;

@@ -4,15 +4,14 @@
 use std::path::Path;
 
 use crate::{
-    engine::Engine,
-    session::watch::{AlertPrinter, process_and_print},
+    engine::{Alert, Engine},
     symbols::Symbols,
     tracefile::{
         ContentionSnapshot, DropCounts, Header, Record, TraceError, TraceReader, apply_to_symbols,
     },
 };
 
-/// What a replay found besides its alerts.
+/// What a replay found.
 pub struct Replay {
     /// The recording's header.
     pub header: Header,
@@ -20,6 +19,9 @@ pub struct Replay {
     pub engine: Engine,
     /// Everything the file named.
     pub symbols: Symbols,
+    /// Every alert, in the order found (reports print them once the whole file is read, with
+    /// its final names and figures).
+    pub alerts: Vec<Alert>,
     /// The last counters recorded.
     pub drops: Option<DropCounts>,
     /// The last contention figures recorded.
@@ -41,12 +43,13 @@ pub enum ReplayError {
     Output(#[source] std::io::Error),
 }
 
-/// Replays `path`, printing each alert through `printer` (if any) as it is found.
-pub fn replay(path: &Path, mut printer: Option<&mut AlertPrinter>) -> Result<Replay, ReplayError> {
+/// Replays `path` through the engine.
+pub fn replay(path: &Path) -> Result<Replay, TraceError> {
     let mut reader = TraceReader::open(path)?;
     let header = reader.header().clone();
     let mut engine = Engine::default();
     let mut symbols = Symbols::default();
+    let mut alerts = Vec::new();
     let mut drops = None;
     let mut contention = None;
     let mut facts = 0;
@@ -58,15 +61,7 @@ pub fn replay(path: &Path, mut printer: Option<&mut AlertPrinter>) -> Result<Rep
         match record {
             Record::Facts(batch) => {
                 for fact in &batch {
-                    match printer.as_deref_mut() {
-                        Some(printer) => {
-                            process_and_print(&mut engine, fact, &symbols, printer)
-                                .map_err(ReplayError::Output)?;
-                        }
-                        None => {
-                            engine.process(fact, &symbols);
-                        }
-                    }
+                    alerts.extend_from_slice(engine.process(fact, &symbols));
                 }
                 facts += batch.len() as u64;
             }
@@ -80,6 +75,7 @@ pub fn replay(path: &Path, mut printer: Option<&mut AlertPrinter>) -> Result<Rep
         header,
         engine,
         symbols,
+        alerts,
         drops,
         contention,
         facts,

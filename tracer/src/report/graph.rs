@@ -2,18 +2,63 @@
 //! (for other tools; the schema below is relied on):
 //!
 //! `{"classes":[{"id":N,"name":"...","identified_by":"...","usage":["USED_IN_HARDIRQ",...]}],
-//!   "dependencies":[{"from":"<class name>","to":"<class name>","read":bool,"count":N}]}`
+//!   "dependencies":[{"from":"<class name>","to":"<class name>","read":bool,"count":N,
+//!                    "kinds":[...],"alert":null|"reported"|"suppressed"}]}`
+//!
+//! Every dependency is kept, suppressed or not: the graph is what the session did. `alert`
+//! says whether the dependency is an edge of an alert's chain: `reported` when some reported
+//! alert goes through it, `suppressed` when only alerts a suppression rule matched do. DOT
+//! draws the first red and bold, the second grey with "suppressed" in its label.
 
 use std::fmt::Write;
 
+use rustc_hash::FxHashMap;
 use serde_json::{Value, json};
 
-use super::{class_name, printable, usage_names};
-use crate::engine::{ClassId, Engine, UsageBit};
+use super::{class_name, printable, suppress::Suppressions, usage_names};
+use crate::engine::{Alert, ClassId, Engine, UsageBit};
 use crate::symbols::Symbols;
 
+/// Which dependencies alerts go through, and whether a reported one does.
+#[derive(Debug, Default)]
+pub struct AlertEdges {
+    /// (from, to) → true when a reported alert's chain has the edge, false when only
+    /// suppressed ones do.
+    edges: FxHashMap<(ClassId, ClassId), bool>,
+}
+
+impl AlertEdges {
+    /// The chains of `alerts`, each judged by `suppressions`.
+    pub fn of(
+        alerts: &[Alert],
+        suppressions: &Suppressions,
+        engine: &Engine,
+        symbols: &Symbols,
+    ) -> AlertEdges {
+        let mut edges: FxHashMap<(ClassId, ClassId), bool> = FxHashMap::default();
+        for alert in alerts {
+            let reported = suppressions.find(alert, engine, symbols).is_none();
+            for link in &alert.chain {
+                *edges.entry((link.from, link.to)).or_default() |= reported;
+            }
+        }
+        AlertEdges { edges }
+    }
+
+    /// Whether `from → to` is in a reported alert's chain (`Some(true)`), only in suppressed
+    /// ones (`Some(false)`), or in none.
+    fn reported(&self, from: ClassId, to: ClassId) -> Option<bool> {
+        self.edges.get(&(from, to)).copied()
+    }
+}
+
+/// The JSON `alert` of an edge: `reported`, `suppressed` or null.
+fn alert_name(reported: Option<bool>) -> Option<&'static str> {
+    reported.map(|reported| if reported { "reported" } else { "suppressed" })
+}
+
 /// The graph as JSON (schema in the module docs).
-pub fn to_json(engine: &Engine, symbols: &Symbols) -> Value {
+pub fn to_json(engine: &Engine, symbols: &Symbols, alerts: &AlertEdges) -> Value {
     let classes: Vec<Value> = engine
         .classes()
         .iter()
@@ -35,6 +80,7 @@ pub fn to_json(engine: &Engine, symbols: &Symbols) -> Value {
                 "read": dep.read(),
                 "count": count,
                 "kinds": dep.kinds.names(),
+                "alert": alert_name(alerts.reported(from, to)),
             })
         })
         .collect();
@@ -59,9 +105,10 @@ fn colour(engine: &Engine, class: ClassId) -> &'static str {
 }
 
 /// The graph as Graphviz DOT: one node per class labelled with its name, lockdep usage
-/// characters and identification; one edge per dependency, dashed when read-only. Names are
-/// made [`printable`] first: the labels end up in front of people.
-pub fn to_dot(engine: &Engine, symbols: &Symbols) -> String {
+/// characters and identification; one edge per dependency, dashed when read-only, red and
+/// bold in a reported alert's chain, grey and labelled "suppressed" in only suppressed ones.
+/// Names are made [`printable`] first: the labels end up in front of people.
+pub fn to_dot(engine: &Engine, symbols: &Symbols, alerts: &AlertEdges) -> String {
     let mut out = String::from("digraph lockdep {\n  node [shape=box, style=filled];\n");
     for c in engine.classes() {
         let label = format!(
@@ -81,12 +128,20 @@ pub fn to_dot(engine: &Engine, symbols: &Symbols) -> String {
     }
     for (from, to, dep, count) in engine.dependencies() {
         let style = if dep.read() { "dashed" } else { "solid" };
+        let (label, emphasis) = match alerts.reported(from, to) {
+            Some(true) => (count.to_string(), ", color=red, penwidth=2"),
+            Some(false) => (
+                format!("{count}, suppressed"),
+                ", color=gray, fontcolor=gray",
+            ),
+            None => (count.to_string(), ""),
+        };
         let _ = writeln!(
             out,
-            "  c{} -> c{} [label={}, style={style}];",
+            "  c{} -> c{} [label={}, style={style}{emphasis}];",
             from.0,
             to.0,
-            quote(&count.to_string())
+            quote(&label)
         );
     }
     out.push_str("}\n");

@@ -3,13 +3,15 @@
 
 use serde_json::{Value, json};
 
-use super::{call_site, class_name, stack_frames, usage_names};
+use super::{AlertNotes, call_site, class_name, stack_frames, usage_names};
 use crate::engine::alert::Cause;
 use crate::engine::{Alert, ClassId, Engine};
 use crate::symbols::Symbols;
 
-/// Renders one alert as a JSON object.
-pub fn render(alert: &Alert, engine: &Engine, symbols: &Symbols) -> Value {
+/// Renders one alert as a JSON object. `suppressed` is always there; a suppressed alert
+/// (printed under `--show-suppressed`) also has `suppression`: the rule's `file`, `line` and
+/// `rule` text.
+pub fn render(alert: &Alert, engine: &Engine, symbols: &Symbols, notes: &AlertNotes) -> Value {
     let name = |c: ClassId| class_name(engine, symbols, c);
     let frames = |stack| stack_frames(symbols, stack).unwrap_or_default();
     let pid = alert.trigger.task.pid;
@@ -80,5 +82,11 @@ pub fn render(alert: &Alert, engine: &Engine, symbols: &Symbols) -> Value {
             "timestamp_ns": t.timestamp_ns,
         },
         "held": held,
+        "suppressed": notes.suppressed_by.is_some(),
+        "suppression": notes.suppressed_by.map(|rule| json!({
+            "file": rule.file,
+            "line": rule.line,
+            "rule": rule.text,
+        })),
     })
 }

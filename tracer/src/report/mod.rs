@@ -2,11 +2,13 @@
 //! ([`text`]), JSON ([`json`]) and the dependency graph as Graphviz DOT or JSON ([`graph`]).
 //! The helpers here name classes, usage and stacks the same way in all of them;
 //! [`printable`] escapes what the traced world named before a person reads it; [`suppress`]
-//! decides which alerts a suppression file leaves out.
+//! decides which alerts a suppression file leaves out, and [`printer`] prints the rest as they
+//! are found.
 
 pub mod graph;
 pub mod json;
 mod printable;
+pub mod printer;
 pub mod suppress;
 pub mod text;
 
@@ -14,6 +16,13 @@ pub use printable::printable;
 
 use crate::engine::{ClassId, Engine};
 use crate::symbols::{StackKey, Symbols};
+
+/// What a report says about an alert beyond the engine's findings.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AlertNotes<'a> {
+    /// The suppression rule that matched it, when it is printed anyway (`--show-suppressed`).
+    pub suppressed_by: Option<&'a suppress::Rule>,
+}
 
 /// A class's name from the symbols known now.
 pub fn class_name(engine: &Engine, symbols: &Symbols, class: ClassId) -> String {

@@ -10,19 +10,23 @@ use std::fmt::Write;
 
 use tracer_common::{ExecContext, IrqState};
 
-use super::{call_site, class_name, printable, stack_frames};
+use super::{AlertNotes, call_site, class_name, printable, stack_frames};
 use crate::engine::alert::{Cause, ChainLink, HeldSummary, TaskRef, Trigger};
 use crate::engine::{Alert, AlertKind, AtomicProblem, ClassId, Engine, IrqKind};
 use crate::symbols::{StackKey, Symbols};
 
-/// Renders one alert as lockdep would print it.
-pub fn render(alert: &Alert, engine: &Engine, symbols: &Symbols) -> String {
+/// Renders one alert as lockdep would print it; a suppressed one (printed under
+/// `--show-suppressed`) starts with `[suppressed by FILE:LINE: RULE]`.
+pub fn render(alert: &Alert, engine: &Engine, symbols: &Symbols, notes: &AlertNotes) -> String {
     let r = Renderer {
         engine,
         symbols,
         alert,
     };
     let mut out = String::new();
+    if let Some(rule) = notes.suppressed_by {
+        let _ = writeln!(out, "[suppressed by {}]", printable(&rule.to_string()));
+    }
     match alert.kind {
         AlertKind::CircularDependency => r.circular(&mut out),
         AlertKind::IrqLockInversion => r.inversion(&mut out),

@@ -1,59 +1,19 @@
 //! The live sink: facts go straight into the engine, and each new alert is printed as it is
-//! found, in the same form `locktrace report` prints it from a recording.
+//! found, through the same [`AlertPrinter`] `locktrace report` prints a recording's with.
 
-use std::{io::Write, time::Duration};
+use std::time::Duration;
 
 use super::{SessionError, Sink, status::human, symbolize::Namer};
 use crate::{
     engine::{Alert, Engine},
     fact::FactRecord,
-    report,
+    report::printer::AlertPrinter,
     symbols::Symbols,
     tracefile::{ContentionSnapshot, DropCounts, ProbeStatus},
 };
 
-/// Prints alerts as lockdep-style text or as one JSON object per line.
-pub struct AlertPrinter {
-    json: bool,
-    out: Box<dyn Write>,
-    printed: u64,
-}
-
-impl AlertPrinter {
-    /// A printer to standard output.
-    pub fn stdout(json: bool) -> AlertPrinter {
-        AlertPrinter {
-            json,
-            out: Box::new(std::io::stdout()),
-            printed: 0,
-        }
-    }
-
-    /// Prints one alert and flushes, so a reader sees it at once.
-    pub fn print(
-        &mut self,
-        alert: &Alert,
-        engine: &Engine,
-        symbols: &Symbols,
-    ) -> std::io::Result<()> {
-        if self.json {
-            let value = report::json::render(alert, engine, symbols);
-            writeln!(self.out, "{value}")?;
-        } else {
-            writeln!(self.out, "{}", report::text::render(alert, engine, symbols))?;
-        }
-        self.printed += 1;
-        self.out.flush()
-    }
-
-    /// How many alerts were printed.
-    pub fn printed(&self) -> u64 {
-        self.printed
-    }
-}
-
 /// Feeds `fact` to the engine and prints what it finds.
-pub fn process_and_print(
+fn process_and_print(
     engine: &mut Engine,
     fact: &FactRecord,
     symbols: &Symbols,
@@ -92,9 +52,9 @@ impl Watcher {
         &self.engine
     }
 
-    /// How many alerts were printed.
-    pub fn alerts(&self) -> u64 {
-        self.printer.printed()
+    /// The printer, for its counts of reported and suppressed alerts.
+    pub fn printer(&self) -> &AlertPrinter {
+        &self.printer
     }
 }
 
@@ -138,7 +98,7 @@ impl Sink for Watcher {
             " | {} classes, {} deps | {} alerts | lost {}",
             human(stats.classes as f64),
             human(stats.dependencies as f64),
-            self.printer.printed(),
+            self.printer.alerts(),
             self.lost
         )
     }

@@ -4,6 +4,11 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use tracer::report::{
+    printer::AlertPrinter,
+    suppress::{SuppressionError, Suppressions},
+};
+
 use crate::exit::{DEFAULT_ALERT_STATUS, parse_alert_status};
 
 /// Exit statuses, shown under every command's help (see `exit`).
@@ -84,6 +89,10 @@ pub enum Command {
         stacks: bool,
     },
     /// Export the lock-dependency graph of a recorded session.
+    ///
+    /// Every dependency is exported; those in an alert's chain are marked (red in DOT,
+    /// "alert": "reported" in JSON), and with --suppressions those only suppressed alerts go
+    /// through are marked suppressed instead (grey in DOT).
     #[command(after_help = EXIT_STATUS)]
     Graph {
         /// The trace file.
@@ -91,6 +100,10 @@ pub enum Command {
         /// Output format (render dot with Graphviz: `dot -Tsvg`).
         #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
+        /// Mark the dependencies that only alerts suppressed by FILE go through (the format
+        /// of `report --suppressions`).
+        #[arg(long, value_name = "FILE")]
+        suppressions: Option<PathBuf>,
     },
 }
 
@@ -103,13 +116,33 @@ pub enum GraphFormat {
     Json,
 }
 
-/// How alerts show in the exit status (`watch` and `report`).
+/// Which alerts are reported, and how they show in the exit status (`watch` and `report`).
 #[derive(Args, Debug)]
 pub struct AlertArgs {
     /// The exit status when at least one alert was found (0 to keep 0; not 1 or 3, which
-    /// mean failure and a damaged file).
+    /// mean failure and a damaged file). Suppressed alerts do not count.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_ALERT_STATUS, value_parser = parse_alert_status)]
     pub alert_exit_code: u8,
+    /// Leave out the alerts a rule of FILE matches: they are counted in the summary, not
+    /// printed, and do not set the exit status. One rule a line: an alert kind (or *), then
+    /// class:GLOB and function:GLOB patterns; every lock of the alert must match a class:
+    /// pattern, each function: pattern some function of its stacks (see the README).
+    #[arg(long, value_name = "FILE")]
+    pub suppressions: Option<PathBuf>,
+    /// Print the suppressed alerts too, each marked with the rule that matched it.
+    #[arg(long, requires = "suppressions")]
+    pub show_suppressed: bool,
+}
+
+impl AlertArgs {
+    /// The alert printer these arguments ask for, its suppression file read and checked.
+    pub fn printer(&self, json: bool) -> Result<AlertPrinter, SuppressionError> {
+        let printer = AlertPrinter::stdout(json);
+        Ok(match &self.suppressions {
+            Some(path) => printer.suppressing(Suppressions::load(path)?, self.show_suppressed),
+            None => printer,
+        })
+    }
 }
 
 /// What to trace and for how long (shared by `record` and `watch`).

@@ -5,11 +5,8 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use tracer::{
     engine::Engine,
-    session::{
-        self, ChildStdout, SessionError, SessionOptions,
-        record::Recorder,
-        watch::{AlertPrinter, Watcher},
-    },
+    report::printer::AlertPrinter,
+    session::{self, ChildStdout, SessionError, SessionOptions, record::Recorder, watch::Watcher},
     tracefile::{DropCounts, TraceError},
 };
 
@@ -41,26 +38,31 @@ pub fn record(output: &Path, trace: &TraceArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Traces live, printing alerts as they are found; with `floor`, every probe attaches with
-/// its program switched off (the kernel overhead benchmark's floor).
-pub fn watch(json: bool, floor: bool, trace: &TraceArgs) -> anyhow::Result<Outcome> {
+/// Traces live, printing alerts through `printer` as they are found; with `floor`, every
+/// probe attaches with its program switched off (the kernel overhead benchmark's floor).
+pub fn watch(
+    printer: AlertPrinter,
+    json: bool,
+    floor: bool,
+    trace: &TraceArgs,
+) -> anyhow::Result<Outcome> {
     let options = session_options(trace, json, floor)?;
-    let mut watcher = Watcher::new(Engine::default(), AlertPrinter::stdout(json));
+    let mut watcher = Watcher::new(Engine::default(), printer);
     let summary = block_on(session::run(&options, &mut watcher))?;
     let stats = watcher.engine().stats();
     note!(
-        "locktrace: followed {} lock operations; {} facts{}, {} classes, {} dependencies, {} alerts ({}; {})",
+        "locktrace: followed {} lock operations; {} facts{}, {} classes, {} dependencies, {} ({}; {})",
         summary.lock_ops,
         summary.facts,
         by_kind(&summary.by_kind),
         stats.classes,
         stats.dependencies,
-        watcher.alerts(),
+        watcher.printer().summary(),
         summary.stopped_by,
         accounting(&summary.drops)
     );
     report_command_status(summary.command_status);
-    Ok(Outcome::of(watcher.alerts(), false))
+    Ok(Outcome::of(watcher.printer().alerts(), false))
 }
 
 /// The session's options, once what the arguments name has been checked: a process to trace

@@ -19,7 +19,7 @@ use std::{io::Write, process::ExitCode};
 
 use anyhow::Context;
 use clap::Parser;
-use tracer::probes::check;
+use tracer::{probes::check, report::suppress::Suppressions};
 
 use args::{Cli, Command};
 
@@ -58,11 +58,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             floor,
             alerts,
             trace,
-        } => live::watch(json, floor, &trace).map(|o| o.exit_code(alerts.alert_exit_code)),
-        Command::Report { file, json, alerts } => {
-            recorded::report(&file, json).map(|o| o.exit_code(alerts.alert_exit_code))
-        }
+        } => live::watch(alerts.printer(json)?, json, floor, &trace)
+            .map(|o| o.exit_code(alerts.alert_exit_code)),
+        Command::Report { file, json, alerts } => recorded::report(&file, alerts.printer(json)?)
+            .map(|o| o.exit_code(alerts.alert_exit_code)),
         Command::Script { file, stacks } => recorded::script(&file, stacks).map(ExitCode::from),
-        Command::Graph { file, format } => recorded::graph(&file, format).map(ExitCode::from),
+        Command::Graph {
+            file,
+            format,
+            suppressions,
+        } => {
+            let suppressions = match suppressions {
+                Some(path) => Suppressions::load(&path)?,
+                None => Suppressions::default(),
+            };
+            recorded::graph(&file, format, &suppressions).map(ExitCode::from)
+        }
     }
 }

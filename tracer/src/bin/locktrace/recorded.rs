@@ -9,41 +9,46 @@ use std::{
 use anyhow::Context;
 use tracer::{
     replay::{ReplayError, replay},
-    report,
-    session::watch::AlertPrinter,
+    report::{
+        graph::{self, AlertEdges},
+        printer::AlertPrinter,
+        suppress::Suppressions,
+    },
     tracefile::TraceError,
 };
 
 use crate::{args::GraphFormat, exit::Outcome, live::accounting};
 
-/// Replays `file` and prints its alerts.
-pub fn report(file: &Path, json: bool) -> anyhow::Result<Outcome> {
-    let mut printer = AlertPrinter::stdout(json);
-    let replayed = match replay(file, Some(&mut printer)) {
-        Ok(replayed) => replayed,
-        // The reader went away (a pager quit): nothing more to say, but what was printed
-        // still counts.
-        Err(ReplayError::Output(e)) if e.kind() == ErrorKind::BrokenPipe => {
-            return Ok(Outcome::of(printer.printed(), false));
+/// Replays `file` and prints its alerts through `printer`.
+pub fn report(file: &Path, mut printer: AlertPrinter) -> anyhow::Result<Outcome> {
+    let replayed = replay(file)?;
+    for alert in &replayed.alerts {
+        match printer.print(alert, &replayed.engine, &replayed.symbols) {
+            Ok(()) => {}
+            // The reader went away (a pager quit): nothing more to say, but what was printed
+            // still counts.
+            Err(e) if e.kind() == ErrorKind::BrokenPipe => {
+                return Ok(Outcome::of(printer.alerts(), false));
+            }
+            Err(e) => return Err(e).context("writing alerts"),
         }
-        Err(e) => return Err(e.into()),
-    };
+    }
     warn_damage(replayed.damage.as_ref());
     let stats = replayed.engine.stats();
     note!(
-        "locktrace: replayed {} facts from {}: {} classes, {} dependencies, {} alerts{}",
+        "locktrace: replayed {} facts from {}: {} classes, {} dependencies, {}{}",
         replayed.facts,
         file.display(),
         stats.classes,
         stats.dependencies,
-        printer.printed(),
+        printer.summary(),
         replayed
             .drops
             .as_ref()
             .map(|d| format!(" (while recording: {})", accounting(d)))
             .unwrap_or_default()
     );
-    Ok(Outcome::of(printer.printed(), replayed.damage.is_some()))
+    Ok(Outcome::of(printer.alerts(), replayed.damage.is_some()))
 }
 
 /// Prints the recording's facts one per line.
@@ -63,22 +68,21 @@ pub fn script(file: &Path, stacks: bool) -> anyhow::Result<Outcome> {
     Ok(Outcome::of(0, summary.damage.is_some()))
 }
 
-/// Exports the recording's dependency graph.
-pub fn graph(file: &Path, format: GraphFormat) -> anyhow::Result<Outcome> {
-    let replayed = replay(file, None)?;
+/// Exports the recording's dependency graph, marking the edges of alerts (reported, or only
+/// suppressed by `suppressions`).
+pub fn graph(
+    file: &Path,
+    format: GraphFormat,
+    suppressions: &Suppressions,
+) -> anyhow::Result<Outcome> {
+    let replayed = replay(file)?;
     warn_damage(replayed.damage.as_ref());
+    let (engine, symbols) = (&replayed.engine, &replayed.symbols);
+    let alerts = AlertEdges::of(&replayed.alerts, suppressions, engine, symbols);
     let mut out = std::io::stdout().lock();
     let written = match format {
-        GraphFormat::Dot => write!(
-            out,
-            "{}",
-            report::graph::to_dot(&replayed.engine, &replayed.symbols)
-        ),
-        GraphFormat::Json => writeln!(
-            out,
-            "{}",
-            report::graph::to_json(&replayed.engine, &replayed.symbols)
-        ),
+        GraphFormat::Dot => write!(out, "{}", graph::to_dot(engine, symbols, &alerts)),
+        GraphFormat::Json => writeln!(out, "{}", graph::to_json(engine, symbols, &alerts)),
     };
     written.context("writing the graph")?;
     Ok(Outcome::of(0, replayed.damage.is_some()))

@@ -1,0 +1,100 @@
+//! The alert printer `watch` and `report` share: each alert as lockdep-style text or as one
+//! JSON line, flushed at once, unless a suppression rule matches it. A suppressed alert is
+//! counted apart and printed only when asked (`--show-suppressed`), marked with its rule; only
+//! reported alerts count for the exit status.
+
+use std::io::Write;
+
+use super::{AlertNotes, suppress::Suppressions};
+use crate::{
+    engine::{Alert, Engine},
+    symbols::Symbols,
+};
+
+/// Prints alerts as lockdep-style text or as one JSON object per line.
+pub struct AlertPrinter {
+    json: bool,
+    out: Box<dyn Write>,
+    suppressions: Option<Suppressions>,
+    show_suppressed: bool,
+    reported: u64,
+    suppressed: u64,
+}
+
+impl AlertPrinter {
+    /// A printer to `out`, suppressing nothing.
+    pub fn new(json: bool, out: Box<dyn Write>) -> AlertPrinter {
+        AlertPrinter {
+            json,
+            out,
+            suppressions: None,
+            show_suppressed: false,
+            reported: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// A printer to standard output, suppressing nothing.
+    pub fn stdout(json: bool) -> AlertPrinter {
+        AlertPrinter::new(json, Box::new(std::io::stdout()))
+    }
+
+    /// Leaves out the alerts `suppressions` match, printing them marked when `show` is set.
+    pub fn suppressing(self, suppressions: Suppressions, show: bool) -> AlertPrinter {
+        AlertPrinter {
+            suppressions: Some(suppressions),
+            show_suppressed: show,
+            ..self
+        }
+    }
+
+    /// Prints one alert (unless suppressed and not shown) and flushes, so a reader sees it at
+    /// once.
+    pub fn print(
+        &mut self,
+        alert: &Alert,
+        engine: &Engine,
+        symbols: &Symbols,
+    ) -> std::io::Result<()> {
+        let suppressed_by = self
+            .suppressions
+            .as_ref()
+            .and_then(|s| s.find(alert, engine, symbols));
+        if suppressed_by.is_some() {
+            self.suppressed += 1;
+            if !self.show_suppressed {
+                return Ok(());
+            }
+        } else {
+            self.reported += 1;
+        }
+        let notes = AlertNotes { suppressed_by };
+        if self.json {
+            let value = super::json::render(alert, engine, symbols, &notes);
+            writeln!(self.out, "{value}")?;
+        } else {
+            let text = super::text::render(alert, engine, symbols, &notes);
+            writeln!(self.out, "{text}")?;
+        }
+        self.out.flush()
+    }
+
+    /// Alerts reported: found and not suppressed (what the exit status counts).
+    pub fn alerts(&self) -> u64 {
+        self.reported
+    }
+
+    /// Alerts a suppression rule matched.
+    pub fn suppressed(&self) -> u64 {
+        self.suppressed
+    }
+
+    /// `3 alerts`, or `3 alerts, 1 suppressed` when a suppression file is in use (the
+    /// summary lines' wording, which scripts read).
+    pub fn summary(&self) -> String {
+        match self.suppressions {
+            Some(_) => format!("{} alerts, {} suppressed", self.reported, self.suppressed),
+            None => format!("{} alerts", self.reported),
+        }
+    }
+}
