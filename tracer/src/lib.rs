@@ -9,6 +9,7 @@
 //! - [`model`] is the programs' side run in user space, turning raw lock events into facts
 //!   (fixtures, benchmarks, tests);
 //! - [`report`] turns the engine's findings into lockdep-style text, JSON and graphs;
+//! - [`metrics`] serves a live session's figures to Prometheus;
 //! - [`script`] prints a recording's facts, one per line;
 //! - [`symbols`] names addresses for all of the above; [`clock`] is the time they share.
 #![deny(missing_docs)]
@@ -16,6 +17,7 @@
 pub mod clock;
 pub mod engine;
 pub mod fact;
+pub mod metrics;
 pub mod model;
 pub mod probes;
 pub mod replay;

@@ -63,7 +63,7 @@ impl DropCounts {
     pub fn losses(&self) -> u64 {
         self.counts
             .iter()
-            .filter(|(name, _)| is_loss(name))
+            .filter(|(name, _)| DropCounts::is_loss(name))
             .map(|&(_, value)| value)
             .sum()
     }
@@ -72,17 +72,19 @@ impl DropCounts {
     pub fn nonzero_losses(&self) -> impl Iterator<Item = (&str, u64)> {
         self.counts
             .iter()
-            .filter(|(name, value)| *value > 0 && is_loss(name))
+            .filter(|(name, value)| *value > 0 && DropCounts::is_loss(name))
             .map(|(name, value)| (name.as_str(), *value))
     }
-}
 
-/// True for a counter name that counts losses.
-fn is_loss(name: &str) -> bool {
-    matches!(name, "recursion_misses" | "malformed_records")
-        || Counter::ALL
-            .iter()
-            .any(|counter| counter.is_loss() && counter.name() == name)
+    /// True for a counter name that counts losses: the programs' (see
+    /// [`Counter::is_loss`]), the kernel's recursion misses for our programs and records this
+    /// side could not decode.
+    pub fn is_loss(name: &str) -> bool {
+        matches!(name, "recursion_misses" | "malformed_records")
+            || Counter::ALL
+                .iter()
+                .any(|counter| counter.is_loss() && counter.name() == name)
+    }
 }
 
 /// Contention figures by class, as read at one moment (cumulative since the start).
