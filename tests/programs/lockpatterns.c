@@ -6,6 +6,7 @@
  *   lockpatterns abba        AB-BA between two threads
  *   lockpatterns evil-abba   the same from threads named with a terminal escape and a newline
  *   lockpatterns late-abba   the same after sleeping 300 ms (lets a tracer attach late)
+ *   lockpatterns abba-wait   the same, then waits to be killed (a session that stays up)
  *   lockpatterns cycle3      A->B, B->C, C->A across three threads
  *   lockpatterns rwmutex     rwlock writer vs mutex in opposite orders
  *   lockpatterns clean       consistent order in eight threads; the reverse order only by trylock
@@ -145,6 +146,11 @@ int main(int argc, char **argv)
 	} else if (!strcmp(pattern, "abba")) {
 		run_one(take_a_then_b);
 		run_one(take_b_then_a);
+	} else if (!strcmp(pattern, "abba-wait")) {
+		run_one(take_a_then_b);
+		run_one(take_b_then_a);
+		for (;;)
+			pause();
 	} else if (!strcmp(pattern, "evil-abba")) {
 		run_one(evil_a_then_b);
 		run_one(evil_b_then_a);
@@ -192,7 +198,7 @@ int main(int argc, char **argv)
 		for (;;)
 			pause();
 	} else {
-		fprintf(stderr, "usage: lockpatterns abba|evil-abba|cycle3|rwmutex|clean|repeat N|bench N|chains N\n");
+		fprintf(stderr, "usage: lockpatterns abba|abba-wait|evil-abba|cycle3|rwmutex|clean|repeat N|bench N|chains N\n");
 		return 2;
 	}
 	return 0;

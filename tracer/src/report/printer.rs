@@ -3,11 +3,11 @@
 //! counted apart and printed only when asked (`--show-suppressed`), marked with its rule; only
 //! reported alerts count for the exit status.
 
-use std::io::Write;
+use std::{collections::BTreeMap, io::Write};
 
 use super::{AlertNotes, suppress::Suppressions};
 use crate::{
-    engine::{Alert, Engine},
+    engine::{Alert, AlertKind, Engine},
     symbols::Symbols,
 };
 
@@ -17,8 +17,8 @@ pub struct AlertPrinter {
     out: Box<dyn Write>,
     suppressions: Option<Suppressions>,
     show_suppressed: bool,
-    reported: u64,
-    suppressed: u64,
+    reported: BTreeMap<AlertKind, u64>,
+    suppressed: BTreeMap<AlertKind, u64>,
 }
 
 impl AlertPrinter {
@@ -29,8 +29,8 @@ impl AlertPrinter {
             out,
             suppressions: None,
             show_suppressed: false,
-            reported: 0,
-            suppressed: 0,
+            reported: BTreeMap::new(),
+            suppressed: BTreeMap::new(),
         }
     }
 
@@ -61,12 +61,12 @@ impl AlertPrinter {
             .as_ref()
             .and_then(|s| s.find(alert, engine, symbols));
         if suppressed_by.is_some() {
-            self.suppressed += 1;
+            *self.suppressed.entry(alert.kind).or_default() += 1;
             if !self.show_suppressed {
                 return Ok(());
             }
         } else {
-            self.reported += 1;
+            *self.reported.entry(alert.kind).or_default() += 1;
         }
         let notes = AlertNotes { suppressed_by };
         if self.json {
@@ -81,20 +81,30 @@ impl AlertPrinter {
 
     /// Alerts reported: found and not suppressed (what the exit status counts).
     pub fn alerts(&self) -> u64 {
-        self.reported
+        self.reported.values().sum()
     }
 
     /// Alerts a suppression rule matched.
     pub fn suppressed(&self) -> u64 {
-        self.suppressed
+        self.suppressed.values().sum()
+    }
+
+    /// Alerts reported, by kind (for `--metrics`).
+    pub fn reported_by_kind(&self) -> &BTreeMap<AlertKind, u64> {
+        &self.reported
+    }
+
+    /// Alerts a suppression rule matched, by kind (for `--metrics`).
+    pub fn suppressed_by_kind(&self) -> &BTreeMap<AlertKind, u64> {
+        &self.suppressed
     }
 
     /// `3 alerts`, or `3 alerts, 1 suppressed` when a suppression file is in use (the
     /// summary lines' wording, which scripts read).
     pub fn summary(&self) -> String {
         match self.suppressions {
-            Some(_) => format!("{} alerts, {} suppressed", self.reported, self.suppressed),
-            None => format!("{} alerts", self.reported),
+            Some(_) => format!("{} alerts, {} suppressed", self.alerts(), self.suppressed()),
+            None => format!("{} alerts", self.alerts()),
         }
     }
 }

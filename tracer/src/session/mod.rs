@@ -26,6 +26,7 @@ use tracer_common::Counter;
 
 use crate::{
     fact::FactRecord,
+    metrics::{EngineFigures, Metrics},
     probes::{NameMaps, ProbeError, ProbeOptions, Probes, SessionMaps, UserTarget},
     symbols::KernelSymbols,
     tracefile::{ContentionSnapshot, DropCounts, ProbeStatus, TraceError},
@@ -89,6 +90,10 @@ pub trait Sink {
     ) -> Result<(), SessionError>;
     /// Figures for the status line (engine size, alerts so far).
     fn status(&self) -> String;
+    /// The engine's figures for `--metrics`, from a sink that runs the engine.
+    fn engine_figures(&self) -> Option<EngineFigures> {
+        None
+    }
     /// The session is over (normally or not): flush everything.
     fn finish(&mut self, namer: &mut Namer, duration: Duration) -> Result<(), SessionError>;
 }
@@ -114,6 +119,8 @@ pub struct SessionOptions {
     pub empty_user_programs: bool,
     /// Attach every probe with its program switched off (the kernel benchmark's floor).
     pub floor: bool,
+    /// Publish the session's figures here once a second (`--metrics`).
+    pub metrics: Option<Metrics>,
 }
 
 /// How a session ended.
@@ -206,6 +213,12 @@ pub async fn run(
     let attached = probes.statuses().iter().filter(|s| s.attached).count();
     notice(format_args!("locktrace: {attached} probes attached"));
     sink.start(probes.statuses())?;
+    if let Some(metrics) = &options.metrics {
+        metrics.publish(|figures| {
+            figures.started = Some(std::time::SystemTime::now());
+            figures.probes_attached = attached as u64;
+        });
+    }
 
     // After attaching: kallsyms then names our own programs and trampolines, which head every
     // kernel stack the probes take and must be recognized to be skipped.
@@ -256,7 +269,11 @@ pub async fn run(
             }
             _ = tick.tick() => {
                 namer.forget_exited();
-                sink.drops(&drop_counts(&probes, &mut counters))?;
+                let drops = drop_counts(&probes, &mut counters);
+                sink.drops(&drops)?;
+                if let Some(metrics) = &options.metrics {
+                    publish(metrics, &counters, drops, sink);
+                }
                 let snapshot = contention_snapshot(&contention);
                 namer.observe_contention(&snapshot, &names);
                 sink.contention(&snapshot, &mut namer)?;
@@ -377,6 +394,17 @@ fn load_kernel_symbols(path: Option<&std::path::Path>) -> Result<KernelSymbols, 
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// Hands the figures of the second to `--metrics` (the status line's, with every counter and
+/// the engine's).
+fn publish(metrics: &Metrics, counters: &Counters, drops: DropCounts, sink: &dyn Sink) {
+    let engine = sink.engine_figures();
+    metrics.publish(|figures| {
+        figures.facts.clone_from(&counters.total);
+        figures.drops = drops;
+        figures.engine = engine;
+    });
 }
 
 /// Reads everything in the ring, in batches, through the namer into the sink.

@@ -7,6 +7,7 @@ use super::{SessionError, Sink, status::human, symbolize::Namer};
 use crate::{
     engine::{Alert, Engine},
     fact::FactRecord,
+    metrics::EngineFigures,
     report::printer::AlertPrinter,
     symbols::Symbols,
     tracefile::{ContentionSnapshot, DropCounts, ProbeStatus},
@@ -101,6 +102,14 @@ impl Sink for Watcher {
             self.printer.alerts(),
             self.lost
         )
+    }
+
+    fn engine_figures(&self) -> Option<EngineFigures> {
+        Some(EngineFigures {
+            stats: self.engine.stats(),
+            alerts: self.printer.reported_by_kind().clone(),
+            suppressed: self.printer.suppressed_by_kind().clone(),
+        })
     }
 
     fn finish(&mut self, _namer: &mut Namer, _duration: Duration) -> Result<(), SessionError> {

@@ -1,6 +1,6 @@
 //! Command-line arguments. Validated here, before anything touches the system.
 
-use std::{path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -63,6 +63,13 @@ pub enum Command {
         /// reported).
         #[arg(long)]
         floor: bool,
+        /// Serve Prometheus metrics at http://ADDR/metrics while the session runs: lock
+        /// operations, facts, losses, classes, dependencies, chains, alerts by kind, CPU and
+        /// memory. ADDR is IP:PORT, e.g. 127.0.0.1:9464 or [::]:9464; it is bound before
+        /// anything is attached. Only watch serves metrics: record runs no engine, so it has
+        /// no classes, dependencies or alerts to show.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<SocketAddr>,
         #[command(flatten)]
         alerts: AlertArgs,
         #[command(flatten)]

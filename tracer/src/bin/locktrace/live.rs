@@ -1,10 +1,11 @@
 //! `record` and `watch`: a live session, its arguments checked first, and its summary line.
 
-use std::path::Path;
+use std::{net::SocketAddr, path::Path};
 
 use anyhow::{Context, bail};
 use tracer::{
     engine::Engine,
+    metrics::{Metrics, server::MetricsServer},
     report::printer::AlertPrinter,
     session::{self, ChildStdout, SessionError, SessionOptions, record::Recorder, watch::Watcher},
     tracefile::{DropCounts, TraceError},
@@ -39,14 +40,17 @@ pub fn record(output: &Path, trace: &TraceArgs) -> anyhow::Result<()> {
 }
 
 /// Traces live, printing alerts through `printer` as they are found; with `floor`, every
-/// probe attaches with its program switched off (the kernel overhead benchmark's floor).
+/// probe attaches with its program switched off (the kernel overhead benchmark's floor);
+/// with `metrics`, the session's figures are served there.
 pub fn watch(
     printer: AlertPrinter,
     json: bool,
     floor: bool,
+    metrics: Option<SocketAddr>,
     trace: &TraceArgs,
 ) -> anyhow::Result<Outcome> {
-    let options = session_options(trace, json, floor)?;
+    let mut options = session_options(trace, json, floor)?;
+    options.metrics = metrics.map(serve_metrics).transpose()?;
     let mut watcher = Watcher::new(Engine::default(), printer);
     let summary = block_on(session::run(&options, &mut watcher))?;
     let stats = watcher.engine().stats();
@@ -92,12 +96,25 @@ fn session_options(trace: &TraceArgs, json: bool, floor: bool) -> anyhow::Result
         symbols: trace.symbols.clone(),
         empty_user_programs: trace.empty_programs,
         floor,
+        metrics: None,
         child_stdout: Some(if json {
             ChildStdout::ToStderr
         } else {
             ChildStdout::Inherit
         }),
     })
+}
+
+/// Binds `addr` and serves the session's metrics there from now on: an address that is taken
+/// or not this machine's fails here, before anything is attached.
+fn serve_metrics(addr: SocketAddr) -> anyhow::Result<Metrics> {
+    let server =
+        MetricsServer::bind(addr).with_context(|| format!("cannot serve metrics on {addr}"))?;
+    let metrics = Metrics::new();
+    server
+        .spawn(metrics.clone())
+        .context("starting the metrics server")?;
+    Ok(metrics)
 }
 
 fn block_on<F: std::future::Future>(future: F) -> F::Output {

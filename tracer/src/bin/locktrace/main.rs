@@ -56,9 +56,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Watch {
             json,
             floor,
+            metrics,
             alerts,
             trace,
-        } => live::watch(alerts.printer(json)?, json, floor, &trace)
+        } => live::watch(alerts.printer(json)?, json, floor, metrics, &trace)
             .map(|o| o.exit_code(alerts.alert_exit_code)),
         Command::Report { file, json, alerts } => recorded::report(&file, alerts.printer(json)?)
             .map(|o| o.exit_code(alerts.alert_exit_code)),
