@@ -11,6 +11,8 @@ macro_rules! note {
 }
 
 mod args;
+#[cfg(test)]
+mod deploy;
 mod exit;
 mod live;
 mod recorded;
