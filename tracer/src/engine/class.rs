@@ -266,6 +266,15 @@ impl ClassTable {
         (id, created)
     }
 
+    /// The class the programs' `desc` stands for, if the engine has seen it: by the programs'
+    /// key, or else by the engine's (a site class's other sites in the same function).
+    pub fn find(&self, desc: &ClassDesc, symbols: &Symbols) -> Option<ClassId> {
+        self.by_desc
+            .get(&desc.key())
+            .or_else(|| self.by_key.get(&engine_key(desc, symbols).0))
+            .copied()
+    }
+
     /// A class by id.
     pub fn get(&self, id: ClassId) -> &LockClass {
         &self.classes[id.0 as usize]

@@ -29,7 +29,7 @@ pub mod usage;
 
 use petgraph::graph::EdgeIndex;
 use serde::Serialize;
-use tracer_common::{EventKind, FactKind, LockKind, fact::news, flags};
+use tracer_common::{ClassDesc, EventKind, FactKind, LockKind, fact::news, flags};
 
 pub use alert::{Alert, AlertKind, AtomicProblem, IrqKind};
 pub use class::{ClassId, ClassSource, LockClass};
@@ -259,6 +259,11 @@ impl Engine {
     /// Every class, by id.
     pub fn classes(&self) -> &[LockClass] {
         self.classes.all()
+    }
+
+    /// The class the programs' `desc` stands for, if seen (contention figures are keyed so).
+    pub fn find_class(&self, desc: &ClassDesc, symbols: &Symbols) -> Option<ClassId> {
+        self.classes.find(desc, symbols)
     }
 
     /// The dependency `from → to` and how many times a new chain exercised it, if seen.

@@ -3,8 +3,9 @@
 //! The helpers here name classes, usage and stacks the same way in all of them;
 //! [`printable`] escapes what the traced world named before a person reads it; [`suppress`]
 //! decides which alerts a suppression file leaves out, and [`printer`] prints the rest as they
-//! are found.
+//! are found; [`contention`] says how contended each alert's locks were.
 
+pub mod contention;
 pub mod graph;
 pub mod json;
 mod printable;
@@ -73,6 +74,7 @@ pub(crate) mod testing {
         fact::FactRecord,
         model::KernelModel,
         symbols::{KernelSymbols, Symbols},
+        tracefile::ContentionSnapshot,
     };
 
     /// Static locks, named `alpha_lock`, `beta_lock`, `gamma_lock`.
@@ -123,6 +125,36 @@ pub(crate) mod testing {
             }
         }
         events
+    }
+
+    /// Task 9 waits `ns` for `lock` `times` times (each wait ends in the acquisition).
+    pub fn waits(lock: u64, times: u64, ns: u64) -> Vec<Event> {
+        let mut events = Vec::new();
+        for i in 0..times {
+            let start = 1_000_000 * (i + 1);
+            for (kind, at) in [
+                (EventKind::ContentionBegin, start),
+                (EventKind::ContentionEnd, start + ns),
+                (EventKind::LockAcquire, start + ns),
+                (EventKind::LockRelease, start + ns),
+            ] {
+                events.push(event(kind, 9, lock, at));
+            }
+        }
+        events
+    }
+
+    /// The contention figures the programs would have summed over `events`.
+    pub fn contention_of(events: &[Event]) -> ContentionSnapshot {
+        let mut model = KernelModel::default();
+        let mut facts = Vec::new();
+        for ev in events {
+            model.process(ev, &mut facts);
+        }
+        ContentionSnapshot {
+            monotonic_ns: 0,
+            stats: model.contention_stats(),
+        }
     }
 
     /// The facts of `events`, each changed by `edit`, through the engine: the engine and
