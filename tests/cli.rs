@@ -9,7 +9,7 @@ use tracer::{
     fact::FactRecord,
     model::KernelModel,
     symbols::KernelSymbol,
-    tracefile::{EndSummary, Header, Record, TraceWriter},
+    tracefile::{ContentionSnapshot, EndSummary, Header, ProbeStatus, Record, TraceWriter},
 };
 use tracer_common::{Event, EventKind, ExecContext, IrqState, LockKind};
 
@@ -66,9 +66,15 @@ fn abba_of(a: u64, b: u64, tid: u32) -> Vec<Event> {
     events
 }
 
-/// A finished recording of `events` (named by [`symbols`]), then `records`.
-fn write_events(path: &std::path::Path, events: &[Event], records: Vec<Record>) {
-    let header = Header::for_this_machine(vec!["test".into()], Vec::new());
+/// A finished recording, by a session where `probes` attached, of `events` (named by
+/// [`symbols`]), then `records`.
+fn write_events(
+    path: &std::path::Path,
+    probes: Vec<ProbeStatus>,
+    events: &[Event],
+    records: Vec<Record>,
+) {
+    let header = Header::for_this_machine(vec!["test".into()], probes);
     let mut writer = TraceWriter::create(path, &header).unwrap();
     writer.write(&Record::KernelSymbols(symbols())).unwrap();
     let facts = facts(&mut KernelModel::default(), events);
@@ -706,7 +712,7 @@ fn a_missing_process_or_command_is_one_error_line() {
 fn write_two_inversions(path: &std::path::Path) {
     let mut events = abba_of(LOCK_A, LOCK_B, 1);
     events.extend(abba_of(LOCK_C, LOCK_D, 3));
-    write_events(path, &events, Vec::new());
+    write_events(path, Vec::new(), &events, Vec::new());
 }
 
 /// Each JSON alert's classes, sorted, and whether it is marked suppressed.
@@ -904,4 +910,134 @@ fn graph_marks_the_dependencies_of_reported_and_suppressed_alerts() {
         "{dot}"
     );
     assert_eq!(dot.matches("color=red").count(), 2, "{dot}");
+}
+
+/// The contention tracepoints, attached, as a recording's header lists them.
+fn contention_probes() -> Vec<ProbeStatus> {
+    ["tp:lock:contention_begin", "tp:lock:contention_end"]
+        .into_iter()
+        .map(|name| ProbeStatus {
+            name: name.into(),
+            kind: "tp_btf".into(),
+            attached: true,
+            detail: String::new(),
+        })
+        .collect()
+}
+
+/// Task 9 waits 1 ms for `lock`, `times` times.
+fn waits(lock: u64, times: u64) -> Vec<Event> {
+    let mut events = Vec::new();
+    for i in 0..times {
+        let start = 10_000_000 * (i + 1);
+        for (kind, at) in [
+            (EventKind::ContentionBegin, start),
+            (EventKind::ContentionEnd, start + 1_000_000),
+            (EventKind::LockAcquire, start + 1_000_000),
+            (EventKind::LockRelease, start + 1_000_000),
+        ] {
+            let mut ev = lock_event(kind, 9, lock);
+            ev.timestamp_ns = at;
+            events.push(ev);
+        }
+    }
+    events
+}
+
+/// Two AB-BAs, alpha/beta found first; alpha waited for 5 times, gamma and delta twice each,
+/// beta never. `traced`: the contention tracepoints attached.
+fn write_contended_inversions(path: &std::path::Path, traced: bool) {
+    let mut events = abba_of(LOCK_A, LOCK_B, 1);
+    events.extend(abba_of(LOCK_C, LOCK_D, 3));
+    for (lock, times) in [(LOCK_A, 5), (LOCK_C, 2), (LOCK_D, 2)] {
+        events.extend(waits(lock, times));
+    }
+    let mut model = KernelModel::default();
+    facts(&mut model, &events);
+    let contention = Record::Contention(ContentionSnapshot {
+        monotonic_ns: 1,
+        stats: model.contention_stats(),
+    });
+    let probes = if traced {
+        contention_probes()
+    } else {
+        Vec::new()
+    };
+    write_events(path, probes, &events, vec![contention]);
+}
+
+/// Each JSON alert's locks as (name, contended, wait_ns), in the order printed.
+fn alert_contention(output: &Output) -> Vec<Vec<(String, serde_json::Value, serde_json::Value)>> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["class_info"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| {
+                    (
+                        c["name"].as_str().unwrap().to_string(),
+                        c["contended"].clone(),
+                        c["wait_ns"].clone(),
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn report_sorts_alerts_by_contention_risk_when_asked() {
+    let dir = support::tempdir();
+    let trace = support::path_in(&dir, "hot.lttrace");
+    write_contended_inversions(&trace, true);
+    let trace = trace.to_str().unwrap();
+    let lock = |name: &str, n: u64| (name.to_string(), n.into(), (n * 1_000_000).into());
+    let (ab, cd) = (
+        vec![lock("beta_lock", 0), lock("alpha_lock", 5)],
+        vec![lock("delta_lock", 2), lock("gamma_lock", 2)],
+    );
+    let found = run(&["report", trace, "--json"]);
+    assert_eq!(found.status.code(), Some(ALERTS));
+    assert_eq!(alert_contention(&found), vec![ab.clone(), cd.clone()]);
+    let explicit = run(&["report", trace, "--json", "--sort", "found"]);
+    assert_eq!(alert_contention(&explicit), vec![ab.clone(), cd.clone()]);
+    let risk = run(&["report", trace, "--json", "--sort", "risk"]);
+    assert_eq!(
+        alert_contention(&risk),
+        vec![cd, ab],
+        "every lock of gamma/delta was contended; beta never was"
+    );
+    let text = run(&["report", trace, "--sort", "risk"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    let gamma = text.find(" (gamma_lock): contended 2 times, 2.0 ms waiting (longest 1.0 ms)");
+    let beta = text.find(" (beta_lock): never contended");
+    assert!(
+        text.contains("lock contention during the session:") && gamma < beta && beta.is_some(),
+        "{text}"
+    );
+}
+
+#[test]
+fn without_the_contention_tracepoints_contention_is_not_traced_rather_than_zero() {
+    let dir = support::tempdir();
+    let trace = support::path_in(&dir, "untraced.lttrace");
+    write_contended_inversions(&trace, false);
+    let trace = trace.to_str().unwrap();
+    let json = run(&["report", trace, "--json"]);
+    let null = serde_json::Value::Null;
+    for locks in alert_contention(&json) {
+        for (name, contended, wait_ns) in locks {
+            assert_eq!((&contended, &wait_ns), (&null, &null), "{name}");
+        }
+    }
+    let text = run(&["report", trace]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert_eq!(
+        text.matches("): contention: not traced").count(),
+        4,
+        "{text}"
+    );
 }

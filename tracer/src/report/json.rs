@@ -1,5 +1,6 @@
 //! One JSON object per alert, for tools: the kind, the classes in chain order (with how each
-//! was identified and its usage), the chain edge by edge with symbolized stacks, and the tasks.
+//! was identified, its usage and its contention), the chain edge by edge with symbolized
+//! stacks, and the tasks.
 
 use serde_json::{Value, json};
 
@@ -10,7 +11,8 @@ use crate::symbols::Symbols;
 
 /// Renders one alert as a JSON object. `suppressed` is always there; a suppressed alert
 /// (printed under `--show-suppressed`) also has `suppression`: the rule's `file`, `line` and
-/// `rule` text.
+/// `rule` text. Each of `class_info` has `contended`, `wait_ns` and `max_wait_ns`, null when
+/// not traced (a user-space lock, no contention tracepoints, no figures given).
 pub fn render(alert: &Alert, engine: &Engine, symbols: &Symbols, notes: &AlertNotes) -> Value {
     let name = |c: ClassId| class_name(engine, symbols, c);
     let frames = |stack| stack_frames(symbols, stack).unwrap_or_default();
@@ -34,11 +36,15 @@ pub fn render(alert: &Alert, engine: &Engine, symbols: &Symbols, notes: &AlertNo
         .classes
         .iter()
         .map(|&c| {
+            let waits = notes.contention.and_then(|n| n.of(c, engine));
             json!({
                 "id": c.0,
                 "name": name(c),
                 "identified_by": engine.class(c).source.describe(),
                 "usage": usage_names(engine, c),
+                "contended": waits.map(|w| w.contended),
+                "wait_ns": waits.map(|w| w.wait_ns),
+                "max_wait_ns": waits.map(|w| w.max_ns),
             })
         })
         .collect();
@@ -89,4 +95,48 @@ pub fn render(alert: &Alert, engine: &Engine, symbols: &Symbols, notes: &AlertNo
             "rule": rule.text,
         })),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::contention::Contention;
+    use crate::report::testing::{ALPHA, BETA, alerts, contention_of, nested, symbols, waits};
+
+    #[test]
+    fn each_class_carries_its_contention_or_null() {
+        let symbols = symbols();
+        let mut events = nested(&[&[ALPHA, BETA], &[BETA, ALPHA]]);
+        events.extend(waits(ALPHA, 3, 1_000));
+        let (engine, found) = alerts(&events, &symbols, |_| {});
+        let snapshot = contention_of(&events);
+        let figures = |traced: bool| -> Vec<Value> {
+            let contention = Contention::new(traced, true, Some(&snapshot), &engine, &symbols);
+            let notes = AlertNotes {
+                contention: Some(&contention),
+                ..AlertNotes::default()
+            };
+            let value = render(&found[0], &engine, &symbols, &notes);
+            value["class_info"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| json!([c["name"], c["contended"], c["wait_ns"], c["max_wait_ns"]]))
+                .collect()
+        };
+        assert_eq!(
+            figures(true),
+            vec![
+                json!(["beta_lock", 0, 0, 0]),
+                json!(["alpha_lock", 3, 3_000, 1_000])
+            ]
+        );
+        assert_eq!(
+            figures(false),
+            vec![
+                json!(["beta_lock", null, null, null]),
+                json!(["alpha_lock", null, null, null])
+            ]
+        );
+    }
 }

@@ -23,6 +23,9 @@ use crate::symbols::{StackKey, Symbols};
 pub struct AlertNotes<'a> {
     /// The suppression rule that matched it, when it is printed anyway (`--show-suppressed`).
     pub suppressed_by: Option<&'a suppress::Rule>,
+    /// How contended its locks were, when the caller knows (live: so far; replayed: over the
+    /// whole session).
+    pub contention: Option<&'a contention::Contention>,
 }
 
 /// A class's name from the symbols known now.

@@ -1,11 +1,11 @@
 //! The alert printer `watch` and `report` share: each alert as lockdep-style text or as one
-//! JSON line, flushed at once, unless a suppression rule matches it. A suppressed alert is
+//! JSON line with its locks' contention, flushed at once, unless a suppression rule matches it. A suppressed alert is
 //! counted apart and printed only when asked (`--show-suppressed`), marked with its rule; only
 //! reported alerts count for the exit status.
 
 use std::{collections::BTreeMap, io::Write};
 
-use super::{AlertNotes, suppress::Suppressions};
+use super::{AlertNotes, contention::Contention, suppress::Suppressions};
 use crate::{
     engine::{Alert, AlertKind, Engine},
     symbols::Symbols,
@@ -48,13 +48,14 @@ impl AlertPrinter {
         }
     }
 
-    /// Prints one alert (unless suppressed and not shown) and flushes, so a reader sees it at
-    /// once.
+    /// Prints one alert (unless suppressed and not shown) with its locks' `contention`, and
+    /// flushes, so a reader sees it at once.
     pub fn print(
         &mut self,
         alert: &Alert,
         engine: &Engine,
         symbols: &Symbols,
+        contention: &Contention,
     ) -> std::io::Result<()> {
         let suppressed_by = self
             .suppressions
@@ -68,7 +69,10 @@ impl AlertPrinter {
         } else {
             *self.reported.entry(alert.kind).or_default() += 1;
         }
-        let notes = AlertNotes { suppressed_by };
+        let notes = AlertNotes {
+            suppressed_by,
+            contention: Some(contention),
+        };
         if self.json {
             let value = super::json::render(alert, engine, symbols, &notes);
             writeln!(self.out, "{value}")?;

@@ -10,13 +10,18 @@ use std::fmt::Write;
 
 use tracer_common::{ExecContext, IrqState};
 
-use super::{AlertNotes, call_site, class_name, printable, stack_frames};
+use super::{
+    AlertNotes, call_site, class_name,
+    contention::{self, Contention},
+    printable, stack_frames,
+};
 use crate::engine::alert::{Cause, ChainLink, HeldSummary, TaskRef, Trigger};
 use crate::engine::{Alert, AlertKind, AtomicProblem, ClassId, Engine, IrqKind};
 use crate::symbols::{StackKey, Symbols};
 
 /// Renders one alert as lockdep would print it; a suppressed one (printed under
-/// `--show-suppressed`) starts with `[suppressed by FILE:LINE: RULE]`.
+/// `--show-suppressed`) starts with `[suppressed by FILE:LINE: RULE]`, and with contention
+/// figures it ends with a line per lock saying how contended it was.
 pub fn render(alert: &Alert, engine: &Engine, symbols: &Symbols, notes: &AlertNotes) -> String {
     let r = Renderer {
         engine,
@@ -33,6 +38,9 @@ pub fn render(alert: &Alert, engine: &Engine, symbols: &Symbols, notes: &AlertNo
         AlertKind::InconsistentLockState => r.inconsistent(&mut out),
         AlertKind::RecursiveLocking => r.recursive(&mut out),
         AlertKind::AtomicContext => r.atomic(&mut out),
+    }
+    if let Some(contention) = notes.contention {
+        r.contention(&mut out, contention);
     }
     out
 }
@@ -85,6 +93,39 @@ impl Renderer<'_> {
         }
         let _ = write!(line, " [identified by: {}]", c.source.describe());
         line
+    }
+
+    /// lock_stat's figures for each lock of the alert: ` (name): contended 1,234 times, 5.6 ms
+    /// waiting (longest 1.2 ms)`, `never contended`, or `contention: not traced`.
+    fn contention(&self, out: &mut String, contention: &Contention) {
+        if self.alert.classes.is_empty() {
+            return;
+        }
+        let when = if contention.whole_session {
+            "during the session"
+        } else {
+            "so far"
+        };
+        let _ = writeln!(out, "\nlock contention {when}:");
+        let mut seen = Vec::new();
+        for &class in &self.alert.classes {
+            if seen.contains(&class) {
+                continue;
+            }
+            seen.push(class);
+            let figures = match contention.of(class, self.engine) {
+                None => "contention: not traced".to_string(),
+                Some(w) if w.contended == 0 => "never contended".to_string(),
+                Some(w) => format!(
+                    "contended {} time{}, {} waiting (longest {})",
+                    contention::count(w.contended),
+                    if w.contended == 1 { "" } else { "s" },
+                    contention::duration(w.wait_ns),
+                    contention::duration(w.max_ns)
+                ),
+            };
+            let _ = writeln!(out, " ({}): {figures}", self.name(class));
+        }
     }
 
     fn frames(&self, out: &mut String, stack: Option<StackKey>, indent: &str) {
@@ -494,5 +535,56 @@ impl Renderer<'_> {
         }
         self.held_locks(out);
         self.backtrace(out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::testing::{
+        ALPHA, BETA, GAMMA, alerts, contention_of, nested, symbols, waits,
+    };
+
+    #[test]
+    fn each_lock_says_how_contended_it_was_or_that_it_was_not_traced() {
+        let symbols = symbols();
+        let mut events = nested(&[
+            &[ALPHA, BETA],
+            &[BETA, ALPHA],
+            &[GAMMA, BETA],
+            &[BETA, GAMMA],
+        ]);
+        events.extend(waits(ALPHA, 1_234, 4_538));
+        let (engine, found) = alerts(&events, &symbols, |_| {});
+        let snapshot = contention_of(&events);
+        let render = |alert, contention: Option<&Contention>| {
+            let notes = AlertNotes {
+                contention,
+                ..AlertNotes::default()
+            };
+            render(alert, &engine, &symbols, &notes)
+        };
+        let traced = Contention::new(true, true, Some(&snapshot), &engine, &symbols);
+        let text = render(&found[0], Some(&traced));
+        assert!(
+            text.ends_with(
+                "\nlock contention during the session:\n \
+                 (beta_lock): never contended\n \
+                 (alpha_lock): contended 1,234 times, 5.6 ms waiting (longest 4.5 us)\n"
+            ),
+            "{text}"
+        );
+        let live = Contention::new(true, false, Some(&snapshot), &engine, &symbols);
+        let text = render(&found[1], Some(&live));
+        assert!(text.contains("\nlock contention so far:\n"), "{text}");
+        let untraced = Contention::new(false, true, Some(&snapshot), &engine, &symbols);
+        let text = render(&found[0], Some(&untraced));
+        assert!(
+            text.ends_with(
+                " (beta_lock): contention: not traced\n (alpha_lock): contention: not traced\n"
+            ),
+            "{text}"
+        );
+        assert!(!render(&found[0], None).contains("contention"));
     }
 }

@@ -1,5 +1,6 @@
 //! The live sink: facts go straight into the engine, and each new alert is printed as it is
-//! found, through the same [`AlertPrinter`] `locktrace report` prints a recording's with.
+//! found, through the same [`AlertPrinter`] `locktrace report` prints a recording's with, with
+//! the contention figures read so far (once a second).
 
 use std::time::Duration;
 
@@ -8,44 +9,54 @@ use crate::{
     engine::{Alert, Engine},
     fact::FactRecord,
     metrics::EngineFigures,
-    report::printer::AlertPrinter,
+    report::{contention::Contention, printer::AlertPrinter},
     symbols::Symbols,
     tracefile::{ContentionSnapshot, DropCounts, ProbeStatus},
 };
-
-/// Feeds `fact` to the engine and prints what it finds.
-fn process_and_print(
-    engine: &mut Engine,
-    fact: &FactRecord,
-    symbols: &Symbols,
-    printer: &mut AlertPrinter,
-) -> std::io::Result<()> {
-    let found = engine.process(fact, symbols);
-    if found.is_empty() {
-        return Ok(());
-    }
-    let found: Vec<Alert> = found.to_vec();
-    for alert in &found {
-        printer.print(alert, engine, symbols)?;
-    }
-    Ok(())
-}
 
 /// Runs the engine live.
 pub struct Watcher {
     engine: Engine,
     printer: AlertPrinter,
     lost: u64,
+    /// Whether the contention tracepoints attached (known at start).
+    contention_traced: bool,
+    /// The latest contention figures (cumulative), for the alerts found next.
+    contention: Option<ContentionSnapshot>,
 }
 
 impl Watcher {
-    /// A watcher printing to standard output.
+    /// A watcher printing through `printer`.
     pub fn new(engine: Engine, printer: AlertPrinter) -> Watcher {
         Watcher {
             engine,
             printer,
             lost: 0,
+            contention_traced: false,
+            contention: None,
         }
+    }
+
+    /// Feeds `fact` to the engine and prints what it finds, with the contention figures
+    /// known so far.
+    fn process_and_print(&mut self, fact: &FactRecord, symbols: &Symbols) -> std::io::Result<()> {
+        let found = self.engine.process(fact, symbols);
+        if found.is_empty() {
+            return Ok(());
+        }
+        let found: Vec<Alert> = found.to_vec();
+        let contention = Contention::new(
+            self.contention_traced,
+            false,
+            self.contention.as_ref(),
+            &self.engine,
+            symbols,
+        );
+        for alert in &found {
+            self.printer
+                .print(alert, &self.engine, symbols, &contention)?;
+        }
+        Ok(())
     }
 
     /// The engine, for a summary at the end.
@@ -67,15 +78,15 @@ fn sink_error(e: std::io::Error) -> SessionError {
 }
 
 impl Sink for Watcher {
-    fn start(&mut self, _probes: &[ProbeStatus]) -> Result<(), SessionError> {
+    fn start(&mut self, probes: &[ProbeStatus]) -> Result<(), SessionError> {
+        self.contention_traced = Contention::traced_by(probes);
         Ok(())
     }
 
     fn facts(&mut self, facts: &[FactRecord], namer: &mut Namer) -> Result<(), SessionError> {
         let symbols = namer.symbols();
         for fact in facts {
-            process_and_print(&mut self.engine, fact, symbols, &mut self.printer)
-                .map_err(sink_error)?;
+            self.process_and_print(fact, symbols).map_err(sink_error)?;
         }
         Ok(())
     }
@@ -87,9 +98,10 @@ impl Sink for Watcher {
 
     fn contention(
         &mut self,
-        _snapshot: &ContentionSnapshot,
+        snapshot: &ContentionSnapshot,
         _namer: &mut Namer,
     ) -> Result<(), SessionError> {
+        self.contention = Some(snapshot.clone());
         Ok(())
     }
 

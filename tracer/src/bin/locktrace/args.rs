@@ -54,6 +54,9 @@ pub enum Command {
         trace: TraceArgs,
     },
     /// Trace live and print alerts as they are found.
+    ///
+    /// Each alert says how often each of its locks was contended so far and how long tasks
+    /// waited for it (kernel locks, where the contention tracepoints attached).
     #[command(after_help = EXIT_STATUS)]
     Watch {
         /// One JSON object per alert per line on standard output.
@@ -76,6 +79,9 @@ pub enum Command {
         trace: TraceArgs,
     },
     /// Replay a recorded session and print its alerts.
+    ///
+    /// Each alert says how often each of its locks was contended during the session and how
+    /// long tasks waited for it (kernel locks, where the contention tracepoints attached).
     #[command(after_help = EXIT_STATUS)]
     Report {
         /// The trace file.
@@ -83,6 +89,9 @@ pub enum Command {
         /// One JSON object per alert per line.
         #[arg(long)]
         json: bool,
+        /// The order of the alerts.
+        #[arg(long, value_enum, default_value_t = AlertOrder::Found)]
+        sort: AlertOrder,
         #[command(flatten)]
         alerts: AlertArgs,
     },
@@ -112,6 +121,17 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         suppressions: Option<PathBuf>,
     },
+}
+
+/// The order `report` prints alerts in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AlertOrder {
+    /// As the engine found them.
+    Found,
+    /// Highest contention risk first: alerts whose locks were all contended, then by the
+    /// contention count of their least contended lock, then by the total wait on their locks;
+    /// ties keep the order found.
+    Risk,
 }
 
 /// Graph export formats.

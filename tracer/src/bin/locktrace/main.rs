@@ -63,7 +63,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             trace,
         } => live::watch(alerts.printer(json)?, json, floor, metrics, &trace)
             .map(|o| o.exit_code(alerts.alert_exit_code)),
-        Command::Report { file, json, alerts } => recorded::report(&file, alerts.printer(json)?)
+        Command::Report {
+            file,
+            json,
+            sort,
+            alerts,
+        } => recorded::report(&file, alerts.printer(json)?, sort)
             .map(|o| o.exit_code(alerts.alert_exit_code)),
         Command::Script { file, stacks } => recorded::script(&file, stacks).map(ExitCode::from),
         Command::Graph {

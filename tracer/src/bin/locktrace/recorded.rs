@@ -10,6 +10,7 @@ use anyhow::Context;
 use tracer::{
     replay::{ReplayError, replay},
     report::{
+        contention::{Contention, sort_by_risk},
         graph::{self, AlertEdges},
         printer::AlertPrinter,
         suppress::Suppressions,
@@ -17,13 +18,33 @@ use tracer::{
     tracefile::TraceError,
 };
 
-use crate::{args::GraphFormat, exit::Outcome, live::accounting};
+use crate::{
+    args::{AlertOrder, GraphFormat},
+    exit::Outcome,
+    live::accounting,
+};
 
-/// Replays `file` and prints its alerts through `printer`.
-pub fn report(file: &Path, mut printer: AlertPrinter) -> anyhow::Result<Outcome> {
-    let replayed = replay(file)?;
+/// Replays `file` and prints its alerts through `printer`, in `order`, each with the whole
+/// session's contention figures.
+pub fn report(
+    file: &Path,
+    mut printer: AlertPrinter,
+    order: AlertOrder,
+) -> anyhow::Result<Outcome> {
+    let mut replayed = replay(file)?;
+    let (engine, symbols) = (&replayed.engine, &replayed.symbols);
+    let contention = Contention::new(
+        Contention::traced_by(&replayed.header.probes),
+        true,
+        replayed.contention.as_ref(),
+        engine,
+        symbols,
+    );
+    if order == AlertOrder::Risk {
+        sort_by_risk(&mut replayed.alerts, &contention, engine);
+    }
     for alert in &replayed.alerts {
-        match printer.print(alert, &replayed.engine, &replayed.symbols) {
+        match printer.print(alert, engine, symbols, &contention) {
             Ok(()) => {}
             // The reader went away (a pager quit): nothing more to say, but what was printed
             // still counts.
