@@ -10,9 +10,9 @@
 //! - each entry keeps the chain key of the stack up to it, so [`HeldStack::push`] computes
 //!   the new key from the top one;
 //! - [`HeldStack::release`] looks at the topmost [`RECENT`] entries only (releases come in
-//!   nearly last-in-first-out order) and pops the top, or buries an entry below it as a
-//!   tombstone (address 0) that leaves the keys above unchanged; tombstones on top are
-//!   popped with it;
+//!   nearly last-in-first-out order) and pops the top, or moves the top down over the entry
+//!   just under it (hand-over-hand locking), or buries a deeper entry as a tombstone
+//!   (address 0) that leaves the keys above unchanged; tombstones on top are popped with it;
 //! - a full stack takes no more (counted as an overflow).
 //!
 //! When a task switches out (`sched_switch`), [`HeldStack::switch_out`] hands the run-queue
@@ -344,18 +344,36 @@ impl HeldStack {
         }
     }
 
-    /// Drops the entry at `index`: pops it when on top (with the tombstones it uncovers),
-    /// else leaves a tombstone that keeps the chain keys above as they are.
+    /// Drops the entry at `index`: pops it when on top (with the tombstones it uncovers);
+    /// when just below the top, moves the top entry down into its slot with its chain key
+    /// made again (hand-over-hand locking: take A, take B, drop A, take C, drop B ...);
+    /// deeper, leaves a tombstone that keeps the chain keys above as they are.
+    ///
+    /// Without the move, a hand-over-hand walk leaves one tombstone per step, which only the
+    /// release of the lock above them pops: a walk of more steps than the stack holds
+    /// overflowed it (lockdep rebuilds its stack above any release; one entry is what a BPF
+    /// program can afford).
     #[inline(always)]
     pub fn bury(&mut self, index: usize) {
         let len = self.len();
         if index >= len {
             return;
         }
-        self.at_mut(index).addr = 0;
         if index + 1 == len {
+            self.at_mut(index).addr = 0;
             self.depth = index as u32;
             self.trim();
+        } else if index + 2 == len {
+            let below = match index {
+                0 => EMPTY,
+                i => self.at(i - 1).chain_key,
+            };
+            let mut top = *self.at(len - 1);
+            top.chain_key = chain::extend(below, top.hlock_id());
+            *self.at_mut(index) = top;
+            self.depth = (index + 1) as u32;
+        } else {
+            self.at_mut(index).addr = 0;
         }
     }
 
@@ -532,9 +550,15 @@ mod tests {
         for addr in [1, 2, 3] {
             assert!(a.push(lock(addr, LockKind::Spin, 0), &LIMITS));
         }
-        assert!(a.release(2), "below the top: a tombstone");
+        a.push(lock(4, LockKind::Spin, 0), &LIMITS);
+        assert!(a.release(2), "deeper than under the top: a tombstone");
         assert!(!a.release(9));
-        assert_eq!(addrs(&a), [1, 3]);
+        assert_eq!(addrs(&a), [1, 3, 4]);
+        assert_eq!(a.len(), 4);
+        assert!(
+            a.release(4),
+            "the top goes, and the tombstone under 3 stays"
+        );
         assert_eq!(a.len(), 3);
         assert!(a.release(3), "the top goes, and the tombstone under it");
         assert_eq!(a.len(), 1);
@@ -545,6 +569,30 @@ mod tests {
             b.chain_key(),
             "as if 2 and 3 were never taken"
         );
+    }
+
+    #[test]
+    fn a_hand_over_hand_walk_never_fills_the_stack() {
+        // Take 1, then for each next one: take it, drop the one before (as list walks do).
+        let mut s = HeldStack::EMPTY;
+        s.push(lock(100, LockKind::Mutex, 0), &LIMITS);
+        s.push(lock(1, LockKind::Spin, 0), &LIMITS);
+        for addr in 2..=4 * MAX_HELD as u64 {
+            assert!(
+                s.push(lock(addr, LockKind::Spin, 0), &LIMITS),
+                "step {addr}"
+            );
+            assert!(s.release(addr - 1), "step {addr}");
+        }
+        assert_eq!(addrs(&s), [100, 4 * MAX_HELD as u64]);
+        assert_eq!(s.len(), 2, "no tombstones left behind");
+        let mut clean = HeldStack::EMPTY;
+        clean.push(lock(100, LockKind::Mutex, 0), &LIMITS);
+        clean.push(lock(4 * MAX_HELD as u64, LockKind::Spin, 0), &LIMITS);
+        assert_eq!(s.chain_key(), clean.chain_key(), "the key of what is held");
+        assert!(s.release(4 * MAX_HELD as u64));
+        assert!(s.release(100));
+        assert!(s.is_empty());
     }
 
     #[test]
