@@ -129,6 +129,12 @@ done
 # An ordinary workload, without the module's patterns: no inversion alert.
 scan workload locktrace watch --json -- dash /tests/workload.sh &&
     ship workload.json /tmp/workload.out
+# ... and no held stack overflows: a stack deeper than 32 there is a bug of ours (every
+# switch to one of locktrace's own threads once left the run-queue lock on its stack).
+held=$(grep -o 'held state: [^;)]*' /tmp/workload.err | tail -n 1)
+echo "$held" | grep -q held_overflow
+[ $? != 0 ]
+check workload-held-stacks $? "${held:-held state: no corrections}"
 
 # A record of all patterns, replayed here and (by the host) on the host.
 # shellcheck disable=SC2086 # PATTERNS is a list of words

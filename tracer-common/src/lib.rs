@@ -758,8 +758,9 @@ pub struct ProbeConfig {
     /// and clears it before detaching, so a session never sees acquisitions from a moment when
     /// the matching release probes were not attached yet.
     pub tracing: u32,
-    /// Reserved, zero.
-    pub reserved: u32,
+    /// Offset of `tgid` in `struct task_struct`, for `sched_switch`: the run-queue lock is not
+    /// handed to locktrace's own threads, whose releases are not followed. 0 when unknown.
+    pub task_tgid_offset: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 160);
@@ -788,7 +789,7 @@ impl Default for ProbeConfig {
             acquisitions_traced: 0,
             self_pid: 0,
             tracing: 0,
-            reserved: 0,
+            task_tgid_offset: 0,
         }
     }
 }

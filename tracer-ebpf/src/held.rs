@@ -105,6 +105,16 @@ fn task_tid(task: u64, cfg: &ProbeConfig) -> Option<u32> {
     unsafe { bpf_probe_read_kernel((task + cfg.task_pid_offset) as *const u32).ok() }
 }
 
+/// Reads a task's thread-group id through the `tgid` offset user space found in BTF.
+#[inline(always)]
+fn task_tgid(task: u64, cfg: &ProbeConfig) -> Option<u32> {
+    if cfg.task_tgid_offset == 0 {
+        return None;
+    }
+    // SAFETY: a kernel read through the fault-tolerant helper.
+    unsafe { bpf_probe_read_kernel((task + u64::from(cfg.task_tgid_offset)) as *const u32).ok() }
+}
+
 /// `sched_switch` from `prev` to `next` on this CPU: `prev` cannot hold a spinning lock while
 /// it is switched out, except this CPU's run-queue lock the scheduler hands to `next`, which
 /// releases it (lockdep's `prepare_lock_switch`/`finish_lock_switch`). Moves that lock to
@@ -139,7 +149,10 @@ pub fn switch(cfg: &ProbeConfig, here: &Here, prev: u64, next: u64) {
         count(Counter::StaleHeld, u64::from(stale));
     }
     let Some(lock) = handed else { return };
-    if Running::held_by(state, 0, next_tid, None) {
+    // Nor to a task that was preempted inside one of our programs (see above), nor to one of
+    // locktrace's own threads: their releases are not followed, so every switch to one of
+    // them would leave one more entry on its stack, until it overflowed.
+    if Running::held_by(state, 0, next_tid, None) || task_tgid(next, cfg) == Some(cfg.self_pid) {
         return;
     }
     if let Some(next_stack) = task_stack(task_key(next_tid, here.cpu, false), true) {

@@ -162,6 +162,8 @@ pub struct KernelFacts {
     pub percpu_size: u64,
     /// Offset of `pid` in `struct task_struct` (for `sched_switch`), 0 when unknown.
     pub task_pid_offset: u64,
+    /// Offset of `tgid` in `struct task_struct` (for `sched_switch`), 0 when unknown.
+    pub task_tgid_offset: u32,
     /// Offset of the run-queue lock in the per-CPU area (`runqueues` plus `rq.__lock`, or
     /// `rq.lock` before Linux 5.14), 0 when unknown.
     pub rq_lock_percpu_offset: u64,
@@ -193,6 +195,10 @@ impl KernelFacts {
             pcpu_alloc: PCPU_ALLOC_NAMES.into_iter().find(|name| btf.has_func(name)),
             percpu_size: btf.section_size(PERCPU).unwrap_or(0),
             task_pid_offset: btf.member_offset("task_struct", &["pid"]).unwrap_or(0),
+            task_tgid_offset: btf
+                .member_offset("task_struct", &["tgid"])
+                .and_then(|offset| u32::try_from(offset).ok())
+                .unwrap_or(0),
             rq_lock_percpu_offset: btf
                 .var_offset(PERCPU, "runqueues")
                 .zip(
@@ -240,6 +246,7 @@ impl KernelFacts {
         let mut cfg = ProbeConfig {
             percpu_size: self.percpu_size,
             task_pid_offset: self.task_pid_offset,
+            task_tgid_offset: self.task_tgid_offset,
             rq_lock_percpu_offset: self.rq_lock_percpu_offset,
             func_ip_helper: self.func_ip_helper.into(),
             irq_kfunc_valid: self.irq_kfunc.into(),
