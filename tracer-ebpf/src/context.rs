@@ -110,8 +110,8 @@ pub fn cpu() -> u32 {
 /// marker with the kfunc's BTF id, or the whole call with `r0 = 0` when the kernel lacks the
 /// kfunc (then `cfg.irq_kfunc_valid` is 0 and the state is reported as unknown). aya-ebpf has
 /// no way to declare a kfunc, and an `extern "C"` declaration loses the argument register in
-/// bpf-linker. The verifier refuses a direct read of the saved slot, so it is copied out with
-/// `bpf_probe_read_kernel`.
+/// bpf-linker. The verifier refuses a direct read of the saved slot, so it is loaded through
+/// an untrusted pointer ([`untrusted_words`]), or copied out with `bpf_probe_read_kernel`.
 #[inline(always)]
 pub fn irq_state(cfg: &ProbeConfig, here: &Here) -> IrqState {
     IrqState::from_u32(launder(here.noise, irq_state_raw(cfg) as u64) as u32)
@@ -139,10 +139,16 @@ fn irq_state_raw(cfg: &ProbeConfig) -> IrqState {
             out("r0") _, out("r2") _, out("r3") _, out("r4") _, out("r5") _,
         );
     }
-    // SAFETY: reading our own stack slot through the kernel-read helper.
-    match unsafe { bpf_probe_read_kernel(slot as *const u64) } {
-        Ok(flags) => IrqState::from_x86_flags(flags),
-        Err(_) => IrqState::Unknown,
+    // The verifier refuses a direct read of the slot the kfuncs used: read it as an untrusted
+    // pointer (a plain load), or through the kernel-read helper.
+    let flags = match untrusted_words::<1>(slot as u64) {
+        Some([flags]) => Some(flags),
+        // SAFETY: reading our own stack slot through the kernel-read helper.
+        None => unsafe { bpf_probe_read_kernel(slot as *const u64) }.ok(),
+    };
+    match flags {
+        Some(flags) => IrqState::from_x86_flags(flags),
+        None => IrqState::Unknown,
     }
 }
 
@@ -613,19 +619,19 @@ fn is_kernel_text(addr: u64) -> bool {
 }
 
 /// The vmlinux BTF id of a struct of plain 8-byte members (`pt_regs`), set at load time: what
-/// [`frame_words`] reads a trampoline's frame as. 0 when the kernel has none.
+/// [`untrusted_words`] reads a trampoline's frame (and a stack slot) as. 0 when the kernel has none.
 #[unsafe(no_mangle)]
 static FRAME_BTF_ID: u32 = 0;
 
-/// The two words at kernel address `at` (a trampoline's frame), read as plain loads: the
-/// `bpf_rdonly_cast` kfunc (Linux 6.2+; the verifier turns the call into a register move)
-/// types the address as an untrusted pointer to a struct of plain 8-byte members, whose
-/// fields the verifier lets a program load directly, each as one instruction with an
-/// exception-table entry. Through `bpf_probe_read_kernel` the same two words cost a fifth of
-/// an acquisition program's time. `None` without the kfunc (user space then patched the call
-/// into `r0 = 0`) or the struct.
+/// The `N` words at kernel address `at` (a trampoline's frame, a stack slot of our own),
+/// read as plain loads: the `bpf_rdonly_cast` kfunc (Linux 6.2+; the verifier turns the call
+/// into a register move) types the address as an untrusted pointer to a struct of plain
+/// 8-byte members, whose fields the verifier lets a program load directly, each as one
+/// instruction with an exception-table entry. Through `bpf_probe_read_kernel` two words of a
+/// frame cost a fifth of an acquisition program's time. `None` without the kfunc (user space
+/// then patched the call into `r0 = 0`) or the struct. `N` is at most 21 (`pt_regs`).
 #[inline(always)]
-fn frame_words(at: u64) -> Option<[u64; 2]> {
+fn untrusted_words<const N: usize>(at: u64) -> Option<[u64; N]> {
     // SAFETY: a plain read of a static; volatile so that the verifier sees the load of the
     // frozen constant the kfunc's type argument must be.
     let btf_id = unsafe { core::ptr::read_volatile(&raw const FRAME_BTF_ID) };
@@ -647,13 +653,12 @@ fn frame_words(at: u64) -> Option<[u64; 2]> {
     if frame.is_null() {
         return None;
     }
-    // SAFETY: loads the verifier turns into fault-tolerant ones (an untrusted pointer).
-    Some(unsafe {
-        [
-            core::ptr::read_volatile(frame),
-            core::ptr::read_volatile(frame.wrapping_add(1)),
-        ]
-    })
+    let mut words = [0u64; N];
+    for (i, word) in words.iter_mut().enumerate() {
+        // SAFETY: loads the verifier turns into fault-tolerant ones (an untrusted pointer).
+        *word = unsafe { core::ptr::read_volatile(frame.wrapping_add(i)) };
+    }
+    Some(words)
 }
 
 /// Where, in the words [`trampoline_caller`] reads, an fexit program on a function of one
@@ -670,7 +675,7 @@ pub const FEXIT_ONE_ARG_RETURN_SLOT: usize = 2;
 /// bytes of `bpf_get_func_ip()`) and the caller comes next; when ftrace *jumps* to it (as
 /// the 7.3 guest's kernel does; 6.12's calls), it is the caller itself. `return_slot` says
 /// where that word is, for programs whose frame is known ([`FEXIT_ONE_ARG_RETURN_SLOT`]): the
-/// two words there are read as plain loads ([`frame_words`]), else through the read helper;
+/// two words there are read as plain loads ([`untrusted_words`]), else through the read helper;
 /// without it, the word next to the one within 16 bytes of the function is taken (call mode
 /// only), through the helper. Without `bpf_get_func_ip` (before
 /// Linux 5.15) or when the frame does not look like that, three frames of the stack are
@@ -697,7 +702,7 @@ pub fn trampoline_caller<C: EbpfContext>(
                 // The return slot and the word after it: two words rather than the whole
                 // frame.
                 let at = here.number(ctx.as_ptr() as u64) + 8 + 8 * slot as u64;
-                let words = frame_words(at).or_else(|| {
+                let words = untrusted_words::<2>(at).or_else(|| {
                     let mut words = [0u64; 2];
                     // SAFETY: the trampoline's frame on the kernel stack, read through the
                     // helper.
