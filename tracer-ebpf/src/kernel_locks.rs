@@ -8,7 +8,7 @@ use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
     programs::{BtfTracePointContext, FEntryContext, FExitContext},
 };
-use tracer_common::{HeldLock, LockKind, class::classify, flags};
+use tracer_common::{HeldLock, IrqState, LockKind, class::classify, flags};
 
 use crate::{
     context,
@@ -69,12 +69,14 @@ pub fn on_acquire(ctx: &FExitContext, lock_kind: LockKind, variant: u32, success
     let Some(stack) = held::kernel_stack(&here, true) else {
         return;
     };
-    let mut maps = Maps::kernel(
-        ctx,
-        &here,
-        context::irq_state(cfg, &here),
-        flags::FROM_TRAMPOLINE,
-    );
+    // An `_irq` or `_irqsave` function returns with interrupts disabled: no need to read
+    // the state (and where the kfunc is missing, it is known all the same).
+    let irqs = if variant & flags::IRQ_VARIANT != 0 {
+        IrqState::Disabled
+    } else {
+        context::irq_state(cfg, &here)
+    };
+    let mut maps = Maps::kernel(ctx, &here, irqs, flags::FROM_TRAMPOLINE);
     validate::acquire(&mut maps, cfg, stack, lock);
 }
 
