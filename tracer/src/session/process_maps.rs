@@ -6,6 +6,8 @@ use std::collections::HashMap;
 
 use object::{Object, ObjectSegment};
 
+use crate::symbols::UserObject;
+
 /// One file-backed mapping.
 #[derive(Clone, Debug)]
 struct Mapping {
@@ -15,18 +17,25 @@ struct Mapping {
     path: String,
 }
 
-/// A file's load segments: (virtual address, memory size, file offset).
+/// A file's load segments: (virtual address, memory size, file offset); and its GNU build id
+/// in hex, read in the same parse.
 #[derive(Clone, Debug, Default)]
-struct Segments(Vec<(u64, u64, u64)>);
+struct Segments(Vec<(u64, u64, u64)>, Option<String>);
 
 impl Segments {
     fn read(path: &str) -> Option<Segments> {
         let data = std::fs::read(path).ok()?;
         let file = object::File::parse(&*data).ok()?;
+        let build_id = file
+            .build_id()
+            .ok()
+            .flatten()
+            .map(|id| id.iter().map(|b| format!("{b:02x}")).collect());
         Some(Segments(
             file.segments()
                 .map(|s| (s.address(), s.size(), s.file_range().0))
                 .collect(),
+            build_id,
         ))
     }
 
@@ -100,6 +109,23 @@ impl ProcessMaps {
     }
 }
 
+impl ProcessMaps {
+    /// The binary `addr` belongs to: its path as the process sees it (without the
+    /// `/proc/PID/root` prefix this snapshot reads it through) and its build id.
+    pub fn object(&self, addr: u64) -> Option<UserObject> {
+        let (path, _) = self.resolve(addr)?;
+        let build_id = self.segments.get(path).and_then(|s| s.1.clone());
+        let seen = path
+            .strip_prefix("/proc/")
+            .and_then(|rest| rest.split_once("/root/"))
+            .map_or(path.to_string(), |(_, inside)| format!("/{inside}"));
+        Some(UserObject {
+            path: seen,
+            build_id,
+        })
+    }
+}
+
 fn parse_line(pid: u32, line: &str) -> Option<Mapping> {
     let mut fields = line.split_whitespace();
     let (start, end) = fields.next()?.split_once('-')?;
@@ -144,5 +170,15 @@ mod tests {
             .expect("bss resolves");
         assert!(path.ends_with(&exe_name), "{path} is not {exe_name}");
         assert_eq!(a_function(), 0);
+        let object = maps.object(&raw const IN_BSS as u64).expect("bss object");
+        assert_eq!(
+            std::path::Path::new(&object.path),
+            exe,
+            "the path the process sees"
+        );
+        assert!(
+            object.build_id.is_some_and(|id| id.len() >= 16),
+            "rustc links a GNU build id"
+        );
     }
 }

@@ -15,7 +15,7 @@ use tracer_common::{ClassTag, Fact, HeldLock, SLAB_NAME_LEN, flags};
 use crate::{
     fact::FactRecord,
     probes::NameMaps,
-    symbols::{Frame, KernelSymbol, StackKey, StackSpace, Symbols},
+    symbols::{Frame, KernelSymbol, StackKey, StackSpace, Symbols, UserObject},
     tracefile::{ContentionSnapshot, Record},
 };
 
@@ -55,6 +55,7 @@ struct PendingRecords {
     kernel: Vec<KernelSymbol>,
     stacks: Vec<(StackKey, Vec<Frame>)>,
     user_locks: Vec<((u32, u64), String)>,
+    user_lock_objects: Vec<((u32, u64), UserObject)>,
     user_functions: Vec<((u32, u64), Frame)>,
     slab_caches: Vec<(u64, String)>,
     percpu: Vec<(u64, u64, String)>,
@@ -317,6 +318,10 @@ impl Namer {
                 };
                 self.pending.user_locks.push((key, name.clone()));
                 self.symbols.user_locks.insert(key, name);
+                if let Some(object) = self.maps.get(&pid).and_then(|m| m.object(addr)) {
+                    self.pending.user_lock_objects.push((key, object.clone()));
+                    self.symbols.user_lock_objects.insert(key, object);
+                }
             } else {
                 self.anonymous_user_locks.insert(key);
             }
@@ -343,6 +348,9 @@ impl Namer {
         }
         if !pending.user_locks.is_empty() {
             records.push(Record::UserLocks(pending.user_locks));
+        }
+        if !pending.user_lock_objects.is_empty() {
+            records.push(Record::UserLockObjects(pending.user_lock_objects));
         }
         if !pending.slab_caches.is_empty() {
             records.push(Record::SlabCaches(pending.slab_caches));

@@ -109,6 +109,19 @@ pub struct Symbols {
     /// The static per-CPU variables (offset in the per-CPU area, size, name), from the
     /// kernel's BTF, sorted by offset.
     pub percpu: Vec<(u64, u64, String)>,
+    /// The binary each named user-space lock is in, by (pid, address) as in `user_locks`
+    /// (recordings before format version 3 do not have them).
+    pub user_lock_objects: HashMap<(u32, u64), UserObject>,
+}
+
+/// A binary a user-space lock lives in: what, with the lock's symbol, names it the same way
+/// in every process and on every machine that runs the same binary.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct UserObject {
+    /// Its path as the process mapped it (inside the process's mount namespace).
+    pub path: String,
+    /// Its GNU build id in hex, when it has one: the same bytes wherever it is installed.
+    pub build_id: Option<String>,
 }
 
 impl Symbols {

@@ -90,12 +90,12 @@ pub enum TraceError {
     /// The file was written in a format version this build cannot read, or a caller asked to
     /// write a version other than the current one.
     #[error(
-        "trace file format version {found} is not supported (this build handles version {supported})"
+        "trace file format version {found} is not supported (this build writes version {supported} and reads versions 2 to {supported})"
     )]
     UnsupportedVersion {
         /// The version found.
         found: u32,
-        /// The only version this build reads and writes.
+        /// The version this build writes, and the newest it reads.
         supported: u32,
     },
     /// The header body is damaged: its checksum does not match or it does not decode.

@@ -10,17 +10,22 @@ use tracer_common::{ClassDesc, ContentionStat, FactKind, HeldLock, IrqState};
 
 use super::error::{Corruption, TraceError};
 use super::header::{Header, ProbeStatus};
-use super::record::{ContentionSnapshot, DropCounts, EndSummary, Record};
+use super::record::{ContentionSnapshot, DropCounts, EndSummary, Record, RecordingStart};
 use crate::fact::FactRecord;
 use crate::symbols::kallsyms::KernelSymbol;
-use crate::symbols::{Frame, StackKey, StackSpace};
+use crate::symbols::{Frame, StackKey, StackSpace, UserObject};
 
 /// The first eight bytes of every trace file.
 pub const MAGIC: [u8; 8] = *b"LOCKTRC\0";
 
-/// The format version this build writes and reads. Version 2 records facts (what the
-/// programs found new) where version 1 recorded every lock event.
-pub const FORMAT_VERSION: u32 = 2;
+/// The format version this build writes. Version 2 records facts (what the programs found
+/// new) where version 1 recorded every lock event; version 3 adds the binaries of user-space
+/// locks ([`ChunkType::UserLockObjects`]) and merged files ([`ChunkType::Recording`]).
+pub const FORMAT_VERSION: u32 = 3;
+
+/// The oldest format version this build reads: version 2 files are version 3 files without
+/// the chunks version 3 added.
+pub const OLDEST_READABLE_VERSION: u32 = 2;
 
 /// Magic, version, header-body length and header-body CRC32.
 pub const FILE_PREFIX_LEN: usize = 20;
@@ -62,6 +67,10 @@ pub enum ChunkType {
     Contention = 10,
     /// [`Record::PercpuVars`].
     PercpuVars = 11,
+    /// [`Record::UserLockObjects`] (version 3).
+    UserLockObjects = 12,
+    /// [`Record::Recording`] (version 3, merged files only).
+    Recording = 13,
 }
 
 impl ChunkType {
@@ -79,6 +88,8 @@ impl ChunkType {
             9 => ChunkType::Facts,
             10 => ChunkType::Contention,
             11 => ChunkType::PercpuVars,
+            12 => ChunkType::UserLockObjects,
+            13 => ChunkType::Recording,
             _ => return None,
         })
     }
@@ -96,6 +107,8 @@ impl ChunkType {
             ChunkType::Facts => "facts",
             ChunkType::Contention => "contention",
             ChunkType::PercpuVars => "percpu-vars",
+            ChunkType::UserLockObjects => "user-lock-objects",
+            ChunkType::Recording => "recording",
         }
     }
 
@@ -112,6 +125,8 @@ impl ChunkType {
             Record::UserLocks(_) => ChunkType::UserLocks,
             Record::UserFunctions(_) => ChunkType::UserFunctions,
             Record::End(_) => ChunkType::End,
+            Record::UserLockObjects(_) => ChunkType::UserLockObjects,
+            Record::Recording(_) => ChunkType::Recording,
         }
     }
 }
@@ -265,6 +280,22 @@ pub(crate) fn frame_record(record: &Record) -> Result<Vec<BytesMut>, TraceError>
             buf.put_u64_le(summary.facts_written);
             buf.put_u64_le(summary.duration_ns);
         })?,
+        Record::UserLockObjects(objects) => {
+            for ((pid, addr), object) in objects {
+                framer.item(|buf| {
+                    buf.put_u32_le(*pid);
+                    buf.put_u64_le(*addr);
+                    put_str(buf, &object.path);
+                    put_option(buf, object.build_id.as_deref(), put_str);
+                })?;
+            }
+        }
+        Record::Recording(start) => framer.item(|buf| {
+            put_str(buf, &start.file);
+            put_option(buf, start.damage.as_deref(), put_str);
+            buf.put_u32_le(start.header.format_version);
+            put_header_body(buf, &start.header);
+        })?,
     }
     let mut chunks = framer.sealed;
     chunks.push(framer.current.seal());
@@ -329,6 +360,26 @@ pub(crate) fn decode_payload(kind: ChunkType, payload: &[u8]) -> Result<Record, 
             facts_written: dec.u64()?,
             duration_ns: dec.u64()?,
         }),
+        ChunkType::UserLockObjects => Record::UserLockObjects(dec.until_empty(|dec| {
+            Ok((
+                (dec.u32()?, dec.u64()?),
+                UserObject {
+                    path: dec.string()?,
+                    build_id: dec.option(Decoder::string)?,
+                },
+            ))
+        })?),
+        ChunkType::Recording => {
+            let file = dec.string()?;
+            let damage = dec.option(Decoder::string)?;
+            let version = dec.u32()?;
+            let header = decode_header_fields(version, &mut dec)?;
+            Record::Recording(RecordingStart {
+                file,
+                damage,
+                header,
+            })
+        }
     };
     if !dec.buf.is_empty() {
         return Err(Corruption::Malformed(
@@ -342,22 +393,7 @@ pub(crate) fn decode_payload(kind: ChunkType, payload: &[u8]) -> Result<Record, 
 /// writer has checked equals [`FORMAT_VERSION`].
 pub(crate) fn encode_file_header(header: &Header) -> Result<BytesMut, TraceError> {
     let mut body = BytesMut::new();
-    put_str(&mut body, &header.kernel_release);
-    put_str(&mut body, &header.boot_id);
-    put_str(&mut body, &header.hostname);
-    body.put_u64_le(header.start_unix_ns);
-    body.put_u64_le(header.start_monotonic_ns);
-    body.put_u32_le(header.command_line.len() as u32);
-    for arg in &header.command_line {
-        put_str(&mut body, arg);
-    }
-    body.put_u32_le(header.probes.len() as u32);
-    for probe in &header.probes {
-        put_str(&mut body, &probe.name);
-        put_str(&mut body, &probe.kind);
-        body.put_u8(u8::from(probe.attached));
-        put_str(&mut body, &probe.detail);
-    }
+    put_header_body(&mut body, header);
     if body.len() > MAX_PAYLOAD_LEN {
         return Err(TraceError::RecordTooLarge {
             what: "header",
@@ -374,9 +410,38 @@ pub(crate) fn encode_file_header(header: &Header) -> Result<BytesMut, TraceError
     Ok(out)
 }
 
+/// Encodes a header body (the file's, or a merged recording's in its Recording chunk).
+fn put_header_body(body: &mut BytesMut, header: &Header) {
+    put_str(body, &header.kernel_release);
+    put_str(body, &header.boot_id);
+    put_str(body, &header.hostname);
+    body.put_u64_le(header.start_unix_ns);
+    body.put_u64_le(header.start_monotonic_ns);
+    body.put_u32_le(header.command_line.len() as u32);
+    for arg in &header.command_line {
+        put_str(body, arg);
+    }
+    body.put_u32_le(header.probes.len() as u32);
+    for probe in &header.probes {
+        put_str(body, &probe.name);
+        put_str(body, &probe.kind);
+        body.put_u8(u8::from(probe.attached));
+        put_str(body, &probe.detail);
+    }
+}
+
 /// Decodes a header body whose CRC has been checked.
 pub(crate) fn decode_header_body(format_version: u32, body: &[u8]) -> Result<Header, Corruption> {
     let mut dec = Decoder { buf: body };
+    let header = decode_header_fields(format_version, &mut dec)?;
+    if !dec.buf.is_empty() {
+        return Err(Corruption::Malformed("bytes left over after the header"));
+    }
+    Ok(header)
+}
+
+/// Decodes the fields of a header body, leaving what follows them.
+fn decode_header_fields(format_version: u32, dec: &mut Decoder) -> Result<Header, Corruption> {
     let kernel_release = dec.string()?;
     let boot_id = dec.string()?;
     let hostname = dec.string()?;
@@ -398,9 +463,6 @@ pub(crate) fn decode_header_body(format_version: u32, body: &[u8]) -> Result<Hea
             },
             detail: dec.string()?,
         });
-    }
-    if !dec.buf.is_empty() {
-        return Err(Corruption::Malformed("bytes left over after the header"));
     }
     Ok(Header {
         format_version,

@@ -5,7 +5,7 @@
 //! records on any machine. Every integer is encoded explicitly, little-endian, field by field;
 //! nothing is transmuted, and nothing depends on the reader's kernel or architecture.
 //!
-//! # On-disk layout (format version 2)
+//! # On-disk layout (format version 3)
 //!
 //! The file prefix, then a header body, then chunks until the end of the file.
 //!
@@ -46,6 +46,8 @@
 //! | 9 Facts (*)        | `fact`s                                                                |
 //! | 10 Contention      | monotonic ns u64, then back to back: `class`, count u64, wait ns u64, max ns u64 (cumulative) |
 //! | 11 PercpuVars (*)  | offset in the per-CPU area u64, size u64, name `str`                   |
+//! | 12 UserLockObjects (*) | pid u32, address u64, binary path `str`, GNU build id (hex) `opt<str>` (version 3) |
+//! | 13 Recording       | file `str`, damage `opt<str>`, format version u32, header body (version 3; merged files only: the chunks up to the next Recording are that recording's) |
 //!
 //! where `frame` = addr u64, function `opt<str>`, offset u64, file `opt<str>`, line `opt<u32>`;
 //! `class` = a u64, b u64, tag u16, family u16, offset u32 ([`tracer_common::ClassDesc`]);
@@ -70,9 +72,18 @@
 //!
 //! # Compatibility
 //!
-//! A change to any encoding above bumps [`FORMAT_VERSION`]; readers refuse other versions with
-//! [`TraceError::UnsupportedVersion`]. New chunk types take new values; retired values are never
-//! reused.
+//! A change to any encoding above bumps [`FORMAT_VERSION`]; readers refuse versions older than
+//! [`OLDEST_READABLE_VERSION`] or newer than their own with [`TraceError::UnsupportedVersion`].
+//! New chunk types take new values; retired values are never reused. Version 3 added chunk
+//! types 12 and 13 and changed nothing else, so version 2 files are read as they are.
+//!
+//! # Merged files
+//!
+//! `locktrace merge` writes a file whose own header describes the merge (this host, the
+//! merge's command line, no probes), then for each recording merged a Recording chunk (its
+//! file name, its header, the damage that ended it, if any) followed by that recording's
+//! chunks, unchanged, and one End chunk. Nothing is rewritten: addresses keep the meaning they
+//! had in their own recording, and reports match lock classes across recordings by name.
 
 mod error;
 mod format;
@@ -85,10 +96,12 @@ mod writer;
 pub use error::{Corruption, IoOp, TraceError, Truncation};
 pub use format::{
     CHUNK_HEADER_LEN, ChunkType, FILE_PREFIX_LEN, FORMAT_VERSION, MAGIC, MAX_PAYLOAD_LEN,
-    TARGET_PAYLOAD_LEN, chunk_crc,
+    OLDEST_READABLE_VERSION, TARGET_PAYLOAD_LEN, chunk_crc,
 };
 pub use header::{Header, ProbeStatus};
 pub use output::OutputFile;
 pub use reader::TraceReader;
-pub use record::{ContentionSnapshot, DropCounts, EndSummary, Record, apply_to_symbols};
+pub use record::{
+    ContentionSnapshot, DropCounts, EndSummary, Record, RecordingStart, apply_to_symbols,
+};
 pub use writer::TraceWriter;

@@ -22,7 +22,7 @@ use bytes::Buf;
 use super::error::{Corruption, IoOp, TraceError, Truncation};
 use super::format::{
     CHUNK_HEADER_LEN, ChunkType, FILE_PREFIX_LEN, FORMAT_VERSION, MAGIC, MAX_PAYLOAD_LEN,
-    chunk_crc, decode_header_body, decode_payload,
+    OLDEST_READABLE_VERSION, chunk_crc, decode_header_body, decode_payload,
 };
 use super::header::Header;
 use super::output::regular;
@@ -93,7 +93,7 @@ impl<R: Read> TraceReader<R> {
         let format_version = fields.get_u32_le();
         let body_len = fields.get_u32_le();
         let body_crc = fields.get_u32_le();
-        if format_version != FORMAT_VERSION {
+        if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&format_version) {
             return Err(TraceError::UnsupportedVersion {
                 found: format_version,
                 supported: FORMAT_VERSION,

@@ -5,7 +5,7 @@ use tracer_common::{ContentionStat, Counter};
 
 use crate::fact::FactRecord;
 use crate::symbols::kallsyms::KernelSymbol;
-use crate::symbols::{Frame, StackKey, Symbols};
+use crate::symbols::{Frame, StackKey, Symbols, UserObject};
 
 /// One unit of a recording, as written by [`super::TraceWriter::write`] and yielded by
 /// [`super::TraceReader`]. Each is stored as one chunk (large lists may be split over several
@@ -32,6 +32,24 @@ pub enum Record {
     UserFunctions(Vec<((u32, u64), Frame)>),
     /// The trailer of a cleanly finished recording.
     End(EndSummary),
+    /// The binary (path and build id) each named user-space lock is in, by (pid, address):
+    /// what makes a user-space lock's name comparable across recordings.
+    UserLockObjects(Vec<((u32, u64), UserObject)>),
+    /// In a merged file (`locktrace merge`): the records up to the next `Recording` are those
+    /// of the recording this one describes.
+    Recording(RecordingStart),
+}
+
+/// Where a recording in a merged file came from, and what of it was readable.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecordingStart {
+    /// The file it was merged from, as named on the merge's command line.
+    pub file: String,
+    /// The damage that stopped the merge from reading that file, if any (everything before
+    /// it was merged).
+    pub damage: Option<String>,
+    /// Its own header.
+    pub header: super::Header,
 }
 
 /// The programs' counters as read at one moment: what was lost, what the held stacks had to
@@ -115,11 +133,16 @@ pub fn apply_to_symbols(record: &Record, symbols: &mut Symbols) -> bool {
         Record::SlabCaches(list) => symbols.slab_caches.extend(list.iter().cloned()),
         Record::UserLocks(list) => symbols.user_locks.extend(list.iter().cloned()),
         Record::UserFunctions(list) => symbols.user_functions.extend(list.iter().cloned()),
+        Record::UserLockObjects(list) => symbols.user_lock_objects.extend(list.iter().cloned()),
         Record::PercpuVars(list) => {
             symbols.percpu.extend(list.iter().cloned());
             symbols.percpu.sort_by_key(|(offset, _, _)| *offset);
         }
-        Record::Facts(_) | Record::Drops(_) | Record::Contention(_) | Record::End(_) => {
+        Record::Facts(_)
+        | Record::Drops(_)
+        | Record::Contention(_)
+        | Record::End(_)
+        | Record::Recording(_) => {
             return false;
         }
     }
