@@ -4,7 +4,8 @@
 //! - [`probes`] loads the eBPF programs and attaches what the running kernel allows; the
 //!   programs keep held locks, classes and the chain cache, and send only new [`fact`]s;
 //! - [`session`] reads the ring buffer, names the facts, feeds the engine and the trace file;
-//! - [`tracefile`] writes and reads recorded sessions;
+//! - [`tracefile`] writes and reads recorded sessions; [`replay`] feeds them to the engine,
+//!   and [`merge`] matches several recordings' classes by name and writes merged files;
 //! - [`engine`] is lockdep's model on a stream of facts (no BPF, no I/O);
 //! - [`model`] is the programs' side run in user space, turning raw lock events into facts
 //!   (fixtures, benchmarks, tests);
@@ -17,6 +18,7 @@
 pub mod clock;
 pub mod engine;
 pub mod fact;
+pub mod merge;
 pub mod metrics;
 pub mod model;
 pub mod probes;

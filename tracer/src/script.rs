@@ -7,7 +7,9 @@ use std::{io::Write, path::Path};
 use tracer_common::{ClassTag, HeldLock, IrqState, LockKind, flags};
 
 use crate::{
+    engine::alert::TaskRef,
     fact::FactRecord,
+    merge::Origin,
     replay::ReplayError,
     report::{call_site, printable, stack_frames},
     symbols::Symbols,
@@ -38,17 +40,29 @@ pub fn write_facts(
         if apply_to_symbols(&record, &mut symbols) {
             continue;
         }
+        if let Record::Recording(start) = &record {
+            // A merged file: the next recording's addresses are named by its own symbols.
+            symbols = Symbols::default();
+            let origin = Origin::of(&start.file, &start.header).describe();
+            writeln!(out, "# recording {}", printable(&origin)).map_err(ReplayError::Output)?;
+            continue;
+        }
         let Record::Facts(batch) = record else {
             continue;
         };
         for fact in &batch {
             writeln!(out, "{}", fact_line(fact, &symbols)).map_err(ReplayError::Output)?;
             if stacks {
-                for frame in stack_frames(&symbols, fact.stack).unwrap_or_default() {
+                for frame in stack_frames(&symbols, 0, fact.stack).unwrap_or_default() {
                     writeln!(out, "\t{}", printable(&frame)).map_err(ReplayError::Output)?;
                 }
                 for (i, lock) in fact.held.iter().enumerate() {
-                    let site = call_site(&symbols, fact.pid, lock.site, lock.lock_kind().is_user());
+                    let site = call_site(
+                        &symbols,
+                        &TaskRef::of(fact, 0),
+                        lock.site,
+                        lock.lock_kind().is_user(),
+                    );
                     writeln!(
                         out,
                         // Held entries are stamped with the tick-resolution clock.
@@ -95,7 +109,12 @@ pub fn fact_line(fact: &FactRecord, symbols: &Symbols) -> String {
         line += &format!(" arg={:#x} arg2={:#x}", fact.arg, fact.arg2);
     }
     if fact.lock.site != 0 {
-        let site = call_site(symbols, fact.pid, fact.lock.site, kind.is_user());
+        let site = call_site(
+            symbols,
+            &TaskRef::of(fact, 0),
+            fact.lock.site,
+            kind.is_user(),
+        );
         line += &format!(" at {}", printable(&site));
     }
     line += &format!(

@@ -117,6 +117,9 @@ impl AtomicProblem {
 /// A task, as the events name it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TaskRef {
+    /// The recording it was seen in (0 unless several are merged): its pid means something
+    /// there only, and its stacks and call sites are named by that recording's symbols.
+    pub recording: u16,
     /// `comm`, NUL-padded.
     pub comm: [u8; 16],
     /// Thread-group id.
@@ -126,9 +129,10 @@ pub struct TaskRef {
 }
 
 impl TaskRef {
-    /// The task of a fact.
-    pub fn of(fact: &FactRecord) -> TaskRef {
+    /// The task of a fact of `recording`.
+    pub fn of(fact: &FactRecord, recording: u16) -> TaskRef {
         TaskRef {
+            recording,
             comm: fact.comm,
             pid: fact.pid,
             tid: fact.tid,
@@ -214,10 +218,10 @@ pub struct Trigger {
 }
 
 impl Trigger {
-    /// The trigger of `fact`, acquiring `class` (none for calls).
-    pub fn of(fact: &FactRecord, class: Option<ClassId>) -> Trigger {
+    /// The trigger of `fact` of `recording`, acquiring `class` (none for calls).
+    pub fn of(fact: &FactRecord, recording: u16, class: Option<ClassId>) -> Trigger {
         Trigger {
-            task: TaskRef::of(fact),
+            task: TaskRef::of(fact, recording),
             cpu: fact.cpu,
             context: fact.context,
             irqs: fact.irqs,

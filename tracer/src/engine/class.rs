@@ -6,8 +6,14 @@
 //! acquisition site are keyed here by the function that site is in (the programs see return
 //! addresses; the function is what lockdep's reports name). Names are computed at report time,
 //! so that symbols learned later are used.
+//!
+//! Several recordings (a merge) are told apart by a recording number: a class is keyed by its
+//! recording and its key, since addresses mean nothing outside their recording. A merging
+//! table ([`ClassTable::merging`]) also matches classes across recordings by their
+//! [`stable_name`], never by address: the same symbol, slab cache and offset, per-CPU variable,
+//! acquiring function, or user-space symbol in the same binary is one class.
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use tracer_common::{ClassDesc, ClassTag, HeldLock, LockFamily, LockKind};
 
 use super::usage::ClassUsage;
@@ -105,6 +111,9 @@ impl ClassSource {
 pub struct LockClass {
     /// Its id.
     pub id: ClassId,
+    /// The recording that first showed it (0 unless several are merged): `key`,
+    /// `first_addr` and `first_caller` are addresses of that recording, named by its symbols.
+    pub recording: u16,
     /// What identifies it.
     pub key: ClassKey,
     /// Which rule made it.
@@ -168,6 +177,47 @@ pub fn engine_key(desc: &ClassDesc, symbols: &Symbols) -> (ClassKey, ClassSource
     }
 }
 
+/// The name that identifies a class across recordings, or `None` when it has none: a kernel
+/// class named by a symbol, a per-CPU variable, a slab cache (and offset) or an acquiring
+/// function, prefixed by the rule that made it; a user-space lock's symbol with the binary it
+/// is in (its build id, else its path). A class that could only be named by an address, or a
+/// user-space lock whose binary the recording does not know, has none.
+pub fn stable_name(key: &ClassKey, source: ClassSource, symbols: &Symbols) -> Option<String> {
+    let function = |addr: u64| symbols.kernel.function(addr).map(|(sym, _)| &sym.name);
+    let cache = |cache: u64| {
+        symbols
+            .slab_caches
+            .get(&cache)
+            .filter(|name| !name.is_empty())
+    };
+    let name = match *key {
+        ClassKey::Static { addr } => symbols.kernel.data_name(addr)?,
+        ClassKey::PerCpu { offset } => symbols.percpu_name(offset)?,
+        ClassKey::SlabField { cache: c, offset } => format!("{}+{offset:#x}", cache(c)?),
+        ClassKey::Slab {
+            cache: c,
+            offset,
+            site,
+            family,
+        } => format!(
+            "{}+{offset:#x} {} {}",
+            cache(c)?,
+            family.name(),
+            function(site)?
+        ),
+        ClassKey::Site { site, family } => format!("{} {}", family.name(), function(site)?),
+        ClassKey::User { pid, addr } => {
+            let symbol = symbols.user_locks.get(&(pid, addr))?;
+            let object = symbols.user_lock_objects.get(&(pid, addr))?;
+            match &object.build_id {
+                Some(id) => format!("build-id {id} {symbol}"),
+                None => format!("path {} {symbol}", object.path),
+            }
+        }
+    };
+    Some(format!("{source:?} {name}"))
+}
+
 impl LockClass {
     /// The class's name as reports print it, from the symbols known now.
     pub fn name(&self, symbols: &Symbols) -> String {
@@ -228,12 +278,78 @@ impl LockClass {
 #[derive(Debug, Default)]
 pub struct ClassTable {
     classes: Vec<LockClass>,
-    by_key: FxHashMap<ClassKey, ClassId>,
-    /// The programs' class key (`ClassDesc::key`) → class: the common path.
+    by_key: FxHashMap<(u16, ClassKey), ClassId>,
+    /// The programs' class key (`ClassDesc::key`) → class, for the current recording: the
+    /// common path.
     by_desc: FxHashMap<u64, ClassId>,
+    /// The recording whose facts are being read.
+    recording: u16,
+    /// Matching across recordings by name, in a merging table.
+    names: Option<NameMatching>,
+}
+
+/// A merging table's classes by [`stable_name`].
+#[derive(Debug, Default)]
+struct NameMatching {
+    /// Stable name → class.
+    by_name: FxHashMap<String, ClassId>,
+    /// (recording, stable name) claimed by a class of that recording: a second class with
+    /// the same name in one recording (two static functions of one name) is ambiguous, and is
+    /// kept to its recording.
+    taken: FxHashSet<(u16, String)>,
+    /// Every (recording, class) pair and whether it had a usable stable name, in order of
+    /// first sight.
+    members: Vec<(u16, ClassId, bool)>,
+}
+
+impl NameMatching {
+    /// The stable name of `key`, claimed for it in `recording`; `None` when it has none or
+    /// another class of the same recording claimed the same name first (that one keeps it;
+    /// this one is kept to its recording).
+    fn claim(
+        &mut self,
+        recording: u16,
+        key: ClassKey,
+        source: ClassSource,
+        symbols: &Symbols,
+    ) -> Option<String> {
+        let name = stable_name(&key, source, symbols)?;
+        self.taken.insert((recording, name.clone())).then_some(name)
+    }
+}
+
+/// How a merge matched classes across recordings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MatchStats {
+    /// Classes summed over recordings (a class seen in two recordings counts twice).
+    pub classes: u64,
+    /// Of those, classes whose stable name some other recording also showed.
+    pub matched: u64,
+    /// Classes with a stable name no other recording showed.
+    pub named_once: u64,
+    /// Classes with no stable name (named by an address, a user lock's binary unknown, or a
+    /// name two classes of one recording share), kept to their recording.
+    pub unnamed: u64,
 }
 
 impl ClassTable {
+    /// A table that matches classes across recordings by [`stable_name`].
+    pub fn merging() -> ClassTable {
+        ClassTable {
+            names: Some(NameMatching::default()),
+            ..ClassTable::default()
+        }
+    }
+
+    /// The facts resolved from now on belong to `recording`; the programs' class keys of the
+    /// previous one mean nothing here.
+    pub fn start_recording(&mut self, recording: u16) {
+        if recording != self.recording {
+            self.by_desc.clear();
+            self.recording = recording;
+        }
+    }
+
     /// The class of a held lock a fact reports, creating it if new. The second value is true
     /// when the class was created.
     #[inline]
@@ -247,32 +363,85 @@ impl ClassTable {
     #[cold]
     fn resolve_slow(&mut self, lock: &HeldLock, symbols: &Symbols) -> (ClassId, bool) {
         let (key, source) = engine_key(&lock.class, symbols);
-        let mut created = false;
-        let id = *self.by_key.entry(key).or_insert_with(|| {
-            created = true;
-            let id = ClassId(self.classes.len() as u32);
-            self.classes.push(LockClass {
-                id,
-                key,
-                source,
-                kind: lock.lock_kind(),
-                first_addr: lock.addr,
-                first_caller: lock.site,
-                usage: ClassUsage::default(),
-            });
-            id
-        });
+        let recording = self.recording;
+        if let Some(&id) = self.by_key.get(&(recording, key)) {
+            self.by_desc.insert(lock.class_key, id);
+            return (id, false);
+        }
+        // In a merging table: the stable name, when this key may carry it in this recording.
+        let name = self
+            .names
+            .as_mut()
+            .and_then(|names| names.claim(recording, key, source, symbols));
+        let matched = name
+            .as_ref()
+            .and_then(|name| self.names.as_ref()?.by_name.get(name).copied());
+        let (id, created) = match matched {
+            Some(id) => (id, false),
+            None => {
+                let id = ClassId(self.classes.len() as u32);
+                self.classes.push(LockClass {
+                    id,
+                    recording,
+                    key,
+                    source,
+                    kind: lock.lock_kind(),
+                    first_addr: lock.addr,
+                    first_caller: lock.site,
+                    usage: ClassUsage::default(),
+                });
+                (id, true)
+            }
+        };
+        if let Some(names) = &mut self.names {
+            names.members.push((recording, id, name.is_some()));
+            if let (true, Some(name)) = (created, name) {
+                names.by_name.insert(name, id);
+            }
+        }
+        self.by_key.insert((recording, key), id);
         self.by_desc.insert(lock.class_key, id);
         (id, created)
     }
 
-    /// The class the programs' `desc` stands for, if the engine has seen it: by the programs'
-    /// key, or else by the engine's (a site class's other sites in the same function).
-    pub fn find(&self, desc: &ClassDesc, symbols: &Symbols) -> Option<ClassId> {
-        self.by_desc
-            .get(&desc.key())
-            .or_else(|| self.by_key.get(&engine_key(desc, symbols).0))
+    /// How a merging table matched classes (all zero for a table that does not merge).
+    pub fn match_stats(&self) -> MatchStats {
+        let Some(names) = &self.names else {
+            return MatchStats::default();
+        };
+        let mut recordings: FxHashMap<ClassId, FxHashSet<u16>> = FxHashMap::default();
+        for &(recording, id, _) in &names.members {
+            recordings.entry(id).or_default().insert(recording);
+        }
+        let mut stats = MatchStats::default();
+        for &(_, id, named) in &names.members {
+            stats.classes += 1;
+            if !named {
+                stats.unnamed += 1;
+            } else if recordings[&id].len() > 1 {
+                stats.matched += 1;
+            } else {
+                stats.named_once += 1;
+            }
+        }
+        stats
+    }
+
+    /// The class the programs' `desc` of `recording` stands for, if the engine has seen it: by
+    /// the programs' key, or else by the engine's (a site class's other sites in the same
+    /// function).
+    pub fn find(&self, desc: &ClassDesc, symbols: &Symbols, recording: u16) -> Option<ClassId> {
+        let cached = (recording == self.recording)
+            .then(|| self.by_desc.get(&desc.key()))
+            .flatten();
+        cached
+            .or_else(|| self.by_key.get(&(recording, engine_key(desc, symbols).0)))
             .copied()
+    }
+
+    /// The class `recording`'s class `key` became, if seen.
+    pub fn by_key(&self, recording: u16, key: ClassKey) -> Option<ClassId> {
+        self.by_key.get(&(recording, key)).copied()
     }
 
     /// A class by id.
@@ -437,5 +606,134 @@ mod tests {
         let (b, created) = table.resolve(&held(other, LockKind::Spin), &syms);
         assert_eq!(a, b, "same function");
         assert!(!created);
+    }
+
+    /// Two recordings of one kernel and one binary, at other addresses (another boot, another
+    /// process): what has a stable name is one class in both, what is named by an address
+    /// never is, even at the same address.
+    #[test]
+    fn recordings_match_by_stable_name_never_by_address() {
+        let mut first = symbols();
+        first.user_lock_objects.insert(
+            (7, 0x601000),
+            crate::symbols::UserObject {
+                path: "/usr/bin/app".into(),
+                build_id: Some("ab12".into()),
+            },
+        );
+        let mut second = Symbols {
+            kernel: KernelSymbols::parse(
+                "ffffffff91000000 T foo_func\nffffffff92a00000 d pcpu_lock\n",
+            ),
+            ..Symbols::default()
+        };
+        second.user_locks.insert((9, 0x701000), "app_lock".into());
+        second.user_lock_objects.insert(
+            (9, 0x701000),
+            crate::symbols::UserObject {
+                path: "/opt/app".into(),
+                build_id: Some("ab12".into()),
+            },
+        );
+        let user = |pid, addr| Instance {
+            addr,
+            user_pid: Some(pid),
+            ..Instance::default()
+        };
+        let kernel = |addr| Instance {
+            addr,
+            ..Instance::default()
+        };
+        let mut table = ClassTable::merging();
+        let resolve = |table: &mut ClassTable, inst, kind, syms: &Symbols| {
+            table.resolve(&held(inst, kind), syms).0
+        };
+        let static_a = resolve(
+            &mut table,
+            kernel(0xffffffff82a00000),
+            LockKind::Spin,
+            &first,
+        );
+        let user_a = resolve(
+            &mut table,
+            user(7, 0x601000),
+            LockKind::PthreadMutex,
+            &first,
+        );
+        let heap_a = resolve(&mut table, user(7, 0x5000), LockKind::PthreadMutex, &first);
+        table.start_recording(1);
+        let static_b = resolve(
+            &mut table,
+            kernel(0xffffffff92a00000),
+            LockKind::Spin,
+            &second,
+        );
+        let user_b = resolve(
+            &mut table,
+            user(9, 0x701000),
+            LockKind::PthreadMutex,
+            &second,
+        );
+        let heap_b = resolve(&mut table, user(7, 0x5000), LockKind::PthreadMutex, &second);
+        assert_eq!(static_a, static_b, "pcpu_lock in both");
+        assert_eq!(user_a, user_b, "app_lock of build id ab12 in both");
+        assert_ne!(heap_a, heap_b, "an address names nothing across recordings");
+        assert_eq!(
+            table.get(static_b).recording,
+            0,
+            "named by the first to show it"
+        );
+        assert_eq!(
+            table.match_stats(),
+            MatchStats {
+                classes: 6,
+                matched: 4,
+                named_once: 0,
+                unnamed: 2,
+            }
+        );
+        // Without a build id the binary's path must match: /usr/bin/app is not /opt/app.
+        second
+            .user_lock_objects
+            .get_mut(&(9, 0x701000))
+            .unwrap()
+            .build_id = None;
+        first
+            .user_lock_objects
+            .get_mut(&(7, 0x601000))
+            .unwrap()
+            .build_id = None;
+        let mut table = ClassTable::merging();
+        let user_a = resolve(
+            &mut table,
+            user(7, 0x601000),
+            LockKind::PthreadMutex,
+            &first,
+        );
+        table.start_recording(1);
+        let user_b = resolve(
+            &mut table,
+            user(9, 0x701000),
+            LockKind::PthreadMutex,
+            &second,
+        );
+        assert_ne!(user_a, user_b);
+        assert_eq!(table.match_stats().named_once, 2);
+    }
+
+    /// A table that does not merge keeps recordings apart even for named classes.
+    #[test]
+    fn a_plain_table_never_matches_names() {
+        let syms = symbols();
+        let mut table = ClassTable::default();
+        let inst = Instance {
+            addr: 0xffffffff82a00000,
+            ..Instance::default()
+        };
+        let (a, _) = table.resolve(&held(inst, LockKind::Spin), &syms);
+        table.start_recording(1);
+        let (b, created) = table.resolve(&held(inst, LockKind::Spin), &syms);
+        assert_ne!(a, b);
+        assert!(created);
     }
 }

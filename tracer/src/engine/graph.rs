@@ -470,6 +470,7 @@ mod tests {
         DepTrace {
             stack: None,
             task: TaskRef {
+                recording: 0,
                 comm: [0; 16],
                 pid: 1,
                 tid: 1,

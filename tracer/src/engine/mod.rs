@@ -32,11 +32,11 @@ use serde::Serialize;
 use tracer_common::{ClassDesc, EventKind, FactKind, LockKind, fact::news, flags};
 
 pub use alert::{Alert, AlertKind, AtomicProblem, IrqKind};
-pub use class::{ClassId, ClassSource, LockClass};
+pub use class::{ClassId, ClassKey, ClassSource, LockClass, MatchStats};
 pub use graph::Dependency;
 pub use usage::{UsageBit, UsageMask};
 
-use alert::{AlertLog, TaskRef, Trigger};
+use alert::{AlertLog, Trigger};
 use chain::{ChainCache, ChainKey};
 use checks::CheckCtx;
 use class::ClassTable;
@@ -76,8 +76,13 @@ struct Counters {
 }
 
 /// The lock-dependency engine.
+///
+/// It reads one recording (or a live session), or several one after the other when built
+/// with [`Engine::merging`]: then classes with the same stable name in different recordings
+/// are one class, so dependencies seen in different recordings meet in one graph.
 #[derive(Debug, Default)]
 pub struct Engine {
+    recording: u16,
     classes: ClassTable,
     graph: DepGraph,
     chains: ChainCache,
@@ -88,6 +93,38 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// An engine for several recordings, fed one after the other (see
+    /// [`Engine::start_recording`]), that matches their classes by stable name
+    /// ([`class::stable_name`]); classes with none stay apart per recording.
+    pub fn merging() -> Engine {
+        Engine {
+            classes: ClassTable::merging(),
+            ..Engine::default()
+        }
+    }
+
+    /// The facts fed from now on are those of recording `recording` (numbered from 0, in the
+    /// order given): their addresses, pids and stacks are that recording's.
+    pub fn start_recording(&mut self, recording: u16) {
+        self.recording = recording;
+        self.classes.start_recording(recording);
+    }
+
+    /// The recording whose facts are being fed (0 unless several are).
+    pub fn recording(&self) -> u16 {
+        self.recording
+    }
+
+    /// How a merging engine matched classes across recordings.
+    pub fn match_stats(&self) -> MatchStats {
+        self.classes.match_stats()
+    }
+
+    /// The class `recording`'s class `key` became, if seen.
+    pub fn class_by_key(&self, recording: u16, key: ClassKey) -> Option<ClassId> {
+        self.classes.by_key(recording, key)
+    }
+
     /// Feeds one fact; returns the alerts it produced (usually none).
     pub fn process(&mut self, fact: &FactRecord, symbols: &Symbols) -> &[Alert] {
         self.log.current.clear();
@@ -131,7 +168,7 @@ impl Engine {
             self.graph.ensure_class(class);
         }
         self.resolve_held(fact, symbols);
-        let trigger = Trigger::of(fact, Some(class));
+        let trigger = Trigger::of(fact, self.recording, Some(class));
         let Engine {
             classes,
             graph,
@@ -208,7 +245,7 @@ impl Engine {
         scratch.clear();
         let first = DepTrace {
             stack: trigger.stack,
-            task: TaskRef::of(fact),
+            task: trigger.task,
             caller: trigger.caller,
         };
         add_dependencies(classes, graph, log, scratch, &lock, first, &trigger, held);
@@ -227,7 +264,7 @@ impl Engine {
             }
         };
         self.resolve_held(fact, symbols);
-        let trigger = Trigger::of(fact, None);
+        let trigger = Trigger::of(fact, self.recording, None);
         let mut ctx = CheckCtx {
             classes: &self.classes,
             graph: &self.graph,
@@ -261,9 +298,15 @@ impl Engine {
         self.classes.all()
     }
 
-    /// The class the programs' `desc` stands for, if seen (contention figures are keyed so).
-    pub fn find_class(&self, desc: &ClassDesc, symbols: &Symbols) -> Option<ClassId> {
-        self.classes.find(desc, symbols)
+    /// The class the programs' `desc` of `recording` stands for, if seen (contention figures
+    /// are keyed so).
+    pub fn find_class(
+        &self,
+        desc: &ClassDesc,
+        symbols: &Symbols,
+        recording: u16,
+    ) -> Option<ClassId> {
+        self.classes.find(desc, symbols, recording)
     }
 
     /// The dependency `from → to` and how many times a new chain exercised it, if seen.

@@ -64,20 +64,50 @@ impl Contention {
         engine: &Engine,
         symbols: &Symbols,
     ) -> Contention {
-        let mut by_class: FxHashMap<ClassId, Waits> = FxHashMap::default();
+        let mut contention = Contention {
+            traced,
+            whole_session,
+            by_class: FxHashMap::default(),
+        };
+        contention.add(snapshot, engine, symbols, engine.recording());
+        contention
+    }
+
+    /// The whole-session figures of several recordings read by one merging engine, one
+    /// (traced, snapshot, symbols) per recording in the engine's order, summed per class.
+    /// They count as traced only when every recording traced them: a class seen only where
+    /// contention was not traced must not pass for never contended.
+    pub fn merged(
+        recordings: &[(bool, Option<&ContentionSnapshot>, &Symbols)],
+        engine: &Engine,
+    ) -> Contention {
+        let mut contention = Contention {
+            traced: recordings.iter().all(|(traced, _, _)| *traced),
+            whole_session: true,
+            by_class: FxHashMap::default(),
+        };
+        for (recording, (_, snapshot, symbols)) in recordings.iter().enumerate() {
+            contention.add(*snapshot, engine, symbols, recording as u16);
+        }
+        contention
+    }
+
+    /// Adds the figures of `snapshot`, taken in `recording`, to the engine's classes.
+    fn add(
+        &mut self,
+        snapshot: Option<&ContentionSnapshot>,
+        engine: &Engine,
+        symbols: &Symbols,
+        recording: u16,
+    ) {
         let stats = snapshot.map_or(&[][..], |s| &s.stats);
         for stat in stats {
-            if let Some(class) = engine.find_class(&stat.class, symbols) {
-                let waits = by_class.entry(class).or_default();
+            if let Some(class) = engine.find_class(&stat.class, symbols, recording) {
+                let waits = self.by_class.entry(class).or_default();
                 waits.contended += stat.count;
                 waits.wait_ns += stat.wait_ns;
                 waits.max_ns = waits.max_ns.max(stat.max_ns);
             }
-        }
-        Contention {
-            traced,
-            whole_session,
-            by_class,
         }
     }
 

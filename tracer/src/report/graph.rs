@@ -3,7 +3,10 @@
 //!
 //! `{"classes":[{"id":N,"name":"...","identified_by":"...","usage":["USED_IN_HARDIRQ",...]}],
 //!   "dependencies":[{"from":"<class name>","to":"<class name>","read":bool,"count":N,
-//!                    "kinds":[...],"alert":null|"reported"|"suppressed"}]}`
+//!                    "kinds":[...],"alert":null|"reported"|"suppressed",
+//!                    "origin":null|{"file","hostname","start_unix_ns","kernel_release"}}]}`
+//!
+//! `origin` is the recording that first showed the dependency, when several were read.
 //!
 //! Every dependency is kept, suppressed or not: the graph is what the session did. `alert`
 //! says whether the dependency is an edge of an alert's chain: `reported` when some reported
@@ -15,9 +18,8 @@ use std::fmt::Write;
 use rustc_hash::FxHashMap;
 use serde_json::{Value, json};
 
-use super::{class_name, printable, suppress::Suppressions, usage_names};
+use super::{Sources, class_name, printable, suppress::Suppressions, usage_names};
 use crate::engine::{Alert, ClassId, Engine, UsageBit};
-use crate::symbols::Symbols;
 
 /// Which dependencies alerts go through, and whether a reported one does.
 #[derive(Debug, Default)]
@@ -33,7 +35,7 @@ impl AlertEdges {
         alerts: &[Alert],
         suppressions: &Suppressions,
         engine: &Engine,
-        symbols: &Symbols,
+        symbols: &dyn Sources,
     ) -> AlertEdges {
         let mut edges: FxHashMap<(ClassId, ClassId), bool> = FxHashMap::default();
         for alert in alerts {
@@ -58,14 +60,14 @@ fn alert_name(reported: Option<bool>) -> Option<&'static str> {
 }
 
 /// The graph as JSON (schema in the module docs).
-pub fn to_json(engine: &Engine, symbols: &Symbols, alerts: &AlertEdges) -> Value {
+pub fn to_json(engine: &Engine, symbols: &dyn Sources, alerts: &AlertEdges) -> Value {
     let classes: Vec<Value> = engine
         .classes()
         .iter()
         .map(|c| {
             json!({
                 "id": c.id.0,
-                "name": c.name(symbols),
+                "name": class_name(engine, symbols, c.id),
                 "identified_by": c.source.describe(),
                 "usage": usage_names(engine, c.id),
             })
@@ -81,6 +83,7 @@ pub fn to_json(engine: &Engine, symbols: &Symbols, alerts: &AlertEdges) -> Value
                 "count": count,
                 "kinds": dep.kinds.names(),
                 "alert": alert_name(alerts.reported(from, to)),
+                "origin": symbols.origin(dep.first.task.recording).map(|o| o.to_json()),
             })
         })
         .collect();
@@ -108,12 +111,12 @@ fn colour(engine: &Engine, class: ClassId) -> &'static str {
 /// characters and identification; one edge per dependency, dashed when read-only, red and
 /// bold in a reported alert's chain, grey and labelled "suppressed" in only suppressed ones.
 /// Names are made [`printable`] first: the labels end up in front of people.
-pub fn to_dot(engine: &Engine, symbols: &Symbols, alerts: &AlertEdges) -> String {
+pub fn to_dot(engine: &Engine, symbols: &dyn Sources, alerts: &AlertEdges) -> String {
     let mut out = String::from("digraph lockdep {\n  node [shape=box, style=filled];\n");
     for c in engine.classes() {
         let label = format!(
             "{}\\n{{{}}}\\n{}",
-            printable(&c.name(symbols))
+            printable(&class_name(engine, symbols, c.id))
                 .replace('\\', "\\\\")
                 .replace('"', "\\\""),
             c.usage.mask.lockdep_chars(),

@@ -4,19 +4,20 @@
 
 use serde_json::{Value, json};
 
-use super::{AlertNotes, call_site, class_name, stack_frames, usage_names};
+use super::{AlertNotes, Sources, call_site, class_name, stack_frames, usage_names};
 use crate::engine::alert::Cause;
 use crate::engine::{Alert, ClassId, Engine};
-use crate::symbols::Symbols;
 
 /// Renders one alert as a JSON object. `suppressed` is always there; a suppressed alert
 /// (printed under `--show-suppressed`) also has `suppression`: the rule's `file`, `line` and
 /// `rule` text. Each of `class_info` has `contended`, `wait_ns` and `max_wait_ns`, null when
-/// not traced (a user-space lock, no contention tracepoints, no figures given).
-pub fn render(alert: &Alert, engine: &Engine, symbols: &Symbols, notes: &AlertNotes) -> Value {
+/// not traced (a user-space lock, no contention tracepoints, no figures given). Each edge of
+/// `chain`, and `trigger`, has `origin`: the recording it came from (`file`, `hostname`,
+/// `start_unix_ns`, `kernel_release`) when several were read, null for one.
+pub fn render(alert: &Alert, engine: &Engine, symbols: &dyn Sources, notes: &AlertNotes) -> Value {
     let name = |c: ClassId| class_name(engine, symbols, c);
-    let frames = |stack| stack_frames(symbols, stack).unwrap_or_default();
-    let pid = alert.trigger.task.pid;
+    let frames = |recording, stack| stack_frames(symbols, recording, stack).unwrap_or_default();
+    let origin = |recording| symbols.origin(recording).map(|o| o.to_json());
     let chain: Vec<Value> = alert
         .chain
         .iter()
@@ -25,10 +26,11 @@ pub fn render(alert: &Alert, engine: &Engine, symbols: &Symbols, notes: &AlertNo
                 "from": name(link.from),
                 "to": name(link.to),
                 "read": link.read,
-                "stack": frames(link.stack),
-                "stack_recorded": link.stack.is_some_and(|k| symbols.stack(k).is_some()),
+                "stack": frames(link.task.recording, link.stack),
+                "stack_recorded": link.stack.is_some_and(|k| symbols.symbols(link.task.recording).stack(k).is_some()),
                 "task": link.task,
-                "at": call_site(symbols, link.task.pid, link.caller, engine.class(link.to).kind.is_user()),
+                "at": call_site(symbols, &link.task, link.caller, engine.class(link.to).kind.is_user()),
+                "origin": origin(link.task.recording),
             })
         })
         .collect();
@@ -55,7 +57,7 @@ pub fn render(alert: &Alert, engine: &Engine, symbols: &Symbols, notes: &AlertNo
             json!({
                 "class": name(h.class),
                 "kind": h.kind.name(),
-                "at": call_site(symbols, pid, h.caller, h.kind.is_user()),
+                "at": call_site(symbols, &alert.trigger.task, h.caller, h.kind.is_user()),
             })
         })
         .collect();
@@ -83,8 +85,9 @@ pub fn render(alert: &Alert, engine: &Engine, symbols: &Symbols, notes: &AlertNo
             "softirqs_disabled": t.softirqs_disabled,
             "lock": t.class.map(name),
             "lock_kind": t.lock_kind.name(),
-            "at": call_site(symbols, t.task.pid, t.caller, t.lock_kind.is_user()),
-            "stack": frames(t.stack),
+            "at": call_site(symbols, &t.task, t.caller, t.lock_kind.is_user()),
+            "stack": frames(t.task.recording, t.stack),
+            "origin": origin(t.task.recording),
             "timestamp_ns": t.timestamp_ns,
         },
         "held": held,

@@ -15,8 +15,30 @@ pub mod text;
 
 pub use printable::printable;
 
-use crate::engine::{ClassId, Engine};
+use crate::engine::{ClassId, Engine, alert::TaskRef};
+use crate::merge::Origin;
 use crate::symbols::{StackKey, Symbols};
+
+/// Where reports find names: one recording's [`Symbols`] (a live session, one file), or the
+/// symbols of several recordings with where each came from (`crate::merge`). Addresses,
+/// pids and stacks mean something only in their own recording, so every lookup says which.
+pub trait Sources {
+    /// The symbols of `recording`.
+    fn symbols(&self, recording: u16) -> &Symbols;
+    /// Where `recording` came from, when reports name recordings (several were read); `None`
+    /// for a single one, whose reports stay as they always were.
+    fn origin(&self, recording: u16) -> Option<&Origin>;
+}
+
+impl Sources for Symbols {
+    fn symbols(&self, _: u16) -> &Symbols {
+        self
+    }
+
+    fn origin(&self, _: u16) -> Option<&Origin> {
+        None
+    }
+}
 
 /// What a report says about an alert beyond the engine's findings.
 #[derive(Clone, Copy, Debug, Default)]
@@ -28,9 +50,10 @@ pub struct AlertNotes<'a> {
     pub contention: Option<&'a contention::Contention>,
 }
 
-/// A class's name from the symbols known now.
-pub fn class_name(engine: &Engine, symbols: &Symbols, class: ClassId) -> String {
-    engine.class(class).name(symbols)
+/// A class's name from the symbols known now (those of the recording that first showed it).
+pub fn class_name(engine: &Engine, symbols: &dyn Sources, class: ClassId) -> String {
+    let class = engine.class(class);
+    class.name(symbols.symbols(class.recording))
 }
 
 /// The usage bits of a class, by name (`USED_IN_HARDIRQ`...).
@@ -52,17 +75,23 @@ pub fn code_address(symbols: &Symbols, addr: u64) -> String {
     }
 }
 
-/// A user or kernel call site: user sites are looked up per process.
-pub fn call_site(symbols: &Symbols, pid: u32, addr: u64, user: bool) -> String {
-    if user && let Some(frame) = symbols.user_functions.get(&(pid, addr)) {
+/// A user or kernel call site of `task`: user sites are looked up per process, both in the
+/// task's recording.
+pub fn call_site(symbols: &dyn Sources, task: &TaskRef, addr: u64, user: bool) -> String {
+    let symbols = symbols.symbols(task.recording);
+    if user && let Some(frame) = symbols.user_functions.get(&(task.pid, addr)) {
         return frame.to_string();
     }
     code_address(symbols, addr)
 }
 
-/// The frames of a stack as text, or `None` when it was not recorded.
-pub fn stack_frames(symbols: &Symbols, stack: Option<StackKey>) -> Option<Vec<String>> {
-    let frames = symbols.stack(stack?)?;
+/// The frames of a stack of `recording` as text, or `None` when it was not recorded.
+pub fn stack_frames(
+    symbols: &dyn Sources,
+    recording: u16,
+    stack: Option<StackKey>,
+) -> Option<Vec<String>> {
+    let frames = symbols.symbols(recording).stack(stack?)?;
     Some(frames.iter().map(ToString::to_string).collect())
 }
 

@@ -5,11 +5,8 @@
 
 use std::{collections::BTreeMap, io::Write};
 
-use super::{AlertNotes, contention::Contention, suppress::Suppressions};
-use crate::{
-    engine::{Alert, AlertKind, Engine},
-    symbols::Symbols,
-};
+use super::{AlertNotes, Sources, contention::Contention, suppress::Suppressions};
+use crate::engine::{Alert, AlertKind, Engine};
 
 /// Prints alerts as lockdep-style text or as one JSON object per line.
 pub struct AlertPrinter {
@@ -54,7 +51,7 @@ impl AlertPrinter {
         &mut self,
         alert: &Alert,
         engine: &Engine,
-        symbols: &Symbols,
+        symbols: &dyn Sources,
         contention: &Contention,
     ) -> std::io::Result<()> {
         let suppressed_by = self

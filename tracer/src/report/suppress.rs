@@ -30,10 +30,10 @@
 
 use std::{fmt, path::Path};
 
-use super::class_name;
+use super::{Sources, class_name};
 use crate::{
-    engine::{Alert, AlertKind, Engine},
-    symbols::{StackKey, Symbols},
+    engine::{Alert, AlertKind, Engine, alert::TaskRef},
+    symbols::StackKey,
 };
 
 /// Why a suppression file was refused: where, and what is wrong there.
@@ -116,7 +116,7 @@ pub struct Rule {
 }
 
 impl Rule {
-    fn matches(&self, alert: &Alert, engine: &Engine, symbols: &Symbols) -> bool {
+    fn matches(&self, alert: &Alert, engine: &Engine, symbols: &dyn Sources) -> bool {
         if self.kind.is_some_and(|kind| kind != alert.kind) {
             return false;
         }
@@ -184,7 +184,7 @@ impl Suppressions {
     }
 
     /// The first rule that matches `alert`, if any.
-    pub fn find(&self, alert: &Alert, engine: &Engine, symbols: &Symbols) -> Option<&Rule> {
+    pub fn find(&self, alert: &Alert, engine: &Engine, symbols: &dyn Sources) -> Option<&Rule> {
         self.rules
             .iter()
             .find(|rule| rule.matches(alert, engine, symbols))
@@ -286,28 +286,29 @@ fn text_without_comment(line: &str) -> String {
 /// Every function an alert's report names: the frames of the trigger's stack, of each
 /// dependency's stack and of the usage traces of its classes, and the call sites of the
 /// trigger, the dependencies and the held locks.
-fn alert_functions(alert: &Alert, engine: &Engine, symbols: &Symbols) -> Vec<String> {
+fn alert_functions(alert: &Alert, engine: &Engine, symbols: &dyn Sources) -> Vec<String> {
     let mut functions = Vec::new();
-    let mut stack = |key: Option<StackKey>| {
-        if let Some(frames) = key.and_then(|k| symbols.stack(k)) {
+    let mut stack = |task: &TaskRef, key: Option<StackKey>| {
+        if let Some(frames) = key.and_then(|k| symbols.symbols(task.recording).stack(k)) {
             functions.extend(frames.iter().filter_map(|f| f.function.clone()));
         }
     };
-    stack(alert.trigger.stack);
+    stack(&alert.trigger.task, alert.trigger.stack);
     for link in &alert.chain {
-        stack(link.stack);
+        stack(&link.task, link.stack);
     }
     let bits = alert.usage.iter().flat_map(|&(a, b)| [a, b]);
     for bit in bits {
         for &class in &alert.classes {
             if let Some(trace) = engine.class(class).usage.trace(bit) {
-                stack(trace.stack);
+                stack(&trace.task, trace.stack);
             }
         }
     }
-    let site = |pid: u32, addr: u64, user: bool| -> Option<String> {
+    let site = |task: &TaskRef, addr: u64, user: bool| -> Option<String> {
+        let symbols = symbols.symbols(task.recording);
         if user {
-            let frame = symbols.user_functions.get(&(pid, addr))?;
+            let frame = symbols.user_functions.get(&(task.pid, addr))?;
             frame.function.clone()
         } else {
             symbols
@@ -317,13 +318,13 @@ fn alert_functions(alert: &Alert, engine: &Engine, symbols: &Symbols) -> Vec<Str
         }
     };
     let t = &alert.trigger;
-    functions.extend(site(t.task.pid, t.caller, t.lock_kind.is_user()));
+    functions.extend(site(&t.task, t.caller, t.lock_kind.is_user()));
     for link in &alert.chain {
         let user = engine.class(link.to).kind.is_user();
-        functions.extend(site(link.task.pid, link.caller, user));
+        functions.extend(site(&link.task, link.caller, user));
     }
     for held in &alert.held {
-        functions.extend(site(t.task.pid, held.caller, held.kind.is_user()));
+        functions.extend(site(&t.task, held.caller, held.kind.is_user()));
     }
     functions
 }

@@ -11,18 +11,20 @@ use std::fmt::Write;
 use tracer_common::{ExecContext, IrqState};
 
 use super::{
-    AlertNotes, call_site, class_name,
+    AlertNotes, Sources, call_site, class_name,
     contention::{self, Contention},
     printable, stack_frames,
 };
 use crate::engine::alert::{Cause, ChainLink, HeldSummary, TaskRef, Trigger};
 use crate::engine::{Alert, AlertKind, AtomicProblem, ClassId, Engine, IrqKind};
-use crate::symbols::{StackKey, Symbols};
+use crate::symbols::StackKey;
 
 /// Renders one alert as lockdep would print it; a suppressed one (printed under
 /// `--show-suppressed`) starts with `[suppressed by FILE:LINE: RULE]`, and with contention
 /// figures it ends with a line per lock saying how contended it was.
-pub fn render(alert: &Alert, engine: &Engine, symbols: &Symbols, notes: &AlertNotes) -> String {
+/// When several recordings were read, it also says which recording the event and each
+/// dependency and usage trace came from.
+pub fn render(alert: &Alert, engine: &Engine, symbols: &dyn Sources, notes: &AlertNotes) -> String {
     let r = Renderer {
         engine,
         symbols,
@@ -47,7 +49,7 @@ pub fn render(alert: &Alert, engine: &Engine, symbols: &Symbols, notes: &AlertNo
 
 struct Renderer<'a> {
     engine: &'a Engine,
-    symbols: &'a Symbols,
+    symbols: &'a dyn Sources,
     alert: &'a Alert,
 }
 
@@ -70,9 +72,20 @@ impl Renderer<'_> {
         printable(&task.to_string()).into_owned()
     }
 
-    /// A call site of `pid`, looked up per process when the lock is a user-space one.
-    fn site(&self, pid: u32, addr: u64, user: bool) -> String {
-        printable(&call_site(self.symbols, pid, addr, user)).into_owned()
+    /// A call site of `task`, looked up per process when the lock is a user-space one.
+    fn site(&self, task: &TaskRef, addr: u64, user: bool) -> String {
+        printable(&call_site(self.symbols, task, addr, user)).into_owned()
+    }
+
+    /// `{indent}from recording: FILE (host H, started T)` when several recordings were read.
+    fn origin(&self, out: &mut String, recording: u16, indent: &str) {
+        if let Some(origin) = self.symbols.origin(recording) {
+            let _ = writeln!(
+                out,
+                "{indent}from recording: {}",
+                printable(&origin.describe())
+            );
+        }
     }
 
     fn is_user(&self, class: ClassId) -> bool {
@@ -88,8 +101,8 @@ impl Renderer<'_> {
             c.usage.mask.lockdep_chars()
         );
         if let Some(addr) = at {
-            let pid = self.alert.trigger.task.pid;
-            let _ = write!(line, ", at: {}", self.site(pid, addr, self.is_user(class)));
+            let task = &self.alert.trigger.task;
+            let _ = write!(line, ", at: {}", self.site(task, addr, self.is_user(class)));
         }
         let _ = write!(line, " [identified by: {}]", c.source.describe());
         line
@@ -128,8 +141,8 @@ impl Renderer<'_> {
         }
     }
 
-    fn frames(&self, out: &mut String, stack: Option<StackKey>, indent: &str) {
-        match stack_frames(self.symbols, stack) {
+    fn frames(&self, out: &mut String, recording: u16, stack: Option<StackKey>, indent: &str) {
+        match stack_frames(self.symbols, recording, stack) {
             Some(frames) if !frames.is_empty() => {
                 for frame in frames {
                     let _ = writeln!(out, "{indent}{}", printable(&frame));
@@ -186,20 +199,31 @@ impl Renderer<'_> {
     }
 
     fn backtrace(&self, out: &mut String) {
+        let t = &self.alert.trigger;
         let _ = writeln!(out, "\nstack backtrace:");
-        self.frames(out, self.alert.trigger.stack, "  ");
+        self.frames(out, t.task.recording, t.stack, "  ");
+        self.origin(out, t.task.recording, "  ");
     }
 
-    /// One `-> #n (class){usage}:` entry with the stack of the dependency into it.
-    fn chain_entry(&self, out: &mut String, n: usize, class: ClassId, stack: Option<StackKey>) {
+    /// One `-> #n (class){usage}:` entry with the stack of the dependency into it, shown by
+    /// `task`.
+    fn chain_entry(
+        &self,
+        out: &mut String,
+        n: usize,
+        class: ClassId,
+        stack: Option<StackKey>,
+        task: &TaskRef,
+    ) {
         let _ = writeln!(out, "-> #{n}{}:", self.class_line(class, None));
-        self.frames(out, stack, "       ");
+        self.frames(out, task.recording, stack, "       ");
+        self.origin(out, task.recording, "       ");
         let _ = writeln!(out);
     }
 
     fn chain_section(&self, out: &mut String, links: &[ChainLink]) {
         for (i, link) in links.iter().enumerate().rev() {
-            self.chain_entry(out, i, link.to, link.stack);
+            self.chain_entry(out, i, link.to, link.stack, &link.task);
         }
     }
 
@@ -231,9 +255,9 @@ impl Renderer<'_> {
         );
         let path = &chain[1..];
         for (i, link) in path.iter().enumerate().rev() {
-            self.chain_entry(out, i + 1, link.to, link.stack);
+            self.chain_entry(out, i + 1, link.to, link.stack, &link.task);
         }
-        self.chain_entry(out, 0, next, a.trigger.stack);
+        self.chain_entry(out, 0, next, a.trigger.stack, &a.trigger.task);
         let _ = writeln!(out, "other info that might help us debug this:\n");
         let (target, source) = (prev, next);
         let parent = path.last().map_or(source, |l| l.from);
@@ -297,9 +321,10 @@ impl Renderer<'_> {
                     out,
                     "  (by {} at {})",
                     self.task(&t.task),
-                    self.site(t.task.pid, t.caller, self.is_user(class))
+                    self.site(&t.task, t.caller, self.is_user(class))
                 );
-                self.frames(out, t.stack, "  ");
+                self.frames(out, t.task.recording, t.stack, "  ");
+                self.origin(out, t.task.recording, "  ");
             }
             None => {
                 let _ = writeln!(out, "  (stack not recorded)");
@@ -500,7 +525,7 @@ impl Renderer<'_> {
         let a = self.alert;
         let t = &a.trigger;
         let problem = a.problem.unwrap_or(AtomicProblem::SleepingLock);
-        let site = self.site(t.task.pid, t.caller, t.lock_kind.is_user());
+        let site = self.site(&t.task, t.caller, t.lock_kind.is_user());
         banner(
             out,
             &format!("BUG: sleeping function called from invalid context at {site}"),
