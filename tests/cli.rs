@@ -1041,3 +1041,116 @@ fn without_the_contention_tracepoints_contention_is_not_traced_rather_than_zero(
         "{text}"
     );
 }
+
+/// One task takes `first`, then `second` under it.
+fn nested(first: u64, second: u64) -> Vec<Event> {
+    vec![
+        lock_event(EventKind::LockAcquire, 1, first),
+        lock_event(EventKind::LockAcquire, 1, second),
+        lock_event(EventKind::LockRelease, 1, second),
+        lock_event(EventKind::LockRelease, 1, first),
+    ]
+}
+
+/// Lines of `output`'s standard error that are warnings.
+fn warnings(output: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .filter(|l| l.contains("warning:"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// alpha → beta in one recording, beta → alpha in a second that is cut short after its
+/// facts: the inversion exists only across them, is still found from what the second file
+/// had before the damage, and the damage is one warning line naming the second file.
+#[test]
+fn a_damaged_second_recording_is_merged_up_to_its_damage() {
+    let dir = support::tempdir();
+    let a = support::path_in(&dir, "a.lttrace");
+    let b = support::path_in(&dir, "b.lttrace");
+    write_events(&a, Vec::new(), &nested(LOCK_A, LOCK_B), Vec::new());
+    let filler = Record::Drops(tracer::tracefile::DropCounts::default());
+    write_events(&b, Vec::new(), &nested(LOCK_B, LOCK_A), vec![filler]);
+    for alone in [&a, &b] {
+        let output = run(&["report", alone.to_str().unwrap(), "--json"]);
+        assert_eq!(output.status.code(), Some(0), "nothing in one recording");
+    }
+    let len = std::fs::metadata(&b).unwrap().len();
+    let file = std::fs::OpenOptions::new().write(true).open(&b).unwrap();
+    file.set_len(len - 4).unwrap();
+
+    let output = run(&["report", "--json", a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(ALERTS), "alerts before damage");
+    assert_eq!(alert_kinds(&output), vec!["circular_dependency"]);
+    let warned = warnings(&output);
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(warned[0].contains(b.to_str().unwrap()), "{warned:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "merged 2 recordings (1 host): 4 of 4 classes matched by name across recordings; \
+             0 named in one recording only; 0 had no stable name (an address) and were kept \
+             per recording; 1 across recordings only; 1 alerts"
+        ),
+        "{stderr}"
+    );
+    let alert: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let files: Vec<&str> = alert["chain"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|link| link["origin"]["file"].as_str().unwrap())
+        .collect();
+    assert_eq!(files.len(), 2);
+    assert_ne!(files[0], files[1], "one edge from each recording");
+
+    let merged = support::path_in(&dir, "m.lttrace");
+    let merge = run(&[
+        "merge",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "-o",
+        merged.to_str().unwrap(),
+    ]);
+    assert_eq!(merge.status.code(), Some(DAMAGED));
+    assert_eq!(warnings(&merge).len(), 1);
+    let again = run(&["report", "--json", merged.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(ALERTS));
+    assert_eq!(
+        again.stdout, output.stdout,
+        "the merged file reports as its inputs"
+    );
+    let warned = warnings(&again);
+    assert_eq!(warned.len(), 1, "the damage is remembered: {warned:?}");
+    assert!(warned[0].contains(b.to_str().unwrap()), "{warned:?}");
+}
+
+/// A merge of one file is that file: the same report, without origins or a match line.
+#[test]
+fn a_merge_of_one_recording_reports_as_the_recording() {
+    let dir = support::tempdir();
+    let path = support::path_in(&dir, "abba.lttrace");
+    write_trace(&path, 0);
+    let merged = support::path_in(&dir, "m.lttrace");
+    let merge = run(&[
+        "merge",
+        path.to_str().unwrap(),
+        "-o",
+        merged.to_str().unwrap(),
+    ]);
+    assert_eq!(merge.status.code(), Some(0));
+    let direct = run(&["report", path.to_str().unwrap()]);
+    let via = run(&["report", merged.to_str().unwrap()]);
+    assert_eq!(via.status.code(), Some(ALERTS));
+    assert_eq!(direct.stdout, via.stdout);
+    let text = String::from_utf8_lossy(&via.stdout);
+    assert!(!text.contains("from recording"), "{text}");
+    assert!(!String::from_utf8_lossy(&via.stderr).contains("merged"));
+}

@@ -176,6 +176,152 @@ fn a_recording_replays_to_the_same_alerts_as_watch() {
     );
 }
 
+/// Records `lockpatterns PATTERN` to `dir/NAME` (user locks only).
+fn record(dir: &tempfile::TempDir, name: &str, pattern: &str) -> std::path::PathBuf {
+    let trace = support::path_in(dir, name);
+    let record = support::locktrace()
+        .args(["record", "--no-kernel", "-o"])
+        .arg(&trace)
+        .arg("--")
+        .arg(support::lockpatterns())
+        .arg(pattern)
+        .output()
+        .unwrap();
+    assert!(
+        record.status.success(),
+        "{}",
+        String::from_utf8_lossy(&record.stderr)
+    );
+    trace
+}
+
+/// `locktrace ARGS`: its JSON lines, stderr and status.
+fn run_json(args: &[&std::ffi::OsStr]) -> (Vec<Value>, String, Option<i32>) {
+    let out = support::locktrace().args(args).output().unwrap();
+    let alerts = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (
+        alerts,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.code(),
+    )
+}
+
+/// The case: A then B in one run, B then A in another. Neither recording alone has a
+/// problem; merged (given together, or merged into one file), the two static mutexes are
+/// matched by binary and symbol, and the AB-BA is one circular dependency whose edges each
+/// name their recording.
+#[test]
+fn an_abba_split_over_two_runs_is_found_only_when_they_are_merged() {
+    if !support::bpf_available("an_abba_split_over_two_runs_is_found_only_when_they_are_merged") {
+        return;
+    }
+    let dir = support::tempdir();
+    let a = record(&dir, "a.lttrace", "ab");
+    let b = record(&dir, "b.lttrace", "ba");
+    for alone in [&a, &b] {
+        let (alerts, stderr, status) =
+            run_json(&["report".as_ref(), "--json".as_ref(), alone.as_os_str()]);
+        assert_eq!((alerts.len(), status), (0, Some(0)), "{stderr}");
+    }
+
+    let (alerts, stderr, status) = run_json(&[
+        "report".as_ref(),
+        "--json".as_ref(),
+        a.as_os_str(),
+        b.as_os_str(),
+    ]);
+    assert_eq!(status, Some(ALERTS), "{stderr}");
+    assert_eq!(
+        summary(&alerts),
+        [(
+            "circular_dependency".to_string(),
+            set(&["lock_a", "lock_b"])
+        )]
+    );
+    let files: BTreeSet<String> = alerts[0]["chain"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|link| link["origin"]["file"].as_str().unwrap().to_string())
+        .collect();
+    let expected: BTreeSet<String> = [&a, &b].iter().map(|p| p.display().to_string()).collect();
+    assert_eq!(files, expected, "each edge names its recording");
+    let host = alerts[0]["chain"][0]["origin"]["hostname"]
+        .as_str()
+        .unwrap();
+    assert!(!host.is_empty());
+    // Both runs take the same locks (the two mutexes, and whatever the C library takes):
+    // every class of each is matched in the other.
+    let matched = stderr
+        .split_once("merged 2 recordings (1 host): ")
+        .and_then(|(_, rest)| rest.split_once(" classes matched by name across recordings"))
+        .map(|(counts, _)| counts.to_string())
+        .unwrap_or_else(|| panic!("no match line: {stderr}"));
+    let (n, m) = matched.split_once(" of ").unwrap();
+    assert_eq!(n, m, "{stderr}");
+    let text = support::locktrace()
+        .arg("report")
+        .arg(&a)
+        .arg(&b)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    for file in &expected {
+        assert!(
+            text.contains(&format!("from recording: {file} (host {host}, started ")),
+            "{text}"
+        );
+    }
+
+    let merged = support::path_in(&dir, "m.lttrace");
+    let merge = support::locktrace()
+        .arg("merge")
+        .arg(&a)
+        .arg(&b)
+        .arg("-o")
+        .arg(&merged)
+        .output()
+        .unwrap();
+    assert!(
+        merge.status.success(),
+        "{}",
+        String::from_utf8_lossy(&merge.stderr)
+    );
+    let (again, stderr, status) =
+        run_json(&["report".as_ref(), "--json".as_ref(), merged.as_os_str()]);
+    assert_eq!(status, Some(ALERTS), "{stderr}");
+    assert_eq!(again, alerts, "a merged file reports as its inputs do");
+
+    let graph = support::locktrace()
+        .args(["graph", "--format", "json"])
+        .arg(&a)
+        .arg(&b)
+        .output()
+        .unwrap();
+    let graph: Value = serde_json::from_slice(&graph.stdout).unwrap();
+    let edges: BTreeSet<(String, String)> = graph["dependencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["from"].as_str().unwrap().into(),
+                d["to"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        edges,
+        BTreeSet::from([
+            ("lock_a".to_string(), "lock_b".to_string()),
+            ("lock_b".to_string(), "lock_a".to_string())
+        ])
+    );
+}
+
 #[test]
 fn a_command_using_another_c_library_is_followed_there() {
     if !support::bpf_available("a_command_using_another_c_library_is_followed_there") {

@@ -4,6 +4,8 @@
  * order alone, as lockdep would.
  *
  *   lockpatterns abba        AB-BA between two threads
+ *   lockpatterns ab          only A then B (with `ba`, an AB-BA split over two runs)
+ *   lockpatterns ba          only B then A
  *   lockpatterns evil-abba   the same from threads named with a terminal escape and a newline
  *   lockpatterns late-abba   the same after sleeping 300 ms (lets a tracer attach late)
  *   lockpatterns abba-wait   the same, then waits to be killed (a session that stays up)
@@ -142,6 +144,10 @@ int main(int argc, char **argv)
 		struct timespec pause = { 0, 300 * 1000 * 1000 };
 		nanosleep(&pause, NULL);
 		run_one(take_a_then_b);
+		run_one(take_b_then_a);
+	} else if (!strcmp(pattern, "ab")) {
+		run_one(take_a_then_b);
+	} else if (!strcmp(pattern, "ba")) {
 		run_one(take_b_then_a);
 	} else if (!strcmp(pattern, "abba")) {
 		run_one(take_a_then_b);

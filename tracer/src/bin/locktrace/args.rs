@@ -14,8 +14,8 @@ use crate::exit::{DEFAULT_ALERT_STATUS, parse_alert_status};
 /// Exit statuses, shown under every command's help (see `exit`).
 const EXIT_STATUS: &str = "\
 Exit status: 0 ran and found nothing; 1 failed (one error line, bad arguments included);
-2 alerts found (watch, report; --alert-exit-code chooses another); 3 the trace file is
-damaged or unfinished and only its readable part was used (report, script, graph).";
+2 alerts found (watch, report; --alert-exit-code chooses another); 3 a trace file is
+damaged or unfinished and only its readable part was used (report, script, graph, merge).";
 
 /// lockdep's checks on a running kernel and on pthread locks, through eBPF.
 #[derive(Parser, Debug)]
@@ -78,14 +78,21 @@ pub enum Command {
         #[command(flatten)]
         trace: TraceArgs,
     },
-    /// Replay a recorded session and print its alerts.
+    /// Replay recorded sessions and print their alerts.
     ///
     /// Each alert says how often each of its locks was contended during the session and how
     /// long tasks waited for it (kernel locks, where the contention tracepoints attached).
+    ///
+    /// With several files (or a merged file), each recording's own alerts come first, then
+    /// those that exist only across recordings: lock classes are matched between recordings
+    /// by name (symbol, slab cache and offset, per-CPU variable, acquiring function; a user
+    /// lock's binary and symbol), never by address, and each dependency says which recording
+    /// it came from. A last line says how many classes matched.
     #[command(after_help = EXIT_STATUS)]
     Report {
-        /// The trace file.
-        file: PathBuf,
+        /// The trace files (recordings from several hosts or runs, or merged files).
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
         /// One JSON object per alert per line.
         #[arg(long)]
         json: bool,
@@ -94,6 +101,20 @@ pub enum Command {
         sort: AlertOrder,
         #[command(flatten)]
         alerts: AlertArgs,
+    },
+    /// Merge recordings (from several hosts or runs) into one trace file.
+    ///
+    /// The merged file holds every recording unchanged, each with its header (host, start,
+    /// kernel); `report` and `graph` on it give what they give on the files themselves.
+    /// Status 3 when an input is damaged: what came before the damage is merged.
+    #[command(after_help = EXIT_STATUS)]
+    Merge {
+        /// The trace files to merge (merged files too).
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// The merged file, written as OUT.partial and renamed when complete (as `record -o`).
+        #[arg(short, long, value_name = "OUT")]
+        output: PathBuf,
     },
     /// Print a recorded session's events one per line, like `perf script`.
     #[command(after_help = EXIT_STATUS)]
@@ -104,15 +125,17 @@ pub enum Command {
         #[arg(long)]
         stacks: bool,
     },
-    /// Export the lock-dependency graph of a recorded session.
+    /// Export the lock-dependency graph of recorded sessions.
     ///
     /// Every dependency is exported; those in an alert's chain are marked (red in DOT,
     /// "alert": "reported" in JSON), and with --suppressions those only suppressed alerts go
-    /// through are marked suppressed instead (grey in DOT).
+    /// through are marked suppressed instead (grey in DOT). With several files (or a merged
+    /// file), the merged graph: classes matched by name across recordings.
     #[command(after_help = EXIT_STATUS)]
     Graph {
-        /// The trace file.
-        file: PathBuf,
+        /// The trace files.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
         /// Output format (render dot with Graphviz: `dot -Tsvg`).
         #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,

@@ -6,7 +6,7 @@
 //! | 0 | ran to the end and found nothing |
 //! | 1 | failed: one `locktrace: error: ...` line says why (bad arguments included) |
 //! | 2 | `watch`, `report`: found at least one alert (`--alert-exit-code N` chooses another) |
-//! | 3 | `report`, `script`, `graph`: the trace file is damaged or unfinished; everything before the damage was used (a warning line says where) |
+//! | 3 | `report`, `script`, `graph`, `merge`: a trace file is damaged or unfinished; everything before the damage was used (a warning line names the file and says where) |
 //!
 //! Alerts take precedence over damage: what was found in the readable part was found.
 

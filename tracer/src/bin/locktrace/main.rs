@@ -64,15 +64,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => live::watch(alerts.printer(json)?, json, floor, metrics, &trace)
             .map(|o| o.exit_code(alerts.alert_exit_code)),
         Command::Report {
-            file,
+            files,
             json,
             sort,
             alerts,
-        } => recorded::report(&file, alerts.printer(json)?, sort)
+        } => recorded::report(&files, alerts.printer(json)?, sort)
             .map(|o| o.exit_code(alerts.alert_exit_code)),
+        Command::Merge { files, output } => recorded::merge(&files, &output).map(ExitCode::from),
         Command::Script { file, stacks } => recorded::script(&file, stacks).map(ExitCode::from),
         Command::Graph {
-            file,
+            files,
             format,
             suppressions,
         } => {
@@ -80,7 +81,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(path) => Suppressions::load(&path)?,
                 None => Suppressions::default(),
             };
-            recorded::graph(&file, format, &suppressions).map(ExitCode::from)
+            recorded::graph(&files, format, &suppressions).map(ExitCode::from)
         }
     }
 }
