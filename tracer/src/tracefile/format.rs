@@ -798,6 +798,8 @@ mod tests {
             (9, ChunkType::Facts),
             (10, ChunkType::Contention),
             (11, ChunkType::PercpuVars),
+            (12, ChunkType::UserLockObjects),
+            (13, ChunkType::Recording),
         ] {
             assert_eq!(kind as u32, raw);
             assert_eq!(ChunkType::from_u32(raw), Some(kind));
@@ -812,7 +814,38 @@ mod tests {
             None,
             "version 1's event chunks are retired"
         );
-        assert_eq!(ChunkType::from_u32(12), None);
+        assert_eq!(ChunkType::from_u32(14), None);
+    }
+
+    /// Version 3's chunks: a user lock's binary, and a merged recording's start with its own
+    /// header (a version 2 one too).
+    #[test]
+    fn version_3_chunks_round_trip() {
+        let objects = Record::UserLockObjects(vec![
+            (
+                (7, 0x601000),
+                UserObject {
+                    path: "/usr/bin/app".into(),
+                    build_id: Some("ab12".into()),
+                },
+            ),
+            ((8, 0x20), UserObject::default()),
+        ]);
+        let start = Record::Recording(RecordingStart {
+            file: "a.lttrace".into(),
+            damage: Some("cut short".into()),
+            header: Header {
+                format_version: 2,
+                hostname: "web-1".into(),
+                command_line: vec!["locktrace".into()],
+                ..Header::default()
+            },
+        });
+        for record in [objects, start] {
+            let chunks = frame_record(&record).unwrap();
+            let kind = ChunkType::of(&record);
+            assert_eq!(decode_payload(kind, payload_of(&chunks[0])), Ok(record));
+        }
     }
 
     #[test]
