@@ -80,12 +80,8 @@ pub fn on_acquire(ctx: &FExitContext, lock_kind: LockKind, variant: u32, success
     validate::acquire(&mut maps, cfg, stack, lock);
 }
 
-/// Identical programs on each release function (see `main.rs`): a task interrupted by a
-/// softirq interrupted by a hardirq still finds one free.
-pub const RELEASE_COPIES: u64 = 3;
-
-/// Follows a release before the release function drops the lock. [`RELEASE_COPIES`] programs
-/// run this for every call; the first of them to run handles it.
+/// Follows a release before the release function drops the lock. `copies` identical
+/// programs run this for every call (see `main.rs`); the first of them to run handles it.
 ///
 /// A spinning lock's release takes no running slot ([`crate::emit::Running`]): it calls no
 /// helper that takes a lock, so no probe nests in it, and it cannot be preempted, so no task
@@ -95,7 +91,7 @@ pub const RELEASE_COPIES: u64 = 3;
 /// one), the lock is one whose acquisition was not followed: it is not found, and not counted
 /// (see `ReleaseCounts`).
 #[inline(always)]
-pub fn on_release(ctx: &FEntryContext, preemptible: bool) {
+pub fn on_release(ctx: &FEntryContext, preemptible: bool, copies: u64) {
     let Some(located) = context::locate() else {
         return;
     };
@@ -103,7 +99,7 @@ pub fn on_release(ctx: &FEntryContext, preemptible: bool) {
     let Some(state) = cpu_state() else {
         return;
     };
-    if !first_copy(state, located.level, addr) {
+    if !first_copy(state, located.level, addr, copies) {
         return;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -129,12 +125,12 @@ pub fn on_release(ctx: &FEntryContext, preemptible: bool) {
     tracer_common::validate::release(&mut counts, stack, addr);
 }
 
-/// True for the first of the [`RELEASE_COPIES`] programs of one release call to run on this CPU at
+/// True for the first of the `copies` programs of one release call to run on this CPU at
 /// context `level`: it handles the release, and the others that follow in the same call only
 /// count down. When the kernel skipped the first (it was running already, interrupted), the
 /// next finds no claim for `addr` and handles it instead.
 #[inline(always)]
-fn first_copy(state: &mut CpuState, level: u32, addr: u64) -> bool {
+fn first_copy(state: &mut CpuState, level: u32, addr: u64, copies: u64) -> bool {
     let Some([claimed, left]) = state.release_claims.get_mut(level as usize) else {
         return true;
     };
@@ -149,7 +145,7 @@ fn first_copy(state: &mut CpuState, level: u32, addr: u64) -> bool {
         return false;
     }
     *claimed = addr;
-    *left = RELEASE_COPIES - 1;
+    *left = copies - 1;
     true
 }
 

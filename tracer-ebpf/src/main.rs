@@ -44,17 +44,23 @@ macro_rules! acquire {
     )+};
 }
 
-/// fentry programs on kernel release functions: the `kernel_locks::RELEASE_COPIES` identical
-/// programs of each function, named on one line, with whether the release runs preemptible
-/// (a sleeping lock's).
+/// fentry programs on kernel release functions: the identical copies of each function's
+/// program, named on one line, with whether the release runs preemptible (a sleeping lock's).
+/// Each copy knows how many there are (see `kernel_locks::on_release`).
 macro_rules! release {
-    ($(($($prog:ident),+) => $func:literal, $preemptible:literal;)+) => {$($(
+    ($(($($prog:ident),+) => $func:literal, $preemptible:literal;)+) => {$(
+        release!(@copies [$($prog),+] [$($prog),+] $func, $preemptible);
+    )+};
+    (@copies [$($prog:ident),+] $all:tt $func:literal, $preemptible:literal) => {$(
         #[fentry(function = $func)]
         pub fn $prog(ctx: FEntryContext) -> i32 {
-            kernel_locks::on_release(&ctx, $preemptible);
+            kernel_locks::on_release(&ctx, $preemptible, release!(@count $all));
             0
         }
-    )+)+};
+    )+};
+    (@count [$($prog:ident),+]) => {
+        [$(stringify!($prog)),+].len() as u64
+    };
 }
 
 const NONE: u32 = 0;
@@ -99,7 +105,10 @@ acquire! {
 // a task runs one of them, or a task that runs while another is preempted inside one, finds
 // that one busy; the next copy reports the unlock instead, and the copies of one call report
 // it once (see `kernel_locks::on_release`). Three cover a task interrupted by a softirq
-// interrupted by a hardirq.
+// interrupted by a hardirq, and an interrupt's exit work that runs in task context, nested
+// in the task's own programs (7.3 rearms hrtimers there, under the hrtimer base lock). With
+// two copies, 7.3's ordinary workload once showed a false hrtimer_bases / UDP-socket-lock
+// inversion: a release of the hrtimer base lock on that path was lost.
 release! {
     (rel_spin, rel_spin_2, rel_spin_3) => "_raw_spin_unlock", false;
     (rel_spin_irqrestore, rel_spin_irqrestore_2, rel_spin_irqrestore_3) => "_raw_spin_unlock_irqrestore", false;
