@@ -292,6 +292,24 @@ impl Here {
         unsafe { &*self.state }
     }
 
+    /// Forgets a release claim this context holds for the lock at `addr`, now acquired again
+    /// (see `kernel_locks::on_release`): a claim a copy left behind when it did not run
+    /// first in its call would otherwise make the first copy of the next release of this
+    /// lock defer to a copy that may not run (one nested in the same call, busy).
+    #[inline(always)]
+    pub fn forget_release_claim(&self, addr: u64) {
+        // SAFETY: this CPU's value, valid for the program run; the index is masked to the
+        // array's length.
+        let claim = unsafe {
+            (*self.state)
+                .release_claims
+                .get_unchecked_mut(self.level as usize & 3)
+        };
+        if claim[0] == addr {
+            *claim = [0, 0];
+        }
+    }
+
     /// `value`, perhaps a typed pointer to the verifier (a probed function's argument), as a
     /// plain number, through memory: the verifier refuses arithmetic on such pointers (so
     /// [`launder`] cannot), and root may store a pointer and read it back as a number. The

@@ -66,6 +66,7 @@ pub fn on_acquire(ctx: &FExitContext, lock_kind: LockKind, variant: u32, success
         variant,
         ..HeldLock::default()
     });
+    here.forget_release_claim(addr);
     let Some(stack) = held::kernel_stack(&here, true) else {
         return;
     };
@@ -128,7 +129,9 @@ pub fn on_release(ctx: &FEntryContext, preemptible: bool, copies: u64) {
 /// True for the first of the `copies` programs of one release call to run on this CPU at
 /// context `level`: it handles the release, and the others that follow in the same call only
 /// count down. When the kernel skipped the first (it was running already, interrupted), the
-/// next finds no claim for `addr` and handles it instead.
+/// next finds no claim for `addr` and handles it instead; its claim then outlives the call
+/// (fewer copies follow than it counts), until the lock is acquired again at this level
+/// (`Here::forget_release_claim`) or another release claims the level.
 #[inline(always)]
 fn first_copy(state: &mut CpuState, level: u32, addr: u64, copies: u64) -> bool {
     let Some([claimed, left]) = state.release_claims.get_mut(level as usize) else {
