@@ -12,7 +12,9 @@ use crate::{
     engine::{Alert, Engine},
     merge::{Origin, Section, only_across, sections},
     symbols::Symbols,
-    tracefile::{ContentionSnapshot, DropCounts, Header, Record, TraceError, apply_to_symbols},
+    tracefile::{
+        ContentionSnapshot, DropCounts, Header, Record, TraceError, TraceReader, apply_to_symbols,
+    },
 };
 
 /// One recording, replayed alone.
@@ -76,7 +78,9 @@ pub enum ReplayError {
 /// Replays the recordings of `paths`, in order.
 pub fn replay(paths: &[PathBuf]) -> Result<Replayed, ReplayError> {
     let mut recordings: Vec<Replay> = Vec::new();
-    let mut merging = Engine::merging();
+    // One recording is its own report: the merging engine only runs when there may be more
+    // (it costs a second pass of every fact through an engine).
+    let mut merging = may_hold_several(paths).then(Engine::merging);
     let mut merged_alerts = Vec::new();
     let mut too_many = false;
     for path in paths {
@@ -88,7 +92,9 @@ pub fn replay(paths: &[PathBuf]) -> Result<Replayed, ReplayError> {
                 };
                 let mut engine = Engine::default();
                 engine.start_recording(number);
-                merging.start_recording(number);
+                if let Some(merging) = &mut merging {
+                    merging.start_recording(number);
+                }
                 recordings.push(Replay {
                     origin: Origin::of(&start.file, &start.header),
                     header: start.header,
@@ -113,8 +119,10 @@ pub fn replay(paths: &[PathBuf]) -> Result<Replayed, ReplayError> {
                         for fact in &batch {
                             let found = current.engine.process(fact, &current.symbols);
                             current.alerts.extend_from_slice(found);
-                            let found = merging.process(fact, &current.symbols);
-                            merged_alerts.extend_from_slice(found);
+                            if let Some(merging) = &mut merging {
+                                let found = merging.process(fact, &current.symbols);
+                                merged_alerts.extend_from_slice(found);
+                            }
                         }
                         current.facts += batch.len() as u64;
                     }
@@ -134,10 +142,25 @@ pub fn replay(paths: &[PathBuf]) -> Result<Replayed, ReplayError> {
             });
         }
     }
-    let merged = (recordings.len() > 1).then(|| Merged {
-        across: only_across(&recordings, &merging, &merged_alerts),
-        engine: merging,
-        alerts: merged_alerts,
-    });
+    let merged = merging
+        .filter(|_| recordings.len() > 1)
+        .map(|merging| Merged {
+            across: only_across(&recordings, &merging, &merged_alerts),
+            engine: merging,
+            alerts: merged_alerts,
+        });
     Ok(Replayed { recordings, merged })
+}
+
+/// True when `paths` may hold more than one recording: several files, or a merged file (its
+/// first record starts a recording). A file that cannot be read says no here; [`replay`]
+/// reports why.
+fn may_hold_several(paths: &[PathBuf]) -> bool {
+    match paths {
+        [path] => TraceReader::open(path)
+            .ok()
+            .and_then(|mut reader| reader.next())
+            .is_some_and(|record| matches!(record, Ok(Record::Recording(_)))),
+        _ => true,
+    }
 }
