@@ -4,7 +4,10 @@
 
 use serde::Serialize;
 
-use super::{ProbeOptions, Probes, UserTarget, btf::KernelBtf, effective_uid, facts::KernelFacts};
+use super::{
+    AttachKind, Attachment, ProbeOptions, Probes, UserTarget, btf::KernelBtf, catalog,
+    effective_uid, facts::KernelFacts,
+};
 use crate::{report::printable, symbols::KernelSymbols, tracefile::ProbeStatus};
 
 /// One yes/no fact with an explanation.
@@ -57,14 +60,15 @@ pub struct ProbeGroup {
 }
 
 /// `probes` counted by attach type, in the order the types first appear.
-pub fn probe_groups(probes: &[ProbeStatus]) -> Vec<ProbeGroup> {
+pub fn probe_groups(probes: &[Attachment]) -> Vec<ProbeGroup> {
     let mut groups: Vec<ProbeGroup> = Vec::new();
-    for probe in probes.iter().filter(|p| !is_unneeded(p)) {
-        let index = match groups.iter().position(|g| g.kind == probe.kind) {
+    for probe in probes.iter().filter(|p| p.is_needed()) {
+        let kind = probe.kind.name();
+        let index = match groups.iter().position(|g| g.kind == kind) {
             Some(index) => index,
             None => {
                 groups.push(ProbeGroup {
-                    kind: probe.kind.clone(),
+                    kind: kind.to_string(),
                     attached: 0,
                     needed: 0,
                     refusals: Vec::new(),
@@ -74,11 +78,11 @@ pub fn probe_groups(probes: &[ProbeStatus]) -> Vec<ProbeGroup> {
         };
         let group = &mut groups[index];
         group.needed += 1;
-        if probe.attached {
+        let Some(refusal) = probe.refusal() else {
             group.attached += 1;
             continue;
-        }
-        let reason = probe.detail.lines().next().unwrap_or("").to_string();
+        };
+        let reason = refusal.lines().next().unwrap_or("").to_string();
         match group.refusals.iter_mut().find(|(seen, _)| *seen == reason) {
             Some((_, count)) => *count += 1,
             None => group.refusals.push((reason, 1)),
@@ -92,54 +96,73 @@ pub fn probe_groups(probes: &[ProbeStatus]) -> Vec<ProbeGroup> {
     groups
 }
 
-/// A fallback probe left out because its first choice attached.
-fn is_unneeded(probe: &ProbeStatus) -> bool {
-    !probe.attached && probe.detail.starts_with("not needed")
-}
-
 fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
 }
 
-fn attached(probes: &[ProbeStatus], prefix: &str) -> (usize, usize) {
-    let matching: Vec<&ProbeStatus> = probes
-        .iter()
-        .filter(|p| p.name.starts_with(prefix) && !is_unneeded(p))
-        .collect();
-    (
-        matching.iter().filter(|p| p.attached).count(),
-        matching.len(),
-    )
-}
-
 /// Probes the running kernel.
 pub fn run() -> CheckReport {
-    let mut features = Vec::new();
     let uid = effective_uid();
-    features.push(feature(
-        "privileges",
-        uid == 0,
-        if uid == 0 {
-            "root".to_string()
-        } else {
-            format!("uid {uid}: loading BPF programs needs root")
-        },
-    ));
     let btf = KernelBtf::from_sys_fs();
-    features.push(match &btf {
-        Ok(_) => feature("btf", true, "/sys/kernel/btf/vmlinux"),
-        Err(e) => feature("btf", false, e.to_string()),
-    });
     let kallsyms_text = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
+    let kallsyms = KernelSymbols::parse(&kallsyms_text);
     let facts = btf
         .as_ref()
         .ok()
         .map(|btf| KernelFacts::from_btf(btf, |name| KernelSymbols::lists(&kallsyms_text, name)));
-    let kallsyms = KernelSymbols::parse(&kallsyms_text);
+
+    let mut features = vec![
+        privileges(uid),
+        match &btf {
+            Ok(_) => feature("btf", true, "/sys/kernel/btf/vmlinux"),
+            Err(e) => feature("btf", false, e.to_string()),
+        },
+        kallsyms_data(&kallsyms),
+    ];
+    if let Some(facts) = &facts {
+        features.extend(kernel_features(facts));
+    }
+    let mut probes = Vec::new();
+    if uid == 0 && btf.is_ok() {
+        match attach_everything() {
+            Ok(attached) => probes = attached,
+            Err(e) => features.push(feature("load", false, e.to_string())),
+        }
+    }
+    let counts = AttachCounts::of(&probes);
+    features.extend(counts.features(&probes));
+    let detects = detects(
+        facts.as_ref(),
+        &counts,
+        traces_pcpu_alloc(&probes),
+        kallsyms.has_data_symbols(),
+    );
+    CheckReport {
+        kernel_release: kernel_release(),
+        features,
+        probe_groups: probe_groups(&probes),
+        probes: probes.iter().map(Attachment::status).collect(),
+        detects,
+    }
+}
+
+fn privileges(uid: u32) -> Feature {
+    if uid == 0 {
+        feature("privileges", true, "root")
+    } else {
+        feature(
+            "privileges",
+            false,
+            format!("uid {uid}: loading BPF programs needs root"),
+        )
+    }
+}
+
+fn kallsyms_data(kallsyms: &KernelSymbols) -> Feature {
     let data = kallsyms.has_data_symbols();
-    features.push(feature(
+    feature(
         "kallsyms_data",
         data,
         if data {
@@ -149,9 +172,13 @@ pub fn run() -> CheckReport {
         } else {
             "text symbols only (CONFIG_KALLSYMS_ALL=n): pass --symbols System.map to name static locks"
         },
-    ));
-    if let Some(facts) = &facts {
-        features.push(feature(
+    )
+}
+
+/// What the kernel's BTF says the programs can use: kfuncs, `preempt_count`, `pcpu_alloc`.
+fn kernel_features(facts: &KernelFacts) -> Vec<Feature> {
+    vec![
+        feature(
             "kfunc:bpf_local_irq_save",
             facts.irq_kfunc,
             if facts.irq_kfunc {
@@ -159,8 +186,8 @@ pub fn run() -> CheckReport {
             } else {
                 "absent (Linux 6.14+): irq state is reported as unknown"
             },
-        ));
-        features.push(feature(
+        ),
+        feature(
             "kfunc:bpf_get_kmem_cache",
             facts.kmem_cache_kfunc,
             if facts.kmem_cache_kfunc {
@@ -168,8 +195,8 @@ pub fn run() -> CheckReport {
             } else {
                 "absent (Linux 6.13+): dynamic locks are classed by address"
             },
-        ));
-        features.push(feature(
+        ),
+        feature(
             "kfunc:bpf_rdonly_cast",
             facts.frame_btf_id != 0,
             if facts.frame_btf_id != 0 {
@@ -177,86 +204,131 @@ pub fn run() -> CheckReport {
             } else {
                 "absent (Linux 6.2+): acquiring functions are read through a helper call"
             },
-        ));
-        features.push(match &facts.preempt_count {
+        ),
+        match &facts.preempt_count {
             Ok(count) => feature("preempt_count", true, count.describe()),
             Err(missing) => feature(
                 "preempt_count",
                 false,
                 format!("BTF lacks {missing}: context comes from irq tracepoints only"),
             ),
-        });
-        features.push(feature(
+        },
+        feature(
             "pcpu_alloc",
             facts.pcpu_alloc.is_some(),
             facts
                 .pcpu_alloc
                 .unwrap_or("neither pcpu_alloc_noprof nor pcpu_alloc in BTF"),
-        ));
-    }
+        ),
+    ]
+}
 
-    let mut probes = Vec::new();
-    if uid == 0 && btf.is_ok() {
-        let options = ProbeOptions {
-            kernel: true,
-            user: Some(UserTarget::ProbeOnly),
-            empty_user_programs: false,
-            floor: false,
+/// Attaches every probe for a moment (uprobes firing for this process only) and says what
+/// became of each; they are detached when the returned `Probes` is dropped here.
+fn attach_everything() -> Result<Vec<Attachment>, super::ProbeError> {
+    let options = ProbeOptions {
+        kernel: true,
+        user: Some(UserTarget::ProbeOnly),
+        empty_user_programs: false,
+        floor: false,
+    };
+    let (probes, _maps) = Probes::load(&options)?;
+    Ok(probes.attachments().to_vec())
+}
+
+/// True when a probe on `pcpu_alloc` (the trampoline or its tracepoint) attached: the
+/// allocator checks need it.
+fn traces_pcpu_alloc(probes: &[Attachment]) -> bool {
+    let programs: Vec<&str> = catalog::ALLOCATOR
+        .iter()
+        .filter(|(first, _)| first.targets.contains(&"pcpu_alloc"))
+        .flat_map(|(first, fallback)| [first.program, fallback.program])
+        .collect();
+    probes
+        .iter()
+        .any(|p| p.is_attached() && programs.contains(&p.program))
+}
+
+/// Attached and needed probes of each attach type.
+struct AttachCounts {
+    fexit: (usize, usize),
+    fentry: (usize, usize),
+    tp_btf: (usize, usize),
+    /// uprobes and uretprobes together.
+    user: (usize, usize),
+}
+
+impl AttachCounts {
+    fn of(probes: &[Attachment]) -> AttachCounts {
+        let count = |kinds: &[AttachKind]| {
+            let needed = probes
+                .iter()
+                .filter(|p| kinds.contains(&p.kind) && p.is_needed());
+            (
+                needed.clone().filter(|p| p.is_attached()).count(),
+                needed.count(),
+            )
         };
-        match Probes::load(&options) {
-            Ok((loaded, _maps)) => probes = loaded.statuses().to_vec(),
-            Err(e) => features.push(feature("load", false, e.to_string())),
+        AttachCounts {
+            fexit: count(&[AttachKind::Fexit]),
+            fentry: count(&[AttachKind::Fentry]),
+            tp_btf: count(&[AttachKind::TpBtf]),
+            user: count(&[AttachKind::Uprobe, AttachKind::Uretprobe]),
         }
     }
-    let (fexit_ok, fexit_all) = attached(&probes, "fexit:");
-    let (fentry_ok, fentry_all) = attached(&probes, "fentry:");
-    let (tp_ok, tp_all) = attached(&probes, "tp:");
-    let (up_ok, up_all) = {
-        let (a, b) = attached(&probes, "uprobe:");
-        let (c, d) = attached(&probes, "uretprobe:");
-        (a + c, b + d)
-    };
-    let trampolines = fexit_ok + fentry_ok > 0;
-    let refusal = probes
-        .iter()
-        .find(|p| p.kind.starts_with("f") && !p.attached && !p.detail.is_empty())
-        .map(|p| p.detail.clone())
-        .unwrap_or_default();
-    features.push(feature(
-        "trampolines",
-        trampolines,
-        format!(
-            "{}/{} fentry/fexit probes attached{}",
-            fexit_ok + fentry_ok,
-            fexit_all + fentry_all,
-            if refusal.is_empty() {
-                String::new()
-            } else {
-                format!("; {refusal}")
-            }
-        ),
-    ));
-    features.push(feature(
-        "tracepoints",
-        tp_ok > 0,
-        format!("{tp_ok}/{tp_all} tracepoint probes attached"),
-    ));
-    features.push(feature(
-        "uprobes",
-        up_ok > 0,
-        format!("{up_ok}/{up_all} pthread uprobes attached (firing for no process, for the check)"),
-    ));
 
-    let irq = facts.as_ref().is_some_and(|f| f.irq_kfunc);
-    let context = facts.as_ref().is_some_and(|f| f.preempt_count.is_ok());
-    let alloc = probes
-        .iter()
-        .any(|p| p.attached && (p.name.contains("pcpu_alloc") || p.name.contains("percpu_alloc")));
-    let detects = vec![
+    /// Whether trampolines, tracepoints and uprobes work here, from what attached.
+    fn features(&self, probes: &[Attachment]) -> [Feature; 3] {
+        let trampolines = (self.fexit.0 + self.fentry.0, self.fexit.1 + self.fentry.1);
+        let refusal = probes
+            .iter()
+            .filter(|p| p.kind.is_trampoline())
+            .find_map(|p| p.refusal().filter(|reason| !reason.is_empty()))
+            .map(|reason| format!("; {reason}"))
+            .unwrap_or_default();
+        let (tp_ok, tp_all) = self.tp_btf;
+        let (up_ok, up_all) = self.user;
+        [
+            feature(
+                "trampolines",
+                trampolines.0 > 0,
+                format!(
+                    "{}/{} fentry/fexit probes attached{refusal}",
+                    trampolines.0, trampolines.1
+                ),
+            ),
+            feature(
+                "tracepoints",
+                tp_ok > 0,
+                format!("{tp_ok}/{tp_all} tracepoint probes attached"),
+            ),
+            feature(
+                "uprobes",
+                up_ok > 0,
+                format!(
+                    "{up_ok}/{up_all} pthread uprobes attached (firing for no process, for the check)"
+                ),
+            ),
+        ]
+    }
+}
+
+/// What locktrace can detect with these kernel facts and probes.
+fn detects(
+    facts: Option<&KernelFacts>,
+    counts: &AttachCounts,
+    alloc: bool,
+    data_symbols: bool,
+) -> Vec<Feature> {
+    let irq = facts.is_some_and(|f| f.irq_kfunc);
+    let context = facts.is_some_and(|f| f.preempt_count.is_ok());
+    let fexit = counts.fexit.0 > 0;
+    let user = counts.user.0 > 0;
+    vec![
         feature(
             "kernel lock ordering",
-            fexit_ok > 0,
-            if fexit_ok > 0 {
+            fexit,
+            if fexit {
                 "circular dependencies, recursive locking, irq lock inversions and inconsistent lock state between kernel locks"
             } else {
                 "needs fentry/fexit on the lock functions, which this kernel refuses"
@@ -284,8 +356,8 @@ pub fn run() -> CheckReport {
         ),
         feature(
             "user-space lock ordering",
-            up_ok > 0,
-            if up_ok > 0 {
+            user,
+            if user {
                 "circular dependencies and recursive locking between pthread mutexes and rwlocks"
             } else {
                 "needs uprobes"
@@ -293,21 +365,14 @@ pub fn run() -> CheckReport {
         ),
         feature(
             "static kernel lock names",
-            data,
-            if data {
+            data_symbols,
+            if data_symbols {
                 "from kallsyms"
             } else {
                 "only with --symbols System.map"
             },
         ),
-    ];
-    CheckReport {
-        kernel_release: kernel_release(),
-        features,
-        probe_groups: probe_groups(&probes),
-        probes,
-        detects,
-    }
+    ]
 }
 
 impl CheckReport {
@@ -374,46 +439,53 @@ impl CheckReport {
 mod tests {
     use super::*;
 
-    fn probe(name: &str, kind: &str, attached: bool, detail: &str) -> ProbeStatus {
-        ProbeStatus {
+    use crate::probes::Outcome;
+
+    fn probe(name: &str, kind: AttachKind, outcome: Outcome) -> Attachment {
+        Attachment {
+            program: "acq_spin",
             name: name.to_string(),
-            kind: kind.to_string(),
-            attached,
-            detail: detail.to_string(),
+            kind,
+            outcome,
         }
     }
 
+    fn refused(reason: &str) -> Outcome {
+        Outcome::Refused(reason.to_string())
+    }
+
     fn report() -> CheckReport {
+        use AttachKind::{Fentry, Fexit, TpBtf};
+        use Outcome::Attached;
         let mut probes = vec![
-            probe("fexit:_raw_spin_lock", "fexit", true, ""),
+            probe("fexit:_raw_spin_lock", Fexit, Attached),
             probe(
                 "fexit:_raw_spin_lock_irq",
-                "fexit",
-                false,
-                "refused: EINVAL\nverifier log",
+                Fexit,
+                refused("refused: EINVAL\nverifier log"),
             ),
-            probe("fexit:_raw_read_lock", "fexit", false, "not in BTF"),
-            probe("fentry:pcpu_alloc", "fentry", true, ""),
+            probe("fexit:_raw_read_lock", Fexit, refused("not in BTF")),
+            probe("fentry:pcpu_alloc", Fentry, Attached),
             probe(
                 "tp:percpu_alloc_percpu",
-                "tp_btf",
-                false,
-                "not needed: fentry attached",
+                TpBtf,
+                Outcome::NotNeeded {
+                    instead: "fentry:pcpu_alloc".to_string(),
+                },
             ),
-            probe("tp:sched_switch", "tp_btf", true, ""),
+            probe("tp:sched_switch", TpBtf, Attached),
         ];
-        probes.extend((0..40).map(|i| probe(&format!("fentry:unlock_{i}"), "fentry", true, "")));
+        probes.extend((0..40).map(|i| probe(&format!("fentry:unlock_{i}"), Fentry, Attached)));
         probes.push(probe(
             "fexit:_raw_write_lock",
-            "fexit",
-            false,
-            "refused: EINVAL",
+            Fexit,
+            refused("refused: EINVAL"),
         ));
         CheckReport {
             kernel_release: "6.12.0".to_string(),
             features: Vec::new(),
             probe_groups: probe_groups(&probes),
-            probes,
+            probes: probes.iter().map(Attachment::status).collect(),
             detects: Vec::new(),
         }
     }

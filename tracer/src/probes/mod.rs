@@ -6,6 +6,7 @@
 //! descriptors and nothing is pinned, so nothing stays attached after the process ends,
 //! however it ends.
 
+mod attachment;
 pub mod btf;
 pub mod catalog;
 pub mod check;
@@ -14,7 +15,7 @@ pub mod kfunc;
 mod stats;
 pub mod uprobes;
 
-use std::{collections::BTreeMap, path::PathBuf};
+use std::path::PathBuf;
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -25,6 +26,7 @@ use thiserror::Error;
 use tracer_common::{COUNTERS, ContentionStat, Counter, ProbeConfig};
 
 use crate::tracefile::ProbeStatus;
+pub use attachment::{AttachKind, Attachment, Outcome};
 use btf::KernelBtf;
 use catalog::{Hook, KernelProbe};
 use facts::KernelFacts;
@@ -96,7 +98,7 @@ pub struct ProbeOptions {
 /// Loaded and attached programs, and the maps user space reads.
 pub struct Probes {
     ebpf: Ebpf,
-    statuses: Vec<ProbeStatus>,
+    attachments: Vec<Attachment>,
     counters: PerCpuArray<MapData, u64>,
     /// `CLOCK`: the tick-resolution clock the programs stamp held entries with.
     clock: Array<MapData, u64>,
@@ -148,18 +150,65 @@ pub struct NameMaps {
     pub slab_names: aya::maps::HashMap<MapData, u64, [u8; tracer_common::SLAB_NAME_LEN]>,
 }
 
+impl SessionMaps {
+    /// Takes the session's maps out of the loaded object.
+    fn take(ebpf: &mut Ebpf) -> Result<SessionMaps, ProbeError> {
+        Ok(SessionMaps {
+            facts: take_map(ebpf, "FACTS")?,
+            names: NameMaps {
+                slab_names: take_map(ebpf, "SLAB_NAMES")?,
+            },
+            contention: take_map(ebpf, "CONTENTION")?,
+        })
+    }
+}
+
 /// Takes map `name` out of the object as a `T`.
 fn take_map<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
     ebpf: &mut Ebpf,
     name: &'static str,
 ) -> Result<T, ProbeError> {
-    let map = ebpf.take_map(name).ok_or(ProbeError::Map {
+    let map = ebpf.take_map(name).ok_or_else(|| missing_map(name))?;
+    T::try_from(map).map_err(|source| ProbeError::Map { name, source })
+}
+
+/// The error for a map the object does not have.
+fn missing_map(name: &'static str) -> ProbeError {
+    ProbeError::Map {
         name,
         source: aya::maps::MapError::InvalidName {
             name: name.to_string(),
         },
-    })?;
-    T::try_from(map).map_err(|source| ProbeError::Map { name, source })
+    }
+}
+
+/// Patches the kfunc calls and the `preempt_count` ksym load for this kernel in a private,
+/// 8-byte aligned copy of the object, and loads it with this session's read-only globals.
+fn load_object(
+    kernel_btf: &KernelBtf,
+    facts: &KernelFacts,
+    floor: bool,
+) -> Result<Ebpf, ProbeError> {
+    let mut words = aligned_copy(OBJECT);
+    let object = &mut words_as_bytes(&mut words)[..OBJECT.len()];
+    kfunc::patch(object, kernel_btf);
+    kfunc::patch_object_ksym(
+        object,
+        tracer_common::PREEMPT_COUNT_VAR_MARKER,
+        facts.preempt_count_ksym(),
+    );
+    EbpfLoader::new()
+        .override_global("FLOOR", &u32::from(floor), true)
+        .override_global(
+            "PREEMPT_COUNT_OFFSET",
+            &facts.preempt_count_ksym_offset(),
+            true,
+        )
+        // The type the programs read a trampoline's frame as (`context::frame_words`):
+        // any struct of plain 8-byte members does, and x86's `pt_regs` is one.
+        .override_global("FRAME_BTF_ID", &facts.frame_btf_id, true)
+        .load(object)
+        .map_err(|e| ProbeError::Load(Box::new(e)))
 }
 
 /// True when /proc/kallsyms lists `name`: the kernel resolves a typed ksym through kallsyms,
@@ -186,45 +235,15 @@ impl Probes {
         }
         let kernel_btf = KernelBtf::from_sys_fs().map_err(ProbeError::NoBtf)?;
         let facts = KernelFacts::from_btf(&kernel_btf, kallsyms_lists);
-
-        // Patch the kfunc calls in a private, 8-byte aligned copy of the object.
-        let mut words = aligned_copy(OBJECT);
-        let object = &mut words_as_bytes(&mut words)[..OBJECT.len()];
-        kfunc::patch(object, &kernel_btf);
-        kfunc::patch_object_ksym(
-            object,
-            tracer_common::PREEMPT_COUNT_VAR_MARKER,
-            facts.preempt_count_ksym(),
-        );
-
-        let mut ebpf = EbpfLoader::new()
-            .override_global("FLOOR", &u32::from(options.floor), true)
-            .override_global(
-                "PREEMPT_COUNT_OFFSET",
-                &facts.preempt_count_ksym_offset(),
-                true,
-            )
-            // The type the programs read a trampoline's frame as (`context::frame_words`):
-            // any struct of plain 8-byte members does, and x86's `pt_regs` is one.
-            .override_global("FRAME_BTF_ID", &facts.frame_btf_id, true)
-            .load(object)
-            .map_err(|e| ProbeError::Load(Box::new(e)))?;
+        let mut ebpf = load_object(&kernel_btf, &facts, options.floor)?;
         let config = facts.probe_config(std::process::id());
         write_config(&mut ebpf, &config)?;
-        let counters = take_map(&mut ebpf, "COUNTERS_MAP")?;
-        let clock = take_map(&mut ebpf, "CLOCK")?;
-        let maps = SessionMaps {
-            facts: take_map(&mut ebpf, "FACTS")?,
-            names: NameMaps {
-                slab_names: take_map(&mut ebpf, "SLAB_NAMES")?,
-            },
-            contention: take_map(&mut ebpf, "CONTENTION")?,
-        };
+        let maps = SessionMaps::take(&mut ebpf)?;
         let mut probes = Probes {
+            counters: take_map(&mut ebpf, "COUNTERS_MAP")?,
+            clock: take_map(&mut ebpf, "CLOCK")?,
             ebpf,
-            statuses: Vec::new(),
-            counters,
-            clock,
+            attachments: Vec::new(),
             percpu_vars: KernelFacts::percpu_vars(&kernel_btf),
             user: None,
             config,
@@ -233,43 +252,51 @@ impl Probes {
         };
         if options.kernel {
             probes.attach_kernel(&kernel_btf);
-            // Contention is accounted at the acquisition where acquisitions are followed.
-            probes.config.acquisitions_traced = probes
-                .statuses
-                .iter()
-                .any(|s| s.attached && s.kind == catalog::Hook::Fexit.kind())
-                .into();
-            write_config(&mut probes.ebpf, &probes.config)?;
+            probes.account_contention_where_acquisitions_are_followed()?;
         }
         if let Some(target) = options.user {
-            // A process without a C library (a static binary, or a command not yet executed
-            // from a static locktrace) is one reason among others, not a failure of the whole
-            // session; `follow_libc` may still find its library later.
-            let libraries =
-                match uprobes::attach(&mut probes.ebpf, target, options.empty_user_programs) {
-                    Ok((statuses, libraries)) => {
-                        probes.statuses.extend(statuses);
-                        libraries
-                    }
-                    Err(err) => {
-                        probes
-                            .statuses
-                            .extend(uprobes::not_attached(&err.to_string()));
-                        Vec::new()
-                    }
-                };
-            probes.user = Some(UserProbes {
-                target,
-                empty: options.empty_user_programs,
-                libraries,
-            });
+            probes.attach_user(target, options.empty_user_programs);
         }
         probes.save_verified_counts();
-        if !probes.statuses.iter().any(|s| s.attached) {
+        if !probes.attachments.iter().any(Attachment::is_attached) {
             let why = probes.not_attached_summary().join("; ");
             return Err(ProbeError::NothingAttached(why));
         }
         Ok((probes, maps))
+    }
+
+    /// Contention is accounted at the acquisition where acquisitions are followed (an fexit
+    /// attached), at the end of the wait otherwise: tells the programs which.
+    fn account_contention_where_acquisitions_are_followed(&mut self) -> Result<(), ProbeError> {
+        self.config.acquisitions_traced = self
+            .attachments
+            .iter()
+            .any(|a| a.is_attached() && a.kind == AttachKind::Fexit)
+            .into();
+        write_config(&mut self.ebpf, &self.config)
+    }
+
+    /// Attaches the pthread probes for `target`. A process without a C library (a static
+    /// binary, or a command not yet executed from a static locktrace) is one reason among
+    /// others, not a failure of the whole session; `follow_libc` may still find its library
+    /// later.
+    fn attach_user(&mut self, target: UserTarget, empty: bool) {
+        let libraries = match uprobes::attach(&mut self.ebpf, target, empty) {
+            Ok((attachments, libraries)) => {
+                self.attachments.extend(attachments);
+                libraries
+            }
+            Err(err) => {
+                self.attachments
+                    .extend(uprobes::not_attached(&err.to_string()));
+                Vec::new()
+            }
+        };
+        self.user = Some(UserProbes {
+            target,
+            empty,
+            libraries,
+        });
     }
 
     fn attach_kernel(&mut self, kernel_btf: &KernelBtf) {
@@ -277,28 +304,30 @@ impl Probes {
             Ok(btf) => btf,
             Err(err) => {
                 for probe in catalog::KERNEL_LOCKS.iter().chain(catalog::TRACEPOINTS) {
-                    self.statuses
-                        .push(failed(probe, probe.targets[0], err.to_string()));
+                    self.attachments
+                        .push(refused(probe, probe.targets[0], err.to_string()));
                 }
                 return;
             }
         };
         for probe in catalog::KERNEL_LOCKS.iter().chain(catalog::TRACEPOINTS) {
-            let status = attach_one(&mut self.ebpf, &aya_btf, kernel_btf, probe);
-            self.statuses.push(status);
+            let attachment = attach_one(&mut self.ebpf, &aya_btf, kernel_btf, probe);
+            self.attachments.push(attachment);
         }
         for (trampoline, fallback) in catalog::ALLOCATOR {
             let first = attach_one(&mut self.ebpf, &aya_btf, kernel_btf, trampoline);
-            if first.attached {
-                let mut skipped = failed(fallback, fallback.targets[0], String::new());
-                skipped.detail = format!("not needed: {} attached", first.name);
-                self.statuses.push(first);
-                self.statuses.push(skipped);
+            let second = if first.is_attached() {
+                Attachment {
+                    outcome: Outcome::NotNeeded {
+                        instead: first.name.clone(),
+                    },
+                    ..refused(fallback, fallback.targets[0], String::new())
+                }
             } else {
-                let second = attach_one(&mut self.ebpf, &aya_btf, kernel_btf, fallback);
-                self.statuses.push(first);
-                self.statuses.push(second);
-            }
+                attach_one(&mut self.ebpf, &aya_btf, kernel_btf, fallback)
+            };
+            self.attachments.push(first);
+            self.attachments.push(second);
         }
     }
 
@@ -320,8 +349,8 @@ impl Probes {
         {
             return Ok(None);
         }
-        let statuses = uprobes::attach_library(&mut self.ebpf, user.target, &libc, user.empty)?;
-        self.statuses.extend(statuses);
+        let attachments = uprobes::attach_library(&mut self.ebpf, user.target, &libc, user.empty)?;
+        self.attachments.extend(attachments);
         user.libraries.push(libc.clone());
         Ok(Some(libc))
     }
@@ -352,9 +381,14 @@ impl Probes {
         write_config(&mut self.ebpf, &self.config)
     }
 
-    /// Every probe and whether it attached.
-    pub fn statuses(&self) -> &[ProbeStatus] {
-        &self.statuses
+    /// Every probe and what became of it.
+    pub fn attachments(&self) -> &[Attachment] {
+        &self.attachments
+    }
+
+    /// Every probe as a trace file's header records it.
+    pub fn statuses(&self) -> Vec<ProbeStatus> {
+        self.attachments.iter().map(Attachment::status).collect()
     }
 
     /// With `LOCKTRACE_VERIFIER_LOG=DIR`, writes how many instructions the verifier walked for
@@ -383,7 +417,7 @@ impl Probes {
 
     /// One line per distinct reason probes did not attach, naming a few of them.
     pub fn not_attached_summary(&self) -> Vec<String> {
-        summarize_failures(&self.statuses)
+        attachment::summarize_refusals(&self.attachments)
     }
 
     /// The programs' counters, summed over CPUs.
@@ -464,9 +498,10 @@ fn write_config(ebpf: &mut Ebpf, config: &ProbeConfig) -> Result<(), ProbeError>
         name: "CONFIG",
         source,
     };
-    let mut map: Array<_, ProbeConfig> =
-        Array::try_from(ebpf.map_mut("CONFIG").expect("CONFIG map in object"))
-            .map_err(map_error)?;
+    let map = ebpf
+        .map_mut("CONFIG")
+        .ok_or_else(|| missing_map("CONFIG"))?;
+    let mut map: Array<_, ProbeConfig> = Array::try_from(map).map_err(map_error)?;
     map.set(0, config, 0).map_err(map_error)
 }
 
@@ -484,26 +519,33 @@ fn words_as_bytes(words: &mut [u64]) -> &mut [u8] {
     unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast(), words.len() * 8) }
 }
 
-fn failed(probe: &KernelProbe, target: &str, detail: String) -> ProbeStatus {
-    ProbeStatus {
+/// `probe` on `target`, with its outcome.
+fn attachment(probe: &KernelProbe, target: &str, outcome: Outcome) -> Attachment {
+    Attachment {
+        program: probe.program,
         name: probe.display_name(target),
-        kind: probe.hook.kind().to_string(),
-        attached: false,
-        detail,
+        kind: probe.hook.into(),
+        outcome,
     }
 }
 
+/// `probe` on `target`, refused for `reason`.
+fn refused(probe: &KernelProbe, target: &str, reason: String) -> Attachment {
+    attachment(probe, target, Outcome::Refused(reason))
+}
+
+/// Loads and attaches one kernel program on the first of its targets this kernel has.
 fn attach_one(
     ebpf: &mut Ebpf,
     aya_btf: &aya::Btf,
     kernel_btf: &KernelBtf,
     probe: &KernelProbe,
-) -> ProbeStatus {
+) -> Attachment {
     let target = if probe.hook.is_trampoline() {
         match probe.targets.iter().find(|name| kernel_btf.has_func(name)) {
             Some(target) => *target,
             None => {
-                return failed(
+                return refused(
                     probe,
                     probe.targets[0],
                     format!(
@@ -534,15 +576,10 @@ fn attach_one(
         }),
     };
     match result {
-        Ok(()) => ProbeStatus {
-            name: probe.display_name(target),
-            kind: probe.hook.kind().to_string(),
-            attached: true,
-            detail: String::new(),
-        },
+        Ok(()) => attachment(probe, target, Outcome::Attached),
         Err(err) => {
             save_verifier_log(probe.program, &err);
-            failed(probe, target, explain(&err, probe.hook.is_trampoline()))
+            refused(probe, target, explain(&err, probe.hook.is_trampoline()))
         }
     }
 }
@@ -602,35 +639,6 @@ pub(crate) fn explain(err: &ProgramError, trampoline: bool) -> String {
             line
         }
     }
-}
-
-/// Groups not-attached probes by reason: one line per reason.
-pub fn summarize_failures(statuses: &[ProbeStatus]) -> Vec<String> {
-    let mut by_reason: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for status in statuses
-        .iter()
-        .filter(|s| !s.attached && !s.detail.starts_with("not needed"))
-    {
-        by_reason
-            .entry(status.detail.as_str())
-            .or_default()
-            .push(status.name.as_str());
-    }
-    by_reason
-        .into_iter()
-        .map(|(reason, names)| {
-            let shown: Vec<&str> = names.iter().take(3).copied().collect();
-            let more = names.len().saturating_sub(shown.len());
-            let list = if more > 0 {
-                format!("{} and {more} more", shown.join(", "))
-            } else {
-                shown.join(", ")
-            };
-            let count = names.len();
-            let noun = if count == 1 { "probe" } else { "probes" };
-            format!("{count} {noun} not attached ({list}): {reason}")
-        })
-        .collect()
 }
 
 /// The path of a process's file as seen from here (through its root, for containers).

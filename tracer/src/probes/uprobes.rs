@@ -12,11 +12,10 @@ use aya::{
 };
 
 use super::{
-    ProbeError, UserTarget,
+    AttachKind, Attachment, Outcome, ProbeError, UserTarget,
     catalog::{self, UserProbe},
     explain, proc_path,
 };
-use crate::tracefile::ProbeStatus;
 
 /// True for a mapped file that is the C library (`libc.so.6`, `libc-2.31.so`, musl's
 /// `libc.musl-x86_64.so.1` has no pthread symbols of its own name and is matched too).
@@ -55,27 +54,34 @@ pub fn file_identity(path: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
-/// Statuses saying that no pthread probe attached, and why.
-pub fn not_attached(why: &str) -> Vec<ProbeStatus> {
+/// Every pthread probe, refused for `why`.
+pub fn not_attached(why: &str) -> Vec<Attachment> {
     catalog::USER_LOCKS
         .iter()
         .flat_map(|probe| {
             probe
                 .functions
                 .iter()
-                .map(move |function| status(probe, function, Err(why.to_string())))
+                .map(move |function| attachment(probe, function, Err(why.to_string())))
         })
         .collect()
 }
 
-/// The status of `probe` on `function`: attached, or not and why.
-fn status(probe: &UserProbe, function: &str, result: Result<(), String>) -> ProbeStatus {
-    let kind = if probe.ret { "uretprobe" } else { "uprobe" };
-    ProbeStatus {
-        name: format!("{kind}:{function}"),
-        kind: kind.to_string(),
-        attached: result.is_ok(),
-        detail: result.err().unwrap_or_default(),
+/// `probe` on `function`: attached, or refused and why.
+fn attachment(probe: &UserProbe, function: &str, result: Result<(), String>) -> Attachment {
+    let kind = if probe.ret {
+        AttachKind::Uretprobe
+    } else {
+        AttachKind::Uprobe
+    };
+    Attachment {
+        program: probe.program,
+        name: format!("{}:{function}", kind.name()),
+        kind,
+        outcome: match result {
+            Ok(()) => Outcome::Attached,
+            Err(reason) => Outcome::Refused(reason),
+        },
     }
 }
 
@@ -106,12 +112,12 @@ pub fn system_libcs() -> Vec<PathBuf> {
 }
 
 /// Attaches the pthread probes for `target`; `empty` attaches the empty baseline programs.
-/// Returns the statuses and the libraries probed.
+/// Returns the probes and the libraries probed.
 pub fn attach(
     ebpf: &mut Ebpf,
     target: UserTarget,
     empty: bool,
-) -> Result<(Vec<ProbeStatus>, Vec<PathBuf>), ProbeError> {
+) -> Result<(Vec<Attachment>, Vec<PathBuf>), ProbeError> {
     let libraries = match target {
         UserTarget::Process(pid) => vec![find_libc(Some(pid))?],
         UserTarget::AllProcesses | UserTarget::ProbeOnly => {
@@ -124,11 +130,11 @@ pub fn attach(
             all
         }
     };
-    let mut statuses = Vec::new();
+    let mut attachments = Vec::new();
     for libc in &libraries {
-        statuses.extend(attach_library(ebpf, target, libc, empty)?);
+        attachments.extend(attach_library(ebpf, target, libc, empty)?);
     }
-    Ok((statuses, libraries))
+    Ok((attachments, libraries))
 }
 
 /// Attaches the pthread probes to the C library at `libc`, for `target`.
@@ -137,7 +143,7 @@ pub fn attach_library(
     target: UserTarget,
     libc: &Path,
     empty: bool,
-) -> Result<Vec<ProbeStatus>, ProbeError> {
+) -> Result<Vec<Attachment>, ProbeError> {
     let scope = match target {
         UserTarget::AllProcesses => UProbeScope::AllProcesses,
         // Fires only for locktrace itself, which the programs ignore.
@@ -169,8 +175,8 @@ fn attach_program(
     probe: &UserProbe,
     libc: &Path,
     scope: UProbeScope,
-) -> Vec<ProbeStatus> {
-    let status = |function: &str, result| status(probe, function, result);
+) -> Vec<Attachment> {
+    let attachment = |function: &str, result| attachment(probe, function, result);
     let program = ebpf
         .program_mut(probe.program)
         .unwrap_or_else(|| panic!("program {} missing from the eBPF object", probe.program));
@@ -181,7 +187,7 @@ fn attach_program(
             return probe
                 .functions
                 .iter()
-                .map(|f| status(f, Err(why.clone())))
+                .map(|f| attachment(f, Err(why.clone())))
                 .collect();
         }
     };
@@ -193,7 +199,7 @@ fn attach_program(
         return probe
             .functions
             .iter()
-            .map(|f| status(f, Err(why.clone())))
+            .map(|f| attachment(f, Err(why.clone())))
             .collect();
     }
     probe
@@ -204,7 +210,7 @@ fn attach_program(
                 .attach([*function], libc, scope)
                 .map(drop)
                 .map_err(|e| explain(&e, false));
-            status(function, result)
+            attachment(function, result)
         })
         .collect()
 }

@@ -210,9 +210,13 @@ pub async fn run(
     for line in probes.not_attached_summary() {
         notice(format_args!("locktrace: {line}"));
     }
-    let attached = probes.statuses().iter().filter(|s| s.attached).count();
+    let attached = probes
+        .attachments()
+        .iter()
+        .filter(|a| a.is_attached())
+        .count();
     notice(format_args!("locktrace: {attached} probes attached"));
-    sink.start(probes.statuses())?;
+    sink.start(&probes.statuses())?;
     if let Some(metrics) = &options.metrics {
         metrics.publish(|figures| {
             figures.started = Some(std::time::SystemTime::now());
