@@ -114,6 +114,7 @@ pub fn run() -> CheckReport {
         .map(|btf| KernelFacts::from_btf(btf, |name| KernelSymbols::lists(&kallsyms_text, name)));
 
     let mut features = vec![
+        architecture(),
         privileges(uid),
         match &btf {
             Ok(_) => feature("btf", true, "/sys/kernel/btf/vmlinux"),
@@ -145,6 +146,25 @@ pub fn run() -> CheckReport {
         probe_groups: probe_groups(&probes),
         probes: probes.iter().map(Attachment::status).collect(),
         detects,
+    }
+}
+
+/// The machine's architecture: the programs and the facts user space gives them assume
+/// x86-64 (see README, "Known limits").
+fn architecture() -> Feature {
+    let arch = std::env::consts::ARCH;
+    const ASSUMED: &str =
+        "the trampoline frame layout, pt_regs, X86_EFLAGS_IF and 4 KiB pages are assumed";
+    if arch == "x86_64" {
+        feature("architecture", true, format!("x86_64: {ASSUMED}"))
+    } else {
+        feature(
+            "architecture",
+            false,
+            format!(
+                "{arch}: locktrace is written for x86_64 ({ASSUMED}); results here are not to be trusted"
+            ),
+        )
     }
 }
 
@@ -193,7 +213,7 @@ fn kernel_features(facts: &KernelFacts) -> Vec<Feature> {
             if facts.kmem_cache_kfunc {
                 "dynamic locks are classed by slab cache"
             } else {
-                "absent (Linux 6.13+): dynamic locks are classed by address"
+                "absent (Linux 6.13+): dynamic locks are classed by acquiring function"
             },
         ),
         feature(
