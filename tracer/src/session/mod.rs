@@ -19,15 +19,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{MapData, RingBuf};
+use aya::maps::MapData;
 use thiserror::Error;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc::UnboundedReceiver,
+};
 use tracer_common::Counter;
 
 use crate::{
     fact::FactRecord,
     metrics::{EngineFigures, Metrics},
-    probes::{NameMaps, ProbeError, ProbeOptions, Probes, SessionMaps, UserTarget},
+    probes::{ProbeError, ProbeOptions, Probes, SessionMaps, UserTarget},
     symbols::KernelSymbols,
     tracefile::{ContentionSnapshot, DropCounts, ProbeStatus, TraceError},
 };
@@ -159,14 +162,7 @@ pub async fn run(
     sink: &mut dyn Sink,
 ) -> Result<SessionSummary, SessionError> {
     // First of all: a signal from now on stops the session cleanly rather than killing us.
-    let mut sigint = signal(SignalKind::interrupt()).map_err(|source| SessionError::Io {
-        what: "installing the SIGINT handler",
-        source,
-    })?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(|source| SessionError::Io {
-        what: "installing the SIGTERM handler",
-        source,
-    })?;
+    let mut signals = Signals::install()?;
     // The table itself is read after attaching (see below), but a bad path fails first.
     if let Some(path) = &options.symbols {
         std::fs::File::open(path).map_err(|source| SessionError::Symbols {
@@ -174,39 +170,106 @@ pub async fn run(
             source,
         })?;
     }
-    let mut child = if options.command.is_empty() {
-        None
-    } else {
-        let stdout = options.child_stdout.unwrap_or(ChildStdout::Inherit);
-        Some(
-            GatedChild::spawn(&options.command, stdout).map_err(|source| SessionError::Spawn {
-                command: options.command.join(" "),
-                source,
-            })?,
-        )
+    // A child that never gets released exits by itself when the gate closes.
+    let mut child = spawn_command(options)?;
+    let (mut probes, maps) = Probes::load(&probe_options(options, child.as_ref()))?;
+    // Every probe is attached: the session starts here, for all of them at once (events
+    // wait in the ring until the symbol table below is read).
+    probes.start_tracing()?;
+    announce(&probes, sink, options.metrics.as_ref())?;
+
+    // After attaching: kallsyms then names our own programs and trampolines, which head every
+    // kernel stack the probes take and must be recognized to be skipped.
+    let mut namer = Namer::new(load_kernel_symbols(options.symbols.as_deref())?);
+    namer.set_percpu_vars(probes.percpu_vars());
+    let child_events = release_command(child.as_mut(), &options.command)?;
+
+    let mut live = Live {
+        probes,
+        maps,
+        namer,
+        counters: Counters::default(),
+        batch: Vec::with_capacity(BATCH),
+        sink,
+        metrics: options.metrics.as_ref(),
+        show_status: std::io::stderr().is_terminal(),
     };
-    let user = match (&child, options.pid, options.all_user) {
+    let started = Instant::now();
+    let (stopped_by, command_status) = live
+        .until_stopped(
+            &mut signals,
+            child.as_ref().map(GatedChild::pid),
+            child_events,
+            options.duration,
+        )
+        .await?;
+    let drops = live.wind_down().await?;
+    live.sink.finish(&mut live.namer, started.elapsed())?;
+    Ok(SessionSummary {
+        facts: live.counters.facts,
+        by_kind: live.counters.total,
+        lock_ops: live.counters.lock_ops,
+        drops,
+        command_status,
+        stopped_by,
+    })
+}
+
+/// SIGINT and SIGTERM, caught: either ends the session cleanly.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, SessionError> {
+        let install = |kind, what| signal(kind).map_err(|source| SessionError::Io { what, source });
+        Ok(Signals {
+            interrupt: install(SignalKind::interrupt(), "installing the SIGINT handler")?,
+            terminate: install(SignalKind::terminate(), "installing the SIGTERM handler")?,
+        })
+    }
+}
+
+/// Spawns the command to trace, if there is one, held at its gate until the probes are
+/// attached.
+fn spawn_command(options: &SessionOptions) -> Result<Option<GatedChild>, SessionError> {
+    if options.command.is_empty() {
+        return Ok(None);
+    }
+    let stdout = options.child_stdout.unwrap_or(ChildStdout::Inherit);
+    GatedChild::spawn(&options.command, stdout)
+        .map(Some)
+        .map_err(|source| SessionError::Spawn {
+            command: options.command.join(" "),
+            source,
+        })
+}
+
+/// What to attach: the user-space target is the command, else `--pid`, else every process
+/// under `--all-user`.
+fn probe_options(options: &SessionOptions, child: Option<&GatedChild>) -> ProbeOptions {
+    let user = match (child, options.pid, options.all_user) {
         (Some(child), _, _) => Some(UserTarget::Process(child.pid())),
         (None, Some(pid), _) => Some(UserTarget::Process(pid)),
         (None, None, true) => Some(UserTarget::AllProcesses),
         (None, None, false) => None,
     };
-    let probe_options = ProbeOptions {
+    ProbeOptions {
         kernel: options.kernel,
         user,
         empty_user_programs: options.empty_user_programs,
         floor: options.floor,
-    };
-    // A child that never gets released exits by itself when the gate closes.
-    let (mut probes, maps) = Probes::load(&probe_options)?;
-    let SessionMaps {
-        facts: mut ring,
-        names,
-        contention,
-    } = maps;
-    // Every probe is attached: the session starts here, for all of them at once (events
-    // wait in the ring until the symbol table below is read).
-    probes.start_tracing()?;
+    }
+}
+
+/// Says what attached (and, one line per reason, what did not), and tells the sink and
+/// `--metrics` that the session has started.
+fn announce(
+    probes: &Probes,
+    sink: &mut dyn Sink,
+    metrics: Option<&Metrics>,
+) -> Result<(), SessionError> {
     for line in probes.not_attached_summary() {
         notice(format_args!("locktrace: {line}"));
     }
@@ -217,140 +280,219 @@ pub async fn run(
         .count();
     notice(format_args!("locktrace: {attached} probes attached"));
     sink.start(&probes.statuses())?;
-    if let Some(metrics) = &options.metrics {
+    if let Some(metrics) = metrics {
         metrics.publish(|figures| {
             figures.started = Some(std::time::SystemTime::now());
             figures.probes_attached = attached as u64;
         });
     }
+    Ok(())
+}
 
-    // After attaching: kallsyms then names our own programs and trampolines, which head every
-    // kernel stack the probes take and must be recognized to be skipped.
-    let mut namer = Namer::new(load_kernel_symbols(options.symbols.as_deref())?);
-    namer.set_percpu_vars(probes.percpu_vars());
-
-    let (child_tx, mut child_rx) = tokio::sync::mpsc::unbounded_channel::<ChildEvent>();
-    if let Some(child) = child.as_mut() {
-        child::watch(child.pid(), child_tx);
-        child.release().map_err(|source| SessionError::Spawn {
-            command: options.command.join(" "),
-            source,
-        })?;
-    } else {
-        drop(child_tx);
-    }
-    let child_pid = child.as_ref().map(GatedChild::pid);
-
-    let started = Instant::now();
-    let deadline = options.duration.map(|d| tokio::time::Instant::now() + d);
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    // The programs never wake us (see tracer-ebpf's emit.rs): the ring is read on this timer.
-    let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
-    let mut counters = Counters::default();
-    let mut batch = Vec::with_capacity(BATCH);
-    let show_status = std::io::stderr().is_terminal();
-    let mut command_status = None;
-    let has_child = child.is_some();
-    let mut libc_tick = tokio::time::interval(LIBC_CHECK_INTERVAL);
-
-    let stopped_by = loop {
-        tokio::select! {
-            _ = drain_tick.tick() => {
-                probes.tick_clock()?;
-                drain(&mut ring, &names, &mut namer, &mut counters, &mut batch, sink)?;
-            }
-            // The command was probed through locktrace's own C library before it executed,
-            // and may execute other programs at any time: keep its real library probed.
-            _ = libc_tick.tick(), if child_pid.is_some() => {
-                if let Some(pid) = child_pid
-                    && let Some(libc) = probes.follow_libc(pid)?
-                {
-                    notice(format_args!(
-                        "locktrace: the command maps another C library, now probed too: {}",
-                        libc.display()
-                    ));
-                }
-            }
-            _ = tick.tick() => {
-                namer.forget_exited();
-                let drops = drop_counts(&probes, &mut counters);
-                sink.drops(&drops)?;
-                if let Some(metrics) = &options.metrics {
-                    publish(metrics, &counters, drops, sink);
-                }
-                let snapshot = contention_snapshot(&contention);
-                namer.observe_contention(&snapshot, &names);
-                sink.contention(&snapshot, &mut namer)?;
-                if show_status {
-                    let line = counters.status_line(&sink.status());
-                    let mut stderr = std::io::stderr();
-                    let _ = write!(stderr, "\r\x1b[K{line}");
-                    let _ = stderr.flush();
-                }
-            }
-            event = child_rx.recv(), if has_child => match event {
-                // Stopped at exit with its memory intact: keep its mappings and name what it
-                // left in the ring before letting it go.
-                Some(ChildEvent::Exiting(done)) => {
-                    if let Some(pid) = child_pid {
-                        namer.snapshot_process(pid);
-                    }
-                    drain(&mut ring, &names, &mut namer, &mut counters, &mut batch, sink)?;
-                    drop(done);
-                }
-                Some(ChildEvent::Exited(status)) => {
-                    command_status = Some(status);
-                    break "command exited";
-                }
-                None => break "command exited",
-            },
-            _ = sigint.recv() => break "SIGINT",
-            _ = sigterm.recv() => break "SIGTERM",
-            _ = sleep_until(deadline) => break "duration elapsed",
-        }
+/// Lets the traced command run, watching for its exit; `None` without a command.
+fn release_command(
+    child: Option<&mut GatedChild>,
+    command: &[String],
+) -> Result<Option<UnboundedReceiver<ChildEvent>>, SessionError> {
+    let Some(child) = child else {
+        return Ok(None);
     };
+    let (child_tx, child_rx) = tokio::sync::mpsc::unbounded_channel::<ChildEvent>();
+    child::watch(child.pid(), child_tx);
+    child.release().map_err(|source| SessionError::Spawn {
+        command: command.join(" "),
+        source,
+    })?;
+    Ok(Some(child_rx))
+}
 
-    // Stop before anything is detached, read what is still in flight, then finish the sink
-    // whatever happened.
-    probes.stop_tracing()?;
-    let drain_until = Instant::now() + DRAIN_AFTER_EXIT;
-    loop {
-        drain(
-            &mut ring,
-            &names,
-            &mut namer,
-            &mut counters,
-            &mut batch,
-            sink,
-        )?;
-        if Instant::now() >= drain_until {
-            break;
+/// A session once its probes are attached: the maps it reads, what names the facts, and
+/// where they go.
+struct Live<'a> {
+    probes: Probes,
+    maps: SessionMaps,
+    namer: Namer,
+    counters: Counters,
+    /// Facts read and named, not yet handed to the sink.
+    batch: Vec<FactRecord>,
+    sink: &'a mut dyn Sink,
+    metrics: Option<&'a Metrics>,
+    /// Standard error is a terminal: keep a status line there.
+    show_status: bool,
+}
+
+impl Live<'_> {
+    /// Reads the ring every [`DRAIN_INTERVAL`], the counters and contention figures every
+    /// second, and follows the command's C library, until the command exits, a signal
+    /// arrives or `duration` ends. Returns why it stopped and the command's exit status.
+    async fn until_stopped(
+        &mut self,
+        signals: &mut Signals,
+        child_pid: Option<u32>,
+        mut child_events: Option<UnboundedReceiver<ChildEvent>>,
+        duration: Option<Duration>,
+    ) -> Result<(&'static str, Option<i32>), SessionError> {
+        let deadline = duration.map(|d| tokio::time::Instant::now() + d);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // The programs never wake us (see tracer-ebpf's emit.rs): the ring is read on this
+        // timer.
+        let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
+        let mut libc_tick = tokio::time::interval(LIBC_CHECK_INTERVAL);
+        let has_child = child_events.is_some();
+        loop {
+            tokio::select! {
+                _ = drain_tick.tick() => {
+                    self.probes.tick_clock()?;
+                    self.drain()?;
+                }
+                // The command was probed through locktrace's own C library before it
+                // executed, and may execute other programs at any time: keep its real
+                // library probed.
+                _ = libc_tick.tick(), if child_pid.is_some() => {
+                    if let Some(pid) = child_pid {
+                        self.follow_libc(pid)?;
+                    }
+                }
+                _ = tick.tick() => self.each_second()?,
+                event = next_child_event(&mut child_events), if has_child => match event {
+                    // Stopped at exit with its memory intact: keep its mappings and name
+                    // what it left in the ring before letting it go.
+                    Some(ChildEvent::Exiting(done)) => {
+                        if let Some(pid) = child_pid {
+                            self.namer.snapshot_process(pid);
+                        }
+                        self.drain()?;
+                        drop(done);
+                    }
+                    Some(ChildEvent::Exited(status)) => {
+                        return Ok(("command exited", Some(status)));
+                    }
+                    None => return Ok(("command exited", None)),
+                },
+                _ = signals.interrupt.recv() => return Ok(("SIGINT", None)),
+                _ = signals.terminate.recv() => return Ok(("SIGTERM", None)),
+                _ = sleep_until(deadline) => return Ok(("duration elapsed", None)),
+            }
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let drops = drop_counts(&probes, &mut counters);
-    sink.drops(&drops)?;
-    let snapshot = contention_snapshot(&contention);
-    namer.observe_contention(&snapshot, &names);
-    sink.contention(&snapshot, &mut namer)?;
-    if show_status {
-        notice(format_args!(""));
+
+    /// Stops the programs before anything is detached, reads what is still in flight, hands
+    /// the sink the last counters and contention figures, and says which programs the kernel
+    /// skipped. Returns the last counters.
+    async fn wind_down(&mut self) -> Result<DropCounts, SessionError> {
+        self.probes.stop_tracing()?;
+        let drain_until = Instant::now() + DRAIN_AFTER_EXIT;
+        loop {
+            self.drain()?;
+            if Instant::now() >= drain_until {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let drops = drop_counts(&self.probes, &mut self.counters);
+        self.sink.drops(&drops)?;
+        self.contention()?;
+        if self.show_status {
+            notice(format_args!(""));
+        }
+        report_recursion_misses(&self.probes);
+        report_run_times(&self.probes);
+        Ok(drops)
     }
-    // Which programs the kernel skipped: where the events counted as recursion misses went.
+
+    /// Once a second: forget exited processes, hand the sink the counters and contention
+    /// figures, publish `--metrics`, redraw the status line.
+    fn each_second(&mut self) -> Result<(), SessionError> {
+        self.namer.forget_exited();
+        let drops = drop_counts(&self.probes, &mut self.counters);
+        self.sink.drops(&drops)?;
+        if let Some(metrics) = self.metrics {
+            publish(metrics, &self.counters, drops, &*self.sink);
+        }
+        self.contention()?;
+        if self.show_status {
+            let line = self.counters.status_line(&self.sink.status());
+            let mut stderr = std::io::stderr();
+            let _ = write!(stderr, "\r\x1b[K{line}");
+            let _ = stderr.flush();
+        }
+        Ok(())
+    }
+
+    /// Hands the sink the programs' contention figures, their classes named.
+    fn contention(&mut self) -> Result<(), SessionError> {
+        let snapshot = contention_snapshot(&self.maps.contention);
+        self.namer.observe_contention(&snapshot, &self.maps.names);
+        self.sink.contention(&snapshot, &mut self.namer)
+    }
+
+    /// Probes the C library process `pid` maps now, if it is not probed yet.
+    fn follow_libc(&mut self, pid: u32) -> Result<(), SessionError> {
+        if let Some(libc) = self.probes.follow_libc(pid)? {
+            notice(format_args!(
+                "locktrace: the command maps another C library, now probed too: {}",
+                libc.display()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads everything in the ring, in batches, through the namer into the sink.
+    fn drain(&mut self) -> Result<(), SessionError> {
+        loop {
+            self.batch.clear();
+            while self.batch.len() < BATCH {
+                let Some(item) = self.maps.facts.next() else {
+                    break;
+                };
+                match decode::decode(&item)
+                    .and_then(|fact| self.namer.observe(&fact, &self.maps.names))
+                {
+                    Some(fact) => {
+                        self.counters.count(&fact);
+                        self.batch.push(fact);
+                    }
+                    None => self.counters.malformed += 1,
+                }
+            }
+            if self.batch.is_empty() {
+                return Ok(());
+            }
+            self.sink.facts(&self.batch, &mut self.namer)?;
+        }
+    }
+}
+
+/// The traced command's next event; `None` when there is no command or its watcher is gone.
+async fn next_child_event(
+    events: &mut Option<UnboundedReceiver<ChildEvent>>,
+) -> Option<ChildEvent> {
+    match events {
+        Some(events) => events.recv().await,
+        None => None,
+    }
+}
+
+/// Which programs the kernel skipped: where the events counted as recursion misses went.
+fn report_recursion_misses(probes: &Probes) {
     let missed = probes.recursion_misses_by_program();
-    if !missed.is_empty() {
-        let top: Vec<String> = missed
-            .iter()
-            .take(5)
-            .map(|(program, n)| format!("{program} {n}"))
-            .collect();
-        notice(format_args!(
-            "locktrace: recursion misses by program (the kernel skipped a program already running on the CPU; a release copy's are covered by another copy): {}{}",
-            top.join(", "),
-            if missed.len() > 5 { ", ..." } else { "" }
-        ));
+    if missed.is_empty() {
+        return;
     }
-    // LOCKTRACE_PROG_STATS: where the programs' time went.
+    let top: Vec<String> = missed
+        .iter()
+        .take(5)
+        .map(|(program, n)| format!("{program} {n}"))
+        .collect();
+    notice(format_args!(
+        "locktrace: recursion misses by program (the kernel skipped a program already running on the CPU; a release copy's are covered by another copy): {}{}",
+        top.join(", "),
+        if missed.len() > 5 { ", ..." } else { "" }
+    ));
+}
+
+/// `LOCKTRACE_PROG_STATS`: where the programs' time went.
+fn report_run_times(probes: &Probes) {
     for time in probes.run_times() {
         notice(format_args!(
             "locktrace: program {} ran {} times, {} ns each, {} ms in all ({} bytes of eBPF, {})",
@@ -366,15 +508,6 @@ pub async fn run(
             }
         ));
     }
-    sink.finish(&mut namer, started.elapsed())?;
-    Ok(SessionSummary {
-        facts: counters.facts,
-        by_kind: counters.total,
-        lock_ops: counters.lock_ops,
-        drops,
-        command_status,
-        stopped_by,
-    })
 }
 
 /// Writes one line to standard error, control characters escaped (it may name paths and
@@ -409,34 +542,6 @@ fn publish(metrics: &Metrics, counters: &Counters, drops: DropCounts, sink: &dyn
         figures.drops = drops;
         figures.engine = engine;
     });
-}
-
-/// Reads everything in the ring, in batches, through the namer into the sink.
-fn drain(
-    ring: &mut RingBuf<MapData>,
-    names: &NameMaps,
-    namer: &mut Namer,
-    counters: &mut Counters,
-    batch: &mut Vec<FactRecord>,
-    sink: &mut dyn Sink,
-) -> Result<(), SessionError> {
-    loop {
-        batch.clear();
-        while batch.len() < BATCH {
-            let Some(item) = ring.next() else { break };
-            match decode::decode(&item).and_then(|fact| namer.observe(&fact, names)) {
-                Some(fact) => {
-                    counters.count(&fact);
-                    batch.push(fact);
-                }
-                None => counters.malformed += 1,
-            }
-        }
-        if batch.is_empty() {
-            return Ok(());
-        }
-        sink.facts(batch, namer)?;
-    }
 }
 
 /// Reads the programs' contention figures.
