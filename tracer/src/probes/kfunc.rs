@@ -54,17 +54,6 @@ const CALL_KFUNC_PREFIX: [u8; 4] = [0x85, 0x20, 0x00, 0x00];
 /// `r0 = 0` (BPF_ALU64 | BPF_MOV | BPF_K), the stand-in for a missing kfunc.
 const MOV_R0_ZERO: [u8; 8] = [0xb7, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00];
 
-/// What patching did for one kfunc.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Patched {
-    /// The kfunc.
-    pub name: &'static str,
-    /// Its BTF id, or `None` when the kernel lacks it and the calls were neutralized.
-    pub btf_id: Option<u32>,
-    /// How many call sites were patched.
-    pub sites: usize,
-}
-
 /// The byte ranges of `object`'s program sections (its executable code), where the marked
 /// instructions are; none when it is not an ELF image.
 pub fn program_ranges(object: &[u8]) -> Vec<Range<usize>> {
@@ -80,21 +69,14 @@ pub fn program_ranges(object: &[u8]) -> Vec<Range<usize>> {
 }
 
 /// Rewrites every marked call in the program sections of `object` (an ELF image, patched in
-/// place). Instruction sizes do not change, so relocations and line info stay valid.
-pub fn patch(object: &mut [u8], btf: &KernelBtf) -> Vec<Patched> {
+/// place). Instruction sizes do not change, so relocations and line info stay valid. Which
+/// kfuncs the kernel has is `KernelFacts`' to say; that the object calls each one is the
+/// object test's (`the_object_has_every_marker_the_patcher_knows`), not every load's.
+pub fn patch(object: &mut [u8], btf: &KernelBtf) {
     let ranges = program_ranges(object);
-    KFUNCS
-        .iter()
-        .map(|kfunc| {
-            let btf_id = btf.func_id(kfunc.name);
-            let sites = patch_marker_in(object, &ranges, kfunc.marker, btf_id);
-            Patched {
-                name: kfunc.name,
-                btf_id,
-                sites,
-            }
-        })
-        .collect()
+    for kfunc in &KFUNCS {
+        patch_marker_in(object, &ranges, kfunc.marker, btf.func_id(kfunc.name));
+    }
 }
 
 /// The typed ksym load as the programs emit it: `r1 = ld_imm64` with src_reg 3
@@ -108,15 +90,26 @@ const MOV_R1_ZERO: [u8; 8] = [0xb7, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00];
 /// Points every `bpf_this_cpu_ptr(&marker var)` sequence in the program sections of `object`
 /// at the per-CPU variable `btf_id`, or, when `None`, turns it into `r1 = 0; r1 = 0; r0 = 0`
 /// (the verifier refuses a ksym the kernel cannot resolve even on a path never taken).
-/// Returns the sites patched.
-pub fn patch_object_ksym(object: &mut [u8], marker: u32, btf_id: Option<u32>) -> usize {
-    program_ranges(object)
-        .into_iter()
-        .map(|range| patch_ksym(&mut object[range], marker, btf_id))
+pub fn patch_object_ksym(object: &mut [u8], marker: u32, btf_id: Option<u32>) {
+    let ranges = program_ranges(object);
+    patch_ksym_in(object, &ranges, marker, btf_id);
+}
+
+/// [`patch_ksym`] on each of `ranges` of `object` (its program sections); the sites patched,
+/// which the object test counts.
+fn patch_ksym_in(
+    object: &mut [u8],
+    ranges: &[Range<usize>],
+    marker: u32,
+    btf_id: Option<u32>,
+) -> usize {
+    ranges
+        .iter()
+        .map(|range| patch_ksym(&mut object[range.clone()], marker, btf_id))
         .sum()
 }
 
-/// [`patch_object_ksym`] on one run of instructions.
+/// [`patch_object_ksym`] on one run of instructions; the sites patched.
 fn patch_ksym(object: &mut [u8], marker: u32, btf_id: Option<u32>) -> usize {
     let mut head = [0u8; 8];
     head[..4].copy_from_slice(&KSYM_LOAD_PREFIX);
@@ -140,7 +133,8 @@ fn patch_ksym(object: &mut [u8], marker: u32, btf_id: Option<u32>) -> usize {
     sites
 }
 
-/// [`patch_marker`] on each of `ranges` of `object` (its program sections); the sites patched.
+/// [`patch_marker`] on each of `ranges` of `object` (its program sections); the sites patched,
+/// which the object test counts.
 fn patch_marker_in(
     object: &mut [u8],
     ranges: &[Range<usize>],
@@ -231,7 +225,12 @@ mod tests {
             );
         }
         assert!(
-            patch_object_ksym(bytes, tracer_common::PREEMPT_COUNT_VAR_MARKER, None) > 0,
+            patch_ksym_in(
+                bytes,
+                &ranges,
+                tracer_common::PREEMPT_COUNT_VAR_MARKER,
+                None
+            ) > 0,
             "no preempt_count ksym load in a program section"
         );
     }
