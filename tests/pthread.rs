@@ -14,6 +14,41 @@ const ALERTS: i32 = 2;
 /// Runs the pattern under `locktrace watch --json` and returns the alerts. The exit status
 /// must say whether there were any: 0 for none, [`ALERTS`] otherwise.
 fn watch(args: &[&str]) -> Vec<Value> {
+    watch_traced(args).0
+}
+
+/// What a session's summary line says it followed.
+#[derive(Debug)]
+struct Followed {
+    lock_ops: u64,
+    classes: u64,
+    dependencies: u64,
+}
+
+/// Reads `locktrace: followed N lock operations; F facts ..., C classes, D dependencies, ...`.
+fn followed(stderr: &str) -> Followed {
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("locktrace: followed "))
+        .unwrap_or_else(|| panic!("no summary line in {stderr}"));
+    let before = |what: &str| -> u64 {
+        let head = &line[..line
+            .find(what)
+            .unwrap_or_else(|| panic!("no {what:?} in {line}"))];
+        let number = head.rsplit([' ', '(']).next().unwrap();
+        number
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}: {number:?} in {line}"))
+    };
+    Followed {
+        lock_ops: before(" lock operations"),
+        classes: before(" classes"),
+        dependencies: before(" dependencies"),
+    }
+}
+
+/// [`watch`], and what the session says it followed.
+fn watch_traced(args: &[&str]) -> (Vec<Value>, Followed) {
     let output = support::locktrace()
         .args(["watch", "--json", "--no-kernel", "--"])
         .arg(support::lockpatterns())
@@ -31,7 +66,7 @@ fn watch(args: &[&str]) -> Vec<Value> {
         .collect();
     let expected = if alerts.is_empty() { 0 } else { ALERTS };
     assert_eq!(output.status.code(), Some(expected), "{stderr}");
-    alerts
+    (alerts, followed(&stderr))
 }
 
 /// (kind, set of class names) of each alert.
@@ -122,8 +157,14 @@ fn consistent_order_and_trylock_reversal_give_no_alert() {
     if !support::bpf_available("consistent_order_and_trylock_reversal_give_no_alert") {
         return;
     }
-    let alerts = watch(&["clean"]);
+    let (alerts, followed) = watch_traced(&["clean"]);
     assert!(alerts.is_empty(), "unexpected alerts: {alerts:?}");
+    // Silence means something only if the locks were followed: lock_a, lock_b and lock_c,
+    // nested in order (a -> b, b -> c at least), nine threads' lock and unlock calls.
+    assert!(
+        followed.classes >= 3 && followed.dependencies >= 2 && followed.lock_ops >= 48,
+        "{followed:?}"
+    );
 }
 
 #[test]
