@@ -167,6 +167,31 @@ fn consistent_order_and_trylock_reversal_give_no_alert() {
     );
 }
 
+/// `pthread_rwlock_unlock` is one function for readers and writers: a reader's unlock must
+/// release its read-held entry. Held across `lock_a`, the read lock makes a cycle with a
+/// writer that takes them the other way round; released first, it makes none (an unlock
+/// taken for a writer's, or not matched, would leave it held and report that cycle).
+#[test]
+fn a_readers_unlock_releases_the_read_held_rwlock() {
+    if !support::bpf_available("a_readers_unlock_releases_the_read_held_rwlock") {
+        return;
+    }
+    assert_eq!(
+        summary(&watch(&["reader-held"])),
+        vec![(
+            "circular_dependency".into(),
+            set(&["lock_a", "table_rwlock"])
+        )]
+    );
+    let (alerts, followed) = watch_traced(&["reader-released"]);
+    assert!(alerts.is_empty(), "unexpected alerts: {alerts:?}");
+    // The writer's lock_a -> table_rwlock was followed.
+    assert!(
+        followed.classes >= 2 && followed.dependencies >= 1,
+        "{followed:?}"
+    );
+}
+
 #[test]
 fn a_cycle_repeated_ten_thousand_times_is_reported_once() {
     if !support::bpf_available("a_cycle_repeated_ten_thousand_times_is_reported_once") {

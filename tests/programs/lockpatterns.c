@@ -11,6 +11,10 @@
  *   lockpatterns abba-wait   the same, then waits to be killed (a session that stays up)
  *   lockpatterns cycle3      A->B, B->C, C->A across three threads
  *   lockpatterns rwmutex     rwlock writer vs mutex in opposite orders
+ *   lockpatterns reader-held      a reader takes a mutex with the rwlock read-held, then
+ *                                 the mutex then the rwlock for writing: a cycle
+ *   lockpatterns reader-released  the same, but the reader unlocks the rwlock before taking
+ *                                 the mutex: no cycle
  *   lockpatterns clean       consistent order in eight threads; the reverse order only by trylock
  *   lockpatterns repeat N    the AB-BA cycle N times
  *   lockpatterns bench N     N lock/unlock pairs in one thread, timed (overhead benchmark)
@@ -103,6 +107,26 @@ static void *__attribute__((noinline)) a_then_write_table(void *arg)
 	return NULL;
 }
 
+static void *__attribute__((noinline)) read_table_then_a(void *arg)
+{
+	(void)arg;
+	pthread_rwlock_rdlock(&table_rwlock);
+	pthread_mutex_lock(&lock_a);
+	pthread_mutex_unlock(&lock_a);
+	pthread_rwlock_unlock(&table_rwlock);
+	return NULL;
+}
+
+static void *__attribute__((noinline)) read_table_then_later_a(void *arg)
+{
+	(void)arg;
+	pthread_rwlock_rdlock(&table_rwlock);
+	pthread_rwlock_unlock(&table_rwlock);
+	pthread_mutex_lock(&lock_a);
+	pthread_mutex_unlock(&lock_a);
+	return NULL;
+}
+
 static void *__attribute__((noinline)) a_b_c_in_order(void *arg)
 {
 	(void)arg;
@@ -167,6 +191,12 @@ int main(int argc, char **argv)
 	} else if (!strcmp(pattern, "rwmutex")) {
 		run_one(write_table_then_a);
 		run_one(a_then_write_table);
+	} else if (!strcmp(pattern, "reader-held")) {
+		run_one(read_table_then_a);
+		run_one(a_then_write_table);
+	} else if (!strcmp(pattern, "reader-released")) {
+		run_one(read_table_then_later_a);
+		run_one(a_then_write_table);
 	} else if (!strcmp(pattern, "clean")) {
 		for (int i = 0; i < 8; i++)
 			run_one(a_b_c_in_order);
@@ -204,7 +234,7 @@ int main(int argc, char **argv)
 		for (;;)
 			pause();
 	} else {
-		fprintf(stderr, "usage: lockpatterns abba|abba-wait|evil-abba|cycle3|rwmutex|clean|repeat N|bench N|chains N\n");
+		fprintf(stderr, "usage: lockpatterns abba|abba-wait|evil-abba|cycle3|rwmutex|reader-held|reader-released|clean|repeat N|bench N|chains N\n");
 		return 2;
 	}
 	return 0;
