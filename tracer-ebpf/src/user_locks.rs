@@ -95,7 +95,9 @@ pub fn on_lock_return(ctx: &RetProbeContext) {
 }
 
 /// Entry of an unlock call: follow the release. Like a kernel lock's release, it takes no
-/// running slot (see `kernel_locks::on_release`).
+/// running slot (see `kernel_locks::on_release`). The release is matched by address alone, so
+/// `pthread_rwlock_unlock`, one function for both sides, releases a read-held entry as it
+/// releases a write-held one (tests/pthread.rs, `a_readers_unlock_releases_the_read_held_rwlock`).
 #[inline(always)]
 pub fn on_unlock(ctx: &ProbeContext) {
     let Some(cfg) = context::config() else { return };
