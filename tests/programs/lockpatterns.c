@@ -7,7 +7,7 @@
  *   lockpatterns ab          only A then B (with `ba`, an AB-BA split over two runs)
  *   lockpatterns ba          only B then A
  *   lockpatterns evil-abba   the same from threads named with a terminal escape and a newline
- *   lockpatterns late-abba   the same after sleeping 300 ms (lets a tracer attach late)
+ *   lockpatterns late-abba   the same after sleeping a second (lets a tracer attach late)
  *   lockpatterns abba-wait   the same, then waits to be killed (a session that stays up)
  *   lockpatterns cycle3      A->B, B->C, C->A across three threads
  *   lockpatterns rwmutex     rwlock writer vs mutex in opposite orders
@@ -165,7 +165,7 @@ int main(int argc, char **argv)
 	long count = argc > 2 ? atol(argv[2]) : 0;
 
 	if (!strcmp(pattern, "late-abba")) {
-		struct timespec pause = { 0, 300 * 1000 * 1000 };
+		struct timespec pause = { 1, 0 };
 		nanosleep(&pause, NULL);
 		run_one(take_a_then_b);
 		run_one(take_b_then_a);
