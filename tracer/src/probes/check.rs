@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::{
     AttachKind, Attachment, ProbeOptions, Probes, UserTarget, btf::KernelBtf, catalog,
-    effective_uid, facts::KernelFacts,
+    effective_uid, facts::KernelFacts, kfunc,
 };
 use crate::{report::printable, symbols::KernelSymbols, tracefile::ProbeStatus};
 
@@ -198,32 +198,23 @@ fn kallsyms_data(kallsyms: &KernelSymbols) -> Feature {
 /// What the kernel's BTF says the programs can use: kfuncs, `preempt_count`, `pcpu_alloc`.
 fn kernel_features(facts: &KernelFacts) -> Vec<Feature> {
     vec![
-        feature(
-            "kfunc:bpf_local_irq_save",
+        kfunc_feature(
+            "bpf_local_irq_save",
             facts.irq_kfunc,
-            if facts.irq_kfunc {
-                "hardware-interrupt state is read at every probe"
-            } else {
-                "absent (Linux 6.14+): irq state is reported as unknown"
-            },
+            "hardware-interrupt state is read at every probe",
+            "irq state is reported as unknown",
         ),
-        feature(
-            "kfunc:bpf_get_kmem_cache",
+        kfunc_feature(
+            "bpf_get_kmem_cache",
             facts.kmem_cache_kfunc,
-            if facts.kmem_cache_kfunc {
-                "dynamic locks are classed by slab cache"
-            } else {
-                "absent (Linux 6.13+): dynamic locks are classed by acquiring function"
-            },
+            "dynamic locks are classed by slab cache",
+            "dynamic locks are classed by acquiring function",
         ),
-        feature(
-            "kfunc:bpf_rdonly_cast",
+        kfunc_feature(
+            "bpf_rdonly_cast",
             facts.frame_btf_id != 0,
-            if facts.frame_btf_id != 0 {
-                "acquiring functions are read from the trampoline's frame with plain loads"
-            } else {
-                "absent (Linux 6.2+): acquiring functions are read through a helper call"
-            },
+            "acquiring functions are read from the trampoline's frame with plain loads",
+            "acquiring functions are read through a helper call",
         ),
         match &facts.preempt_count {
             Ok(count) => feature("preempt_count", true, count.describe()),
@@ -241,6 +232,20 @@ fn kernel_features(facts: &KernelFacts) -> Vec<Feature> {
                 .unwrap_or("neither pcpu_alloc_noprof nor pcpu_alloc in BTF"),
         ),
     ]
+}
+
+/// Whether kfunc `name` is there: what the programs do with it, or without it, and from which
+/// Linux version on it exists (the patcher's table, [`kfunc::KFUNCS`]).
+fn kfunc_feature(name: &str, present: bool, with: &str, without: &str) -> Feature {
+    let detail = if present {
+        with.to_string()
+    } else {
+        match kfunc::KFUNCS.iter().find(|kfunc| kfunc.name == name) {
+            Some(kfunc) => format!("absent (Linux {}+): {without}", kfunc.since),
+            None => format!("absent: {without}"),
+        }
+    };
+    feature(&format!("kfunc:{name}"), present, detail)
 }
 
 /// Attaches every probe for a moment (uprobes firing for this process only) and says what
@@ -507,6 +512,21 @@ mod tests {
             probe_groups: probe_groups(&probes),
             probes: probes.iter().map(Attachment::status).collect(),
             detects: Vec::new(),
+        }
+    }
+
+    /// A kfunc `check` reports is one the patcher knows: its version comes from there.
+    #[test]
+    fn an_absent_kfunc_says_from_which_linux_on_it_exists() {
+        for (name, since) in [
+            ("bpf_local_irq_save", "6.14"),
+            ("bpf_get_kmem_cache", "6.13"),
+            ("bpf_rdonly_cast", "6.2"),
+        ] {
+            let absent = kfunc_feature(name, false, "with", "without");
+            assert_eq!(absent.name, format!("kfunc:{name}"));
+            assert_eq!(absent.detail, format!("absent (Linux {since}+): without"));
+            assert_eq!(kfunc_feature(name, true, "with", "without").detail, "with");
         }
     }
 

@@ -21,7 +21,7 @@ pub struct Kfunc {
     pub name: &'static str,
     /// The placeholder in the call instruction.
     pub marker: u32,
-    /// The first kernel version that has it, for messages.
+    /// The first Linux version that has it, for `check`'s messages.
     pub since: &'static str,
 }
 
