@@ -112,6 +112,7 @@ pub fn judge(
             .and_then(|alerts| compare(&alerts, &expected));
         checks.push(check(&format!("alerts-{pattern}"), result));
     }
+    checks.push(check("contention-figures", contention_figures(files)));
     checks.push(check("workload-clean", workload_clean(files)));
     checks.push(check(
         "replay-on-host",
@@ -222,6 +223,38 @@ fn graph_pcpu(files: &BTreeMap<String, Vec<u8>>) -> anyhow::Result<String> {
         found["count"],
         dependencies.len()
     ))
+}
+
+/// The AB-BA alert `watch` printed in the guest carries each lock's contention figures: the
+/// contention tracepoints attach on every suite's kernel, so a null (not traced) means the
+/// live path lost them.
+fn contention_figures(files: &BTreeMap<String, Vec<u8>>) -> anyhow::Result<String> {
+    let alerts = shipped_alerts(files, "watch-abba.json")?;
+    let alert = alerts
+        .iter()
+        .find(|alert| alert["kind"] == "circular_dependency")
+        .context("watch-abba.json has no circular_dependency")?;
+    let classes = alert["class_info"]
+        .as_array()
+        .context("the alert has no class_info")?;
+    ensure!(!classes.is_empty(), "the alert's class_info is empty");
+    let figures: Vec<String> = classes
+        .iter()
+        .map(|class| {
+            format!(
+                "{}: contended {}, {} ns",
+                class["name"], class["contended"], class["wait_ns"]
+            )
+        })
+        .collect();
+    ensure!(
+        classes
+            .iter()
+            .all(|class| class["contended"].is_u64() && class["wait_ns"].is_u64()),
+        "not every lock has figures: {}",
+        figures.join("; ")
+    );
+    Ok(figures.join("; "))
 }
 
 fn workload_clean(files: &BTreeMap<String, Vec<u8>>) -> anyhow::Result<String> {
