@@ -709,6 +709,21 @@ fn a_missing_process_or_command_is_one_error_line() {
 }
 
 /// Two AB-BAs: alpha/beta, then gamma/delta.
+/// A directory holding a recording of two inversions (`two.lttrace`) and a suppression file
+/// (`known.supp`) of `rules`, and those two paths.
+fn two_inversions_and_rules(rules: &str) -> (tempfile::TempDir, String, String) {
+    let dir = support::tempdir();
+    let trace = support::path_in(&dir, "two.lttrace");
+    write_two_inversions(&trace);
+    let file = support::path_in(&dir, "known.supp");
+    std::fs::write(&file, rules).unwrap();
+    let (trace, file) = (
+        trace.to_str().unwrap().to_string(),
+        file.to_str().unwrap().to_string(),
+    );
+    (dir, trace, file)
+}
+
 fn write_two_inversions(path: &std::path::Path) {
     let mut events = abba_of(LOCK_A, LOCK_B, 1);
     events.extend(abba_of(LOCK_C, LOCK_D, 3));
@@ -739,17 +754,10 @@ fn names(names: &[&str]) -> Vec<String> {
 
 #[test]
 fn suppressed_alerts_are_counted_not_printed_and_do_not_set_the_status() {
-    let dir = support::tempdir();
-    let trace = support::path_in(&dir, "two.lttrace");
-    write_two_inversions(&trace);
-    let trace = trace.to_str().unwrap();
-    let rules = support::path_in(&dir, "known.supp");
-    std::fs::write(
-        &rules,
+    let (dir, trace, rules) = two_inversions_and_rules(
         "# accepted: the alpha/beta order\n\ncircular_dependency class:alpha_lock class:beta_*\n",
-    )
-    .unwrap();
-    let rules = rules.to_str().unwrap();
+    );
+    let (trace, rules) = (trace.as_str(), rules.as_str());
     let everything = support::path_in(&dir, "all.supp");
     std::fs::write(&everything, "* class:*_lock\n").unwrap();
     let everything = everything.to_str().unwrap();
@@ -853,17 +861,9 @@ fn a_malformed_suppression_file_is_one_error_line_with_its_line_number() {
 
 #[test]
 fn graph_marks_the_dependencies_of_reported_and_suppressed_alerts() {
-    let dir = support::tempdir();
-    let trace = support::path_in(&dir, "two.lttrace");
-    write_two_inversions(&trace);
-    let trace = trace.to_str().unwrap();
-    let rules = support::path_in(&dir, "known.supp");
-    std::fs::write(
-        &rules,
-        "circular_dependency class:alpha_lock class:beta_lock\n",
-    )
-    .unwrap();
-    let rules = rules.to_str().unwrap();
+    let (_dir, trace, rules) =
+        two_inversions_and_rules("circular_dependency class:alpha_lock class:beta_lock\n");
+    let (trace, rules) = (trace.as_str(), rules.as_str());
     let marks = |args: &[&str]| -> Vec<(String, String, serde_json::Value)> {
         let output = run(args);
         assert!(output.status.success());

@@ -75,7 +75,10 @@ pub fn program_ranges(object: &[u8]) -> Vec<Range<usize>> {
 pub fn patch(object: &mut [u8], btf: &KernelBtf) {
     let ranges = program_ranges(object);
     for kfunc in &KFUNCS {
-        patch_marker_in(object, &ranges, kfunc.marker, btf.func_id(kfunc.name));
+        let btf_id = btf.func_id(kfunc.name);
+        patch_each(object, &ranges, |bytes| {
+            patch_marker(bytes, kfunc.marker, btf_id)
+        });
     }
 }
 
@@ -92,21 +95,7 @@ const MOV_R1_ZERO: [u8; 8] = [0xb7, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00];
 /// (the verifier refuses a ksym the kernel cannot resolve even on a path never taken).
 pub fn patch_object_ksym(object: &mut [u8], marker: u32, btf_id: Option<u32>) {
     let ranges = program_ranges(object);
-    patch_ksym_in(object, &ranges, marker, btf_id);
-}
-
-/// [`patch_ksym`] on each of `ranges` of `object` (its program sections); the sites patched,
-/// which the object test counts.
-fn patch_ksym_in(
-    object: &mut [u8],
-    ranges: &[Range<usize>],
-    marker: u32,
-    btf_id: Option<u32>,
-) -> usize {
-    ranges
-        .iter()
-        .map(|range| patch_ksym(&mut object[range.clone()], marker, btf_id))
-        .sum()
+    patch_each(object, &ranges, |bytes| patch_ksym(bytes, marker, btf_id));
 }
 
 /// [`patch_object_ksym`] on one run of instructions; the sites patched.
@@ -133,17 +122,16 @@ fn patch_ksym(object: &mut [u8], marker: u32, btf_id: Option<u32>) -> usize {
     sites
 }
 
-/// [`patch_marker`] on each of `ranges` of `object` (its program sections); the sites patched,
-/// which the object test counts.
-fn patch_marker_in(
+/// `patch` (such as [`patch_marker`] or [`patch_ksym`]) on each of `ranges` of `object` (its
+/// program sections); the sites patched, which the object test counts.
+fn patch_each(
     object: &mut [u8],
     ranges: &[Range<usize>],
-    marker: u32,
-    btf_id: Option<u32>,
+    patch: impl Fn(&mut [u8]) -> usize,
 ) -> usize {
     ranges
         .iter()
-        .map(|range| patch_marker(&mut object[range.clone()], marker, btf_id))
+        .map(|range| patch(&mut object[range.clone()]))
         .sum()
 }
 
@@ -219,18 +207,17 @@ mod tests {
         assert!(!ranges.is_empty(), "the object has program sections");
         for kfunc in KFUNCS {
             assert!(
-                patch_marker_in(bytes, &ranges, kfunc.marker, None) > 0,
+                patch_each(bytes, &ranges, |b| patch_marker(b, kfunc.marker, None)) > 0,
                 "no call of {} in a program section",
                 kfunc.name
             );
         }
         assert!(
-            patch_ksym_in(
-                bytes,
-                &ranges,
+            patch_each(bytes, &ranges, |b| patch_ksym(
+                b,
                 tracer_common::PREEMPT_COUNT_VAR_MARKER,
                 None
-            ) > 0,
+            )) > 0,
             "no preempt_count ksym load in a program section"
         );
     }
