@@ -637,7 +637,8 @@ fn is_kernel_text(addr: u64) -> bool {
 }
 
 /// The vmlinux BTF id of a struct of plain 8-byte members (`pt_regs`), set at load time: what
-/// [`untrusted_words`] reads a trampoline's frame (and a stack slot) as. 0 when the kernel has none.
+/// [`untrusted_words`] reads a trampoline's frame (and a stack slot) as. 0 when the kernel has
+/// none.
 #[unsafe(no_mangle)]
 static FRAME_BTF_ID: u32 = 0;
 
