@@ -686,7 +686,10 @@ mod tests {
     }
 
     /// Every kernel program in the eBPF object is in the catalog and the other way round: a
-    /// program the catalog forgets is never attached, and nothing says so.
+    /// program the catalog forgets is never attached, and nothing says so. Each program's
+    /// section (`fexit/_raw_spin_lock`: its `#[fexit(function = ...)]` in main.rs) names the
+    /// catalog's hook and first target: the two lists cannot drift apart unnoticed (aya
+    /// attaches to the catalog's target; the section's is never read otherwise).
     #[test]
     fn the_catalog_names_every_kernel_program_of_the_object() {
         let Some(object) = object_for_test("the_catalog_names_every_kernel_program_of_the_object")
@@ -709,13 +712,27 @@ mod tests {
                             .any(|prefix| name.starts_with(prefix))
                     })
             })
-            .map(|sym| sym.name().expect("a symbol name").to_owned())
+            .map(|sym| {
+                let section = sym
+                    .section_index()
+                    .and_then(|i| file.section_by_index(i).ok())
+                    .and_then(|s| s.name().ok())
+                    .unwrap_or_default();
+                format!("{} {section}", sym.name().expect("a symbol name"))
+            })
             .collect();
         let mut in_catalog: Vec<String> = catalog::KERNEL_LOCKS
             .iter()
             .chain(catalog::TRACEPOINTS)
             .chain(catalog::ALLOCATOR.iter().flat_map(|(a, b)| [a, b]))
-            .map(|probe| probe.program.to_owned())
+            .map(|probe| {
+                format!(
+                    "{} {}/{}",
+                    probe.program,
+                    probe.hook.kind(),
+                    probe.targets[0]
+                )
+            })
             .collect();
         in_object.sort();
         in_catalog.sort();
