@@ -228,11 +228,15 @@ pub fn is_copied(program: &str) -> bool {
     })
 }
 
+/// The per-CPU allocator's entry point: `pcpu_alloc_noprof` from Linux 6.10, `pcpu_alloc`
+/// before (`check` names the one this kernel has).
+pub const PCPU_ALLOC_NAMES: [&str; 2] = ["pcpu_alloc_noprof", "pcpu_alloc"];
+
 /// The seed's functions: a trampoline where the kernel allows it, else the tracepoint on the
 /// same path (klockstat's pattern: choose per kernel, say what was chosen).
 pub const ALLOCATOR: &[(KernelProbe, KernelProbe)] = &[
     (
-        fentry("fn_pcpu_alloc", &["pcpu_alloc_noprof", "pcpu_alloc"]),
+        fentry("fn_pcpu_alloc", &PCPU_ALLOC_NAMES),
         tp("tp_percpu_alloc", "percpu", &["percpu_alloc_percpu"]),
     ),
     (

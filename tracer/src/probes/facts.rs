@@ -5,11 +5,7 @@
 
 use tracer_common::{PreemptCountSource, PreemptLayout, ProbeConfig};
 
-use super::btf::KernelBtf;
-
-/// The per-CPU allocator's entry point: `pcpu_alloc_noprof` from Linux 6.10, `pcpu_alloc`
-/// before.
-pub const PCPU_ALLOC_NAMES: [&str; 2] = ["pcpu_alloc_noprof", "pcpu_alloc"];
+use super::{btf::KernelBtf, catalog::PCPU_ALLOC_NAMES};
 
 const PERCPU: &str = ".data..percpu";
 
