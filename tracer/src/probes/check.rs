@@ -201,8 +201,8 @@ fn kernel_features(facts: &KernelFacts) -> Vec<Feature> {
         kfunc_feature(
             "bpf_local_irq_save",
             facts.irq_kfunc,
-            "hardware-interrupt state is read at every probe",
-            "irq state is reported as unknown",
+            "hardware-interrupt state is read at every probe (known after _irq/_irqsave locks)",
+            "irq state is unknown, except after _irq/_irqsave locks (disabled)",
         ),
         kfunc_feature(
             "bpf_get_kmem_cache",
