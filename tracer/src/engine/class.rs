@@ -7,6 +7,13 @@
 //! addresses; the function is what lockdep's reports name). Names are computed at report time,
 //! so that symbols learned later are used.
 //!
+//! User-space locks are keyed as lockdep keys a static lock, by the code rather than the
+//! process: a lock in a binary's static data by (binary, symbol) ([`ClassKey::UserStatic`]),
+//! so that a program run a thousand times has one class per lock, not a thousand; the binary
+//! is its GNU build id, else its path, as the merge matches it. A lock no binary places (heap,
+//! stack) stays keyed by process and address ([`ClassKey::User`]): an address means nothing in
+//! another process.
+//!
 //! Several recordings (a merge) are told apart by a recording number: a class is keyed by its
 //! recording and its key, since addresses mean nothing outside their recording. A merging
 //! table ([`ClassTable::merging`]) also matches classes across recordings by their
@@ -62,7 +69,15 @@ pub enum ClassKey {
         /// The lock's type.
         family: LockFamily,
     },
-    /// A user-space lock: process and address.
+    /// A user-space lock in a binary's static data, by the binary and the lock's symbol
+    /// (lockdep's static key: the code, not the process): every process running the binary
+    /// shares it. An index into the table's [`UserStaticNames`].
+    UserStatic {
+        /// Which (binary, symbol).
+        id: u32,
+    },
+    /// A user-space lock no binary places (heap, stack, or a binary not known): process and
+    /// address.
     User {
         /// Thread-group id.
         pid: u32,
@@ -86,8 +101,10 @@ pub enum ClassSource {
     /// A kernel lock with no static address, per-CPU offset or slab cache, split by acquiring
     /// function.
     KernelSite,
-    /// A user-space lock.
+    /// A user-space lock no binary places, by process and address.
     UserLock,
+    /// A user-space lock in a binary's static data, by binary and symbol.
+    UserStatic,
 }
 
 impl ClassSource {
@@ -102,6 +119,7 @@ impl ClassSource {
                 "acquiring function (no static address, per-CPU offset or slab cache)"
             }
             ClassSource::UserLock => "user-space lock (pid + address)",
+            ClassSource::UserStatic => "user-space static lock (binary + symbol)",
         }
     }
 }
@@ -124,19 +142,27 @@ pub struct LockClass {
     pub first_addr: u64,
     /// Where it was first acquired.
     pub first_caller: u64,
+    /// The process of the first instance seen, for a user-space lock (0 for a kernel one):
+    /// `first_addr` and `first_caller` are its addresses, and name the class.
+    pub first_pid: u32,
     /// Usage bits and their first traces.
     pub usage: ClassUsage,
 }
 
-/// The engine's key and source for a class the programs describe as `desc`.
-pub fn engine_key(desc: &ClassDesc, symbols: &Symbols) -> (ClassKey, ClassSource) {
+/// The engine's key and source for a class the programs describe as `desc`; a user-space
+/// lock that a binary places gets its id from `user_static` (`None` when that has none).
+fn engine_key(
+    desc: &ClassDesc,
+    symbols: &Symbols,
+    user_static: impl FnOnce(String) -> Option<u32>,
+) -> Option<(ClassKey, ClassSource)> {
     let function = |site: u64| {
         symbols
             .kernel
             .function(site)
             .map_or(site, |(sym, _)| sym.addr)
     };
-    match desc.class_tag() {
+    Some(match desc.class_tag() {
         Some(ClassTag::Static) => (ClassKey::Static { addr: desc.a }, ClassSource::KernelSymbol),
         Some(ClassTag::PerCpu) => (
             ClassKey::PerCpu {
@@ -160,13 +186,18 @@ pub fn engine_key(desc: &ClassDesc, symbols: &Symbols) -> (ClassKey, ClassSource
             },
             ClassSource::SlabCache,
         ),
-        Some(ClassTag::User) => (
-            ClassKey::User {
-                pid: desc.b as u32,
-                addr: desc.a,
-            },
-            ClassSource::UserLock,
-        ),
+        Some(ClassTag::User) => {
+            let (pid, addr) = (desc.b as u32, desc.a);
+            match user_static_name(pid, addr, symbols) {
+                Some(name) => (
+                    ClassKey::UserStatic {
+                        id: user_static(name)?,
+                    },
+                    ClassSource::UserStatic,
+                ),
+                None => (ClassKey::User { pid, addr }, ClassSource::UserLock),
+            }
+        }
         Some(ClassTag::Site) | None => (
             ClassKey::Site {
                 site: function(desc.b),
@@ -174,6 +205,39 @@ pub fn engine_key(desc: &ClassDesc, symbols: &Symbols) -> (ClassKey, ClassSource
             },
             ClassSource::KernelSite,
         ),
+    })
+}
+
+/// What names the user-space lock at `addr` in process `pid` in every process running the
+/// same binary: its symbol with the binary it is in (its build id, else its path); `None`
+/// for a lock no symbol covers or whose binary is not known.
+fn user_static_name(pid: u32, addr: u64, symbols: &Symbols) -> Option<String> {
+    let symbol = symbols.user_locks.get(&(pid, addr))?;
+    let object = symbols.user_lock_objects.get(&(pid, addr))?;
+    Some(match &object.build_id {
+        Some(id) => format!("build-id {id} {symbol}"),
+        None => format!("path {} {symbol}", object.path),
+    })
+}
+
+/// The (binary, symbol) names of user-space static lock classes, interned: a
+/// [`ClassKey::UserStatic`] is an index here.
+#[derive(Debug, Default)]
+struct UserStaticNames {
+    ids: FxHashMap<String, u32>,
+    names: Vec<String>,
+}
+
+impl UserStaticNames {
+    /// The id of `name`, given one when new.
+    fn intern(&mut self, name: String) -> u32 {
+        if let Some(&id) = self.ids.get(&name) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(name.clone());
+        self.ids.insert(name, id);
+        id
     }
 }
 
@@ -182,7 +246,12 @@ pub fn engine_key(desc: &ClassDesc, symbols: &Symbols) -> (ClassKey, ClassSource
 /// function, prefixed by the rule that made it; a user-space lock's symbol with the binary it
 /// is in (its build id, else its path). A class that could only be named by an address, or a
 /// user-space lock whose binary the recording does not know, has none.
-pub fn stable_name(key: &ClassKey, source: ClassSource, symbols: &Symbols) -> Option<String> {
+fn stable_name(
+    key: &ClassKey,
+    source: ClassSource,
+    symbols: &Symbols,
+    user_statics: &UserStaticNames,
+) -> Option<String> {
     let function = |addr: u64| symbols.kernel.function(addr).map(|(sym, _)| &sym.name);
     let cache = |cache: u64| {
         symbols
@@ -206,14 +275,9 @@ pub fn stable_name(key: &ClassKey, source: ClassSource, symbols: &Symbols) -> Op
             function(site)?
         ),
         ClassKey::Site { site, family } => format!("{} {}", family.name(), function(site)?),
-        ClassKey::User { pid, addr } => {
-            let symbol = symbols.user_locks.get(&(pid, addr))?;
-            let object = symbols.user_lock_objects.get(&(pid, addr))?;
-            match &object.build_id {
-                Some(id) => format!("build-id {id} {symbol}"),
-                None => format!("path {} {symbol}", object.path),
-            }
-        }
+        ClassKey::UserStatic { id } => user_statics.names[id as usize].clone(),
+        // A lock a binary placed is a `UserStatic` class: this one has only its address.
+        ClassKey::User { .. } => return None,
     };
     Some(format!("{source:?} {name}"))
 }
@@ -260,16 +324,19 @@ impl LockClass {
             ClassKey::Site { site, family } => {
                 format!("{} (taken in {})", family.name(), kernel_fn(site))
             }
-            ClassKey::User { pid, addr } => match symbols.user_locks.get(&(pid, addr)) {
-                Some(name) => name.clone(),
-                None => {
-                    let site = match symbols.user_functions.get(&(pid, self.first_caller)) {
-                        Some(frame) => frame.to_string(),
-                        None => format!("{:#x}", self.first_caller),
-                    };
-                    format!("{}@{addr:#x} (first taken in {site})", self.kind.name())
+            ClassKey::User { .. } | ClassKey::UserStatic { .. } => {
+                let (pid, addr) = (self.first_pid, self.first_addr);
+                match symbols.user_locks.get(&(pid, addr)) {
+                    Some(name) => name.clone(),
+                    None => {
+                        let site = match symbols.user_functions.get(&(pid, self.first_caller)) {
+                            Some(frame) => frame.to_string(),
+                            None => format!("{:#x}", self.first_caller),
+                        };
+                        format!("{}@{addr:#x} (first taken in {site})", self.kind.name())
+                    }
                 }
-            },
+            }
         }
     }
 }
@@ -280,8 +347,11 @@ pub struct ClassTable {
     classes: Vec<LockClass>,
     by_key: FxHashMap<(u16, ClassKey), ClassId>,
     /// The programs' class key (`ClassDesc::key`) → class, for the current recording: the
-    /// common path.
+    /// common path. User-space locks are not cached here: the programs key them by process,
+    /// and an entry per process would outlive it.
     by_desc: FxHashMap<u64, ClassId>,
+    /// The (binary, symbol) names of [`ClassKey::UserStatic`] classes.
+    user_statics: UserStaticNames,
     /// The recording whose facts are being read.
     recording: u16,
     /// Matching across recordings by name, in a merging table.
@@ -312,8 +382,9 @@ impl NameMatching {
         key: ClassKey,
         source: ClassSource,
         symbols: &Symbols,
+        user_statics: &UserStaticNames,
     ) -> Option<String> {
-        let name = stable_name(&key, source, symbols)?;
+        let name = stable_name(&key, source, symbols, user_statics)?;
         self.taken.insert((recording, name.clone())).then_some(name)
     }
 }
@@ -362,17 +433,23 @@ impl ClassTable {
 
     #[cold]
     fn resolve_slow(&mut self, lock: &HeldLock, symbols: &Symbols) -> (ClassId, bool) {
-        let (key, source) = engine_key(&lock.class, symbols);
+        let statics = &mut self.user_statics;
+        let (key, source) = engine_key(&lock.class, symbols, |name| Some(statics.intern(name)))
+            .expect("every name is interned");
         let recording = self.recording;
+        let cache = lock.class.class_tag() != Some(ClassTag::User);
         if let Some(&id) = self.by_key.get(&(recording, key)) {
-            self.by_desc.insert(lock.class_key, id);
+            if cache {
+                self.by_desc.insert(lock.class_key, id);
+            }
             return (id, false);
         }
         // In a merging table: the stable name, when this key may carry it in this recording.
+        let user_statics = &self.user_statics;
         let name = self
             .names
             .as_mut()
-            .and_then(|names| names.claim(recording, key, source, symbols));
+            .and_then(|names| names.claim(recording, key, source, symbols, user_statics));
         let matched = name
             .as_ref()
             .and_then(|name| self.names.as_ref()?.by_name.get(name).copied());
@@ -388,6 +465,10 @@ impl ClassTable {
                     kind: lock.lock_kind(),
                     first_addr: lock.addr,
                     first_caller: lock.site,
+                    first_pid: match lock.class.class_tag() {
+                        Some(ClassTag::User) => lock.class.b as u32,
+                        _ => 0,
+                    },
                     usage: ClassUsage::default(),
                 });
                 (id, true)
@@ -400,7 +481,9 @@ impl ClassTable {
             }
         }
         self.by_key.insert((recording, key), id);
-        self.by_desc.insert(lock.class_key, id);
+        if cache {
+            self.by_desc.insert(lock.class_key, id);
+        }
         (id, created)
     }
 
@@ -434,9 +517,13 @@ impl ClassTable {
         let cached = (recording == self.recording)
             .then(|| self.by_desc.get(&desc.key()))
             .flatten();
-        cached
-            .or_else(|| self.by_key.get(&(recording, engine_key(desc, symbols).0)))
-            .copied()
+        cached.copied().or_else(|| {
+            // A lookup only: a (binary, symbol) never interned has no class.
+            let (key, _) = engine_key(desc, symbols, |name| {
+                self.user_statics.ids.get(&name).copied()
+            })?;
+            self.by_key.get(&(recording, key)).copied()
+        })
     }
 
     /// The class `recording`'s class `key` became, if seen.
@@ -719,6 +806,71 @@ mod tests {
         );
         assert_ne!(user_a, user_b);
         assert_eq!(table.match_stats().named_once, 2);
+    }
+
+    /// Lockdep keys a class by the code, not the instance's process: 1,000 runs of one
+    /// binary, each at its own address (ASLR), are one class per static lock, named by its
+    /// symbol; a heap lock, which no binary places, stays one class per process.
+    #[test]
+    fn runs_of_one_binary_share_their_static_lock_classes() {
+        let mut syms = symbols();
+        let object = crate::symbols::UserObject {
+            path: "/usr/bin/app".into(),
+            build_id: Some("ab12".into()),
+        };
+        let user = |pid, addr| Instance {
+            addr,
+            user_pid: Some(pid),
+            ..Instance::default()
+        };
+        let runs = 1000u32;
+        for pid in 100..100 + runs {
+            let base = 0x5500_0000_0000 + u64::from(pid) * 0x10_0000;
+            for (offset, name) in [(0x4010, "lock_a"), (0x4040, "lock_b")] {
+                syms.user_locks.insert((pid, base + offset), name.into());
+                syms.user_lock_objects
+                    .insert((pid, base + offset), object.clone());
+            }
+        }
+        let mut table = ClassTable::default();
+        let mut heap = FxHashSet::default();
+        for pid in 100..100 + runs {
+            let base = 0x5500_0000_0000 + u64::from(pid) * 0x10_0000;
+            for offset in [0x4010, 0x4040] {
+                let lock = held(user(pid, base + offset), LockKind::PthreadMutex);
+                table.resolve(&lock, &syms);
+            }
+            let lock = held(user(pid, 0x7f00_0000_1000), LockKind::PthreadMutex);
+            heap.insert(table.resolve(&lock, &syms).0);
+        }
+        assert_eq!(heap.len(), runs as usize, "a heap lock per process");
+        assert_eq!(table.len(), runs as usize + 2, "lock_a and lock_b once");
+        let statics: Vec<(String, ClassSource)> = table
+            .all()
+            .iter()
+            .filter(|c| c.source == ClassSource::UserStatic)
+            .map(|c| (c.name(&syms), c.source))
+            .collect();
+        assert_eq!(
+            statics,
+            [
+                ("lock_a".to_string(), ClassSource::UserStatic),
+                ("lock_b".to_string(), ClassSource::UserStatic)
+            ]
+        );
+        // Contention figures find the class from any run's description.
+        let later = held(
+            user(
+                100 + runs - 1,
+                0x5500_0000_0000 + u64::from(100 + runs - 1) * 0x10_0000 + 0x4040,
+            ),
+            LockKind::PthreadMutex,
+        );
+        assert_eq!(
+            table.find(&later.class, &syms, 0),
+            Some(table.all()[1].id),
+            "lock_b"
+        );
     }
 
     /// A table that does not merge keeps recordings apart even for named classes.

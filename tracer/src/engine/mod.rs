@@ -95,7 +95,7 @@ pub struct Engine {
 impl Engine {
     /// An engine for several recordings, fed one after the other (see
     /// [`Engine::start_recording`]), that matches their classes by stable name
-    /// ([`class::stable_name`]); classes with none stay apart per recording.
+    /// (`class::stable_name`); classes with none stay apart per recording.
     pub fn merging() -> Engine {
         Engine {
             classes: ClassTable::merging(),

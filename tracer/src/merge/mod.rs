@@ -1,6 +1,6 @@
 //! Several recordings as one: from several hosts, or several runs on one host. Classes are
 //! matched across recordings by stable name, never by address (see
-//! [`crate::engine::class::stable_name`]); the merging engine then sees, in one graph,
+//! `crate::engine::class::stable_name`); the merging engine then sees, in one graph,
 //! dependencies that no single recording put together.
 //!
 //! [`sections`] reads a file as the recordings it holds (one, or a merged file's several);

@@ -60,7 +60,10 @@ pub fn usage_changed(
 /// from a missed release), so no irq-safe usage reaches a kernel lock through them. The irq
 /// searches neither start from nor walk them.
 fn irq_capable(classes: &ClassTable, class: ClassId) -> bool {
-    !matches!(classes.get(class).key, ClassKey::User { .. })
+    !matches!(
+        classes.get(class).key,
+        ClassKey::User { .. } | ClassKey::UserStatic { .. }
+    )
 }
 
 fn inversion_from_usage(
