@@ -44,7 +44,10 @@ use graph::{Added, DepGraph, DepKinds, DepTrace};
 use held::HeldLock;
 use usage::UsageTrace;
 
-use crate::{fact::FactRecord, symbols::Symbols};
+use crate::{
+    fact::FactRecord,
+    symbols::{PinnedNames, StackKey, StackSpace, Symbols},
+};
 
 /// What the engine has seen and built.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -288,6 +291,33 @@ impl Engine {
         }
     }
 
+    /// Adds to `pinned` the user-space names of the processes `pids` that the engine still
+    /// refers to, for alerts to come: its classes' first instances and sites, and the stacks
+    /// and sites of the first traces of dependencies and usage bits. The rest of those
+    /// processes' names can go when they are gone.
+    pub fn pin_names(&self, pids: &std::collections::HashSet<u32>, pinned: &mut PinnedNames) {
+        let mut trace = |stack: Option<StackKey>, pid: u32, caller: u64| {
+            if !pids.contains(&pid) {
+                return;
+            }
+            pinned.addresses.insert((pid, caller));
+            if let Some(stack) = stack.filter(|key| key.space == StackSpace::User) {
+                pinned.stacks.insert(stack);
+            }
+        };
+        for class in self.classes.all() {
+            trace(None, class.first_pid, class.first_caller);
+            trace(None, class.first_pid, class.first_addr);
+            for usage in class.usage.traces() {
+                trace(usage.stack, usage.task.pid, usage.caller);
+            }
+        }
+        for (_, _, dependency, _) in self.graph.edges() {
+            let first = &dependency.first;
+            trace(first.stack, first.task.pid, first.caller);
+        }
+    }
+
     /// A class by id.
     pub fn class(&self, id: ClassId) -> &LockClass {
         self.classes.get(id)
@@ -362,5 +392,70 @@ fn add_dependencies(
         if !prev.trylock {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use tracer_common::{EventKind, LockKind};
+
+    use crate::report::testing;
+    use crate::symbols::{PinnedNames, StackKey, Symbols, UserObject};
+
+    /// Of a gone process, the engine pins what it refers to: the first instance and site of
+    /// the classes the process showed first, the stack and site of the dependency it showed
+    /// first. A second run of the same binary, which brings nothing new, pins nothing.
+    #[test]
+    fn only_first_sightings_pin_a_process_names() {
+        let mut symbols = Symbols::default();
+        let mut events = Vec::new();
+        for pid in [1, 2] {
+            for (addr, name) in [(0x10, "lock_a"), (0x20, "lock_b")] {
+                symbols.user_locks.insert((pid, addr), name.into());
+                symbols.user_lock_objects.insert(
+                    (pid, addr),
+                    UserObject {
+                        path: "/usr/bin/app".into(),
+                        build_id: None,
+                    },
+                );
+            }
+            for (kind, addr) in [
+                (EventKind::LockAcquire, 0x10),
+                (EventKind::LockAcquire, 0x20),
+                (EventKind::LockRelease, 0x20),
+                (EventKind::LockRelease, 0x10),
+            ] {
+                let mut event = testing::event(kind, pid, addr, 0);
+                event.lock_kind = LockKind::PthreadMutex as u32;
+                event.caller = 0x400 + addr;
+                events.push(event);
+            }
+        }
+        let (engine, _) = testing::alerts(&events, &symbols, |fact| {
+            fact.stack = Some(StackKey::user(fact.pid, 7));
+        });
+        assert_eq!(
+            (engine.stats().classes, engine.stats().dependencies),
+            (2, 1)
+        );
+        let pinned = |pid| {
+            let mut pinned = PinnedNames::default();
+            engine.pin_names(&HashSet::from([pid]), &mut pinned);
+            pinned
+        };
+        let first = pinned(1);
+        assert_eq!(first.stacks, HashSet::from([StackKey::user(1, 7)]));
+        assert_eq!(
+            first.addresses,
+            HashSet::from([(1, 0x10), (1, 0x410), (1, 0x20), (1, 0x420)])
+        );
+        let second = pinned(2);
+        assert!(
+            second.stacks.is_empty() && second.addresses.is_empty(),
+            "{second:?}"
+        );
     }
 }

@@ -229,6 +229,11 @@ impl ClassUsage {
         new
     }
 
+    /// The first trace of every bit set.
+    pub fn traces(&self) -> impl Iterator<Item = &UsageTrace> {
+        self.traces.iter().map(|(_, trace)| trace)
+    }
+
     /// The event that first set `bit`.
     pub fn trace(&self, bit: UsageBit) -> Option<&UsageTrace> {
         self.traces.iter().find(|(b, _)| *b == bit).map(|(_, t)| t)

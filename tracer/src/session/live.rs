@@ -20,6 +20,7 @@ use crate::{
     fact::FactRecord,
     metrics::Metrics,
     probes::{Probes, SessionMaps},
+    symbols::PinnedNames,
     tracefile::{ContentionSnapshot, DropCounts},
 };
 
@@ -155,10 +156,15 @@ impl<'a> Live<'a> {
         Ok((self.counters, drops))
     }
 
-    /// Once a second: forget exited processes, hand the sink the counters and contention
+    /// Once a second: forget exited processes (but what the sink still refers to), hand the sink the counters and contention
     /// figures, publish `--metrics`, redraw the status line.
     fn each_second(&mut self) -> Result<(), SessionError> {
-        self.namer.forget_exited();
+        let sink = &*self.sink;
+        self.namer.forget_exited(|pids| {
+            let mut pinned = PinnedNames::default();
+            sink.pin_names(pids, &mut pinned);
+            pinned
+        });
         let drops = drop_counts(&self.probes, &mut self.counters);
         self.sink.drops(&drops)?;
         if let Some(metrics) = self.metrics {

@@ -15,6 +15,7 @@ pub mod symbolize;
 pub mod watch;
 
 use std::{
+    collections::HashSet,
     io::Write,
     path::PathBuf,
     time::{Duration, Instant},
@@ -30,7 +31,7 @@ use crate::{
     fact::FactRecord,
     metrics::{EngineFigures, Metrics},
     probes::{ProbeError, ProbeOptions, Probes, UserTarget},
-    symbols::KernelSymbols,
+    symbols::{KernelSymbols, PinnedNames},
     tracefile::{ContentionSnapshot, DropCounts, ProbeStatus, TraceError},
 };
 pub use child::ChildStdout;
@@ -96,6 +97,13 @@ pub trait Sink {
     fn engine_figures(&self) -> Option<EngineFigures> {
         None
     }
+    /// True when the sink writes names to a file ([`Namer::take_records`]).
+    fn writes_names(&self) -> bool {
+        false
+    }
+    /// Adds to `pinned` the user-space names of the processes `pids`, gone, that the sink
+    /// still needs (see [`Namer::forget_exited`]); a sink that keeps nothing adds nothing.
+    fn pin_names(&self, _pids: &HashSet<u32>, _pinned: &mut PinnedNames) {}
     /// The session is over (normally or not): flush everything.
     fn finish(&mut self, namer: &mut Namer, duration: Duration) -> Result<(), SessionError>;
 }
@@ -167,7 +175,10 @@ pub async fn run(
 
     // After attaching: kallsyms then names our own programs and trampolines, which head every
     // kernel stack the probes take and must be recognized to be skipped.
-    let mut namer = Namer::new(load_kernel_symbols(options.symbols.as_deref())?);
+    let mut namer = Namer::new(
+        load_kernel_symbols(options.symbols.as_deref())?,
+        sink.writes_names(),
+    );
     namer.set_percpu_vars(probes.percpu_vars());
     let child_events = release_command(child.as_mut(), &options.command)?;
 

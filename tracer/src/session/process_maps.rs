@@ -110,6 +110,11 @@ impl ProcessMaps {
 }
 
 impl ProcessMaps {
+    /// The paths this snapshot reads the process's files through (under `/proc/PID/root`).
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.segments.keys().map(String::as_str)
+    }
+
     /// The binary `addr` belongs to: its path as the process sees it (without the
     /// `/proc/PID/root` prefix this snapshot reads it through) and its build id.
     pub fn object(&self, addr: u64) -> Option<UserObject> {

@@ -131,6 +131,10 @@ impl Sink for Recorder {
         )
     }
 
+    fn writes_names(&self) -> bool {
+        true
+    }
+
     fn finish(&mut self, namer: &mut Namer, duration: Duration) -> Result<(), SessionError> {
         if self.writer.is_none() {
             return Ok(());

@@ -3,19 +3,28 @@
 //! short-lived process may be gone before its facts are read). Each distinct stack gets a
 //! [`StackKey`]. Everything learned goes into a [`Symbols`], and what is new since the last
 //! call is handed out so the trace file can carry it.
+//!
+//! A process's user-space names are kept while it lives: once a second the session looks in
+//! `/proc` for the processes the namer knows (a stat each; the programs send no exit fact),
+//! and a process found gone twice in a row is forgotten — its mapping snapshot, its names and
+//! stacks, its cached paths in the symbolizer — except what the sink still refers to
+//! ([`PinnedNames`]: the engine's classes and first traces). A long session over thousands of
+//! short-lived processes keeps what its alerts may still need, not every process it saw.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
 use super::process_maps::ProcessMaps;
 
-use blazesym::symbolize::{Input, Symbolized, Symbolizer, source::Elf, source::Source};
+use blazesym::symbolize::{
+    Input, Symbolized, Symbolizer, evict, evict::Evict, source::Elf, source::Source,
+};
 use tracer_common::{ClassTag, Fact, HeldLock, SLAB_NAME_LEN, flags};
 
 use crate::{
     fact::FactRecord,
     probes::NameMaps,
-    symbols::{Frame, KernelSymbol, StackKey, StackSpace, Symbols, UserObject},
+    symbols::{Frame, KernelSymbol, PinnedNames, StackKey, StackSpace, Symbols, UserObject},
     tracefile::{ContentionSnapshot, Record},
 };
 
@@ -38,15 +47,21 @@ pub struct Namer {
     symbols: Symbols,
     symbolizer: Symbolizer,
     maps: HashMap<u32, ProcessMaps>,
-    /// Processes with a snapshot whose `/proc` entry was gone at the last
-    /// [`Namer::forget_exited`]: their snapshots go at the next.
+    /// Every process the namer holds something for (a snapshot, names, stacks).
+    processes: HashSet<u32>,
+    /// Processes whose `/proc` entry was gone at the last [`Namer::forget_exited`]: they are
+    /// forgotten at the next.
     exited: HashSet<u32>,
     written_kernel: HashSet<u64>,
     /// User lock addresses already looked up that have no symbol (heap or stack locks).
     anonymous_user_locks: HashSet<(u32, u64)>,
-    /// Stack ids by a hash of (space, process, frames).
-    stack_ids: HashMap<u64, i32>,
-    pending: PendingRecords,
+    /// Stack ids by (process, hash of the space and frames); the process is 0 for kernel
+    /// stacks.
+    stack_ids: HashMap<(u32, u64), i32>,
+    /// The next stack id (ids of forgotten stacks are not reused).
+    next_stack_id: i32,
+    /// What the trace file has not been given yet; `None` when no file is written.
+    pending: Option<PendingRecords>,
 }
 
 /// Symbol knowledge not yet written to the trace file.
@@ -62,8 +77,9 @@ struct PendingRecords {
 }
 
 impl Namer {
-    /// Starts with the kernel's symbol table (kallsyms, or a System.map given by the user).
-    pub fn new(kernel: crate::symbols::KernelSymbols) -> Namer {
+    /// Starts with the kernel's symbol table (kallsyms, or a System.map given by the user);
+    /// with `records`, keeps what it learns for [`Namer::take_records`] (a recording) too.
+    pub fn new(kernel: crate::symbols::KernelSymbols, records: bool) -> Namer {
         Namer {
             symbols: Symbols {
                 kernel,
@@ -71,11 +87,13 @@ impl Namer {
             },
             symbolizer: Symbolizer::new(),
             maps: HashMap::new(),
+            processes: HashSet::new(),
             exited: HashSet::new(),
             written_kernel: HashSet::new(),
             anonymous_user_locks: HashSet::new(),
             stack_ids: HashMap::new(),
-            pending: PendingRecords::default(),
+            next_stack_id: 0,
+            pending: records.then(PendingRecords::default),
         }
     }
 
@@ -83,7 +101,9 @@ impl Namer {
     /// classes.
     pub fn set_percpu_vars(&mut self, vars: &[(u64, u64, String)]) {
         self.symbols.percpu = vars.to_vec();
-        self.pending.percpu = vars.to_vec();
+        if let Some(pending) = &mut self.pending {
+            pending.percpu = vars.to_vec();
+        }
     }
 
     /// Everything named so far.
@@ -97,27 +117,50 @@ impl Namer {
         match ProcessMaps::read(pid) {
             Some(maps) => {
                 self.maps.insert(pid, maps);
+                self.processes.insert(pid);
                 true
             }
             None => false,
         }
     }
 
-    /// Drops the mapping snapshots of processes that have exited, so that a long session over
-    /// many short-lived processes does not keep one per process forever. A snapshot goes at
-    /// the second call that finds its process gone: facts the process left in the ring are
-    /// named in between (the session calls this every second and drains the ring every
-    /// 10 ms). What was named from a snapshot stays in [`Namer::symbols`].
-    pub fn forget_exited(&mut self) {
+    /// Forgets the processes that have exited, so that a long session over many short-lived
+    /// processes does not keep each forever: a process goes at the second call that finds its
+    /// `/proc` entry gone (facts it left in the ring are named in between: the session calls
+    /// this every second and drains the ring every 10 ms), with its snapshot, its names and
+    /// its stacks, except those `pinned` gives for the processes going (what the sink still
+    /// refers to). What went to the trace file stays there.
+    pub fn forget_exited(&mut self, pinned: impl FnOnce(&HashSet<u32>) -> PinnedNames) {
         let gone: HashSet<u32> = self
-            .maps
-            .keys()
+            .processes
+            .iter()
             .copied()
             .filter(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
             .collect();
-        self.maps
-            .retain(|pid, _| !(gone.contains(pid) && self.exited.contains(pid)));
+        let going: HashSet<u32> = gone.intersection(&self.exited).copied().collect();
         self.exited = gone;
+        if going.is_empty() {
+            return;
+        }
+        let pinned = pinned(&going);
+        for pid in &going {
+            if let Some(maps) = self.maps.remove(pid) {
+                // Paths through /proc/PID/root are this process's alone.
+                for path in maps.paths() {
+                    let _ = self.symbolizer.evict(&Evict::Elf(evict::Elf::new(path)));
+                }
+            }
+            self.processes.remove(pid);
+        }
+        self.symbols.forget_processes(&going, &pinned);
+        self.anonymous_user_locks
+            .retain(|(pid, _)| !going.contains(pid));
+        self.stack_ids.retain(|(pid, _), _| !going.contains(pid));
+    }
+
+    /// How many processes the namer holds something for (a snapshot, names or stacks).
+    pub fn processes(&self) -> usize {
+        self.processes.len()
     }
 
     /// How many processes' mapping snapshots are kept.
@@ -185,10 +228,19 @@ impl Namer {
             return None;
         }
         let pid = if user { fact.pid } else { 0 };
+        if user {
+            self.processes.insert(pid);
+        }
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        (user, pid, frames).hash(&mut hasher);
-        let next = self.stack_ids.len() as i32;
-        let id = *self.stack_ids.entry(hasher.finish()).or_insert(next);
+        (user, frames).hash(&mut hasher);
+        let next = &mut self.next_stack_id;
+        let id = *self
+            .stack_ids
+            .entry((pid, hasher.finish()))
+            .or_insert_with(|| {
+                *next += 1;
+                *next - 1
+            });
         let key = StackKey {
             space: if user {
                 StackSpace::User
@@ -207,7 +259,9 @@ impl Namer {
             } else {
                 self.kernel_frames(frames)
             };
-            self.pending.stacks.push((key, named.clone()));
+            if let Some(pending) = &mut self.pending {
+                pending.stacks.push((key, named.clone()));
+            }
             self.symbols.stacks.insert(key, named);
         }
         Some(key)
@@ -224,8 +278,8 @@ impl Namer {
                 String::from_utf8_lossy(&raw[..len]).into_owned()
             })
             .unwrap_or_default();
-        if !name.is_empty() {
-            self.pending.slab_caches.push((cache, name.clone()));
+        if let Some(pending) = self.pending.as_mut().filter(|_| !name.is_empty()) {
+            pending.slab_caches.push((cache, name.clone()));
         }
         self.symbols.slab_caches.insert(cache, name);
     }
@@ -234,10 +288,11 @@ impl Namer {
         if addr == 0 {
             return;
         }
-        if let Some((sym, _)) = self.symbols.kernel.lookup(addr)
+        if let Some(pending) = &mut self.pending
+            && let Some((sym, _)) = self.symbols.kernel.lookup(addr)
             && self.written_kernel.insert(sym.addr)
         {
-            self.pending.kernel.push(sym.clone());
+            pending.kernel.push(sym.clone());
         }
     }
 
@@ -304,6 +359,7 @@ impl Namer {
     }
 
     fn name_user_lock(&mut self, pid: u32, addr: u64, site: u64) {
+        self.processes.insert(pid);
         let key = (pid, addr);
         if !self.symbols.user_locks.contains_key(&key) && !self.anonymous_user_locks.contains(&key)
         {
@@ -316,10 +372,14 @@ impl Namer {
                 } else {
                     format!("{name}+{:#x}", frame.offset)
                 };
-                self.pending.user_locks.push((key, name.clone()));
+                if let Some(pending) = &mut self.pending {
+                    pending.user_locks.push((key, name.clone()));
+                }
                 self.symbols.user_locks.insert(key, name);
                 if let Some(object) = self.maps.get(&pid).and_then(|m| m.object(addr)) {
-                    self.pending.user_lock_objects.push((key, object.clone()));
+                    if let Some(pending) = &mut self.pending {
+                        pending.user_lock_objects.push((key, object.clone()));
+                    }
                     self.symbols.user_lock_objects.insert(key, object);
                 }
             } else {
@@ -330,15 +390,20 @@ impl Namer {
             let key = (pid, site);
             if !self.symbols.user_functions.contains_key(&key) {
                 let frame = self.user_frame(pid, site);
-                self.pending.user_functions.push((key, frame.clone()));
+                if let Some(pending) = &mut self.pending {
+                    pending.user_functions.push((key, frame.clone()));
+                }
                 self.symbols.user_functions.insert(key, frame);
             }
         }
     }
 
-    /// The symbol records learned since the last call, for the trace file.
+    /// The symbol records learned since the last call, for the trace file (none when the
+    /// namer was made without `records`).
     pub fn take_records(&mut self) -> Vec<Record> {
-        let pending = std::mem::take(&mut self.pending);
+        let Some(pending) = self.pending.as_mut().map(std::mem::take) else {
+            return Vec::new();
+        };
         let mut records = Vec::new();
         if !pending.kernel.is_empty() {
             records.push(Record::KernelSymbols(pending.kernel));
@@ -367,35 +432,48 @@ impl Namer {
 
 #[cfg(test)]
 mod tests {
-    use super::Namer;
-    use crate::symbols::KernelSymbols;
+    use std::collections::HashSet;
 
-    /// A snapshot lives as long as its process, and one more second.
+    use super::Namer;
+    use crate::symbols::{KernelSymbols, PinnedNames};
+
+    /// A process's snapshot and names live as long as it does, and one more second; then
+    /// only what the sink pins stays.
     #[test]
-    fn snapshots_of_exited_processes_are_forgotten_at_the_second_look() {
-        let mut namer = Namer::new(KernelSymbols::parse(""));
+    fn exited_processes_are_forgotten_at_the_second_look_but_what_is_pinned() {
+        let mut namer = Namer::new(KernelSymbols::parse(""), false);
         let mut child = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
             .expect("sleep");
-        assert!(namer.snapshot_process(std::process::id()));
-        assert!(namer.snapshot_process(child.id()));
-        namer.forget_exited();
-        assert_eq!(namer.snapshots(), 2, "both processes live");
+        let (me, pid) = (std::process::id(), child.id());
+        // Heap locks (no symbol covers them) and their sites, in both processes.
+        namer.name_user_lock(me, 0x10, 0x20);
+        namer.name_user_lock(pid, 0x10, 0x20);
+        namer.name_user_lock(pid, 0x10, 0x30);
+        let nothing = |_: &HashSet<u32>| -> PinnedNames { panic!("nothing is due") };
+        namer.forget_exited(nothing);
+        assert_eq!((namer.processes(), namer.snapshots()), (2, 2), "both live");
         child.kill().unwrap();
         child.wait().unwrap();
-        namer.forget_exited();
+        namer.forget_exited(nothing);
         assert_eq!(
-            namer.snapshots(),
+            namer.processes(),
             2,
             "kept one more round for facts in flight"
         );
-        namer.forget_exited();
-        assert_eq!(
-            namer.snapshots(),
-            1,
-            "the exited process's snapshot is gone"
-        );
+        namer.forget_exited(|going| {
+            assert_eq!(going, &HashSet::from([pid]));
+            PinnedNames {
+                addresses: HashSet::from([(pid, 0x30)]),
+                ..PinnedNames::default()
+            }
+        });
+        assert_eq!((namer.processes(), namer.snapshots()), (1, 1));
+        let mut named: Vec<(u32, u64)> = namer.symbols().user_functions.keys().copied().collect();
+        named.sort();
+        assert_eq!(named, [(me, 0x20), (pid, 0x30)], "the pinned site stays");
+        assert!(namer.anonymous_user_locks.iter().all(|&(p, _)| p == me));
     }
 
     /// A kernel stack starts with our program and its trampoline (or the tracepoint
@@ -408,7 +486,7 @@ ffffffff81100000 T _raw_spin_lock
 ffffffffa0000000 t bpf_trampoline_6442514761\t[bpf]
 ffffffffa0001000 t bpf_prog_1234_acq_spin\t[bpf]
 ";
-        let mut namer = Namer::new(KernelSymbols::parse(kallsyms));
+        let mut namer = Namer::new(KernelSymbols::parse(kallsyms), false);
         let frames = namer.kernel_frames(&[
             0xffffffffa0001010,
             0xffffffffa0000048,

@@ -2,7 +2,7 @@
 //! found, through the same [`AlertPrinter`] `locktrace report` prints a recording's with, with
 //! the contention figures read so far (once a second).
 
-use std::time::Duration;
+use std::{collections::HashSet, time::Duration};
 
 use super::{SessionError, Sink, status::human, symbolize::Namer};
 use crate::{
@@ -10,7 +10,7 @@ use crate::{
     fact::FactRecord,
     metrics::EngineFigures,
     report::{contention::Contention, printer::AlertPrinter},
-    symbols::Symbols,
+    symbols::{PinnedNames, Symbols},
     tracefile::{ContentionSnapshot, DropCounts, ProbeStatus},
 };
 
@@ -122,6 +122,10 @@ impl Sink for Watcher {
             alerts: self.printer.reported_by_kind().clone(),
             suppressed: self.printer.suppressed_by_kind().clone(),
         })
+    }
+
+    fn pin_names(&self, pids: &HashSet<u32>, pinned: &mut PinnedNames) {
+        self.engine.pin_names(pids, pinned);
     }
 
     fn finish(&mut self, _namer: &mut Namer, _duration: Duration) -> Result<(), SessionError> {

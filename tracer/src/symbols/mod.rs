@@ -6,7 +6,7 @@
 
 pub mod kallsyms;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 pub use kallsyms::{KernelSymbol, KernelSymbols};
 
@@ -124,7 +124,29 @@ pub struct UserObject {
     pub build_id: Option<String>,
 }
 
+/// The user-space names of some processes that something still refers to (the engine's
+/// classes, dependencies and usage traces), kept when the processes are forgotten.
+#[derive(Clone, Debug, Default)]
+pub struct PinnedNames {
+    /// User stacks.
+    pub stacks: HashSet<StackKey>,
+    /// Lock and code addresses, by (pid, address).
+    pub addresses: HashSet<(u32, u64)>,
+}
+
 impl Symbols {
+    /// Forgets the user-space names of the processes `pids` (gone: their addresses will mean
+    /// nothing again), except what `pinned` holds.
+    pub fn forget_processes(&mut self, pids: &HashSet<u32>, pinned: &PinnedNames) {
+        let keep = |key: &(u32, u64)| !pids.contains(&key.0) || pinned.addresses.contains(key);
+        self.user_locks.retain(|key, _| keep(key));
+        self.user_lock_objects.retain(|key, _| keep(key));
+        self.user_functions.retain(|key, _| keep(key));
+        self.stacks.retain(|key, _| {
+            key.space != StackSpace::User || !pids.contains(&key.pid) || pinned.stacks.contains(key)
+        });
+    }
+
     /// The frames of a stack, if it was symbolized.
     pub fn stack(&self, key: StackKey) -> Option<&[Frame]> {
         self.stacks.get(&key).map(Vec::as_slice)
@@ -144,5 +166,49 @@ impl Symbols {
             0 => name.clone(),
             off => format!("{name}+{off:#x}"),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A gone process's names and user stacks go, but what is pinned; kernel stacks and other
+    /// processes' names stay.
+    #[test]
+    fn forgetting_processes_keeps_the_pinned_and_the_others() {
+        let mut symbols = Symbols::default();
+        for pid in [1, 2] {
+            symbols.user_locks.insert((pid, 0x10), "lock".into());
+            symbols
+                .user_functions
+                .insert((pid, 0x20), Frame::unresolved(0x20));
+            symbols
+                .user_functions
+                .insert((pid, 0x30), Frame::unresolved(0x30));
+            symbols.stacks.insert(StackKey::user(pid, 1), vec![]);
+            symbols.stacks.insert(StackKey::user(pid, 2), vec![]);
+        }
+        symbols.stacks.insert(StackKey::kernel(3), vec![]);
+        let pinned = PinnedNames {
+            stacks: HashSet::from([StackKey::user(2, 2)]),
+            addresses: HashSet::from([(2, 0x30)]),
+        };
+        symbols.forget_processes(&HashSet::from([2]), &pinned);
+        let mut functions: Vec<_> = symbols.user_functions.keys().copied().collect();
+        functions.sort();
+        assert_eq!(functions, [(1, 0x20), (1, 0x30), (2, 0x30)]);
+        assert_eq!(symbols.user_locks.keys().collect::<Vec<_>>(), [&(1, 0x10)]);
+        let mut stacks: Vec<_> = symbols.stacks.keys().copied().collect();
+        stacks.sort();
+        assert_eq!(
+            stacks,
+            [
+                StackKey::kernel(3),
+                StackKey::user(1, 1),
+                StackKey::user(1, 2),
+                StackKey::user(2, 2)
+            ]
+        );
     }
 }
