@@ -3,6 +3,7 @@
 //! Everything a fresh machine needs is installed by `setup`; `test` and `vm` call it first.
 mod fuzz;
 mod setup;
+mod soak;
 mod tasks;
 mod vm;
 
@@ -29,6 +30,9 @@ enum Task {
     /// Boot stock Debian kernels under qemu and run the in-guest tests (`vm bench`: the kernel
     /// overhead benchmark).
     Vm(vm::VmArgs),
+    /// A long `watch --all-user` over thousands of short-lived traced processes: locktrace's
+    /// memory after warm-up and at the end (issue 11's run: `--minutes 10`).
+    Soak(soak::SoakArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +42,7 @@ fn main() -> ExitCode {
         Task::Run => setup::run().and_then(|()| tasks::run_main()),
         Task::Test => setup::run().and_then(|()| tasks::run_tests()),
         Task::Vm(args) => setup::run().and_then(|()| vm::run(args)),
+        Task::Soak(args) => soak::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
