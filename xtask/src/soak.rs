@@ -13,7 +13,10 @@ use std::{
 
 use anyhow::{Context, bail};
 
-use crate::{setup::run_checked, tasks::workspace_root};
+use crate::{
+    setup::run_checked,
+    tasks::{build_lockpatterns, workspace_root},
+};
 
 /// Arguments of `cargo xtask soak`.
 #[derive(clap::Args)]
@@ -55,13 +58,7 @@ pub fn run(args: SoakArgs) -> anyhow::Result<()> {
             root.join("target/release/locktrace")
         }
     };
-    let program = root.join("target/lockpatterns");
-    run_checked(
-        Command::new("cc")
-            .args(["-O1", "-g", "-fno-omit-frame-pointer", "-pthread", "-o"])
-            .arg(&program)
-            .arg(root.join("tests/programs/lockpatterns.c")),
-    )?;
+    let program = build_lockpatterns(&root)?;
     let mut locktrace = Command::new(binary)
         .args(["watch", "--json", "--all-user", "--no-kernel"])
         .stdout(Stdio::null())

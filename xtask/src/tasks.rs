@@ -39,13 +39,7 @@ pub fn run_main() -> anyhow::Result<()> {
         Command::new(&locktrace).arg("report").arg(&trace),
         &[0, ALERTS_FOUND],
     )?;
-    let program = root.join("target/lockpatterns");
-    run_checked(
-        Command::new("cc")
-            .args(["-O1", "-g", "-fno-omit-frame-pointer", "-pthread", "-o"])
-            .arg(&program)
-            .arg(root.join("tests/programs/lockpatterns.c")),
-    )?;
+    let program = build_lockpatterns(&root)?;
     println!("\n== a pthread program with an AB-BA lock order");
     run_expecting(
         Command::new(&locktrace)
@@ -60,6 +54,19 @@ pub fn run_main() -> anyhow::Result<()> {
 const ALERTS_FOUND: i32 = 2;
 
 /// Runs `cmd` and fails unless its exit status is one of `expected`.
+/// Compiles tests/programs/lockpatterns.c (with frame pointers, for user stacks) into
+/// `target/lockpatterns` under `root`; returns its path.
+pub fn build_lockpatterns(root: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let program = root.join("target/lockpatterns");
+    run_checked(
+        Command::new("cc")
+            .args(["-O1", "-g", "-fno-omit-frame-pointer", "-pthread", "-o"])
+            .arg(&program)
+            .arg(root.join("tests/programs/lockpatterns.c")),
+    )?;
+    Ok(program)
+}
+
 fn run_expecting(cmd: &mut Command, expected: &[i32]) -> anyhow::Result<()> {
     let shown = format!("{cmd:?}");
     let status = cmd.status().with_context(|| format!("running {shown}"))?;
