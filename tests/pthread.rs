@@ -211,20 +211,7 @@ fn a_recording_replays_to_the_same_alerts_as_watch() {
     }
     let live = watch(&["cycle3"]);
     let dir = support::tempdir();
-    let trace = support::path_in(&dir, "cycle3.lttrace");
-    let record = support::locktrace()
-        .args(["record", "--no-kernel", "-o"])
-        .arg(&trace)
-        .arg("--")
-        .arg(support::lockpatterns())
-        .arg("cycle3")
-        .output()
-        .unwrap();
-    assert!(
-        record.status.success(),
-        "{}",
-        String::from_utf8_lossy(&record.stderr)
-    );
+    let trace = record(&dir, "cycle3.lttrace", "cycle3");
     let replay = support::locktrace()
         .args(["report", "--json"])
         .arg(&trace)
