@@ -7,7 +7,7 @@ use std::{io::Write, path::Path};
 use tracer_common::{ClassTag, HeldLock, IrqState, LockKind, flags};
 
 use crate::{
-    engine::alert::TaskRef,
+    engine::TaskRef,
     fact::FactRecord,
     merge::Origin,
     replay::ReplayError,

@@ -6,7 +6,8 @@ use serde::Serialize;
 use tracer_common::{ExecContext, IrqState, LockKind};
 
 use super::class::ClassId;
-use super::usage::UsageBit;
+use super::trace::{TaskRef, Trace};
+use super::usage::{IrqKind, UsageBit};
 use crate::fact::FactRecord;
 use crate::symbols::StackKey;
 
@@ -53,34 +54,6 @@ impl AlertKind {
     }
 }
 
-/// Which interrupt an irq-related alert is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum IrqKind {
-    /// Hardware interrupts.
-    Hardirq,
-    /// Softirqs (bottom halves).
-    Softirq,
-}
-
-impl IrqKind {
-    /// `hardirq` or `softirq`.
-    pub const fn name(self) -> &'static str {
-        match self {
-            IrqKind::Hardirq => "hardirq",
-            IrqKind::Softirq => "softirq",
-        }
-    }
-
-    /// lockdep's upper-case spelling, `HARDIRQ` or `SOFTIRQ`.
-    pub const fn upper(self) -> &'static str {
-        match self {
-            IrqKind::Hardirq => "HARDIRQ",
-            IrqKind::Softirq => "SOFTIRQ",
-        }
-    }
-}
-
 /// The atomic-context misuse an [`AlertKind::AtomicContext`] alert is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -114,56 +87,6 @@ impl AtomicProblem {
     }
 }
 
-/// A task, as the events name it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TaskRef {
-    /// The recording it was seen in (0 unless several are merged): its pid means something
-    /// there only, and its stacks and call sites are named by that recording's symbols.
-    pub recording: u16,
-    /// `comm`, NUL-padded.
-    pub comm: [u8; 16],
-    /// Thread-group id.
-    pub pid: u32,
-    /// Thread id.
-    pub tid: u32,
-}
-
-impl TaskRef {
-    /// The task of a fact of `recording`.
-    pub fn of(fact: &FactRecord, recording: u16) -> TaskRef {
-        TaskRef {
-            recording,
-            comm: fact.comm,
-            pid: fact.pid,
-            tid: fact.tid,
-        }
-    }
-
-    /// The `comm` as text (lossy for non-UTF-8 bytes).
-    pub fn comm(&self) -> String {
-        let len = self.comm.iter().position(|&b| b == 0).unwrap_or(16);
-        String::from_utf8_lossy(&self.comm[..len]).into_owned()
-    }
-}
-
-impl std::fmt::Display for TaskRef {
-    /// lockdep's `comm/pid` (the thread id, as `task_pid_nr` gives).
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.comm(), self.tid)
-    }
-}
-
-impl Serialize for TaskRef {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("TaskRef", 3)?;
-        st.serialize_field("comm", &self.comm())?;
-        st.serialize_field("pid", &self.pid)?;
-        st.serialize_field("tid", &self.tid)?;
-        st.end()
-    }
-}
-
 /// One edge of an alert's chain: `from` was held when `to` was acquired.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChainLink {
@@ -173,12 +96,8 @@ pub struct ChainLink {
     pub to: ClassId,
     /// True when `to` was only ever acquired for read under `from`.
     pub read: bool,
-    /// The stack where the dependency was first seen.
-    pub stack: Option<StackKey>,
-    /// The task that first showed the dependency.
-    pub task: TaskRef,
-    /// The acquisition site of `to`.
-    pub caller: u64,
+    /// The acquisition of `to` that first showed the dependency.
+    pub first: Trace,
 }
 
 /// A lock the task held when the alert fired (lockdep's "N locks held by" list).
@@ -231,6 +150,16 @@ impl Trigger {
             class,
             lock_kind: fact.lock_kind(),
             timestamp_ns: fact.timestamp_ns,
+        }
+    }
+
+    /// The trigger's acquisition as a [`Trace`], for the usage bits and dependencies it is
+    /// the first of.
+    pub fn trace(&self) -> Trace {
+        Trace {
+            task: self.task,
+            caller: self.caller,
+            stack: self.stack,
         }
     }
 }
@@ -286,8 +215,8 @@ impl Alert {
     pub(crate) fn collect_tasks(mut self) -> Alert {
         let mut tasks = vec![self.trigger.task];
         for link in &self.chain {
-            if !tasks.contains(&link.task) {
-                tasks.push(link.task);
+            if !tasks.contains(&link.first.task) {
+                tasks.push(link.first.task);
             }
         }
         self.tasks = tasks;

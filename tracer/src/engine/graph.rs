@@ -22,9 +22,8 @@ use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
 use petgraph::visit::EdgeRef;
 use rustc_hash::FxHashMap;
 
-use super::alert::TaskRef;
 use super::class::ClassId;
-use crate::symbols::StackKey;
+use super::trace::Trace;
 
 /// The set of lockdep dependency kinds seen on one edge.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -83,17 +82,6 @@ impl DepKinds {
     }
 }
 
-/// Where a dependency was first seen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DepTrace {
-    /// The stack of the acquisition that created it.
-    pub stack: Option<StackKey>,
-    /// The task.
-    pub task: TaskRef,
-    /// The acquisition site of the new lock.
-    pub caller: u64,
-}
-
 /// One edge of the graph.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Dependency {
@@ -101,8 +89,8 @@ pub struct Dependency {
     pub kinds: DepKinds,
     /// True once the new lock was acquired for write (or a non-read kind) under the old one.
     pub write_seen: bool,
-    /// Where it was first seen.
-    pub first: DepTrace,
+    /// The acquisition that first showed it.
+    pub first: Trace,
 }
 
 impl Dependency {
@@ -174,7 +162,7 @@ impl DepGraph {
         to: ClassId,
         kinds: DepKinds,
         write: bool,
-        first: DepTrace,
+        first: Trace,
     ) -> (EdgeIndex, Added) {
         if let Some(&edge) = self.index.get(&(from.0, to.0)) {
             self.counts[edge.index()] += 1;
@@ -465,9 +453,10 @@ impl SearchState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::trace::TaskRef;
 
-    fn trace() -> DepTrace {
-        DepTrace {
+    fn trace() -> Trace {
+        Trace {
             stack: None,
             task: TaskRef {
                 recording: 0,

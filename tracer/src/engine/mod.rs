@@ -25,24 +25,25 @@ pub mod checks;
 pub mod class;
 pub mod graph;
 pub mod held;
+pub mod trace;
 pub mod usage;
 
 use petgraph::graph::EdgeIndex;
 use serde::Serialize;
 use tracer_common::{ClassDesc, EventKind, FactKind, LockKind, fact::news, flags};
 
-pub use alert::{Alert, AlertKind, AtomicProblem, IrqKind};
+pub use alert::{Alert, AlertKind, AtomicProblem};
 pub use class::{ClassId, ClassKey, ClassSource, LockClass, MatchStats};
 pub use graph::Dependency;
-pub use usage::{UsageBit, UsageMask};
+pub use trace::{TaskRef, Trace};
+pub use usage::{IrqKind, UsageBit, UsageMask};
 
 use alert::{AlertLog, Trigger};
 use chain::{ChainCache, ChainKey};
 use checks::CheckCtx;
 use class::ClassTable;
-use graph::{Added, DepGraph, DepKinds, DepTrace};
+use graph::{Added, DepGraph, DepKinds};
 use held::HeldLock;
-use usage::UsageTrace;
 
 use crate::{
     fact::FactRecord,
@@ -198,12 +199,7 @@ impl Engine {
         if fact.brings(news::NEW_USAGE) {
             let usage = UsageMask(fact.arg as u8);
             if !usage.without(classes.get(class).usage.mask).is_empty() {
-                let trace = UsageTrace {
-                    stack: trigger.stack,
-                    task: trigger.task,
-                    caller: trigger.caller,
-                };
-                let new = classes.get_mut(class).usage.mark(usage, trace);
+                let new = classes.get_mut(class).usage.mark(usage, trigger.trace());
                 let mut ctx = CheckCtx {
                     classes,
                     graph,
@@ -246,11 +242,7 @@ impl Engine {
             return;
         }
         scratch.clear();
-        let first = DepTrace {
-            stack: trigger.stack,
-            task: trigger.task,
-            caller: trigger.caller,
-        };
+        let first = trigger.trace();
         add_dependencies(classes, graph, log, scratch, &lock, first, &trigger, held);
         chains.insert(key, scratch);
     }
@@ -361,7 +353,7 @@ fn add_dependencies(
     log: &mut AlertLog,
     edges: &mut Vec<EdgeIndex>,
     lock: &HeldLock,
-    first: DepTrace,
+    first: Trace,
     trigger: &Trigger,
     held: &[HeldLock],
 ) {

@@ -9,9 +9,37 @@
 //! opposite directions, and at least one is a write (lockdep's `exclusive_bit` rule: readers in
 //! irq context only deadlock against a writer).
 
-use super::alert::{IrqKind, TaskRef};
-use crate::symbols::StackKey;
 use serde::Serialize;
+
+use super::trace::Trace;
+
+/// Which interrupt a usage bit, and an irq-related alert, is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IrqKind {
+    /// Hardware interrupts.
+    Hardirq,
+    /// Softirqs (bottom halves).
+    Softirq,
+}
+
+impl IrqKind {
+    /// `hardirq` or `softirq`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            IrqKind::Hardirq => "hardirq",
+            IrqKind::Softirq => "softirq",
+        }
+    }
+
+    /// lockdep's upper-case spelling, `HARDIRQ` or `SOFTIRQ`.
+    pub const fn upper(self) -> &'static str {
+        match self {
+            IrqKind::Hardirq => "HARDIRQ",
+            IrqKind::Softirq => "SOFTIRQ",
+        }
+    }
+}
 
 /// One usage bit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -199,28 +227,17 @@ impl UsageMask {
     }
 }
 
-/// The event that first set a usage bit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UsageTrace {
-    /// The stack of that acquisition, when one was taken.
-    pub stack: Option<StackKey>,
-    /// The acquiring task.
-    pub task: TaskRef,
-    /// The acquisition site.
-    pub caller: u64,
-}
-
 /// A class's usage bits with the first trace of each.
 #[derive(Clone, Debug, Default)]
 pub struct ClassUsage {
     /// The bits set so far.
     pub mask: UsageMask,
-    traces: Vec<(UsageBit, UsageTrace)>,
+    traces: Vec<(UsageBit, Trace)>,
 }
 
 impl ClassUsage {
     /// Sets the bits of `add` not yet set, recording `trace` for each; returns the new ones.
-    pub fn mark(&mut self, add: UsageMask, trace: UsageTrace) -> UsageMask {
+    pub fn mark(&mut self, add: UsageMask, trace: Trace) -> UsageMask {
         let new = add.without(self.mask);
         for bit in new.bits() {
             self.traces.push((bit, trace));
@@ -230,12 +247,12 @@ impl ClassUsage {
     }
 
     /// The first trace of every bit set.
-    pub fn traces(&self) -> impl Iterator<Item = &UsageTrace> {
+    pub fn traces(&self) -> impl Iterator<Item = &Trace> {
         self.traces.iter().map(|(_, trace)| trace)
     }
 
     /// The event that first set `bit`.
-    pub fn trace(&self, bit: UsageBit) -> Option<&UsageTrace> {
+    pub fn trace(&self, bit: UsageBit) -> Option<&Trace> {
         self.traces.iter().find(|(b, _)| *b == bit).map(|(_, t)| t)
     }
 }

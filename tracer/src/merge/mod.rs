@@ -39,7 +39,7 @@ impl Sources for Replayed {
 /// its chain, and the usage traces of its usage bits.
 pub fn evidence(alert: &Alert, engine: &Engine) -> BTreeSet<u16> {
     let mut recordings = BTreeSet::from([alert.trigger.task.recording]);
-    recordings.extend(alert.chain.iter().map(|link| link.task.recording));
+    recordings.extend(alert.chain.iter().map(|link| link.first.task.recording));
     for bit in alert.usage.iter().flat_map(|&(a, b)| [a, b]) {
         for &class in &alert.classes {
             if let Some(trace) = engine.class(class).usage.trace(bit) {

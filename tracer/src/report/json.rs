@@ -22,15 +22,16 @@ pub fn render(alert: &Alert, engine: &Engine, symbols: &dyn Sources, notes: &Ale
         .chain
         .iter()
         .map(|link| {
+            let first = &link.first;
             json!({
                 "from": name(link.from),
                 "to": name(link.to),
                 "read": link.read,
-                "stack": frames(link.task.recording, link.stack),
-                "stack_recorded": link.stack.is_some_and(|k| symbols.symbols(link.task.recording).stack(k).is_some()),
-                "task": link.task,
-                "at": call_site(symbols, &link.task, link.caller, engine.class(link.to).kind.is_user()),
-                "origin": origin(link.task.recording),
+                "stack": frames(first.task.recording, first.stack),
+                "stack_recorded": first.stack.is_some_and(|k| symbols.symbols(first.task.recording).stack(k).is_some()),
+                "task": first.task,
+                "at": call_site(symbols, &first.task, first.caller, engine.class(link.to).kind.is_user()),
+                "origin": origin(first.task.recording),
             })
         })
         .collect();

@@ -15,7 +15,7 @@ pub mod text;
 
 pub use printable::printable;
 
-use crate::engine::{ClassId, Engine, alert::TaskRef};
+use crate::engine::{ClassId, Engine, TaskRef};
 use crate::merge::Origin;
 use crate::symbols::{StackKey, Symbols};
 

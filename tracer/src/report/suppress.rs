@@ -32,7 +32,7 @@ use std::{fmt, path::Path};
 
 use super::{Sources, class_name};
 use crate::{
-    engine::{Alert, AlertKind, Engine, alert::TaskRef},
+    engine::{Alert, AlertKind, Engine, TaskRef},
     symbols::StackKey,
 };
 
@@ -295,7 +295,7 @@ fn alert_functions(alert: &Alert, engine: &Engine, symbols: &dyn Sources) -> Vec
     };
     stack(&alert.trigger.task, alert.trigger.stack);
     for link in &alert.chain {
-        stack(&link.task, link.stack);
+        stack(&link.first.task, link.first.stack);
     }
     let bits = alert.usage.iter().flat_map(|&(a, b)| [a, b]);
     for bit in bits {
@@ -321,7 +321,7 @@ fn alert_functions(alert: &Alert, engine: &Engine, symbols: &dyn Sources) -> Vec
     functions.extend(site(&t.task, t.caller, t.lock_kind.is_user()));
     for link in &alert.chain {
         let user = engine.class(link.to).kind.is_user();
-        functions.extend(site(&link.task, link.caller, user));
+        functions.extend(site(&link.first.task, link.first.caller, user));
     }
     for held in &alert.held {
         functions.extend(site(&t.task, held.caller, held.kind.is_user()));

@@ -15,8 +15,8 @@ use super::{
     contention::{self, Contention},
     printable, stack_frames,
 };
-use crate::engine::alert::{Cause, ChainLink, HeldSummary, TaskRef, Trigger};
-use crate::engine::{Alert, AlertKind, AtomicProblem, ClassId, Engine, IrqKind};
+use crate::engine::alert::{Cause, ChainLink, HeldSummary, Trigger};
+use crate::engine::{Alert, AlertKind, AtomicProblem, ClassId, Engine, IrqKind, TaskRef};
 use crate::symbols::StackKey;
 
 /// Renders one alert as lockdep would print it; a suppressed one (printed under
@@ -223,7 +223,7 @@ impl Renderer<'_> {
 
     fn chain_section(&self, out: &mut String, links: &[ChainLink]) {
         for (i, link) in links.iter().enumerate().rev() {
-            self.chain_entry(out, i, link.to, link.stack, &link.task);
+            self.chain_entry(out, i, link.to, link.first.stack, &link.first.task);
         }
     }
 
@@ -255,7 +255,7 @@ impl Renderer<'_> {
         );
         let path = &chain[1..];
         for (i, link) in path.iter().enumerate().rev() {
-            self.chain_entry(out, i + 1, link.to, link.stack, &link.task);
+            self.chain_entry(out, i + 1, link.to, link.first.stack, &link.first.task);
         }
         self.chain_entry(out, 0, next, a.trigger.stack, &a.trigger.task);
         let _ = writeln!(out, "other info that might help us debug this:\n");

@@ -18,15 +18,6 @@ use crate::symbols::{Frame, StackKey, StackSpace, UserObject};
 /// The first eight bytes of every trace file.
 pub const MAGIC: [u8; 8] = *b"LOCKTRC\0";
 
-/// The format version this build writes. Version 2 records facts (what the programs found
-/// new) where version 1 recorded every lock event; version 3 adds the binaries of user-space
-/// locks ([`ChunkType::UserLockObjects`]) and merged files ([`ChunkType::Recording`]).
-pub const FORMAT_VERSION: u32 = 3;
-
-/// The oldest format version this build reads: version 2 files are version 3 files without
-/// the chunks version 3 added.
-pub const OLDEST_READABLE_VERSION: u32 = 2;
-
 /// Magic, version, header-body length and header-body CRC32.
 pub const FILE_PREFIX_LEN: usize = 20;
 
@@ -390,7 +381,7 @@ pub(crate) fn decode_payload(kind: ChunkType, payload: &[u8]) -> Result<Record, 
 }
 
 /// Encodes the file prefix and header body. The version written is the header's, which the
-/// writer has checked equals [`FORMAT_VERSION`].
+/// writer has checked equals [`super::FORMAT_VERSION`].
 pub(crate) fn encode_file_header(header: &Header) -> Result<BytesMut, TraceError> {
     let mut body = BytesMut::new();
     put_header_body(&mut body, header);
@@ -764,6 +755,7 @@ impl Decoder<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tracefile::FORMAT_VERSION;
 
     fn payload_of(chunk: &[u8]) -> &[u8] {
         &chunk[CHUNK_HEADER_LEN..]

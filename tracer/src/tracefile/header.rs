@@ -1,16 +1,25 @@
-//! The trace file's header: where and when a recording was made, and which probes attached.
+//! The trace file's header: where and when a recording was made, which probes attached, and
+//! the format versions this build writes and reads.
 //!
 //! [`Header::for_this_machine`] is the only place in this module that looks at the running
 //! system; everything else is plain data.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::format::FORMAT_VERSION;
+/// The format version this build writes. Version 2 records facts (what the programs found
+/// new) where version 1 recorded every lock event; version 3 adds the binaries of user-space
+/// locks ([`super::ChunkType::UserLockObjects`]) and merged files
+/// ([`super::ChunkType::Recording`]).
+pub const FORMAT_VERSION: u32 = 3;
+
+/// The oldest format version this build reads: version 2 files are version 3 files without
+/// the chunks version 3 added.
+pub const OLDEST_READABLE_VERSION: u32 = 2;
 
 /// Facts about the recording session, stored once at the start of the file.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Header {
-    /// The file format version ([`super::FORMAT_VERSION`] for files this build writes).
+    /// The file format version ([`FORMAT_VERSION`] for files this build writes).
     pub format_version: u32,
     /// `uname -r` of the recorded kernel.
     pub kernel_release: String,
@@ -33,7 +42,7 @@ pub struct Header {
 pub struct ProbeStatus {
     /// The probe's name (usually the kernel or library function it hooks).
     pub name: String,
-    /// The attach type: `fexit`, `fentry`, `tp_btf`, `raw_tp`, `uprobe`, ...
+    /// The attach type: `fexit`, `fentry`, `tp_btf`, `uprobe` or `uretprobe`.
     pub kind: String,
     /// True when it attached.
     pub attached: bool,

@@ -95,10 +95,10 @@ mod writer;
 
 pub use error::{Corruption, IoOp, TraceError, Truncation};
 pub use format::{
-    CHUNK_HEADER_LEN, ChunkType, FILE_PREFIX_LEN, FORMAT_VERSION, MAGIC, MAX_PAYLOAD_LEN,
-    OLDEST_READABLE_VERSION, TARGET_PAYLOAD_LEN, chunk_crc,
+    CHUNK_HEADER_LEN, ChunkType, FILE_PREFIX_LEN, MAGIC, MAX_PAYLOAD_LEN, TARGET_PAYLOAD_LEN,
+    chunk_crc,
 };
-pub use header::{Header, ProbeStatus};
+pub use header::{FORMAT_VERSION, Header, OLDEST_READABLE_VERSION, ProbeStatus};
 pub use output::OutputFile;
 pub use reader::TraceReader;
 pub use record::{

@@ -21,10 +21,10 @@ use bytes::Buf;
 
 use super::error::{Corruption, IoOp, TraceError, Truncation};
 use super::format::{
-    CHUNK_HEADER_LEN, ChunkType, FILE_PREFIX_LEN, FORMAT_VERSION, MAGIC, MAX_PAYLOAD_LEN,
-    OLDEST_READABLE_VERSION, chunk_crc, decode_header_body, decode_payload,
+    CHUNK_HEADER_LEN, ChunkType, FILE_PREFIX_LEN, MAGIC, MAX_PAYLOAD_LEN, chunk_crc,
+    decode_header_body, decode_payload,
 };
-use super::header::Header;
+use super::header::{FORMAT_VERSION, Header, OLDEST_READABLE_VERSION};
 use super::output::regular;
 use super::record::{EndSummary, Record};
 

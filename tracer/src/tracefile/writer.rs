@@ -9,10 +9,8 @@ use std::io::Write;
 use std::path::Path;
 
 use super::error::{IoOp, TraceError};
-use super::format::{
-    ChunkBuf, ChunkType, FORMAT_VERSION, TARGET_PAYLOAD_LEN, encode_file_header, frame_record,
-};
-use super::header::Header;
+use super::format::{ChunkBuf, ChunkType, TARGET_PAYLOAD_LEN, encode_file_header, frame_record};
+use super::header::{FORMAT_VERSION, Header};
 use super::output::OutputFile;
 use super::record::{EndSummary, Record};
 use crate::fact::FactRecord;

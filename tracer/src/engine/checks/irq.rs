@@ -16,11 +16,11 @@
 use petgraph::graph::EdgeIndex;
 
 use super::{CheckCtx, chain_classes, held_summary, link};
-use crate::engine::alert::{Alert, AlertKind, Cause, ChainLink, DedupKey, IrqKind, Trigger};
+use crate::engine::alert::{Alert, AlertKind, Cause, ChainLink, DedupKey, Trigger};
 use crate::engine::class::{ClassId, ClassKey, ClassTable};
 use crate::engine::graph::{Found, Walk};
 use crate::engine::held::HeldLock;
-use crate::engine::usage::{UsageBit, UsageMask};
+use crate::engine::usage::{IrqKind, UsageBit, UsageMask};
 
 /// Checks a class that just gained the bits `new` (already recorded on the class).
 pub fn usage_changed(

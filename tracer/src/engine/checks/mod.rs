@@ -36,9 +36,7 @@ pub fn link(graph: &DepGraph, edge: EdgeIndex) -> ChainLink {
         from,
         to,
         read: dep.read(),
-        stack: dep.first.stack,
-        task: dep.first.task,
-        caller: dep.first.caller,
+        first: dep.first,
     }
 }
 
