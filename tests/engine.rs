@@ -417,26 +417,34 @@ fn replay(f: &Fixture) -> (serde_json::Value, Engine, Vec<String>, Vec<String>) 
     let mut described = Vec::new();
     let mut texts = Vec::new();
     for alert in &alerts {
+        let finding = alert.finding();
         let names: Vec<String> = alert
-            .classes
+            .classes()
             .iter()
             .map(|&c| report::class_name(&engine, &f.symbols, c))
             .collect();
-        let qualifier = alert
-            .irq
+        let qualifier = finding
+            .irq()
             .map(|i| i.name())
-            .or(alert.problem.map(|p| p.name()))
+            .or(finding.atomic_problem().map(|p| p.name()))
             .map_or(String::new(), |q| format!("/{q}"));
-        let mut d = format!("{}{qualifier}", alert.kind.name());
+        let mut d = format!("{}{qualifier}", alert.kind().name());
         if !names.is_empty() {
             write!(d, " {}", names.join(" -> ")).unwrap();
         }
         // The JSON report carries the same facts.
         let json = report::json::render(alert, &engine, &f.symbols, &Default::default());
-        assert_eq!(json["kind"], alert.kind.name());
+        assert_eq!(json["kind"], alert.kind().name());
         assert_eq!(json["classes"], serde_json::json!(names));
-        assert_eq!(json["chain"].as_array().unwrap().len(), alert.chain.len());
-        for (link, j) in alert.chain.iter().zip(json["chain"].as_array().unwrap()) {
+        assert_eq!(
+            json["chain"].as_array().unwrap().len(),
+            finding.chain().len()
+        );
+        for (link, j) in finding
+            .chain()
+            .iter()
+            .zip(json["chain"].as_array().unwrap())
+        {
             assert_eq!(
                 j["from"],
                 report::class_name(&engine, &f.symbols, link.from)

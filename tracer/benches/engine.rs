@@ -412,7 +412,7 @@ fn main() {
         for fact in &facts {
             for alert in engine.process(fact, &symbols) {
                 alerts += 1;
-                *by_kind.entry(alert.kind.name()).or_insert(0u64) += 1;
+                *by_kind.entry(alert.kind().name()).or_insert(0u64) += 1;
             }
         }
         engine_time += t.elapsed();

@@ -1,104 +1,16 @@
-//! What the engine reports: one [`Alert`] per distinct problem, with the classes and the
-//! dependency chain that prove it, and the dedup log that keeps each problem to one alert.
+//! What the engine reports: one [`Alert`] per distinct problem, with what was found (a
+//! [`Finding`]) and the event and held locks it was found in, and the dedup log that keeps
+//! each problem to one alert.
 
 use rustc_hash::FxHashSet;
-use serde::Serialize;
 use tracer_common::{ExecContext, IrqState, LockKind};
 
 use super::class::ClassId;
+use super::finding::{AlertKind, AtomicContext, AtomicProblem, Finding, chain_classes};
 use super::trace::{TaskRef, Trace};
-use super::usage::{IrqKind, UsageBit};
+use super::usage::IrqKind;
 use crate::fact::FactRecord;
 use crate::symbols::StackKey;
-
-/// The kind of problem (lockdep's report families, plus atomic-context misuse).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AlertKind {
-    /// A cycle in the lock-dependency graph ("possible circular locking dependency").
-    CircularDependency,
-    /// An irq-safe class depends on an irq-unsafe class.
-    IrqLockInversion,
-    /// One class is used in irq context and also taken with that irq enabled.
-    InconsistentLockState,
-    /// The same lock instance acquired again while held.
-    RecursiveLocking,
-    /// Something that may sleep done in atomic context.
-    AtomicContext,
-}
-
-impl AlertKind {
-    /// Every kind, in the order reports list them.
-    pub const ALL: [AlertKind; 5] = [
-        AlertKind::CircularDependency,
-        AlertKind::IrqLockInversion,
-        AlertKind::InconsistentLockState,
-        AlertKind::RecursiveLocking,
-        AlertKind::AtomicContext,
-    ];
-
-    /// The kind whose [`AlertKind::name`] is `name` (suppression files name kinds this way).
-    pub fn from_name(name: &str) -> Option<AlertKind> {
-        AlertKind::ALL.into_iter().find(|kind| kind.name() == name)
-    }
-
-    /// The stable name used in JSON and fixtures, e.g. `circular_dependency`.
-    pub const fn name(self) -> &'static str {
-        match self {
-            AlertKind::CircularDependency => "circular_dependency",
-            AlertKind::IrqLockInversion => "irq_lock_inversion",
-            AlertKind::InconsistentLockState => "inconsistent_lock_state",
-            AlertKind::RecursiveLocking => "recursive_locking",
-            AlertKind::AtomicContext => "atomic_context",
-        }
-    }
-}
-
-/// The atomic-context misuse an [`AlertKind::AtomicContext`] alert is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AtomicProblem {
-    /// `vfree()` with irqs disabled, in irq context, or under a spinning lock.
-    Vfree,
-    /// A non-atomic per-CPU allocation (it takes `pcpu_alloc_mutex`) from irq context, with
-    /// irqs disabled, or under a spinning lock.
-    PcpuAlloc,
-    /// A sleeping lock taken under a spinning lock, with irqs disabled or in irq context.
-    SleepingLock,
-}
-
-impl AtomicProblem {
-    /// The stable name used in JSON and fixtures.
-    pub const fn name(self) -> &'static str {
-        match self {
-            AtomicProblem::Vfree => "vfree",
-            AtomicProblem::PcpuAlloc => "pcpu_alloc",
-            AtomicProblem::SleepingLock => "sleeping_lock",
-        }
-    }
-
-    /// What may sleep, for the report's headline.
-    pub const fn what(self) -> &'static str {
-        match self {
-            AtomicProblem::Vfree => "vfree() may sleep",
-            AtomicProblem::PcpuAlloc => "non-atomic pcpu_alloc() takes pcpu_alloc_mutex",
-            AtomicProblem::SleepingLock => "sleeping lock acquired",
-        }
-    }
-}
-
-/// One edge of an alert's chain: `from` was held when `to` was acquired.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ChainLink {
-    /// The class held.
-    pub from: ClassId,
-    /// The class acquired under it.
-    pub to: ClassId,
-    /// True when `to` was only ever acquired for read under `from`.
-    pub read: bool,
-    /// The acquisition of `to` that first showed the dependency.
-    pub first: Trace,
-}
 
 /// A lock the task held when the alert fired (lockdep's "N locks held by" list).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,63 +76,78 @@ impl Trigger {
     }
 }
 
-/// Why an alert fired, for reports that word it the way lockdep does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Cause {
-    /// A new dependency: `chain[edge]` is the edge being added.
-    Dependency {
-        /// Index of the new edge in [`Alert::chain`].
-        edge: usize,
-    },
-    /// A class gained a usage bit.
-    Usage {
-        /// The class whose state changed.
-        class: ClassId,
-        /// The bit it gained.
-        bit: UsageBit,
-    },
-    /// An acquisition or a call checked on its own (recursive locking, atomic context).
-    Event,
-}
-
-/// One problem found by the engine.
+/// One problem found by the engine: what was found, and the task and locks it was found in.
+/// Built whole by the checks; read through its accessors.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Alert {
-    /// The kind of problem.
-    pub kind: AlertKind,
-    /// The interrupt, for irq inversion and inconsistent state.
-    pub irq: Option<IrqKind>,
-    /// The misuse, for atomic-context alerts.
-    pub problem: Option<AtomicProblem>,
-    /// The classes involved, in chain order (for irq inversion: safe first, unsafe last; for
-    /// a cycle: the held lock, then the one being acquired, then the path back).
-    pub classes: Vec<ClassId>,
-    /// The dependency chain proving the problem, edge by edge.
-    pub chain: Vec<ChainLink>,
-    /// The usage pair: (irq-safe bit, irq-unsafe bit) for inversions, (bit already set, new
-    /// bit) for inconsistent state.
-    pub usage: Option<(UsageBit, UsageBit)>,
-    /// Why it fired.
-    pub cause: Cause,
-    /// The event that made it fire.
-    pub trigger: Trigger,
-    /// The locks the triggering task held in that context, bottom first.
-    pub held: Vec<HeldSummary>,
-    /// Every task involved: the trigger's first, then the chain's, without repeats.
-    pub tasks: Vec<TaskRef>,
+    finding: Finding,
+    trigger: Trigger,
+    held: Vec<HeldSummary>,
+    classes: Vec<ClassId>,
+    tasks: Vec<TaskRef>,
 }
 
 impl Alert {
-    /// Fills [`Alert::tasks`] from the trigger and the chain.
-    pub(crate) fn collect_tasks(mut self) -> Alert {
-        let mut tasks = vec![self.trigger.task];
-        for link in &self.chain {
+    /// The alert of `finding`, fired by `trigger` while its task held `held`.
+    pub(crate) fn new(finding: Finding, trigger: Trigger, held: Vec<HeldSummary>) -> Alert {
+        let classes = match &finding {
+            Finding::CircularDependency(_) | Finding::IrqLockInversion(_) => {
+                chain_classes(finding.chain())
+            }
+            Finding::InconsistentLockState(state) => vec![state.class],
+            Finding::RecursiveLocking(recursive) => vec![recursive.held],
+            Finding::AtomicContext(AtomicContext::SleepingLock { lock, spinning }) => {
+                spinning.iter().copied().chain([*lock]).collect()
+            }
+            Finding::AtomicContext(AtomicContext::Vfree | AtomicContext::PcpuAlloc) => {
+                held.iter().map(|h| h.class).collect()
+            }
+        };
+        let mut tasks = vec![trigger.task];
+        for link in finding.chain() {
             if !tasks.contains(&link.first.task) {
                 tasks.push(link.first.task);
             }
         }
-        self.tasks = tasks;
-        self
+        Alert {
+            finding,
+            trigger,
+            held,
+            classes,
+            tasks,
+        }
+    }
+
+    /// What was found.
+    pub fn finding(&self) -> &Finding {
+        &self.finding
+    }
+
+    /// The kind of problem.
+    pub fn kind(&self) -> AlertKind {
+        self.finding.kind()
+    }
+
+    /// The event that made it fire.
+    pub fn trigger(&self) -> &Trigger {
+        &self.trigger
+    }
+
+    /// The locks the triggering task held in that context, bottom first.
+    pub fn held(&self) -> &[HeldSummary] {
+        &self.held
+    }
+
+    /// The classes involved, in chain order: for an irq inversion, the safe class first and
+    /// the unsafe one last; for a cycle, the held lock, then the one being acquired, then the
+    /// path back; for a call in atomic context, the locks held.
+    pub fn classes(&self) -> &[ClassId] {
+        &self.classes
+    }
+
+    /// Every task involved: the trigger's first, then the chain's, without repeats.
+    pub fn tasks(&self) -> &[TaskRef] {
+        &self.tasks
     }
 }
 
@@ -310,6 +237,6 @@ impl AlertLog {
     /// Records a new alert for the current event.
     pub fn push(&mut self, alert: Alert) {
         self.total += 1;
-        self.current.push(alert.collect_tasks());
+        self.current.push(alert);
     }
 }

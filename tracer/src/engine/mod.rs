@@ -16,13 +16,14 @@
 //! [`checks::irq`] checks them; a new chain goes through [`checks::atomic`] for sleeping locks,
 //! then [`chain`] skips chains already validated (several of the programs' chains can be one
 //! of the engine's), otherwise [`graph`] gains the new dependencies and [`checks::circular`]
-//! and [`checks::irq`] search it. Calls go to [`checks::atomic`]. Findings are
-//! [`alert::Alert`]s.
+//! and [`checks::irq`] search it. Calls go to [`checks::atomic`]. Each problem found is a
+//! [`finding::Finding`], reported as an [`alert::Alert`].
 
 pub mod alert;
 pub mod chain;
 pub mod checks;
 pub mod class;
+pub mod finding;
 pub mod graph;
 pub mod held;
 pub mod trace;
@@ -32,8 +33,9 @@ use petgraph::graph::EdgeIndex;
 use serde::Serialize;
 use tracer_common::{ClassDesc, EventKind, FactKind, LockKind, fact::news, flags};
 
-pub use alert::{Alert, AlertKind, AtomicProblem};
+pub use alert::Alert;
 pub use class::{ClassId, ClassKey, ClassSource, LockClass, MatchStats};
+pub use finding::{AlertKind, AtomicContext, AtomicProblem, Finding};
 pub use graph::Dependency;
 pub use trace::{TaskRef, Trace};
 pub use usage::{IrqKind, UsageBit, UsageMask};
@@ -192,7 +194,7 @@ impl Engine {
                 graph,
                 log,
             };
-            checks::recursive::report(&mut ctx, &old, &trigger, held);
+            checks::recursive::report(&mut ctx, &old, class, &trigger, held);
             held.remove(i);
         }
 
@@ -249,9 +251,9 @@ impl Engine {
 
     fn call(&mut self, fact: &FactRecord, symbols: &Symbols) {
         self.counters.calls += 1;
-        let problem = match fact.call() {
-            Some(EventKind::Vfree) => AtomicProblem::Vfree,
-            Some(EventKind::PcpuAlloc) if !fact.has(flags::ATOMIC) => AtomicProblem::PcpuAlloc,
+        let call = match fact.call() {
+            Some(EventKind::Vfree) => AtomicContext::Vfree,
+            Some(EventKind::PcpuAlloc) if !fact.has(flags::ATOMIC) => AtomicContext::PcpuAlloc,
             Some(_) => return,
             None => {
                 self.counters.unknown_facts += 1;
@@ -265,7 +267,7 @@ impl Engine {
             graph: &self.graph,
             log: &mut self.log,
         };
-        checks::atomic::sleeping_call(&mut ctx, problem, &trigger, &self.held, symbols);
+        checks::atomic::sleeping_call(&mut ctx, call, &trigger, &self.held, symbols);
     }
 
     /// Counts and sizes.

@@ -38,10 +38,11 @@ impl Sources for Replayed {
 /// The recordings an alert's evidence comes from: the event that fired it, each dependency of
 /// its chain, and the usage traces of its usage bits.
 pub fn evidence(alert: &Alert, engine: &Engine) -> BTreeSet<u16> {
-    let mut recordings = BTreeSet::from([alert.trigger.task.recording]);
-    recordings.extend(alert.chain.iter().map(|link| link.first.task.recording));
-    for bit in alert.usage.iter().flat_map(|&(a, b)| [a, b]) {
-        for &class in &alert.classes {
+    let finding = alert.finding();
+    let mut recordings = BTreeSet::from([alert.trigger().task.recording]);
+    recordings.extend(finding.chain().iter().map(|link| link.first.task.recording));
+    for bit in finding.usage().iter().flat_map(|&(a, b)| [a, b]) {
+        for &class in alert.classes() {
             if let Some(trace) = engine.class(class).usage.trace(bit) {
                 recordings.insert(trace.task.recording);
             }
@@ -61,11 +62,17 @@ type Problem = (
 
 fn problem(alert: &Alert, class: impl Fn(ClassId) -> Option<ClassId>) -> Option<Problem> {
     let classes = alert
-        .classes
+        .classes()
         .iter()
         .map(|&c| class(c))
         .collect::<Option<_>>()?;
-    Some((alert.kind, alert.irq, alert.problem, classes))
+    let finding = alert.finding();
+    Some((
+        finding.kind(),
+        finding.irq(),
+        finding.atomic_problem(),
+        classes,
+    ))
 }
 
 /// The alerts of the merging engine `merged` (`alerts`) that no single recording shows: their

@@ -124,7 +124,7 @@ impl Contention {
     /// [`Risk`]). Locks whose contention was not traced count as never contended.
     pub fn risk(&self, alert: &Alert, engine: &Engine) -> Risk {
         let waits: Vec<Waits> = alert
-            .classes
+            .classes()
             .iter()
             .map(|&class| self.of(class, engine).unwrap_or_default())
             .collect();
@@ -269,7 +269,7 @@ mod tests {
         }
         let (engine, found) = alerts(&events, &symbols, |_| {});
         let c = Contention::new(true, true, None, &engine, &symbols);
-        assert_eq!(c.of(found[0].classes[0], &engine), None);
+        assert_eq!(c.of(found[0].classes()[0], &engine), None);
     }
 
     #[test]
@@ -279,10 +279,10 @@ mod tests {
             let (engine, mut found, snapshot) = session(extra);
             let c = Contention::new(true, true, Some(&snapshot), &engine, &symbols);
             sort_by_risk(&mut found, &c, &engine);
-            found.iter().map(|a| a.classes.clone()).collect()
+            found.iter().map(|a| a.classes().to_vec()).collect()
         };
         let (_, found, _) = session(&[]);
-        let (ab, bg) = (found[0].classes.clone(), found[1].classes.clone());
+        let (ab, bg) = (found[0].classes().to_vec(), found[1].classes().to_vec());
         assert_eq!(
             order(&[]),
             vec![ab.clone(), bg.clone()],

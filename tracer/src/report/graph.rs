@@ -40,7 +40,7 @@ impl AlertEdges {
         let mut edges: FxHashMap<(ClassId, ClassId), bool> = FxHashMap::default();
         for alert in alerts {
             let reported = suppressions.find(alert, engine, symbols).is_none();
-            for link in &alert.chain {
+            for link in alert.finding().chain() {
                 *edges.entry((link.from, link.to)).or_default() |= reported;
             }
         }

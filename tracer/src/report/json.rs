@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use super::{AlertNotes, Sources, call_site, class_name, stack_frames, usage_names};
-use crate::engine::alert::Cause;
+use crate::engine::finding::Cause;
 use crate::engine::{Alert, ClassId, Engine};
 
 /// Renders one alert as a JSON object. `suppressed` is always there; a suppressed alert
@@ -18,8 +18,9 @@ pub fn render(alert: &Alert, engine: &Engine, symbols: &dyn Sources, notes: &Ale
     let name = |c: ClassId| class_name(engine, symbols, c);
     let frames = |recording, stack| stack_frames(symbols, recording, stack).unwrap_or_default();
     let origin = |recording| symbols.origin(recording).map(|o| o.to_json());
-    let chain: Vec<Value> = alert
-        .chain
+    let finding = alert.finding();
+    let chain: Vec<Value> = finding
+        .chain()
         .iter()
         .map(|link| {
             let first = &link.first;
@@ -36,7 +37,7 @@ pub fn render(alert: &Alert, engine: &Engine, symbols: &dyn Sources, notes: &Ale
         })
         .collect();
     let class_info: Vec<Value> = alert
-        .classes
+        .classes()
         .iter()
         .map(|&c| {
             let waits = notes.contention.and_then(|n| n.of(c, engine));
@@ -51,33 +52,33 @@ pub fn render(alert: &Alert, engine: &Engine, symbols: &dyn Sources, notes: &Ale
             })
         })
         .collect();
+    let t = alert.trigger();
     let held: Vec<Value> = alert
-        .held
+        .held()
         .iter()
         .map(|h| {
             json!({
                 "class": name(h.class),
                 "kind": h.kind.name(),
-                "at": call_site(symbols, &alert.trigger.task, h.caller, h.kind.is_user()),
+                "at": call_site(symbols, &t.task, h.caller, h.kind.is_user()),
             })
         })
         .collect();
-    let t = &alert.trigger;
-    let cause = match alert.cause {
+    let cause = match finding.cause() {
         Cause::Dependency { edge } => json!({"new_dependency": edge}),
         Cause::Usage { class, bit } => json!({"usage_changed": name(class), "bit": bit.name()}),
         Cause::Event => json!("event"),
     };
     json!({
-        "kind": alert.kind.name(),
-        "irq": alert.irq.map(|i| i.name()),
-        "problem": alert.problem.map(|p| p.name()),
-        "classes": alert.classes.iter().map(|&c| name(c)).collect::<Vec<_>>(),
+        "kind": finding.kind().name(),
+        "irq": finding.irq().map(|i| i.name()),
+        "problem": finding.atomic_problem().map(|p| p.name()),
+        "classes": alert.classes().iter().map(|&c| name(c)).collect::<Vec<_>>(),
         "class_info": class_info,
-        "usage": alert.usage.map(|(a, b)| [a.name(), b.name()]),
+        "usage": finding.usage().map(|(a, b)| [a.name(), b.name()]),
         "chain": chain,
         "cause": cause,
-        "tasks": alert.tasks,
+        "tasks": alert.tasks(),
         "trigger": {
             "task": t.task,
             "cpu": t.cpu,

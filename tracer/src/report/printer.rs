@@ -59,12 +59,12 @@ impl AlertPrinter {
             .as_ref()
             .and_then(|s| s.find(alert, engine, symbols));
         if suppressed_by.is_some() {
-            *self.suppressed.entry(alert.kind).or_default() += 1;
+            *self.suppressed.entry(alert.kind()).or_default() += 1;
             if !self.show_suppressed {
                 return Ok(());
             }
         } else {
-            *self.reported.entry(alert.kind).or_default() += 1;
+            *self.reported.entry(alert.kind()).or_default() += 1;
         }
         let notes = AlertNotes {
             suppressed_by,

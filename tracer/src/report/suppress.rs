@@ -117,14 +117,14 @@ pub struct Rule {
 
 impl Rule {
     fn matches(&self, alert: &Alert, engine: &Engine, symbols: &dyn Sources) -> bool {
-        if self.kind.is_some_and(|kind| kind != alert.kind) {
+        if self.kind.is_some_and(|kind| kind != alert.kind()) {
             return false;
         }
         if !self.classes.is_empty() {
-            if alert.classes.is_empty() {
+            if alert.classes().is_empty() {
                 return false;
             }
-            let every_lock_named = alert.classes.iter().all(|&class| {
+            let every_lock_named = alert.classes().iter().all(|&class| {
                 let name = class_name(engine, symbols, class);
                 self.classes.iter().any(|glob| glob.matches(&name))
             });
@@ -293,13 +293,15 @@ fn alert_functions(alert: &Alert, engine: &Engine, symbols: &dyn Sources) -> Vec
             functions.extend(frames.iter().filter_map(|f| f.function.clone()));
         }
     };
-    stack(&alert.trigger.task, alert.trigger.stack);
-    for link in &alert.chain {
+    let finding = alert.finding();
+    let t = alert.trigger();
+    stack(&t.task, t.stack);
+    for link in finding.chain() {
         stack(&link.first.task, link.first.stack);
     }
-    let bits = alert.usage.iter().flat_map(|&(a, b)| [a, b]);
+    let bits = finding.usage().into_iter().flat_map(|(a, b)| [a, b]);
     for bit in bits {
-        for &class in &alert.classes {
+        for &class in alert.classes() {
             if let Some(trace) = engine.class(class).usage.trace(bit) {
                 stack(&trace.task, trace.stack);
             }
@@ -317,13 +319,12 @@ fn alert_functions(alert: &Alert, engine: &Engine, symbols: &dyn Sources) -> Vec
                 .map(|(sym, _)| sym.name.clone())
         }
     };
-    let t = &alert.trigger;
     functions.extend(site(&t.task, t.caller, t.lock_kind.is_user()));
-    for link in &alert.chain {
+    for link in finding.chain() {
         let user = engine.class(link.to).kind.is_user();
         functions.extend(site(&link.first.task, link.first.caller, user));
     }
-    for held in &alert.held {
+    for held in alert.held() {
         functions.extend(site(&t.task, held.caller, held.kind.is_user()));
     }
     functions
@@ -449,13 +450,13 @@ recursive_locking
                 fact.stack = Some(legacy);
             }
         });
-        let sizes: Vec<usize> = found.iter().map(|a| a.classes.len()).collect();
+        let sizes: Vec<usize> = found.iter().map(|a| a.classes().len()).collect();
         assert_eq!(sizes, vec![2, 3], "the AB-BA, then the cycle of three");
         let suppressions = Suppressions::parse("s", rules).unwrap();
         found
             .iter()
             .filter(|a| suppressions.find(a, &engine, &symbols).is_none())
-            .map(|a| (a.kind, a.classes.len()))
+            .map(|a| (a.kind(), a.classes().len()))
             .collect()
     }
 

@@ -15,8 +15,12 @@ use super::{
     contention::{self, Contention},
     printable, stack_frames,
 };
-use crate::engine::alert::{Cause, ChainLink, HeldSummary, Trigger};
-use crate::engine::{Alert, AlertKind, AtomicProblem, ClassId, Engine, IrqKind, TaskRef};
+use crate::engine::alert::HeldSummary;
+use crate::engine::finding::{
+    AtomicContext, ChainLink, CircularDependency, Finding, InconsistentLockState, InversionCause,
+    IrqLockInversion, RecursiveLocking,
+};
+use crate::engine::{Alert, ClassId, Engine, IrqKind, TaskRef, UsageBit};
 use crate::symbols::StackKey;
 
 /// Renders one alert as lockdep would print it; a suppressed one (printed under
@@ -34,12 +38,19 @@ pub fn render(alert: &Alert, engine: &Engine, symbols: &dyn Sources, notes: &Ale
     if let Some(rule) = notes.suppressed_by {
         let _ = writeln!(out, "[suppressed by {}]", printable(&rule.to_string()));
     }
-    match alert.kind {
-        AlertKind::CircularDependency => r.circular(&mut out),
-        AlertKind::IrqLockInversion => r.inversion(&mut out),
-        AlertKind::InconsistentLockState => r.inconsistent(&mut out),
-        AlertKind::RecursiveLocking => r.recursive(&mut out),
-        AlertKind::AtomicContext => r.atomic(&mut out),
+    match alert.finding() {
+        Finding::CircularDependency(cycle) => r.circular(&mut out, cycle),
+        Finding::IrqLockInversion(inversion) => match inversion.cause {
+            InversionCause::NewDependency { edge } => {
+                r.inversion_by_dependency(&mut out, inversion, edge);
+            }
+            InversionCause::NewUsage { class, .. } => {
+                r.inversion_by_usage(&mut out, inversion, class);
+            }
+        },
+        Finding::InconsistentLockState(state) => r.inconsistent(&mut out, state),
+        Finding::RecursiveLocking(recursive) => r.recursive(&mut out, recursive),
+        Finding::AtomicContext(misuse) => r.atomic(&mut out, misuse),
     }
     if let Some(contention) = notes.contention {
         r.contention(&mut out, contention);
@@ -101,7 +112,7 @@ impl Renderer<'_> {
             c.usage.mask.lockdep_chars()
         );
         if let Some(addr) = at {
-            let task = &self.alert.trigger.task;
+            let task = &self.alert.trigger().task;
             let _ = write!(line, ", at: {}", self.site(task, addr, self.is_user(class)));
         }
         let _ = write!(line, " [identified by: {}]", c.source.describe());
@@ -111,7 +122,7 @@ impl Renderer<'_> {
     /// lock_stat's figures for each lock of the alert: ` (name): contended 1,234 times, 5.6 ms
     /// waiting (longest 1.2 ms)`, `never contended`, or `contention: not traced`.
     fn contention(&self, out: &mut String, contention: &Contention) {
-        if self.alert.classes.is_empty() {
+        if self.alert.classes().is_empty() {
             return;
         }
         let when = if contention.whole_session {
@@ -121,7 +132,7 @@ impl Renderer<'_> {
         };
         let _ = writeln!(out, "\nlock contention {when}:");
         let mut seen = Vec::new();
-        for &class in &self.alert.classes {
+        for &class in self.alert.classes() {
             if seen.contains(&class) {
                 continue;
             }
@@ -156,7 +167,7 @@ impl Renderer<'_> {
 
     /// lockdep's `[HC0[0]:SC0[0]:HE1:SE1]` irq state of the trigger.
     fn irq_state(&self) -> String {
-        let t = &self.alert.trigger;
+        let t = self.alert.trigger();
         let hc = (t.context == ExecContext::Hardirq) as u8;
         let sc = (t.context == ExecContext::Softirq) as u8;
         let he = match t.irqs {
@@ -174,7 +185,7 @@ impl Renderer<'_> {
 
     fn held_caller(&self, class: ClassId) -> Option<u64> {
         self.alert
-            .held
+            .held()
             .iter()
             .rev()
             .find(|h| h.class == class)
@@ -182,24 +193,24 @@ impl Renderer<'_> {
     }
 
     fn held_locks(&self, out: &mut String) {
-        let task = self.task(&self.alert.trigger.task);
-        if self.alert.held.is_empty() {
+        let task = self.task(&self.alert.trigger().task);
+        if self.alert.held().is_empty() {
             let _ = writeln!(out, "no locks held by {task}.");
             return;
         }
-        let n = self.alert.held.len();
+        let n = self.alert.held().len();
         let _ = writeln!(
             out,
             "{n} lock{} held by {task}:",
             if n == 1 { "" } else { "s" }
         );
-        for (i, HeldSummary { class, caller, .. }) in self.alert.held.iter().enumerate() {
+        for (i, HeldSummary { class, caller, .. }) in self.alert.held().iter().enumerate() {
             let _ = writeln!(out, " #{i}:{}", self.class_line(*class, Some(*caller)));
         }
     }
 
     fn backtrace(&self, out: &mut String) {
-        let t = &self.alert.trigger;
+        let t = self.alert.trigger();
         let _ = writeln!(out, "\nstack backtrace:");
         self.frames(out, t.task.recording, t.stack, "  ");
         self.origin(out, t.task.recording, "  ");
@@ -227,25 +238,16 @@ impl Renderer<'_> {
         }
     }
 
-    fn trigger_class(&self) -> ClassId {
-        let t: &Trigger = &self.alert.trigger;
-        t.class.unwrap_or(self.alert.classes[0])
-    }
-
-    fn circular(&self, out: &mut String) {
-        let a = self.alert;
-        let chain = &a.chain;
+    fn circular(&self, out: &mut String, cycle: &CircularDependency) {
+        let t = self.alert.trigger();
+        let chain = &cycle.chain;
         let (prev, next) = (chain[0].from, chain[0].to);
         banner(
             out,
             "WARNING: possible circular locking dependency detected",
         );
-        let _ = writeln!(
-            out,
-            "{} is trying to acquire lock:",
-            self.task(&a.trigger.task)
-        );
-        let _ = writeln!(out, "{}\n", self.class_line(next, Some(a.trigger.caller)));
+        let _ = writeln!(out, "{} is trying to acquire lock:", self.task(&t.task));
+        let _ = writeln!(out, "{}\n", self.class_line(next, Some(t.caller)));
         let _ = writeln!(out, "but task is already holding lock:");
         let _ = writeln!(out, "{}\n", self.class_line(prev, self.held_caller(prev)));
         let _ = writeln!(out, "which lock already depends on the new lock.\n\n");
@@ -257,7 +259,7 @@ impl Renderer<'_> {
         for (i, link) in path.iter().enumerate().rev() {
             self.chain_entry(out, i + 1, link.to, link.first.stack, &link.first.task);
         }
-        self.chain_entry(out, 0, next, a.trigger.stack, &a.trigger.task);
+        self.chain_entry(out, 0, next, t.stack, &t.task);
         let _ = writeln!(out, "other info that might help us debug this:\n");
         let (target, source) = (prev, next);
         let parent = path.last().map_or(source, |l| l.from);
@@ -313,9 +315,9 @@ impl Renderer<'_> {
         let _ = writeln!(out, "\n *** DEADLOCK ***\n");
     }
 
-    fn usage_trace(&self, out: &mut String, class: ClassId, bit: Option<crate::engine::UsageBit>) {
-        let trace = bit.and_then(|b| self.engine.class(class).usage.trace(b));
-        match trace {
+    /// Where `class` first got `bit`.
+    fn usage_trace(&self, out: &mut String, class: ClassId, bit: UsageBit) {
+        match self.engine.class(class).usage.trace(bit) {
             Some(t) => {
                 let _ = writeln!(
                     out,
@@ -332,158 +334,164 @@ impl Renderer<'_> {
         }
     }
 
-    fn inversion(&self, out: &mut String) {
-        let a = self.alert;
-        let irq = a.irq.unwrap_or(IrqKind::Hardirq);
+    /// lockdep's "irq-safe -> irq-unsafe lock order detected": the dependency `chain[edge]`,
+    /// being added, connects an irq-safe class to an irq-unsafe one.
+    fn inversion_by_dependency(&self, out: &mut String, inversion: &IrqLockInversion, edge: usize) {
+        let t = self.alert.trigger();
+        let IrqLockInversion {
+            safe,
+            safe_bit,
+            unsafe_class,
+            unsafe_bit,
+            ref chain,
+            ..
+        } = *inversion;
+        let irq = inversion.irq();
         let up = irq.upper();
-        let safe = a.classes[0];
-        let unsafe_class = *a.classes.last().unwrap_or(&safe);
-        let (safe_bit, unsafe_bit) = match a.usage {
-            Some((s, u)) => (Some(s), Some(u)),
-            None => (None, None),
-        };
-        match a.cause {
-            Cause::Dependency { edge } => {
-                let link = a.chain[edge];
-                let (prev, next) = (link.from, link.to);
-                banner(
-                    out,
-                    &format!("WARNING: {up}-safe -> {up}-unsafe lock order detected"),
-                );
-                let _ = writeln!(
-                    out,
-                    "{} {} is trying to acquire:",
-                    self.task(&a.trigger.task),
-                    self.irq_state()
-                );
-                let _ = writeln!(out, "{}\n", self.class_line(next, Some(a.trigger.caller)));
-                let _ = writeln!(out, "and this task is already holding:");
-                let _ = writeln!(out, "{}", self.class_line(prev, self.held_caller(prev)));
-                let _ = writeln!(out, "which would create a new lock dependency:");
-                let chars = |c: ClassId| self.engine.class(c).usage.mask.lockdep_chars();
-                let _ = writeln!(
-                    out,
-                    " ({}){{{}}} -> ({}){{{}}}\n",
-                    self.name(prev),
-                    chars(prev),
-                    self.name(next),
-                    chars(next)
-                );
-                let _ = writeln!(
-                    out,
-                    "but this new dependency connects a {up}-irq-safe lock:"
-                );
-                let _ = writeln!(out, "{}\n", self.class_line(safe, None));
-                let _ = writeln!(out, "... which became {up}-irq-safe at:");
-                self.usage_trace(out, safe, safe_bit);
-                let _ = writeln!(out, "\nto a {up}-irq-unsafe lock:");
-                let _ = writeln!(out, "{}\n", self.class_line(unsafe_class, None));
-                let _ = writeln!(out, "... which became {up}-irq-unsafe at:\n...");
-                self.usage_trace(out, unsafe_class, unsafe_bit);
-                let _ = writeln!(out, "\nother info that might help us debug this:\n");
-                let middle = if prev == safe { next } else { prev };
-                self.irq_scenario(out, irq, safe, middle, unsafe_class);
-                self.held_locks(out);
-                let _ = writeln!(
-                    out,
-                    "\nthe dependencies between {up}-irq-safe lock and the holding lock:"
-                );
-                self.chain_section(out, &a.chain[..edge]);
-                if edge == 0 {
-                    let _ = writeln!(out, " (the holding lock is the {up}-irq-safe lock)\n");
-                }
-                let _ = writeln!(
-                    out,
-                    "the dependencies between the lock to be acquired and {up}-irq-unsafe lock:"
-                );
-                self.chain_section(out, &a.chain[edge + 1..]);
-                if edge + 1 == a.chain.len() {
-                    let _ = writeln!(
-                        out,
-                        " (the lock to be acquired is the {up}-irq-unsafe lock)"
-                    );
-                }
-            }
-            Cause::Usage { class, .. } => {
-                banner(
-                    out,
-                    "WARNING: possible irq lock inversion dependency detected",
-                );
-                let _ = writeln!(
-                    out,
-                    "{} {} just changed the state of lock:",
-                    self.task(&a.trigger.task),
-                    self.irq_state()
-                );
-                let _ = writeln!(out, "{}", self.class_line(class, Some(a.trigger.caller)));
-                let forwards = class == safe;
-                let other = if forwards {
-                    let _ = writeln!(
-                        out,
-                        "but this lock took another, {up}-unsafe lock in the past:"
-                    );
-                    unsafe_class
-                } else {
-                    let _ = writeln!(
-                        out,
-                        "but this lock was taken by another, {up}-safe lock in the past:"
-                    );
-                    safe
-                };
-                let _ = writeln!(out, "{}\n", self.class_line(other, None));
-                let _ = writeln!(
-                    out,
-                    "and interrupts could create inverse lock ordering between them.\n\n"
-                );
-                let _ = writeln!(out, "... {} became {up}-irq-safe at:", self.name(safe));
-                self.usage_trace(out, safe, safe_bit);
-                let _ = writeln!(
-                    out,
-                    "... {} became {up}-irq-unsafe at:",
-                    self.name(unsafe_class)
-                );
-                self.usage_trace(out, unsafe_class, unsafe_bit);
-                let _ = writeln!(out, "\nother info that might help us debug this:\n");
-                let middle = match a.chain.first() {
-                    Some(first) if a.chain.len() > 1 => first.to,
-                    _ => unsafe_class,
-                };
-                self.irq_scenario(out, irq, safe, middle, unsafe_class);
-                self.held_locks(out);
-                let _ = writeln!(
-                    out,
-                    "\nthe shortest dependencies between 2nd lock and 1st lock:"
-                );
-                self.chain_section(out, &a.chain);
-            }
-            Cause::Event => {}
+        let link = chain[edge];
+        let (prev, next) = (link.from, link.to);
+        banner(
+            out,
+            &format!("WARNING: {up}-safe -> {up}-unsafe lock order detected"),
+        );
+        let _ = writeln!(
+            out,
+            "{} {} is trying to acquire:",
+            self.task(&t.task),
+            self.irq_state()
+        );
+        let _ = writeln!(out, "{}\n", self.class_line(next, Some(t.caller)));
+        let _ = writeln!(out, "and this task is already holding:");
+        let _ = writeln!(out, "{}", self.class_line(prev, self.held_caller(prev)));
+        let _ = writeln!(out, "which would create a new lock dependency:");
+        let chars = |c: ClassId| self.engine.class(c).usage.mask.lockdep_chars();
+        let _ = writeln!(
+            out,
+            " ({}){{{}}} -> ({}){{{}}}\n",
+            self.name(prev),
+            chars(prev),
+            self.name(next),
+            chars(next)
+        );
+        let _ = writeln!(
+            out,
+            "but this new dependency connects a {up}-irq-safe lock:"
+        );
+        let _ = writeln!(out, "{}\n", self.class_line(safe, None));
+        let _ = writeln!(out, "... which became {up}-irq-safe at:");
+        self.usage_trace(out, safe, safe_bit);
+        let _ = writeln!(out, "\nto a {up}-irq-unsafe lock:");
+        let _ = writeln!(out, "{}\n", self.class_line(unsafe_class, None));
+        let _ = writeln!(out, "... which became {up}-irq-unsafe at:\n...");
+        self.usage_trace(out, unsafe_class, unsafe_bit);
+        let _ = writeln!(out, "\nother info that might help us debug this:\n");
+        let middle = if prev == safe { next } else { prev };
+        self.irq_scenario(out, irq, safe, middle, unsafe_class);
+        self.held_locks(out);
+        let _ = writeln!(
+            out,
+            "\nthe dependencies between {up}-irq-safe lock and the holding lock:"
+        );
+        self.chain_section(out, &chain[..edge]);
+        if edge == 0 {
+            let _ = writeln!(out, " (the holding lock is the {up}-irq-safe lock)\n");
+        }
+        let _ = writeln!(
+            out,
+            "the dependencies between the lock to be acquired and {up}-irq-unsafe lock:"
+        );
+        self.chain_section(out, &chain[edge + 1..]);
+        if edge + 1 == chain.len() {
+            let _ = writeln!(
+                out,
+                " (the lock to be acquired is the {up}-irq-unsafe lock)"
+            );
         }
         self.backtrace(out);
     }
 
-    fn inconsistent(&self, out: &mut String) {
-        let a = self.alert;
-        let class = a.classes[0];
-        banner(out, "WARNING: inconsistent lock state");
-        if let Some((old, new)) = a.usage {
-            let _ = writeln!(
-                out,
-                "inconsistent {{{}}} -> {{{}}} usage.",
-                old.lockdep_name(),
-                new.lockdep_name()
-            );
-        }
+    /// lockdep's "possible irq lock inversion dependency": `class`, one end of an existing
+    /// chain from an irq-safe class to an irq-unsafe one, just gained the usage bit that
+    /// makes it so.
+    fn inversion_by_usage(&self, out: &mut String, inversion: &IrqLockInversion, class: ClassId) {
+        let t = self.alert.trigger();
+        let IrqLockInversion {
+            safe,
+            safe_bit,
+            unsafe_class,
+            unsafe_bit,
+            ref chain,
+            ..
+        } = *inversion;
+        let irq = inversion.irq();
+        let up = irq.upper();
+        banner(
+            out,
+            "WARNING: possible irq lock inversion dependency detected",
+        );
         let _ = writeln!(
             out,
-            "{} {} takes:",
-            self.task(&a.trigger.task),
+            "{} {} just changed the state of lock:",
+            self.task(&t.task),
             self.irq_state()
         );
-        let _ = writeln!(out, "{}", self.class_line(class, Some(a.trigger.caller)));
-        if let Some((old, _)) = a.usage {
-            let _ = writeln!(out, "{{{}}} state was registered at:", old.lockdep_name());
-            self.usage_trace(out, class, Some(old));
-        }
+        let _ = writeln!(out, "{}", self.class_line(class, Some(t.caller)));
+        let forwards = class == safe;
+        let other = if forwards {
+            let _ = writeln!(
+                out,
+                "but this lock took another, {up}-unsafe lock in the past:"
+            );
+            unsafe_class
+        } else {
+            let _ = writeln!(
+                out,
+                "but this lock was taken by another, {up}-safe lock in the past:"
+            );
+            safe
+        };
+        let _ = writeln!(out, "{}\n", self.class_line(other, None));
+        let _ = writeln!(
+            out,
+            "and interrupts could create inverse lock ordering between them.\n\n"
+        );
+        let _ = writeln!(out, "... {} became {up}-irq-safe at:", self.name(safe));
+        self.usage_trace(out, safe, safe_bit);
+        let _ = writeln!(
+            out,
+            "... {} became {up}-irq-unsafe at:",
+            self.name(unsafe_class)
+        );
+        self.usage_trace(out, unsafe_class, unsafe_bit);
+        let _ = writeln!(out, "\nother info that might help us debug this:\n");
+        let middle = match chain.first() {
+            Some(first) if chain.len() > 1 => first.to,
+            _ => unsafe_class,
+        };
+        self.irq_scenario(out, irq, safe, middle, unsafe_class);
+        self.held_locks(out);
+        let _ = writeln!(
+            out,
+            "\nthe shortest dependencies between 2nd lock and 1st lock:"
+        );
+        self.chain_section(out, chain);
+        self.backtrace(out);
+    }
+
+    fn inconsistent(&self, out: &mut String, state: &InconsistentLockState) {
+        let t = self.alert.trigger();
+        let InconsistentLockState { class, old, new } = *state;
+        banner(out, "WARNING: inconsistent lock state");
+        let _ = writeln!(
+            out,
+            "inconsistent {{{}}} -> {{{}}} usage.",
+            old.lockdep_name(),
+            new.lockdep_name()
+        );
+        let _ = writeln!(out, "{} {} takes:", self.task(&t.task), self.irq_state());
+        let _ = writeln!(out, "{}", self.class_line(class, Some(t.caller)));
+        let _ = writeln!(out, "{{{}}} state was registered at:", old.lockdep_name());
+        self.usage_trace(out, class, old);
         let _ = writeln!(out, "\nother info that might help us debug this:");
         let _ = writeln!(out, " Possible unsafe locking scenario:\n");
         let name = self.name(class);
@@ -494,25 +502,17 @@ impl Renderer<'_> {
         self.backtrace(out);
     }
 
-    fn recursive(&self, out: &mut String) {
-        let a = self.alert;
-        let class = a.classes[0];
+    fn recursive(&self, out: &mut String, recursive: &RecursiveLocking) {
+        let t = self.alert.trigger();
+        let RecursiveLocking { held, acquiring } = *recursive;
         banner(out, "WARNING: possible recursive locking detected");
-        let _ = writeln!(
-            out,
-            "{} is trying to acquire lock:",
-            self.task(&a.trigger.task)
-        );
-        let _ = writeln!(
-            out,
-            "{}\n",
-            self.class_line(self.trigger_class(), Some(a.trigger.caller))
-        );
+        let _ = writeln!(out, "{} is trying to acquire lock:", self.task(&t.task));
+        let _ = writeln!(out, "{}\n", self.class_line(acquiring, Some(t.caller)));
         let _ = writeln!(out, "but task is already holding lock:");
-        let _ = writeln!(out, "{}\n", self.class_line(class, self.held_caller(class)));
+        let _ = writeln!(out, "{}\n", self.class_line(held, self.held_caller(held)));
         let _ = writeln!(out, "other info that might help us debug this:");
         let _ = writeln!(out, " Possible unsafe locking scenario:\n");
-        let name = self.name(class);
+        let name = self.name(held);
         let _ = writeln!(out, "       CPU0\n       ----");
         let _ = writeln!(out, "  lock({name});\n  lock({name});");
         let _ = writeln!(out, "\n *** DEADLOCK ***\n");
@@ -521,10 +521,9 @@ impl Renderer<'_> {
         self.backtrace(out);
     }
 
-    fn atomic(&self, out: &mut String) {
-        let a = self.alert;
-        let t = &a.trigger;
-        let problem = a.problem.unwrap_or(AtomicProblem::SleepingLock);
+    fn atomic(&self, out: &mut String, misuse: &AtomicContext) {
+        let t = self.alert.trigger();
+        let problem = misuse.problem();
         let site = self.site(&t.task, t.caller, t.lock_kind.is_user());
         banner(
             out,
@@ -535,7 +534,7 @@ impl Renderer<'_> {
             t.context,
             ExecContext::Softirq | ExecContext::Hardirq | ExecContext::Nmi
         );
-        let spinning = a.held.iter().any(|h| h.kind.is_spinning());
+        let spinning = self.alert.held().iter().any(|h| h.kind.is_spinning());
         let irqs_disabled = match t.irqs {
             IrqState::Disabled => "1",
             IrqState::Enabled => "0",
@@ -549,14 +548,8 @@ impl Renderer<'_> {
             t.task.tid,
             printable(&t.task.comm())
         );
-        if problem == AtomicProblem::SleepingLock
-            && let Some(class) = t.class
-        {
-            let _ = writeln!(
-                out,
-                "acquiring:\n{}",
-                self.class_line(class, Some(t.caller))
-            );
+        if let AtomicContext::SleepingLock { lock, .. } = *misuse {
+            let _ = writeln!(out, "acquiring:\n{}", self.class_line(lock, Some(t.caller)));
         }
         self.held_locks(out);
         self.backtrace(out);

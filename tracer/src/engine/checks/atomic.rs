@@ -4,9 +4,10 @@
 
 use tracer_common::{ExecContext, IrqState};
 
-use super::{CheckCtx, held_summary};
-use crate::engine::alert::{Alert, AlertKind, AtomicProblem, Cause, DedupKey, Trigger};
+use super::CheckCtx;
+use crate::engine::alert::{DedupKey, Trigger};
 use crate::engine::class::ClassId;
+use crate::engine::finding::{AtomicContext, Finding};
 use crate::engine::held::HeldLock;
 use crate::symbols::Symbols;
 
@@ -34,17 +35,17 @@ fn vfree_may_sleep(trigger: &Trigger, locks: &[HeldLock]) -> bool {
     }
 }
 
-/// Checks a call that may sleep (`vfree`, non-atomic `pcpu_alloc`), deduplicated by the
-/// calling function.
+/// Checks a call that may sleep (`call` is [`AtomicContext::Vfree`] or
+/// [`AtomicContext::PcpuAlloc`]), deduplicated by the calling function.
 pub fn sleeping_call(
     ctx: &mut CheckCtx<'_>,
-    problem: AtomicProblem,
+    call: AtomicContext,
     trigger: &Trigger,
     locks: &[HeldLock],
     symbols: &Symbols,
 ) {
-    let atomic = match problem {
-        AtomicProblem::Vfree => vfree_may_sleep(trigger, locks),
+    let atomic = match call {
+        AtomicContext::Vfree => vfree_may_sleep(trigger, locks),
         _ => is_atomic(trigger, locks),
     };
     if !atomic {
@@ -54,18 +55,8 @@ pub fn sleeping_call(
         .kernel
         .function(trigger.caller)
         .map_or(trigger.caller, |(sym, _)| sym.addr);
-    ctx.report(DedupKey::atomic(problem, site, 0), || Alert {
-        kind: AlertKind::AtomicContext,
-        irq: None,
-        problem: Some(problem),
-        classes: locks.iter().map(|l| l.class).collect(),
-        chain: Vec::new(),
-        usage: None,
-        cause: Cause::Event,
-        trigger: *trigger,
-        held: held_summary(locks),
-        tasks: Vec::new(),
-    });
+    let key = DedupKey::atomic(call.problem(), site, 0);
+    ctx.report(key, trigger, locks, || Finding::AtomicContext(call));
 }
 
 /// Checks acquiring the sleeping lock `class`, deduplicated by (class, spinning lock held).
@@ -78,21 +69,16 @@ pub fn sleeping_lock(
     if !is_atomic(trigger, locks) {
         return;
     }
-    let spin = locks.iter().rev().find(|l| l.kind.is_spinning());
-    let under = spin.map_or(u64::MAX, |l| u64::from(l.class.0));
-    ctx.report(
-        DedupKey::atomic(AtomicProblem::SleepingLock, u64::from(class.0), under),
-        || Alert {
-            kind: AlertKind::AtomicContext,
-            irq: None,
-            problem: Some(AtomicProblem::SleepingLock),
-            classes: spin.map(|l| l.class).into_iter().chain([class]).collect(),
-            chain: Vec::new(),
-            usage: None,
-            cause: Cause::Event,
-            trigger: *trigger,
-            held: held_summary(locks),
-            tasks: Vec::new(),
-        },
-    );
+    let spinning = locks
+        .iter()
+        .rev()
+        .find(|l| l.kind.is_spinning())
+        .map(|l| l.class);
+    let misuse = AtomicContext::SleepingLock {
+        lock: class,
+        spinning,
+    };
+    let under = spinning.map_or(u64::MAX, |class| u64::from(class.0));
+    let key = DedupKey::atomic(misuse.problem(), u64::from(class.0), under);
+    ctx.report(key, trigger, locks, || Finding::AtomicContext(misuse));
 }

@@ -4,8 +4,9 @@
 
 use petgraph::graph::EdgeIndex;
 
-use super::{CheckCtx, chain_classes, held_summary, link};
-use crate::engine::alert::{Alert, AlertKind, Cause, DedupKey, Trigger};
+use super::{CheckCtx, link};
+use crate::engine::alert::{DedupKey, Trigger};
+use crate::engine::finding::{CircularDependency, Finding, chain_classes};
 use crate::engine::graph::Walk;
 use crate::engine::held::HeldLock;
 
@@ -38,17 +39,8 @@ pub fn new_dependency(
     };
     let mut chain = vec![link(ctx.graph, edge)];
     chain.extend(found.path.iter().map(|&e| link(ctx.graph, e)));
-    let classes = chain_classes(&chain);
-    ctx.report(DedupKey::cycle(&classes), || Alert {
-        kind: AlertKind::CircularDependency,
-        irq: None,
-        problem: None,
-        classes,
-        chain,
-        usage: None,
-        cause: Cause::Dependency { edge: 0 },
-        trigger: *trigger,
-        held: held_summary(held),
-        tasks: Vec::new(),
+    let key = DedupKey::cycle(&chain_classes(&chain));
+    ctx.report(key, trigger, held, || {
+        Finding::CircularDependency(CircularDependency { chain })
     });
 }

@@ -15,9 +15,12 @@
 
 use petgraph::graph::EdgeIndex;
 
-use super::{CheckCtx, chain_classes, held_summary, link};
-use crate::engine::alert::{Alert, AlertKind, Cause, ChainLink, DedupKey, Trigger};
+use super::{CheckCtx, link};
+use crate::engine::alert::{DedupKey, Trigger};
 use crate::engine::class::{ClassId, ClassKey, ClassTable};
+use crate::engine::finding::{
+    ChainLink, Finding, InconsistentLockState, InversionCause, IrqLockInversion,
+};
 use crate::engine::graph::{Found, Walk};
 use crate::engine::held::HeldLock;
 use crate::engine::usage::{IrqKind, UsageBit, UsageMask};
@@ -36,18 +39,13 @@ pub fn usage_changed(
     for bit in new.bits() {
         let mask = ctx.classes.get(class).usage.mask;
         if let Some((old, _)) = mask.conflict(bit.mask()) {
-            let irq = bit.irq();
-            ctx.report(DedupKey::inconsistent(irq, class), || Alert {
-                kind: AlertKind::InconsistentLockState,
-                irq: Some(irq),
-                problem: None,
-                classes: vec![class],
-                chain: Vec::new(),
-                usage: Some((old, bit)),
-                cause: Cause::Usage { class, bit },
-                trigger: *trigger,
-                held: held_summary(held),
-                tasks: Vec::new(),
+            let key = DedupKey::inconsistent(bit.irq(), class);
+            ctx.report(key, trigger, held, || {
+                Finding::InconsistentLockState(InconsistentLockState {
+                    class,
+                    old,
+                    new: bit,
+                })
             });
         }
         inversion_from_usage(ctx, class, bit, trigger, held);
@@ -95,7 +93,7 @@ fn inversion_from_usage(
         (found.class, class)
     };
     let chain = found.path.iter().map(|&e| link(ctx.graph, e)).collect();
-    let cause = Cause::Usage { class, bit };
+    let cause = InversionCause::NewUsage { class, bit };
     report_inversion(ctx, irq, (safe, unsafe_class), chain, cause, trigger, held);
 }
 
@@ -196,7 +194,7 @@ fn report_dependency(
     chain.push(link(ctx.graph, edge));
     chain.extend(unsafe_hit.path.iter().map(|&e| link(ctx.graph, e)));
     let classes = (safe_hit.class, unsafe_hit.class);
-    let cause = Cause::Dependency { edge: new_edge };
+    let cause = InversionCause::NewDependency { edge: new_edge };
     report_inversion(ctx, irq, classes, chain, cause, trigger, held);
 }
 
@@ -207,21 +205,27 @@ fn report_inversion(
     irq: IrqKind,
     (safe, unsafe_class): (ClassId, ClassId),
     chain: Vec<ChainLink>,
-    cause: Cause,
+    cause: InversionCause,
     trigger: &Trigger,
     held: &[HeldLock],
 ) {
-    let usage = pair(ctx, safe, unsafe_class, irq);
-    ctx.report(DedupKey::inversion(irq, safe, unsafe_class), || Alert {
-        kind: AlertKind::IrqLockInversion,
-        irq: Some(irq),
-        problem: None,
-        classes: chain_classes(&chain),
-        chain,
-        usage,
-        cause,
-        trigger: *trigger,
-        held: held_summary(held),
-        tasks: Vec::new(),
-    });
+    // The searches found the two classes by this very conflict.
+    let Some((safe_bit, unsafe_bit)) = pair(ctx, safe, unsafe_class, irq) else {
+        return;
+    };
+    ctx.report(
+        DedupKey::inversion(irq, safe, unsafe_class),
+        trigger,
+        held,
+        || {
+            Finding::IrqLockInversion(IrqLockInversion {
+                safe,
+                safe_bit,
+                unsafe_class,
+                unsafe_bit,
+                chain,
+                cause,
+            })
+        },
+    );
 }

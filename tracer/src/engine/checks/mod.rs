@@ -1,6 +1,6 @@
 //! The checks, one module per problem (lockdep's report families). Each gets what it needs
 //! from the engine's parts, decides, and pushes at most one [`Alert`] per distinct problem
-//! into the [`AlertLog`].
+//! into the [`AlertLog`], its [`Finding`] built whole.
 //!
 //! - [`circular`]: a new dependency closes a cycle;
 //! - [`irq`]: irq-safe → irq-unsafe dependencies and inconsistent usage of one class;
@@ -14,8 +14,9 @@ pub mod recursive;
 
 use petgraph::graph::EdgeIndex;
 
-use super::alert::{Alert, AlertLog, ChainLink, HeldSummary};
-use super::class::{ClassId, ClassTable};
+use super::alert::{Alert, AlertLog, DedupKey, HeldSummary, Trigger};
+use super::class::ClassTable;
+use super::finding::{ChainLink, Finding};
 use super::graph::DepGraph;
 use super::held::HeldLock;
 
@@ -40,20 +41,8 @@ pub fn link(graph: &DepGraph, edge: EdgeIndex) -> ChainLink {
     }
 }
 
-/// The classes along a chain: the first `from`, then every `to`, without repeating the start
-/// when the chain is a cycle.
-pub fn chain_classes(chain: &[ChainLink]) -> Vec<ClassId> {
-    let mut classes: Vec<ClassId> = chain.first().map(|l| l.from).into_iter().collect();
-    for link in chain {
-        if !classes.contains(&link.to) {
-            classes.push(link.to);
-        }
-    }
-    classes
-}
-
 /// lockdep's "locks held" list of a stack.
-pub fn held_summary(locks: &[HeldLock]) -> Vec<HeldSummary> {
+fn held_summary(locks: &[HeldLock]) -> Vec<HeldSummary> {
     locks
         .iter()
         .map(|l| HeldSummary {
@@ -65,10 +54,18 @@ pub fn held_summary(locks: &[HeldLock]) -> Vec<HeldSummary> {
 }
 
 impl CheckCtx<'_> {
-    /// Records `alert` if `key` was never reported.
-    pub fn report(&mut self, key: super::alert::DedupKey, alert: impl FnOnce() -> Alert) {
+    /// Records the alert of what `finding` builds, fired by `trigger` with `held` held, if
+    /// `key` was never reported.
+    pub fn report(
+        &mut self,
+        key: DedupKey,
+        trigger: &Trigger,
+        held: &[HeldLock],
+        finding: impl FnOnce() -> Finding,
+    ) {
         if self.log.first(key) {
-            self.log.push(alert());
+            let alert = Alert::new(finding(), *trigger, held_summary(held));
+            self.log.push(alert);
         }
     }
 }

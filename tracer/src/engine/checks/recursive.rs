@@ -4,22 +4,24 @@
 //! holds) from nesting readers and missed releases; such an acquisition comes as a fact with
 //! `RECURSIVE`, and the held entry with the same address is the earlier acquisition.
 
-use super::{CheckCtx, held_summary};
-use crate::engine::alert::{Alert, AlertKind, Cause, DedupKey, Trigger};
+use super::CheckCtx;
+use crate::engine::alert::{DedupKey, Trigger};
+use crate::engine::class::ClassId;
+use crate::engine::finding::{Finding, RecursiveLocking};
 use crate::engine::held::HeldLock;
 
-/// Reports acquiring (or waiting for) `held` again.
-pub fn report(ctx: &mut CheckCtx<'_>, held: &HeldLock, trigger: &Trigger, locks: &[HeldLock]) {
-    ctx.report(DedupKey::recursive(held.class), || Alert {
-        kind: AlertKind::RecursiveLocking,
-        irq: None,
-        problem: None,
-        classes: vec![held.class],
-        chain: Vec::new(),
-        usage: None,
-        cause: Cause::Event,
-        trigger: *trigger,
-        held: held_summary(locks),
-        tasks: Vec::new(),
+/// Reports acquiring (or waiting for) `held` again, as class `acquiring`.
+pub fn report(
+    ctx: &mut CheckCtx<'_>,
+    held: &HeldLock,
+    acquiring: ClassId,
+    trigger: &Trigger,
+    locks: &[HeldLock],
+) {
+    ctx.report(DedupKey::recursive(held.class), trigger, locks, || {
+        Finding::RecursiveLocking(RecursiveLocking {
+            held: held.class,
+            acquiring,
+        })
     });
 }
