@@ -175,53 +175,6 @@ impl Engine {
         }
         self.resolve_held(fact, symbols);
         let trigger = Trigger::of(fact, self.recording, Some(class));
-        let Engine {
-            classes,
-            graph,
-            chains,
-            log,
-            held,
-            scratch,
-            ..
-        } = self;
-
-        if fact.brings(news::RECURSIVE)
-            && let Some(i) = held.iter().rposition(|h| h.addr == fact.lock.addr)
-        {
-            let old = held[i];
-            let mut ctx = CheckCtx {
-                classes,
-                graph,
-                log,
-            };
-            checks::recursive::report(&mut ctx, &old, class, &trigger, held);
-            held.remove(i);
-        }
-
-        if fact.brings(news::NEW_USAGE) {
-            let usage = UsageMask(fact.arg as u8);
-            if !usage.without(classes.get(class).usage.mask).is_empty() {
-                let new = classes.get_mut(class).usage.mark(usage, trigger.trace());
-                let mut ctx = CheckCtx {
-                    classes,
-                    graph,
-                    log,
-                };
-                checks::irq::usage_changed(&mut ctx, class, new, &trigger, held);
-            }
-        }
-
-        if !fact.brings(news::NEW_CHAIN) {
-            return;
-        }
-        if kind.is_sleeping() {
-            let mut ctx = CheckCtx {
-                classes,
-                graph,
-                log,
-            };
-            checks::atomic::sleeping_lock(&mut ctx, &trigger, class, held);
-        }
         let lock = HeldLock {
             addr: fact.lock.addr,
             caller: fact.lock.site,
@@ -229,24 +182,123 @@ impl Engine {
             kind,
             trylock: fact.lock.is_trylock(),
         };
-        // Trylocks add no dependency: they cannot wait, so their order cannot deadlock.
-        if lock.trylock || held.is_empty() {
+        if fact.brings(news::RECURSIVE) {
+            self.recursive(&lock, &trigger);
+        }
+        if fact.brings(news::NEW_USAGE) {
+            self.new_usage(class, UsageMask(fact.arg as u8), &trigger);
+        }
+        if fact.brings(news::NEW_CHAIN) {
+            self.new_chain(&lock, &trigger);
+        }
+    }
+
+    /// Reports `lock` acquired again while held; the earlier acquisition of the instance then
+    /// leaves the held locks the chain is built from.
+    fn recursive(&mut self, lock: &HeldLock, trigger: &Trigger) {
+        let Some(i) = self.held.iter().rposition(|h| h.addr == lock.addr) else {
+            return;
+        };
+        let old = self.held[i];
+        let mut ctx = CheckCtx {
+            classes: &self.classes,
+            graph: &self.graph,
+            log: &mut self.log,
+        };
+        checks::recursive::report(&mut ctx, &old, lock.class, trigger, &self.held);
+        self.held.remove(i);
+    }
+
+    /// Records the bits of `usage` that `class` did not have, and checks them.
+    fn new_usage(&mut self, class: ClassId, usage: UsageMask, trigger: &Trigger) {
+        let class_usage = &mut self.classes.get_mut(class).usage;
+        if usage.without(class_usage.mask).is_empty() {
             return;
         }
-        let key = held
+        let new = class_usage.mark(usage, trigger.trace());
+        let mut ctx = CheckCtx {
+            classes: &self.classes,
+            graph: &self.graph,
+            log: &mut self.log,
+        };
+        checks::irq::usage_changed(&mut ctx, class, new, trigger, &self.held);
+    }
+
+    /// A chain the programs had not reported: checks a sleeping `lock` against the held
+    /// locks, then adds its dependencies unless the engine's own chain cache has this chain of
+    /// its classes already.
+    fn new_chain(&mut self, lock: &HeldLock, trigger: &Trigger) {
+        if lock.kind.is_sleeping() {
+            let mut ctx = CheckCtx {
+                classes: &self.classes,
+                graph: &self.graph,
+                log: &mut self.log,
+            };
+            checks::atomic::sleeping_lock(&mut ctx, trigger, lock.class, &self.held);
+        }
+        // Trylocks add no dependency: they cannot wait, so their order cannot deadlock.
+        if lock.trylock || self.held.is_empty() {
+            return;
+        }
+        let key = self
+            .held
             .iter()
-            .chain([&lock])
+            .chain([lock])
             .fold(ChainKey::EMPTY, |key, l| key.extend(l.hlock_id()));
-        if let Some(edges) = chains.get(key) {
+        if let Some(edges) = self.chains.get(key) {
             for &edge in edges {
-                graph.bump(edge);
+                self.graph.bump(edge);
             }
             return;
         }
-        scratch.clear();
+        self.add_dependencies(lock, trigger);
+        self.chains.insert(key, &self.scratch);
+    }
+
+    /// Adds the dependencies of acquiring `lock` under the held locks (lockdep's
+    /// `check_prevs_add`), and keeps their edges in `scratch`: from the top held lock, and
+    /// through it from each trylock below until the first non-trylock, whose own earlier
+    /// dependencies already connect the rest. Same-class nesting adds no edge: without
+    /// lockdep's nesting annotations two instances of one class are not ordered.
+    fn add_dependencies(&mut self, lock: &HeldLock, trigger: &Trigger) {
+        self.scratch.clear();
+        let recursive_read = lock.kind.is_recursive_read();
         let first = trigger.trace();
-        add_dependencies(classes, graph, log, scratch, &lock, first, &trigger, held);
-        chains.insert(key, scratch);
+        for prev in self.held.iter().rev() {
+            if prev.class != lock.class {
+                let kinds = DepKinds::of(prev.kind.is_read(), recursive_read);
+                let write = !lock.kind.is_read();
+                let (edge, added) = self.graph.add(prev.class, lock.class, kinds, write, first);
+                self.scratch.push(edge);
+                if added != Added::Known {
+                    let mut ctx = CheckCtx {
+                        classes: &self.classes,
+                        graph: &self.graph,
+                        log: &mut self.log,
+                    };
+                    let held = &self.held;
+                    checks::circular::new_dependency(
+                        &mut ctx,
+                        prev,
+                        edge,
+                        recursive_read,
+                        trigger,
+                        held,
+                    );
+                    checks::irq::new_dependency(
+                        &mut ctx,
+                        prev,
+                        edge,
+                        recursive_read,
+                        trigger,
+                        held,
+                    );
+                }
+            }
+            if !prev.trylock {
+                break;
+            }
+        }
     }
 
     fn call(&mut self, fact: &FactRecord, symbols: &Symbols) {
@@ -341,51 +393,6 @@ impl Engine {
     /// Every dependency as (from, to, data, count), in order of first sight.
     pub fn dependencies(&self) -> impl Iterator<Item = (ClassId, ClassId, &Dependency, u64)> {
         self.graph.edges()
-    }
-}
-
-/// Adds the dependencies of acquiring `lock` under `held` (lockdep's `check_prevs_add`): from
-/// the top held lock, and through it from each trylock below until the first non-trylock,
-/// whose own earlier dependencies already connect the rest. Same-class nesting adds no edge:
-/// without lockdep's nesting annotations two instances of one class are not ordered.
-#[allow(clippy::too_many_arguments)]
-fn add_dependencies(
-    classes: &ClassTable,
-    graph: &mut DepGraph,
-    log: &mut AlertLog,
-    edges: &mut Vec<EdgeIndex>,
-    lock: &HeldLock,
-    first: Trace,
-    trigger: &Trigger,
-    held: &[HeldLock],
-) {
-    let recursive_read = lock.kind.is_recursive_read();
-    for prev in held.iter().rev() {
-        if prev.class != lock.class {
-            let kinds = DepKinds::of(prev.kind.is_read(), recursive_read);
-            let (edge, added) =
-                graph.add(prev.class, lock.class, kinds, !lock.kind.is_read(), first);
-            edges.push(edge);
-            if added != Added::Known {
-                let mut ctx = CheckCtx {
-                    classes,
-                    graph,
-                    log,
-                };
-                checks::circular::new_dependency(
-                    &mut ctx,
-                    prev,
-                    edge,
-                    recursive_read,
-                    trigger,
-                    held,
-                );
-                checks::irq::new_dependency(&mut ctx, prev, edge, recursive_read, trigger, held);
-            }
-        }
-        if !prev.trylock {
-            break;
-        }
     }
 }
 
