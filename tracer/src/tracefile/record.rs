@@ -58,11 +58,11 @@ pub struct RecordingStart {
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DropCounts {
     /// CLOCK_MONOTONIC nanoseconds at which the counters were read (same clock as
-    /// [`Event::timestamp_ns`]).
+    /// [`FactRecord::timestamp_ns`]).
     pub monotonic_ns: u64,
-    /// Counter name and value: the [`tracer_common::DropReason`] names (summed over CPUs)
-    /// and user-space losses such as `ring_lost`. A name/value list, so new reasons need no
-    /// format change.
+    /// Counter name and value: the [`tracer_common::Counter`] names (summed over CPUs), and
+    /// what user space counts itself, such as `recursion_misses` and `malformed_records`. A
+    /// name/value list, so new counters need no format change.
     pub counts: Vec<(String, u64)>,
 }
 
