@@ -31,36 +31,22 @@ pub const STATIC_START: u64 = 0xffff_ffff_8000_0000;
 /// End of the module area on x86-64 (`MODULES_END`, below the fixmap).
 pub const STATIC_END: u64 = 0xffff_ffff_ff00_0000;
 
-/// Which rule of the policy made a class.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ClassTag {
-    /// A static kernel lock, by address.
-    Static = 1,
-    /// A lock in a static per-CPU variable, by its offset in the per-CPU area.
-    PerCpu = 2,
-    /// A lock field of a dedicated slab cache's objects.
-    SlabField = 3,
-    /// A lock in a slab object of a generic cache (or at an unknown offset), by site.
-    Slab = 4,
-    /// Any other kernel lock, by acquisition site.
-    Site = 5,
-    /// A user-space lock, by process and address.
-    User = 6,
-}
-
-impl ClassTag {
-    /// Decodes a raw tag; `None` for values this build does not know.
-    pub const fn from_u32(raw: u32) -> Option<ClassTag> {
-        Some(match raw {
-            1 => ClassTag::Static,
-            2 => ClassTag::PerCpu,
-            3 => ClassTag::SlabField,
-            4 => ClassTag::Slab,
-            5 => ClassTag::Site,
-            6 => ClassTag::User,
-            _ => return None,
-        })
+crate::wire_enum! {
+    /// Which rule of the policy made a class.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub enum ClassTag: u32 {
+        /// A static kernel lock, by address.
+        Static = 1,
+        /// A lock in a static per-CPU variable, by its offset in the per-CPU area.
+        PerCpu = 2,
+        /// A lock field of a dedicated slab cache's objects.
+        SlabField = 3,
+        /// A lock in a slab object of a generic cache (or at an unknown offset), by site.
+        Slab = 4,
+        /// Any other kernel lock, by acquisition site.
+        Site = 5,
+        /// A user-space lock, by process and address.
+        User = 6,
     }
 }
 
@@ -100,7 +86,7 @@ impl ClassDesc {
 
     /// The decoded lock type of a class by site.
     pub const fn lock_family(&self) -> LockFamily {
-        LockFamily::from_u16(self.family)
+        LockFamily::from_u32(self.family as u32)
     }
 
     /// The 64-bit key the chain cache and the usage map look the class up by.

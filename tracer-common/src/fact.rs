@@ -12,25 +12,15 @@ use crate::{
 /// dropped (the outermost ones).
 pub const MAX_FRAMES: usize = 64;
 
-/// What a fact is about.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum FactKind {
-    /// A lock acquisition that brought something new: see [`news`].
-    Acquire = 1,
-    /// A call the atomic-context checks look at: [`Fact::news`] holds its [`EventKind`]
-    /// (`PcpuAlloc`, `PcpuFree`, `Vfree`); [`Fact::lock`]`.site` is its caller.
-    Call = 2,
-}
-
-impl FactKind {
-    /// Decodes a raw discriminant; `None` for values this build does not know.
-    pub const fn from_u32(raw: u32) -> Option<FactKind> {
-        match raw {
-            1 => Some(FactKind::Acquire),
-            2 => Some(FactKind::Call),
-            _ => None,
-        }
+crate::wire_enum! {
+    /// What a fact is about.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum FactKind: u32 {
+        /// A lock acquisition that brought something new: see [`news`].
+        Acquire = 1,
+        /// A call the atomic-context checks look at: [`Fact::news`] holds its [`EventKind`]
+        /// (`PcpuAlloc`, `PcpuFree`, `Vfree`); [`Fact::lock`]`.site` is its caller.
+        Call = 2,
     }
 }
 

@@ -13,7 +13,8 @@
 //!
 //! Every ABI type is `#[repr(C)]`, fixed-size and free of implicit padding, so the bytes a BPF
 //! program writes into the ring buffer are exactly the bytes the decoder reads. Enumerations
-//! travel as `u32` with explicit discriminants; a retired value is never reused. Everything
+//! travel as integers with explicit discriminants, declared with [`wire_enum!`] (values,
+//! decoding and names in one place); a retired value is never reused. Everything
 //! here is `no_std` and written for the BPF verifier: bounded loops, checked indexing, no
 //! panics. With the `user` feature the ABI types implement `aya::Pod`.
 #![no_std]
@@ -30,160 +31,86 @@ mod hash;
 pub mod held;
 pub mod usage;
 pub mod validate;
+mod wire;
 
 pub use class::{ClassDesc, ClassTag};
 pub use fact::{ContentionStat, FACT_SIZE, Fact, FactKind, MAX_FRAMES};
 pub use held::{HeldLock, HeldStack, Limits, MAX_HELD};
 pub use usage::AcquireState;
 
-/// What happened. Every [`Event`] carries one of these in [`Event::kind`]; call facts carry
-/// theirs in [`Fact::news`].
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum EventKind {
-    /// A lock was acquired (the lock function returned holding it). For trylocks only
-    /// successful attempts are reported, with [`flags::TRYLOCK`] set.
-    LockAcquire = 1,
-    /// A lock was released.
-    LockRelease = 2,
-    /// The per-CPU allocator (`pcpu_alloc`) handed out an area. [`Event::arg`] is the size,
-    /// [`Event::arg2`] the gfp flags; [`flags::ATOMIC`] mirrors the allocator's `is_atomic`.
-    PcpuAlloc = 3,
-    /// `free_percpu()` ran. [`Event::arg`] is the freed pointer.
-    PcpuFree = 4,
-    /// `vfree()` ran (or its `free_vmap_area_noflush` tracepoint fired). [`Event::arg`] is the
-    /// address being freed when known.
-    Vfree = 5,
-    /// A contended lock started waiting (tracepoint `lock:contention_begin`).
-    /// [`Event::arg`] holds the tracepoint's `flags` (1 SPIN, 2 READ, 4 WRITE, 8 RT,
-    /// 16 PERCPU, 32 MUTEX).
-    ContentionBegin = 6,
-    /// A contended lock stopped waiting (tracepoint `lock:contention_end`); [`Event::arg`] is the
-    /// return value.
-    ContentionEnd = 7,
-    /// A hardware interrupt handler starts; [`Event::arg`] is the irq number.
-    HardirqEntry = 8,
-    /// A hardware interrupt handler ends; [`Event::arg`] is the irq number.
-    HardirqExit = 9,
-    /// A softirq handler starts; [`Event::arg`] is the softirq vector.
-    SoftirqEntry = 10,
-    /// A softirq handler ends; [`Event::arg`] is the softirq vector.
-    SoftirqExit = 11,
-    /// The task switches out (`sched:sched_switch`); [`Event::arg`] is the next task's thread
-    /// id and [`Event::lock_addr`] the run-queue lock that changes hands (0 when unknown).
-    SchedSwitch = 12,
-    /// The task is freed (`sched:sched_process_free`, after its final switch): its held
-    /// stacks go.
-    TaskExit = 13,
-}
-
-impl EventKind {
-    /// Every kind, in discriminant order.
-    pub const ALL: [EventKind; 13] = [
-        EventKind::LockAcquire,
-        EventKind::LockRelease,
-        EventKind::PcpuAlloc,
-        EventKind::PcpuFree,
-        EventKind::Vfree,
-        EventKind::ContentionBegin,
-        EventKind::ContentionEnd,
-        EventKind::HardirqEntry,
-        EventKind::HardirqExit,
-        EventKind::SoftirqEntry,
-        EventKind::SoftirqExit,
-        EventKind::SchedSwitch,
-        EventKind::TaskExit,
-    ];
-
-    /// Decodes a raw discriminant; `None` for values this build does not know.
-    pub const fn from_u32(raw: u32) -> Option<EventKind> {
-        if raw >= 1 && raw <= Self::ALL.len() as u32 {
-            Some(Self::ALL[raw as usize - 1])
-        } else {
-            None
-        }
-    }
-
-    /// A short stable name, used in status lines and JSON.
-    pub const fn name(self) -> &'static str {
-        match self {
-            EventKind::LockAcquire => "acquire",
-            EventKind::LockRelease => "release",
-            EventKind::PcpuAlloc => "pcpu_alloc",
-            EventKind::PcpuFree => "free_percpu",
-            EventKind::Vfree => "vfree",
-            EventKind::ContentionBegin => "contention_begin",
-            EventKind::ContentionEnd => "contention_end",
-            EventKind::HardirqEntry => "hardirq_entry",
-            EventKind::HardirqExit => "hardirq_exit",
-            EventKind::SoftirqEntry => "softirq_entry",
-            EventKind::SoftirqExit => "softirq_exit",
-            EventKind::SchedSwitch => "sched_switch",
-            EventKind::TaskExit => "task_exit",
-        }
+wire_enum! {
+    /// What happened. Every [`Event`] carries one of these in [`Event::kind`]; call facts carry
+    /// theirs in [`Fact::news`].
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub enum EventKind: u32 {
+        /// A lock was acquired (the lock function returned holding it). For trylocks only
+        /// successful attempts are reported, with [`flags::TRYLOCK`] set.
+        LockAcquire = 1 => "acquire",
+        /// A lock was released.
+        LockRelease = 2 => "release",
+        /// The per-CPU allocator (`pcpu_alloc`) handed out an area. [`Event::arg`] is the
+        /// size, [`Event::arg2`] the gfp flags; [`flags::ATOMIC`] mirrors the allocator's
+        /// `is_atomic`.
+        PcpuAlloc = 3 => "pcpu_alloc",
+        /// `free_percpu()` ran. [`Event::arg`] is the freed pointer.
+        PcpuFree = 4 => "free_percpu",
+        /// `vfree()` ran (or its `free_vmap_area_noflush` tracepoint fired). [`Event::arg`] is
+        /// the address being freed when known.
+        Vfree = 5 => "vfree",
+        /// A contended lock started waiting (tracepoint `lock:contention_begin`).
+        /// [`Event::arg`] holds the tracepoint's `flags` (1 SPIN, 2 READ, 4 WRITE, 8 RT,
+        /// 16 PERCPU, 32 MUTEX).
+        ContentionBegin = 6 => "contention_begin",
+        /// A contended lock stopped waiting (tracepoint `lock:contention_end`); [`Event::arg`]
+        /// is the return value.
+        ContentionEnd = 7 => "contention_end",
+        /// A hardware interrupt handler starts; [`Event::arg`] is the irq number.
+        HardirqEntry = 8 => "hardirq_entry",
+        /// A hardware interrupt handler ends; [`Event::arg`] is the irq number.
+        HardirqExit = 9 => "hardirq_exit",
+        /// A softirq handler starts; [`Event::arg`] is the softirq vector.
+        SoftirqEntry = 10 => "softirq_entry",
+        /// A softirq handler ends; [`Event::arg`] is the softirq vector.
+        SoftirqExit = 11 => "softirq_exit",
+        /// The task switches out (`sched:sched_switch`); [`Event::arg`] is the next task's
+        /// thread id and [`Event::lock_addr`] the run-queue lock that changes hands (0 when
+        /// unknown).
+        SchedSwitch = 12 => "sched_switch",
+        /// The task is freed (`sched:sched_process_free`, after its final switch): its held
+        /// stacks go.
+        TaskExit = 13 => "task_exit",
     }
 }
 
-/// Which primitive a lock event is about. Read and write sides are separate kinds because
-/// lockdep's rules treat them differently.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum LockKind {
-    /// Not a lock event.
-    None = 0,
-    /// `spinlock_t` / `raw_spinlock_t`.
-    Spin = 1,
-    /// `rwlock_t`, read side (recursive: readers never block readers).
-    RwlockRead = 2,
-    /// `rwlock_t`, write side.
-    RwlockWrite = 3,
-    /// `struct mutex` (sleeping).
-    Mutex = 4,
-    /// `struct rw_semaphore`, read side (sleeping, non-recursive for lockdep).
-    RwsemRead = 5,
-    /// `struct rw_semaphore`, write side (sleeping).
-    RwsemWrite = 6,
-    /// `pthread_mutex_t` in user space.
-    PthreadMutex = 7,
-    /// `pthread_rwlock_t` in user space, read side.
-    PthreadRwlockRead = 8,
-    /// `pthread_rwlock_t` in user space, write side.
-    PthreadRwlockWrite = 9,
+wire_enum! {
+    /// Which primitive a lock event is about. Read and write sides are separate kinds because
+    /// lockdep's rules treat them differently.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub enum LockKind: u32 {
+        /// Not a lock event.
+        None = 0 => "none",
+        /// `spinlock_t` / `raw_spinlock_t`.
+        Spin = 1 => "spinlock",
+        /// `rwlock_t`, read side (recursive: readers never block readers).
+        RwlockRead = 2 => "rwlock_read",
+        /// `rwlock_t`, write side.
+        RwlockWrite = 3 => "rwlock_write",
+        /// `struct mutex` (sleeping).
+        Mutex = 4 => "mutex",
+        /// `struct rw_semaphore`, read side (sleeping, non-recursive for lockdep).
+        RwsemRead = 5 => "rwsem_read",
+        /// `struct rw_semaphore`, write side (sleeping).
+        RwsemWrite = 6 => "rwsem_write",
+        /// `pthread_mutex_t` in user space.
+        PthreadMutex = 7 => "pthread_mutex",
+        /// `pthread_rwlock_t` in user space, read side.
+        PthreadRwlockRead = 8 => "pthread_rwlock_read",
+        /// `pthread_rwlock_t` in user space, write side.
+        PthreadRwlockWrite = 9 => "pthread_rwlock_write",
+    }
 }
 
 impl LockKind {
-    /// Every kind, in discriminant order.
-    pub const ALL: [LockKind; 10] = [
-        LockKind::None,
-        LockKind::Spin,
-        LockKind::RwlockRead,
-        LockKind::RwlockWrite,
-        LockKind::Mutex,
-        LockKind::RwsemRead,
-        LockKind::RwsemWrite,
-        LockKind::PthreadMutex,
-        LockKind::PthreadRwlockRead,
-        LockKind::PthreadRwlockWrite,
-    ];
-
-    /// Decodes a raw discriminant; `None` for values this build does not know.
-    pub const fn from_u32(raw: u32) -> Option<LockKind> {
-        // A match, not a table: no memory load, which the BPF programs' loops prefer.
-        Some(match raw {
-            0 => LockKind::None,
-            1 => LockKind::Spin,
-            2 => LockKind::RwlockRead,
-            3 => LockKind::RwlockWrite,
-            4 => LockKind::Mutex,
-            5 => LockKind::RwsemRead,
-            6 => LockKind::RwsemWrite,
-            7 => LockKind::PthreadMutex,
-            8 => LockKind::PthreadRwlockRead,
-            9 => LockKind::PthreadRwlockWrite,
-            _ => return None,
-        })
-    }
-
     /// True for the read side of a reader/writer lock.
     pub const fn is_read(self) -> bool {
         matches!(
@@ -236,96 +163,45 @@ impl LockKind {
             LockKind::PthreadRwlockRead | LockKind::PthreadRwlockWrite => LockFamily::PthreadRwlock,
         }
     }
+}
 
-    /// A short stable name, used in reports and JSON.
-    pub const fn name(self) -> &'static str {
-        match self {
-            LockKind::None => "none",
-            LockKind::Spin => "spinlock",
-            LockKind::RwlockRead => "rwlock_read",
-            LockKind::RwlockWrite => "rwlock_write",
-            LockKind::Mutex => "mutex",
-            LockKind::RwsemRead => "rwsem_read",
-            LockKind::RwsemWrite => "rwsem_write",
-            LockKind::PthreadMutex => "pthread_mutex",
-            LockKind::PthreadRwlockRead => "pthread_rwlock_read",
-            LockKind::PthreadRwlockWrite => "pthread_rwlock_write",
-        }
+wire_enum! {
+    /// A lock type: [`LockKind`] without the side of a reader/writer lock.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub enum LockFamily: u16 else None {
+        /// Not a lock.
+        #[default]
+        None = 0 => "lock",
+        /// `spinlock_t` / `raw_spinlock_t`.
+        Spinlock = 1 => "spinlock",
+        /// `rwlock_t`.
+        Rwlock = 2 => "rwlock",
+        /// `struct mutex`.
+        Mutex = 3 => "mutex",
+        /// `struct rw_semaphore`.
+        Rwsem = 4 => "rwsem",
+        /// `pthread_mutex_t`.
+        PthreadMutex = 5 => "pthread_mutex",
+        /// `pthread_rwlock_t`.
+        PthreadRwlock = 6 => "pthread_rwlock",
     }
 }
 
-/// A lock type: [`LockKind`] without the side of a reader/writer lock.
-#[repr(u16)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum LockFamily {
-    /// Not a lock.
-    #[default]
-    None = 0,
-    /// `spinlock_t` / `raw_spinlock_t`.
-    Spinlock = 1,
-    /// `rwlock_t`.
-    Rwlock = 2,
-    /// `struct mutex`.
-    Mutex = 3,
-    /// `struct rw_semaphore`.
-    Rwsem = 4,
-    /// `pthread_mutex_t`.
-    PthreadMutex = 5,
-    /// `pthread_rwlock_t`.
-    PthreadRwlock = 6,
-}
-
-impl LockFamily {
-    /// Decodes a raw value ([`LockFamily::None`] when unknown).
-    pub const fn from_u16(raw: u16) -> LockFamily {
-        match raw {
-            1 => LockFamily::Spinlock,
-            2 => LockFamily::Rwlock,
-            3 => LockFamily::Mutex,
-            4 => LockFamily::Rwsem,
-            5 => LockFamily::PthreadMutex,
-            6 => LockFamily::PthreadRwlock,
-            _ => LockFamily::None,
-        }
+wire_enum! {
+    /// Hardware-interrupt state at the probe point.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum IrqState: u32 else Unknown {
+        /// The kernel gave no way to read it (no `bpf_local_irq_save` kfunc before Linux
+        /// 6.14). Consumers must not guess.
+        Unknown = 0,
+        /// Hardware interrupts were enabled.
+        Enabled = 1,
+        /// Hardware interrupts were disabled.
+        Disabled = 2,
     }
-
-    /// A short stable name, used in class names.
-    pub const fn name(self) -> &'static str {
-        match self {
-            LockFamily::None => "lock",
-            LockFamily::Spinlock => "spinlock",
-            LockFamily::Rwlock => "rwlock",
-            LockFamily::Mutex => "mutex",
-            LockFamily::Rwsem => "rwsem",
-            LockFamily::PthreadMutex => "pthread_mutex",
-            LockFamily::PthreadRwlock => "pthread_rwlock",
-        }
-    }
-}
-
-/// Hardware-interrupt state at the probe point.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum IrqState {
-    /// The kernel gave no way to read it (no `bpf_local_irq_save` kfunc before Linux 6.14).
-    /// Consumers must not guess.
-    Unknown = 0,
-    /// Hardware interrupts were enabled.
-    Enabled = 1,
-    /// Hardware interrupts were disabled.
-    Disabled = 2,
 }
 
 impl IrqState {
-    /// Decodes a raw value; anything unknown reads as [`IrqState::Unknown`].
-    pub const fn from_u32(raw: u32) -> IrqState {
-        match raw {
-            1 => IrqState::Enabled,
-            2 => IrqState::Disabled,
-            _ => IrqState::Unknown,
-        }
-    }
-
     /// Decodes the x86 flags register as saved by `local_irq_save`: bit 9 (IF) set means
     /// interrupts are enabled.
     pub const fn from_x86_flags(flags: u64) -> IrqState {
@@ -340,20 +216,21 @@ impl IrqState {
 /// The interrupt-enable bit of the x86 flags register.
 pub const X86_EFLAGS_IF: u64 = 1 << 9;
 
-/// Execution context, decoded from the kernel's `preempt_count`.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ExecContext {
-    /// The kernel gave no way to read `preempt_count` (offsets missing from BTF).
-    Unknown = 0,
-    /// Process (task) context.
-    Task = 1,
-    /// Serving a softirq.
-    Softirq = 2,
-    /// In a hardware interrupt handler.
-    Hardirq = 3,
-    /// In a non-maskable interrupt.
-    Nmi = 4,
+wire_enum! {
+    /// Execution context, decoded from the kernel's `preempt_count`.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub enum ExecContext: u32 else Unknown {
+        /// The kernel gave no way to read `preempt_count` (offsets missing from BTF).
+        Unknown = 0 => "unknown",
+        /// Process (task) context.
+        Task = 1 => "task",
+        /// Serving a softirq.
+        Softirq = 2 => "softirq",
+        /// In a hardware interrupt handler.
+        Hardirq = 3 => "hardirq",
+        /// In a non-maskable interrupt.
+        Nmi = 4 => "nmi",
+    }
 }
 
 /// `preempt_count` layout (include/linux/preempt.h): 8 bits preempt and 8 softirq everywhere;
@@ -397,17 +274,6 @@ impl PreemptLayout {
 }
 
 impl ExecContext {
-    /// Decodes a raw value; anything unknown reads as [`ExecContext::Unknown`].
-    pub const fn from_u32(raw: u32) -> ExecContext {
-        match raw {
-            1 => ExecContext::Task,
-            2 => ExecContext::Softirq,
-            3 => ExecContext::Hardirq,
-            4 => ExecContext::Nmi,
-            _ => ExecContext::Unknown,
-        }
-    }
-
     /// Decodes `preempt_count` laid out as `layout` the way `in_nmi()`, `in_hardirq()` and
     /// `in_serving_softirq()` do.
     pub const fn from_preempt_count(count: u32, layout: PreemptLayout) -> ExecContext {
@@ -419,17 +285,6 @@ impl ExecContext {
             ExecContext::Softirq
         } else {
             ExecContext::Task
-        }
-    }
-
-    /// A short stable name, used in reports and JSON.
-    pub const fn name(self) -> &'static str {
-        match self {
-            ExecContext::Unknown => "unknown",
-            ExecContext::Task => "task",
-            ExecContext::Softirq => "softirq",
-            ExecContext::Hardirq => "hardirq",
-            ExecContext::Nmi => "nmi",
         }
     }
 }
@@ -599,93 +454,57 @@ impl Event {
     }
 }
 
-/// Per-CPU counters the programs keep (map `COUNTERS`), indexed by this enum. User space sums
-/// them over CPUs, shows them and records them. Losses ([`Counter::is_loss`]) are events of the
-/// traced kernel or programs that could not be followed; the held-state counters say how often
-/// the held stacks had to correct themselves.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Counter {
-    /// The ring buffer was full: a fact was not written. Nothing was remembered for it, so the
-    /// next acquisition with the same news sends it again.
-    RingFull = 0,
-    /// A uretprobe found no pending entry for its thread (the entry map was full or the
-    /// entry probe was missed): a user-space acquisition was lost.
-    PendingMissing = 1,
-    /// The pending-call map was full, so a uprobe entry could not be remembered.
-    PendingFull = 2,
-    /// A fact's stack could not be taken.
-    StackFailed = 3,
-    /// A probe fired inside another of our programs run by the same task in the same
-    /// context: a lock taken by our own helpers (ring buffer, maps), or by the kernel's work
-    /// on an interrupt's way out (still task context) while the task was inside one of our
-    /// programs. Skipped: following it could re-enter our helpers under their own locks.
-    Nested = 4,
-    /// Every running-program slot of this CPU and context was held by tasks preempted inside
-    /// one of our programs, so the event could not be followed.
-    Preempted = 5,
-    /// Held entries dropped as stale: expired, left behind by an interrupt handler, spinning
-    /// locks of a task that switched out, or re-acquired after a missed release.
-    StaleHeld = 6,
-    /// Held entries dropped because a stack was full.
-    HeldOverflow = 7,
-    /// Releases of locks not held where the release ran.
-    UnmatchedRelease = 8,
-    /// Run-queue locks handed from the task switching out to the next one.
-    Handoff = 9,
-    /// The task map was full: a task's locks could not be followed.
-    TaskMapFull = 10,
-    /// Lock acquisitions followed.
-    Acquisitions = 11,
-    /// Lock releases followed.
-    Releases = 12,
-    /// Calls of the seed's functions not sent because an identical one was (see
-    /// `validate::call`).
-    RepeatedCalls = 13,
+wire_enum! {
+    /// Per-CPU counters the programs keep (map `COUNTERS`), indexed by this enum. User space
+    /// sums them over CPUs, shows them and records them. Losses ([`Counter::is_loss`]) are
+    /// events of the traced kernel or programs that could not be followed; the held-state
+    /// counters say how often the held stacks had to correct themselves.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Counter: u32 {
+        /// The ring buffer was full: a fact was not written. Nothing was remembered for it, so
+        /// the next acquisition with the same news sends it again.
+        RingFull = 0 => "ring_full",
+        /// A uretprobe found no pending entry for its thread (the entry map was full or the
+        /// entry probe was missed): a user-space acquisition was lost.
+        PendingMissing = 1 => "pending_missing",
+        /// The pending-call map was full, so a uprobe entry could not be remembered.
+        PendingFull = 2 => "pending_full",
+        /// A fact's stack could not be taken.
+        StackFailed = 3 => "stack_failed",
+        /// A probe fired inside another of our programs run by the same task in the same
+        /// context: a lock taken by our own helpers (ring buffer, maps), or by the kernel's
+        /// work on an interrupt's way out (still task context) while the task was inside one
+        /// of our programs. Skipped: following it could re-enter our helpers under their own
+        /// locks.
+        Nested = 4 => "nested",
+        /// Every running-program slot of this CPU and context was held by tasks preempted
+        /// inside one of our programs, so the event could not be followed.
+        Preempted = 5 => "preempted",
+        /// Held entries dropped as stale: expired, left behind by an interrupt handler,
+        /// spinning locks of a task that switched out, or re-acquired after a missed release.
+        StaleHeld = 6 => "stale_held",
+        /// Held entries dropped because a stack was full.
+        HeldOverflow = 7 => "held_overflow",
+        /// Releases of locks not held where the release ran.
+        UnmatchedRelease = 8 => "unmatched_release",
+        /// Run-queue locks handed from the task switching out to the next one.
+        Handoff = 9 => "handoff",
+        /// The task map was full: a task's locks could not be followed.
+        TaskMapFull = 10 => "task_map_full",
+        /// Lock acquisitions followed.
+        Acquisitions = 11 => "acquisitions",
+        /// Lock releases followed.
+        Releases = 12 => "releases",
+        /// Calls of the seed's functions not sent because an identical one was (see
+        /// `validate::call`).
+        RepeatedCalls = 13 => "repeated_calls",
+    }
 }
 
 /// Number of [`Counter`] slots in the `COUNTERS` map.
-pub const COUNTERS: u32 = 14;
+pub const COUNTERS: u32 = Counter::ALL.len() as u32;
 
 impl Counter {
-    /// Every counter, in index order.
-    pub const ALL: [Counter; COUNTERS as usize] = [
-        Counter::RingFull,
-        Counter::PendingMissing,
-        Counter::PendingFull,
-        Counter::StackFailed,
-        Counter::Nested,
-        Counter::Preempted,
-        Counter::StaleHeld,
-        Counter::HeldOverflow,
-        Counter::UnmatchedRelease,
-        Counter::Handoff,
-        Counter::TaskMapFull,
-        Counter::Acquisitions,
-        Counter::Releases,
-        Counter::RepeatedCalls,
-    ];
-
-    /// A short stable name, used in status lines, trace files and JSON.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Counter::RingFull => "ring_full",
-            Counter::PendingMissing => "pending_missing",
-            Counter::PendingFull => "pending_full",
-            Counter::StackFailed => "stack_failed",
-            Counter::Nested => "nested",
-            Counter::Preempted => "preempted",
-            Counter::StaleHeld => "stale_held",
-            Counter::HeldOverflow => "held_overflow",
-            Counter::UnmatchedRelease => "unmatched_release",
-            Counter::Handoff => "handoff",
-            Counter::TaskMapFull => "task_map_full",
-            Counter::Acquisitions => "acquisitions",
-            Counter::Releases => "releases",
-            Counter::RepeatedCalls => "repeated_calls",
-        }
-    }
-
     /// True for events of the traced world that could not be followed (or, for
     /// [`Counter::RingFull`], a fact that had to wait for its next occurrence).
     pub const fn is_loss(self) -> bool {
@@ -846,7 +665,45 @@ mod user {
 
 #[cfg(test)]
 mod tests {
-    use super::{ExecContext, PreemptLayout};
+    use super::{
+        ClassTag, Counter, EventKind, ExecContext, FactKind, IrqState, LockFamily, LockKind,
+        PreemptLayout,
+    };
+
+    /// Each wire value decodes to its variant, and an unknown one to nothing or to the
+    /// declared fallback.
+    #[test]
+    fn wire_values_decode_to_their_variants() {
+        for kind in EventKind::ALL {
+            assert_eq!(EventKind::from_u32(kind as u32), Some(kind));
+        }
+        for kind in LockKind::ALL {
+            assert_eq!(LockKind::from_u32(kind as u32), Some(kind));
+        }
+        for kind in FactKind::ALL {
+            assert_eq!(FactKind::from_u32(kind as u32), Some(kind));
+        }
+        for tag in ClassTag::ALL {
+            assert_eq!(ClassTag::from_u32(tag as u32), Some(tag));
+        }
+        for counter in Counter::ALL {
+            assert_eq!(Counter::from_u32(counter as u32), Some(counter));
+        }
+        for family in LockFamily::ALL {
+            assert_eq!(LockFamily::from_u32(family as u32), family);
+        }
+        for state in IrqState::ALL {
+            assert_eq!(IrqState::from_u32(state as u32), state);
+        }
+        for context in ExecContext::ALL {
+            assert_eq!(ExecContext::from_u32(context as u32), context);
+        }
+        assert_eq!(EventKind::from_u32(0), None);
+        assert_eq!(LockKind::from_u32(10), None);
+        assert_eq!(LockFamily::from_u32(7), LockFamily::None);
+        assert_eq!(IrqState::from_u32(3), IrqState::Unknown);
+        assert_eq!(ExecContext::from_u32(5), ExecContext::Unknown);
+    }
 
     /// Counts seen on real kernels: 6.18's `irq_handler_entry` (0x80010002) and
     /// `softirq_entry` (0x80000101), 7.3's `hrtimer_interrupt` (0x1000001).

@@ -33,76 +33,41 @@ pub const MAX_PAYLOAD_LEN: usize = 64 << 20;
 /// short loses at most about a megabyte and readers stream in bounded memory.
 pub const TARGET_PAYLOAD_LEN: usize = 896 * 1024;
 
-/// The kind of a chunk. Values are part of the format: a retired value is never reused, and 0
-/// is never valid (a zero-filled tail left by a crash must not parse as a chunk).
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
-pub enum ChunkType {
-    /// [`Record::Drops`].
-    Drops = 2,
-    /// [`Record::KernelSymbols`].
-    KernelSymbols = 3,
-    /// [`Record::Stacks`].
-    Stacks = 4,
-    /// [`Record::SlabCaches`].
-    SlabCaches = 5,
-    /// [`Record::UserLocks`].
-    UserLocks = 6,
-    /// [`Record::UserFunctions`].
-    UserFunctions = 7,
-    /// [`Record::End`].
-    End = 8,
-    /// [`Record::Facts`].
-    Facts = 9,
-    /// [`Record::Contention`].
-    Contention = 10,
-    /// [`Record::PercpuVars`].
-    PercpuVars = 11,
-    /// [`Record::UserLockObjects`] (version 3).
-    UserLockObjects = 12,
-    /// [`Record::Recording`] (version 3, merged files only).
-    Recording = 13,
+tracer_common::wire_enum! {
+    /// The kind of a chunk. Values are part of the format: a retired value is never reused,
+    /// and 0 is never valid (a zero-filled tail left by a crash must not parse as a chunk).
+    /// 1 was version 1's per-event chunk: retired, never valid again. Names are used in
+    /// messages.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+    pub enum ChunkType: u32 {
+        /// [`Record::Drops`].
+        Drops = 2 => "drops",
+        /// [`Record::KernelSymbols`].
+        KernelSymbols = 3 => "kernel-symbols",
+        /// [`Record::Stacks`].
+        Stacks = 4 => "stacks",
+        /// [`Record::SlabCaches`].
+        SlabCaches = 5 => "slab-caches",
+        /// [`Record::UserLocks`].
+        UserLocks = 6 => "user-locks",
+        /// [`Record::UserFunctions`].
+        UserFunctions = 7 => "user-functions",
+        /// [`Record::End`].
+        End = 8 => "end",
+        /// [`Record::Facts`].
+        Facts = 9 => "facts",
+        /// [`Record::Contention`].
+        Contention = 10 => "contention",
+        /// [`Record::PercpuVars`].
+        PercpuVars = 11 => "percpu-vars",
+        /// [`Record::UserLockObjects`] (version 3).
+        UserLockObjects = 12 => "user-lock-objects",
+        /// [`Record::Recording`] (version 3, merged files only).
+        Recording = 13 => "recording",
+    }
 }
 
 impl ChunkType {
-    /// Decodes a chunk type; `None` for values this build does not know.
-    pub const fn from_u32(raw: u32) -> Option<ChunkType> {
-        // 1 was version 1's per-event chunk: retired, never valid again.
-        Some(match raw {
-            2 => ChunkType::Drops,
-            3 => ChunkType::KernelSymbols,
-            4 => ChunkType::Stacks,
-            5 => ChunkType::SlabCaches,
-            6 => ChunkType::UserLocks,
-            7 => ChunkType::UserFunctions,
-            8 => ChunkType::End,
-            9 => ChunkType::Facts,
-            10 => ChunkType::Contention,
-            11 => ChunkType::PercpuVars,
-            12 => ChunkType::UserLockObjects,
-            13 => ChunkType::Recording,
-            _ => return None,
-        })
-    }
-
-    /// A short stable name, used in messages.
-    pub const fn name(self) -> &'static str {
-        match self {
-            ChunkType::Drops => "drops",
-            ChunkType::KernelSymbols => "kernel-symbols",
-            ChunkType::Stacks => "stacks",
-            ChunkType::SlabCaches => "slab-caches",
-            ChunkType::UserLocks => "user-locks",
-            ChunkType::UserFunctions => "user-functions",
-            ChunkType::End => "end",
-            ChunkType::Facts => "facts",
-            ChunkType::Contention => "contention",
-            ChunkType::PercpuVars => "percpu-vars",
-            ChunkType::UserLockObjects => "user-lock-objects",
-            ChunkType::Recording => "recording",
-        }
-    }
-
     /// The chunk type of a record.
     pub const fn of(record: &Record) -> ChunkType {
         match record {
