@@ -384,6 +384,45 @@ fn check_reports_what_this_kernel_allows() {
     }
 }
 
+/// `--attach kprobe` follows the lock functions by kprobes alone: where the kernel has no
+/// kprobes (this machine's kind) the session says so in one line and runs on with what
+/// attached; where it has them, they attach and no trampoline is tried.
+#[test]
+fn attach_kprobe_uses_kprobes_alone_or_says_in_one_line_why_not() {
+    if !support::bpf_available("attach_kprobe_uses_kprobes_alone_or_says_in_one_line_why_not") {
+        return;
+    }
+    let output = support::locktrace()
+        .args(["watch", "--attach", "kprobe", "--duration", "1"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let not_attached: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("not attached"))
+        .collect();
+    assert!(
+        !not_attached
+            .iter()
+            .any(|line| line.contains("fexit:") || line.contains("fentry:")),
+        "no trampoline is tried: {stderr}"
+    );
+    if std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists() {
+        assert!(not_attached.is_empty(), "{stderr}");
+    } else {
+        assert_eq!(not_attached.len(), 1, "{stderr}");
+        assert!(
+            not_attached[0].contains("kprobes not available in this kernel"),
+            "{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("probes attached"),
+        "the tracepoints run on: {stderr}"
+    );
+}
+
 #[test]
 fn check_prints_a_line_per_attach_type_and_every_probe_when_verbose() {
     if !support::bpf_available("check_prints_a_line_per_attach_type_and_every_probe_when_verbose") {

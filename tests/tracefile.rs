@@ -70,7 +70,7 @@ fn held(i: u64) -> HeldLock {
         cpu: small % 64,
         kind: small % 10,
         variant: small & 7,
-        reserved: small * 3,
+        at_entry: small * 3,
     }
 }
 
@@ -633,7 +633,7 @@ fn golden_fact() -> (FactRecord, Vec<u8>) {
             cpu: 3,
             kind: 4,
             variant: 1,
-            reserved: 0,
+            at_entry: 0,
         },
         held: Vec::new(),
         stack: Some(StackKey::kernel(7)),

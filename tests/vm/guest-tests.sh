@@ -144,5 +144,11 @@ if step record-patterns locktrace record -o /traces/patterns.lttrace -- dash /te
         ship report.json /tmp/report-guest.out
 fi
 
+# The same patterns once more by kprobes and kretprobes alone (`--attach kprobe`): the path
+# of kernels that refuse trampolines but allow kprobes. The host wants all their alerts.
+# shellcheck disable=SC2086 # PATTERNS is a list of words
+scan watch-kprobe locktrace watch --json --attach kprobe -- dash /tests/trigger.sh $PATTERNS &&
+    ship watch-kprobe.json /tmp/watch-kprobe.out
+
 dmesg -c > /dev/null
 result

@@ -84,8 +84,10 @@ pub struct HeldLock {
     pub kind: u32,
     /// [`flags::TRYLOCK`], [`flags::IRQ_VARIANT`] and [`flags::BH_VARIANT`] bits.
     pub variant: u32,
-    /// Reserved, zero.
-    pub reserved: u32,
+    /// Non-zero when it was pushed at the acquire function's entry (a kprobe), as lockdep's
+    /// `lock_acquire` does, rather than on its return: until the function returns the lock may
+    /// still be waited for, so its contention is this acquisition's, not a second one.
+    pub at_entry: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<HeldLock>() == 88);
@@ -228,7 +230,7 @@ const ZERO_LOCK: HeldLock = HeldLock {
     cpu: 0,
     kind: 0,
     variant: 0,
-    reserved: 0,
+    at_entry: 0,
 };
 
 impl HeldStack {

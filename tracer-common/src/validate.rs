@@ -179,7 +179,9 @@ pub fn contention_begin(
     stack.contended_ns = 0;
     let i = stack.find_recent(addr)?;
     let old = *stack.get(i)?;
-    if old.lock_kind().is_read() && tp_flags & LCB_F_READ != 0 {
+    // Held since the entry of the function now waiting: this acquisition's own wait (a
+    // recursive one was reported at its entry already).
+    if old.at_entry != 0 || old.lock_kind().is_read() && tp_flags & LCB_F_READ != 0 {
         return None;
     }
     Some(HeldLock {
@@ -190,7 +192,8 @@ pub fn contention_begin(
 
 /// `lock:contention_end` for `addr` at `now_ns`: the wait's length, when this place was
 /// waiting for that lock. It stays on the stack for the acquisition to account under its full
-/// class; a caller that sees no acquisitions accounts it at once and clears it.
+/// class; a caller that sees no acquisitions, or finds the lock pushed at its function's
+/// entry already ([`waiting_acquisition`]), accounts it at once and clears it.
 #[inline(always)]
 pub fn contention_end(stack: &mut HeldStack, addr: u64, now_ns: u64) -> Option<u64> {
     if stack.contending != addr {
@@ -199,4 +202,63 @@ pub fn contention_end(stack: &mut HeldStack, addr: u64, now_ns: u64) -> Option<u
     let ns = now_ns.saturating_sub(stack.contending_since);
     stack.contended_ns = if ns == 0 { 1 } else { ns };
     Some(stack.contended_ns)
+}
+
+/// The held entry of `addr` when it was pushed at its acquire function's entry
+/// ([`HeldLock::at_entry`]): the acquisition whose wait just ended, already classed.
+#[inline(always)]
+pub fn waiting_acquisition(stack: &mut HeldStack, addr: u64) -> Option<HeldLock> {
+    let i = stack.find_recent(addr)?;
+    stack.get(i).filter(|lock| lock.at_entry != 0).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{LockKind, class::ClassTag};
+
+    const LIMITS: Limits = Limits::DEFAULT;
+
+    fn spinlock(addr: u64, at_entry: bool) -> HeldLock {
+        let class = ClassDesc {
+            a: addr,
+            tag: ClassTag::Static as u16,
+            ..ClassDesc::default()
+        };
+        HeldLock {
+            addr,
+            class,
+            class_key: class.key(),
+            kind: LockKind::Spin as u32,
+            at_entry: at_entry.into(),
+            ..HeldLock::default()
+        }
+    }
+
+    /// A lock followed on its function's return and waited for again is a recursive
+    /// acquisition caught in the act.
+    #[test]
+    fn contention_on_a_lock_held_since_a_return_is_recursion() {
+        let mut stack = HeldStack::EMPTY;
+        assert!(stack.push(spinlock(0x10, false), &LIMITS));
+        let again = contention_begin(&mut stack, 0x10, 100, 1).expect("recursion");
+        assert_eq!((again.addr, again.acquired_ns), (0x10, 100));
+        assert_eq!(contention_end(&mut stack, 0x10, 150), Some(50));
+        assert!(waiting_acquisition(&mut stack, 0x10).is_none());
+    }
+
+    /// A lock pushed at its function's entry (a kprobe) is still waited for by that very
+    /// call: its contention is its own, accounted under its class when the wait ends.
+    #[test]
+    fn contention_on_a_lock_pushed_at_entry_is_its_own_wait() {
+        let mut stack = HeldStack::EMPTY;
+        assert!(stack.push(spinlock(0x10, false), &LIMITS));
+        assert!(stack.push(spinlock(0x20, true), &LIMITS));
+        assert!(contention_begin(&mut stack, 0x20, 100, 1).is_none());
+        assert_eq!(contention_end(&mut stack, 0x20, 130), Some(30));
+        let waiting = waiting_acquisition(&mut stack, 0x20).expect("the waiting acquisition");
+        assert_eq!(waiting.class_key, spinlock(0x20, true).class_key);
+        assert!(waiting_acquisition(&mut stack, 0x10).is_none());
+        assert!(waiting_acquisition(&mut stack, 0x30).is_none());
+    }
 }

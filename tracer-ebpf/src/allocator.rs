@@ -1,15 +1,16 @@
 //! The functions of the seed bug: the per-CPU allocator (`pcpu_alloc`, `free_percpu`) and
-//! `vfree`, by fentry where trampolines are allowed and by their tracepoints everywhere else.
+//! `vfree`, by fentry where trampolines are allowed (by kprobe where the IRQ-state kfunc is
+//! missing: the kprobe sees the flags) and by their tracepoints everywhere else.
 //! A call sends a fact with the locks held in its context, unless an identical call with no
 //! lock held was sent already (`tracer_common::validate::call`). Also the
 //! interrupt brackets, which place events only where `preempt_count` cannot be read.
 
 use aya_ebpf::{
     EbpfContext,
-    programs::{BtfTracePointContext, FEntryContext},
+    programs::{BtfTracePointContext, FEntryContext, ProbeContext},
 };
 use tracer_common::{
-    EventKind, FactKind, HeldLock, flags,
+    EventKind, FactKind, HeldLock, IrqState, flags,
     validate::{self, CallNews, Validator},
 };
 
@@ -26,7 +27,8 @@ use crate::{
 const GFP_DIRECT_RECLAIM: u64 = 0x400;
 
 /// Sends a call fact: `kind` with two arguments, its caller (0: from the trampoline's frame)
-/// and the locks held in its context.
+/// and the locks held in its context, with the interrupt state `irqs` (`None`: read it here,
+/// through the kfunc where the kernel has it).
 #[inline(always)]
 fn call<C: EbpfContext>(
     ctx: &C,
@@ -34,6 +36,7 @@ fn call<C: EbpfContext>(
     caller: u64,
     (arg, arg2): (u64, u64),
     extra: u32,
+    irqs: Option<IrqState>,
 ) {
     let Some((cfg, here)) = context::begin() else {
         return;
@@ -48,7 +51,10 @@ fn call<C: EbpfContext>(
         cpu: here.cpu,
         ..HeldLock::default()
     };
-    let irqs = context::irq_state(cfg, &here);
+    let irqs = match irqs {
+        Some(irqs) => IrqState::from_u32(here.launder(irqs as u64) as u32),
+        None => context::irq_state(cfg, &here),
+    };
     let info = FactInfo {
         kind: FactKind::Call,
         news: kind as u32,
@@ -99,6 +105,7 @@ pub fn pcpu_alloc_entry(ctx: &FEntryContext) {
         0,
         (size, gfp as u64),
         atomic | flags::FROM_TRAMPOLINE,
+        None,
     );
 }
 
@@ -112,6 +119,7 @@ pub fn free_percpu_entry(ctx: &FEntryContext) {
         0,
         (ptr, 0),
         flags::FROM_TRAMPOLINE,
+        None,
     );
 }
 
@@ -120,7 +128,41 @@ pub fn free_percpu_entry(ctx: &FEntryContext) {
 /// whole probe there.
 #[inline(always)]
 pub fn vfree_entry(ctx: &FEntryContext) {
-    call(ctx, EventKind::Vfree, 0, (0, 0), flags::FROM_TRAMPOLINE);
+    call(
+        ctx,
+        EventKind::Vfree,
+        0,
+        (0, 0),
+        flags::FROM_TRAMPOLINE,
+        None,
+    );
+}
+
+/// The seed's functions by kprobe at their entry, where the kernel lacks the IRQ-state kfunc:
+/// the saved registers hold the arguments, the flags (the interrupt state of the call) and
+/// the stack pointer, whose top word is the caller.
+#[inline(always)]
+pub fn kprobe_entry(ctx: &ProbeContext, kind: EventKind) {
+    let regs = ctx.regs;
+    // SAFETY: a kprobe's context is the saved registers, read with plain loads.
+    let (first, fourth, sp, eflags) =
+        unsafe { ((*regs).rdi, (*regs).rcx, (*regs).rsp, (*regs).eflags) };
+    let caller = context::return_address(sp);
+    let irqs = Some(IrqState::from_x86_flags(eflags));
+    match kind {
+        // pcpu_alloc(size, align, reserved, gfp)
+        EventKind::PcpuAlloc => {
+            let gfp = fourth & 0xffff_ffff;
+            let atomic = if gfp & GFP_DIRECT_RECLAIM == 0 {
+                flags::ATOMIC
+            } else {
+                0
+            };
+            call(ctx, kind, caller, (first, gfp), atomic, irqs);
+        }
+        // free_percpu(ptr), vfree(addr)
+        _ => call(ctx, kind, caller, (first, 0), 0, irqs),
+    }
 }
 
 /// tp_btf `percpu_alloc_percpu(call_site, reserved, is_atomic, size, align, base_addr, off,
@@ -142,6 +184,7 @@ pub fn percpu_alloc_tp(ctx: &BtfTracePointContext) {
         call_site,
         (size, gfp & 0xffff_ffff),
         atomic,
+        None,
     );
 }
 
@@ -149,14 +192,14 @@ pub fn percpu_alloc_tp(ctx: &BtfTracePointContext) {
 #[inline(always)]
 pub fn percpu_free_tp(ctx: &BtfTracePointContext) {
     let ptr: u64 = ctx.arg(2);
-    call(ctx, EventKind::PcpuFree, 0, (ptr, 0), 0);
+    call(ctx, EventKind::PcpuFree, 0, (ptr, 0), 0, None);
 }
 
 /// tp_btf `free_vmap_area_noflush(va_start, nr_lazy, nr_lazy_max)`: on the `vfree` path.
 #[inline(always)]
 pub fn free_vmap_area_tp(ctx: &BtfTracePointContext) {
     let va_start: u64 = ctx.arg(0);
-    call(ctx, EventKind::Vfree, 0, (va_start, 0), 0);
+    call(ctx, EventKind::Vfree, 0, (va_start, 0), 0, None);
 }
 
 /// tp_btf `irq_handler_entry`/`_exit` (`hardirq`) and `softirq_entry`/`_exit`: keeps this

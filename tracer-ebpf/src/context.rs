@@ -680,6 +680,18 @@ fn untrusted_words<const N: usize>(at: u64) -> Option<[u64; N]> {
     Some(words)
 }
 
+/// The return address at the top of the stack `sp` points to: at a probed function's entry
+/// (a kprobe's saved `rsp`), the caller. 0 when it cannot be read or is not kernel text.
+#[inline(always)]
+pub fn return_address(sp: u64) -> u64 {
+    let word = match untrusted_words::<1>(sp) {
+        Some([word]) => word,
+        // SAFETY: a word of the kernel stack, read through the helper.
+        None => unsafe { bpf_probe_read_kernel(sp as *const u64) }.unwrap_or(0),
+    };
+    if is_kernel_text(word) { word } else { 0 }
+}
+
 /// Where, in the words [`trampoline_caller`] reads, an fexit program on a function of one
 /// argument finds the trampoline's return address: after the return value and the saved
 /// frame pointer.

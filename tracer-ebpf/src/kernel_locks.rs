@@ -1,20 +1,22 @@
 //! Kernel lock primitives through BPF trampolines: fexit on the acquire functions (the lock is
 //! held when they return; trylocks report only success) and fentry on the release functions,
 //! plus the scheduler's hand-over of the run-queue lock and task exit. Needs a kernel that
-//! allows trampolines (Linux 5.5+, not locked down against them).
+//! allows trampolines (Linux 5.5+, not locked down against them). Where the kernel lacks the
+//! IRQ-state kfunc, the acquire functions whose IRQ state is not implied by their name are
+//! followed by kprobes at their entry instead, which see the flags register.
 
 use aya_ebpf::{
     EbpfContext,
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
-    programs::{BtfTracePointContext, FEntryContext, FExitContext},
+    programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
-use tracer_common::{HeldLock, IrqState, LockKind, class::classify, flags};
+use tracer_common::{HeldLock, IrqState, LockKind, ProbeConfig, class::classify, flags};
 
 use crate::{
-    context,
+    context::{self, Here},
     emit::Running,
     held,
-    maps::{CpuState, cpu_state},
+    maps::{CALLS, CpuState, cpu_state},
     validate::{self, Maps, ReleaseCounts},
 };
 
@@ -48,28 +50,6 @@ pub fn on_acquire(ctx: &FExitContext, lock_kind: LockKind, variant: u32, success
     let addr: u64 = here.number(ctx.arg(0));
     let site =
         context::trampoline_caller(ctx, cfg, &here, Some(context::FEXIT_ONE_ARG_RETURN_SLOT));
-    let class = classify(&context::instance(
-        addr,
-        site,
-        lock_kind.family(),
-        cfg,
-        &here,
-    ));
-    let lock = here.launder_lock(HeldLock {
-        addr,
-        site,
-        class,
-        class_key: class.key(),
-        acquired_ns: context::coarse_ns(),
-        cpu: here.cpu,
-        kind: lock_kind as u32,
-        variant,
-        ..HeldLock::default()
-    });
-    here.forget_release_claim(addr);
-    let Some(stack) = held::kernel_stack(&here, true) else {
-        return;
-    };
     // An `_irq` or `_irqsave` function returns with interrupts disabled: no need to read
     // the state (and where the kfunc is missing, it is known all the same).
     let irqs = if variant & flags::IRQ_VARIANT != 0 {
@@ -77,7 +57,171 @@ pub fn on_acquire(ctx: &FExitContext, lock_kind: LockKind, variant: u32, success
     } else {
         context::irq_state(cfg, &here)
     };
-    let mut maps = Maps::kernel(ctx, &here, irqs, flags::FROM_TRAMPOLINE);
+    let taken = Taken {
+        addr,
+        site,
+        lock_kind,
+        variant,
+        irqs,
+        at_entry: false,
+    };
+    take(ctx, cfg, &here, taken, flags::FROM_TRAMPOLINE);
+}
+
+/// Follows an acquisition at the acquire function's entry, by kprobe, where the kernel lacks
+/// the IRQ-state kfunc: the registers the probe saved hold the flags the lock is taken with.
+/// Only for functions that cannot fail; the lock is not held yet, as in lockdep's own
+/// `lock_acquire`, which runs before the lock is taken (see `HeldLock::at_entry`).
+#[inline(always)]
+pub fn on_acquire_entry(ctx: &ProbeContext, lock_kind: LockKind, variant: u32) {
+    let Some((cfg, here)) = context::begin() else {
+        return;
+    };
+    let regs = ctx.regs;
+    // SAFETY: a kprobe's context is the saved registers, read with plain loads.
+    let (lock, sp, eflags) = unsafe { ((*regs).rdi, (*regs).rsp, (*regs).eflags) };
+    let irqs = if variant & flags::IRQ_VARIANT != 0 {
+        IrqState::Disabled
+    } else {
+        IrqState::from_u32(here.launder(IrqState::from_x86_flags(eflags) as u64) as u32)
+    };
+    let taken = Taken {
+        addr: here.number(lock),
+        site: context::return_address(sp),
+        lock_kind,
+        variant,
+        irqs,
+        at_entry: true,
+    };
+    take(ctx, cfg, &here, taken, 0);
+}
+
+/// The entry half of an acquisition that may fail, by kprobe (`--attach kprobe`): remembers
+/// the lock, the caller and the flags for [`on_acquire_return`], which sees the result but no
+/// longer the arguments.
+#[inline(always)]
+pub fn on_acquire_call(ctx: &ProbeContext) {
+    let Some(located) = context::locate() else {
+        return;
+    };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if located.level == 0 && context::filtered_out(located.cfg, pid_tgid) {
+        return;
+    }
+    let regs = ctx.regs;
+    // SAFETY: a kprobe's context is the saved registers, read with plain loads.
+    let (lock, sp, eflags) = unsafe { ((*regs).rdi, (*regs).rsp, (*regs).eflags) };
+    let call = [lock, context::return_address(sp), eflags];
+    let key = call_key(pid_tgid, located.level);
+    if CALLS.insert(&key, &call, 0).is_err() {
+        crate::emit::count(tracer_common::Counter::TaskMapFull, 1);
+    }
+}
+
+/// The return half of [`on_acquire_call`], by kretprobe: follows the acquisition when the
+/// function says it succeeded.
+#[inline(always)]
+pub fn on_acquire_return(
+    ctx: &RetProbeContext,
+    lock_kind: LockKind,
+    variant: u32,
+    success: Success,
+) {
+    let Some(located) = context::locate() else {
+        return;
+    };
+    let key = call_key(bpf_get_current_pid_tgid(), located.level);
+    // SAFETY: a map value copied out at once.
+    let Some([lock, site, eflags]) = (unsafe { CALLS.get(&key) }).copied() else {
+        return;
+    };
+    let _ = CALLS.remove(&key);
+    // SAFETY: a kretprobe's context is the saved registers, read with a plain load.
+    let ret = unsafe { (*ctx.regs).rax } as i32;
+    let held = match success {
+        Success::Always => true,
+        Success::NonZero => ret != 0,
+        Success::Zero => ret == 0,
+    };
+    if !held {
+        return;
+    }
+    let Some((cfg, here)) = context::enter(located) else {
+        return;
+    };
+    let irqs = if variant & flags::IRQ_VARIANT != 0 {
+        IrqState::Disabled
+    } else {
+        IrqState::from_u32(here.launder(IrqState::from_x86_flags(eflags) as u64) as u32)
+    };
+    let taken = Taken {
+        addr: lock,
+        site,
+        lock_kind,
+        variant,
+        irqs,
+        at_entry: false,
+    };
+    take(ctx, cfg, &here, taken, 0);
+}
+
+/// [`CALLS`]'s key for the current thread at context `level`: in interrupt context the
+/// interrupted thread, whose id is unique among running tasks, except the idle tasks' 0
+/// (one per CPU, so the CPU joins the key).
+#[inline(always)]
+fn call_key(pid_tgid: u64, level: u32) -> u64 {
+    let tid = pid_tgid & 0xffff_ffff;
+    let cpu = if tid == 0 {
+        u64::from(context::cpu())
+    } else {
+        0
+    };
+    tid | u64::from(level) << 32 | cpu << 34
+}
+
+/// An acquisition to follow.
+struct Taken {
+    /// The lock.
+    addr: u64,
+    /// Where it is taken (the acquire function's return address), 0 when unknown.
+    site: u64,
+    lock_kind: LockKind,
+    /// [`flags::VARIANT_MASK`] bits.
+    variant: u32,
+    /// The interrupt state it is held with.
+    irqs: IrqState,
+    /// Seen at the acquire function's entry (the lock may still be waited for).
+    at_entry: bool,
+}
+
+/// Classes `taken`, pushes it on this context's held stack and validates it; facts carry
+/// `fact_flags`.
+#[inline(always)]
+fn take<C: EbpfContext>(ctx: &C, cfg: &ProbeConfig, here: &Here, taken: Taken, fact_flags: u32) {
+    let class = classify(&context::instance(
+        taken.addr,
+        taken.site,
+        taken.lock_kind.family(),
+        cfg,
+        here,
+    ));
+    let lock = here.launder_lock(HeldLock {
+        addr: taken.addr,
+        site: taken.site,
+        class,
+        class_key: class.key(),
+        acquired_ns: context::coarse_ns(),
+        cpu: here.cpu,
+        kind: taken.lock_kind as u32,
+        variant: taken.variant,
+        at_entry: taken.at_entry.into(),
+        ..HeldLock::default()
+    });
+    here.forget_release_claim(taken.addr);
+    let Some(stack) = held::kernel_stack(here, true) else {
+        return;
+    };
+    let mut maps = Maps::kernel(ctx, here, taken.irqs, fact_flags);
     validate::acquire(&mut maps, cfg, stack, lock);
 }
 
@@ -93,10 +237,24 @@ pub fn on_acquire(ctx: &FExitContext, lock_kind: LockKind, variant: u32, success
 /// (see `ReleaseCounts`).
 #[inline(always)]
 pub fn on_release(ctx: &FEntryContext, preemptible: bool, copies: u64) {
+    release(ctx.arg(0), preemptible, copies);
+}
+
+/// [`on_release`] by kprobe (`--attach kprobe`): one program per kind of lock, attached to
+/// every release function of that kind. The kernel runs no kprobe program inside another on
+/// the same CPU, so copies would not help.
+#[inline(always)]
+pub fn on_release_kprobe(ctx: &ProbeContext, preemptible: bool) {
+    // SAFETY: a kprobe's context is the saved registers, read with a plain load.
+    release(unsafe { (*ctx.regs).rdi }, preemptible, 1);
+}
+
+/// Pops the lock at `addr` from the held stack of this context (see [`on_release`]).
+#[inline(always)]
+fn release(addr: u64, preemptible: bool, copies: u64) {
     let Some(located) = context::locate() else {
         return;
     };
-    let addr: u64 = ctx.arg(0);
     let Some(state) = cpu_state() else {
         return;
     };

@@ -3,9 +3,11 @@
 //! with user space); only what is new crosses the ring buffer, as a `Fact`. Each entry point
 //! is a thin wrapper generated below; the logic lives in one module per concern:
 //! - `kernel_locks`: spin/rw locks, mutexes and rwsems by fexit (acquire) and fentry (release),
-//!   the scheduler's run-queue lock hand-over, task exit and the contention tracepoints;
-//! - `allocator`: `pcpu_alloc`, `free_percpu`, `vfree` by fentry or tracepoint, and the
-//!   interrupt brackets;
+//!   or by kprobe at the entry of the acquire functions whose IRQ state must be read where the
+//!   kfunc is missing; the scheduler's run-queue lock hand-over, task exit and the contention
+//!   tracepoints;
+//! - `allocator`: `pcpu_alloc`, `free_percpu`, `vfree` by fentry, kprobe or tracepoint, and
+//!   the interrupt brackets;
 //! - `user_locks`: pthread mutexes and rwlocks by uprobes;
 //! - `validate`: an acquisition against the held stack, the chain cache and the usage bits;
 //! - `held`: where the held stacks live;
@@ -26,11 +28,11 @@ mod user_locks;
 mod validate;
 
 use aya_ebpf::{
-    macros::{btf_tracepoint, fentry, fexit, uprobe, uretprobe},
+    macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, uprobe, uretprobe},
     programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use kernel_locks::Success;
-use tracer_common::{LockKind, flags};
+use tracer_common::{EventKind, LockKind, flags};
 
 /// fexit programs on kernel acquire functions: (program, function, lock kind, variant flags,
 /// how success is reported).
@@ -39,6 +41,19 @@ macro_rules! acquire {
         #[fexit(function = $func)]
         pub fn $prog(ctx: FExitContext) -> i32 {
             kernel_locks::on_acquire(&ctx, LockKind::$kind, $variant, Success::$success);
+            0
+        }
+    )+};
+}
+
+/// kprobe programs at the entry of kernel acquire functions that cannot fail: (program,
+/// function, lock kind, variant flags). They replace the fexit programs of the same functions
+/// where the kernel lacks the IRQ-state kfunc.
+macro_rules! acquire_at_entry {
+    ($($prog:ident => $func:literal, $kind:ident, $variant:expr;)+) => {$(
+        #[kprobe(function = $func)]
+        pub fn $prog(ctx: ProbeContext) -> u32 {
+            kernel_locks::on_acquire_entry(&ctx, LockKind::$kind, $variant);
             0
         }
     )+};
@@ -99,6 +114,77 @@ acquire! {
     acq_down_write_try => "down_write_trylock", RwsemWrite, TRY, NonZero;
 }
 
+// The first six leave the interrupt state as it was: where the kfunc that reads it is
+// missing, the flags a kprobe saves say it. The rest are for `--attach kprobe`.
+acquire_at_entry! {
+    kp_acq_spin => "_raw_spin_lock", Spin, NONE;
+    kp_acq_spin_bh => "_raw_spin_lock_bh", Spin, BH;
+    kp_acq_read => "_raw_read_lock", RwlockRead, NONE;
+    kp_acq_read_bh => "_raw_read_lock_bh", RwlockRead, BH;
+    kp_acq_write => "_raw_write_lock", RwlockWrite, NONE;
+    kp_acq_write_bh => "_raw_write_lock_bh", RwlockWrite, BH;
+    kp_acq_spin_irqsave => "_raw_spin_lock_irqsave", Spin, IRQ;
+    kp_acq_spin_irq => "_raw_spin_lock_irq", Spin, IRQ;
+    kp_acq_read_irqsave => "_raw_read_lock_irqsave", RwlockRead, IRQ;
+    kp_acq_read_irq => "_raw_read_lock_irq", RwlockRead, IRQ;
+    kp_acq_write_irqsave => "_raw_write_lock_irqsave", RwlockWrite, IRQ;
+    kp_acq_write_irq => "_raw_write_lock_irq", RwlockWrite, IRQ;
+    kp_acq_mutex => "mutex_lock", Mutex, NONE;
+    kp_acq_mutex_io => "mutex_lock_io", Mutex, NONE;
+    kp_acq_down_read => "down_read", RwsemRead, NONE;
+    kp_acq_down_write => "down_write", RwsemWrite, NONE;
+}
+
+/// kretprobe programs on kernel acquire functions that may fail (`--attach kprobe`):
+/// (program, function, lock kind, variant flags, how success is reported). Their entry half
+/// is one program, [`kp_acq_call`], attached to each of the functions.
+macro_rules! acquire_on_return {
+    ($($prog:ident => $func:literal, $kind:ident, $variant:expr, $success:ident;)+) => {$(
+        #[kretprobe(function = $func)]
+        pub fn $prog(ctx: RetProbeContext) -> u32 {
+            kernel_locks::on_acquire_return(&ctx, LockKind::$kind, $variant, Success::$success);
+            0
+        }
+    )+};
+}
+
+/// kprobe at the entry of every kernel acquire function that may fail (`--attach kprobe`):
+/// remembers the call for its kretprobe.
+#[kprobe(function = "_raw_spin_trylock")]
+pub fn kp_acq_call(ctx: ProbeContext) -> u32 {
+    kernel_locks::on_acquire_call(&ctx);
+    0
+}
+
+acquire_on_return! {
+    kr_acq_spin_try => "_raw_spin_trylock", Spin, TRY, NonZero;
+    kr_acq_spin_try_bh => "_raw_spin_trylock_bh", Spin, TRY | BH, NonZero;
+    kr_acq_read_try => "_raw_read_trylock", RwlockRead, TRY, NonZero;
+    kr_acq_write_try => "_raw_write_trylock", RwlockWrite, TRY, NonZero;
+    kr_acq_mutex_intr => "mutex_lock_interruptible", Mutex, NONE, Zero;
+    kr_acq_mutex_kill => "mutex_lock_killable", Mutex, NONE, Zero;
+    kr_acq_mutex_try => "mutex_trylock", Mutex, TRY, NonZero;
+    kr_acq_down_read_intr => "down_read_interruptible", RwsemRead, NONE, Zero;
+    kr_acq_down_read_kill => "down_read_killable", RwsemRead, NONE, Zero;
+    kr_acq_down_read_try => "down_read_trylock", RwsemRead, TRY, NonZero;
+    kr_acq_down_write_kill => "down_write_killable", RwsemWrite, NONE, Zero;
+    kr_acq_down_write_try => "down_write_trylock", RwsemWrite, TRY, NonZero;
+}
+
+/// kprobe on every spinning lock's release function (`--attach kprobe`).
+#[kprobe(function = "_raw_spin_unlock")]
+pub fn kp_rel_spinning(ctx: ProbeContext) -> u32 {
+    kernel_locks::on_release_kprobe(&ctx, false);
+    0
+}
+
+/// kprobe on every sleeping lock's release function (`--attach kprobe`).
+#[kprobe(function = "mutex_unlock")]
+pub fn kp_rel_sleeping(ctx: ProbeContext) -> u32 {
+    kernel_locks::on_release_kprobe(&ctx, true);
+    0
+}
+
 // Every release comes from three identical programs per function. The kernel runs a
 // tracing program at most once per CPU at a time: a nested run is skipped (a "recursion
 // miss"). All programs on a function run for every call, so an interrupt that arrives while
@@ -148,6 +234,28 @@ pub fn fn_free_percpu(ctx: FEntryContext) -> i32 {
 #[fentry(function = "vfree")]
 pub fn fn_vfree(ctx: FEntryContext) -> i32 {
     allocator::vfree_entry(&ctx);
+    0
+}
+
+/// kprobe on the per-CPU allocator (`pcpu_alloc_noprof` or `pcpu_alloc`), where the kernel
+/// lacks the IRQ-state kfunc.
+#[kprobe(function = "pcpu_alloc_noprof")]
+pub fn kp_pcpu_alloc(ctx: ProbeContext) -> u32 {
+    allocator::kprobe_entry(&ctx, EventKind::PcpuAlloc);
+    0
+}
+
+/// kprobe on `free_percpu`, where the kernel lacks the IRQ-state kfunc.
+#[kprobe(function = "free_percpu")]
+pub fn kp_free_percpu(ctx: ProbeContext) -> u32 {
+    allocator::kprobe_entry(&ctx, EventKind::PcpuFree);
+    0
+}
+
+/// kprobe on `vfree`, where the kernel lacks the IRQ-state kfunc.
+#[kprobe(function = "vfree")]
+pub fn kp_vfree(ctx: ProbeContext) -> u32 {
+    allocator::kprobe_entry(&ctx, EventKind::Vfree);
     0
 }
 

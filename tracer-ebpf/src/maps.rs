@@ -92,6 +92,15 @@ pub struct PendingLock {
 #[map]
 pub static PENDING: HashMap<u64, PendingLock> = HashMap::with_max_entries(16 * 1024, 0);
 
+/// Kernel acquire calls in flight that may fail (`--attach kprobe`), by thread and context
+/// level (see `kernel_locks::call_key`): the lock, the caller and the flags their kprobe saw,
+/// for the kretprobe that sees the result. One slot per thread blocked in such a call
+/// (`mutex_lock_interruptible`, `down_read_killable` ...) or between a trylock's entry and
+/// return; LRU, so a return the kernel missed (kretprobe instances run out) leaves no slot
+/// behind for good.
+#[map]
+pub static CALLS: LruHashMap<u64, [u64; 3]> = LruHashMap::with_max_entries(16 * 1024, 0);
+
 /// Slab cache names by `struct kmem_cache *`, filled the first time a lock in a cache is
 /// seen, so user space can name dynamic locks. A kernel has a few hundred caches: 4,096 slots
 /// never fill up in practice; a full map only leaves a cache unnamed.

@@ -257,9 +257,13 @@ pub fn contention<C: EbpfContext>(
 ) {
     let now = context::now_ns();
     let Some(tp_flags) = begin else {
-        if let Some(ns) = validate::contention_end(stack, addr, now)
-            && cfg.acquisitions_traced == 0
-        {
+        let Some(ns) = validate::contention_end(stack, addr, now) else {
+            return;
+        };
+        if let Some(lock) = validate::waiting_acquisition(stack, addr) {
+            account_contention(&lock.class, lock.class_key, ns);
+            stack.contending = 0;
+        } else if cfg.acquisitions_traced == 0 {
             // No site here: a class by site would mean nothing, so none is given a type.
             let inst = context::instance(addr, 0, tracer_common::LockFamily::None, cfg, here);
             let class = tracer_common::class::classify(&inst);

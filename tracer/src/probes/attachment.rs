@@ -15,6 +15,10 @@ pub enum AttachKind {
     Fexit,
     /// BPF trampoline before a kernel function.
     Fentry,
+    /// kprobe at a kernel function's entry.
+    Kprobe,
+    /// kretprobe at a kernel function's return.
+    Kretprobe,
     /// BTF-typed tracepoint.
     TpBtf,
     /// uprobe on a C library function's entry.
@@ -29,6 +33,8 @@ impl AttachKind {
         match self {
             AttachKind::Fexit => "fexit",
             AttachKind::Fentry => "fentry",
+            AttachKind::Kprobe => "kprobe",
+            AttachKind::Kretprobe => "kretprobe",
             AttachKind::TpBtf => "tp_btf",
             AttachKind::Uprobe => "uprobe",
             AttachKind::Uretprobe => "uretprobe",
@@ -46,6 +52,8 @@ impl From<Hook> for AttachKind {
         match hook {
             Hook::Fexit => AttachKind::Fexit,
             Hook::Fentry => AttachKind::Fentry,
+            Hook::Kprobe => AttachKind::Kprobe,
+            Hook::Kretprobe => AttachKind::Kretprobe,
             Hook::TpBtf { .. } => AttachKind::TpBtf,
         }
     }
@@ -64,6 +72,11 @@ pub enum Outcome {
     },
     /// It did not attach: the reason, one line first (a verifier log may follow).
     Refused(String),
+    /// Not tried: the session's `--attach` choice leaves its kind of probe out.
+    LeftOut {
+        /// The choice, as given (`--attach kprobe`).
+        by: &'static str,
+    },
 }
 
 /// One probe: its program, where it attaches and what became of it.
@@ -85,16 +98,20 @@ impl Attachment {
         self.outcome == Outcome::Attached
     }
 
-    /// False for a fallback whose first choice attached: this kernel does not need it.
+    /// False for a fallback whose first choice attached (this kernel does not need it) and
+    /// for a probe the session's `--attach` choice left out.
     pub fn is_needed(&self) -> bool {
-        !matches!(self.outcome, Outcome::NotNeeded { .. })
+        !matches!(
+            self.outcome,
+            Outcome::NotNeeded { .. } | Outcome::LeftOut { .. }
+        )
     }
 
     /// Why it did not attach, when it was refused.
     pub fn refusal(&self) -> Option<&str> {
         match &self.outcome {
             Outcome::Refused(reason) => Some(reason),
-            Outcome::Attached | Outcome::NotNeeded { .. } => None,
+            Outcome::Attached | Outcome::NotNeeded { .. } | Outcome::LeftOut { .. } => None,
         }
     }
 
@@ -108,6 +125,7 @@ impl Attachment {
             detail: match &self.outcome {
                 Outcome::Attached => String::new(),
                 Outcome::NotNeeded { instead } => format!("not needed: {instead} attached"),
+                Outcome::LeftOut { by } => format!("left out by {by}"),
                 Outcome::Refused(reason) => reason.clone(),
             },
         }

@@ -8,6 +8,11 @@ pub enum Hook {
     Fexit,
     /// BPF trampoline before the function (Linux 5.5+).
     Fentry,
+    /// kprobe at the function's entry: its program sees the saved registers, the flags
+    /// register among them (needs `CONFIG_KPROBES`).
+    Kprobe,
+    /// kretprobe at the function's return (`--attach kprobe`).
+    Kretprobe,
     /// BTF-typed raw tracepoint (Linux 5.5+), in `category`.
     TpBtf {
         /// The tracepoint's category, for display (`percpu`, `irq` ...).
@@ -21,6 +26,8 @@ impl Hook {
         match self {
             Hook::Fexit => "fexit",
             Hook::Fentry => "fentry",
+            Hook::Kprobe => "kprobe",
+            Hook::Kretprobe => "kretprobe",
             Hook::TpBtf { .. } => "tp_btf",
         }
     }
@@ -87,6 +94,24 @@ const fn fentry_copy(
     KernelProbe {
         copy: Some(copy),
         ..fentry(program, targets)
+    }
+}
+
+const fn kprobe(program: &'static str, targets: &'static [&'static str]) -> KernelProbe {
+    KernelProbe {
+        program,
+        hook: Hook::Kprobe,
+        targets,
+        copy: None,
+    }
+}
+
+const fn kretprobe(program: &'static str, targets: &'static [&'static str]) -> KernelProbe {
+    KernelProbe {
+        program,
+        hook: Hook::Kretprobe,
+        targets,
+        copy: None,
     }
 }
 
@@ -207,12 +232,117 @@ pub const KERNEL_LOCKS: &[KernelProbe] = &[
     fentry_copy("rel_up_write_3", &["up_write"], "copy 3"),
 ];
 
+/// kprobes at the entry of the acquire functions that leave the interrupt state as it was. The
+/// flags a kprobe saves say the state the lock is taken with, which a trampoline can only
+/// read through the IRQ-state kfunc (Linux 6.14+): where the kernel lacks it, each takes the
+/// place of the fexit program of the same function ([`at_entry_for`]).
+pub const ACQUIRE_AT_ENTRY: &[KernelProbe] = &[
+    kprobe("kp_acq_spin", &["_raw_spin_lock"]),
+    kprobe("kp_acq_spin_bh", &["_raw_spin_lock_bh"]),
+    kprobe("kp_acq_read", &["_raw_read_lock"]),
+    kprobe("kp_acq_read_bh", &["_raw_read_lock_bh"]),
+    kprobe("kp_acq_write", &["_raw_write_lock"]),
+    kprobe("kp_acq_write_bh", &["_raw_write_lock_bh"]),
+];
+
+/// The kprobe that can take the place of the acquire program `probe` ([`ACQUIRE_AT_ENTRY`]).
+pub fn at_entry_for(probe: &KernelProbe) -> Option<&'static KernelProbe> {
+    ACQUIRE_AT_ENTRY
+        .iter()
+        .find(|kprobe| probe.hook == Hook::Fexit && kprobe.targets == probe.targets)
+}
+
+/// The rest of the kernel lock functions by kprobe, for `--attach kprobe` (with
+/// [`ACQUIRE_AT_ENTRY`]), the path of kernels that refuse trampolines but allow kprobes.
+/// Acquisitions that cannot fail are followed at their entry; the others by a kretprobe,
+/// which sees the result, after one shared kprobe program (`kp_acq_call`) remembered the
+/// call; releases by one program per kind of lock. The kernel runs no kprobe program nested
+/// in another on a CPU, so a release function has one program, not copies.
+pub const KPROBE_LOCKS: &[KernelProbe] = &[
+    kprobe("kp_acq_spin_irqsave", &["_raw_spin_lock_irqsave"]),
+    kprobe("kp_acq_spin_irq", &["_raw_spin_lock_irq"]),
+    kprobe("kp_acq_read_irqsave", &["_raw_read_lock_irqsave"]),
+    kprobe("kp_acq_read_irq", &["_raw_read_lock_irq"]),
+    kprobe("kp_acq_write_irqsave", &["_raw_write_lock_irqsave"]),
+    kprobe("kp_acq_write_irq", &["_raw_write_lock_irq"]),
+    kprobe("kp_acq_mutex", &["mutex_lock"]),
+    kprobe("kp_acq_mutex_io", &["mutex_lock_io"]),
+    kprobe("kp_acq_down_read", &["down_read"]),
+    kprobe("kp_acq_down_write", &["down_write"]),
+    kprobe("kp_acq_call", &["_raw_spin_trylock"]),
+    kretprobe("kr_acq_spin_try", &["_raw_spin_trylock"]),
+    kprobe("kp_acq_call", &["_raw_spin_trylock_bh"]),
+    kretprobe("kr_acq_spin_try_bh", &["_raw_spin_trylock_bh"]),
+    kprobe("kp_acq_call", &["_raw_read_trylock"]),
+    kretprobe("kr_acq_read_try", &["_raw_read_trylock"]),
+    kprobe("kp_acq_call", &["_raw_write_trylock"]),
+    kretprobe("kr_acq_write_try", &["_raw_write_trylock"]),
+    kprobe("kp_acq_call", &["mutex_lock_interruptible"]),
+    kretprobe("kr_acq_mutex_intr", &["mutex_lock_interruptible"]),
+    kprobe("kp_acq_call", &["mutex_lock_killable"]),
+    kretprobe("kr_acq_mutex_kill", &["mutex_lock_killable"]),
+    kprobe("kp_acq_call", &["mutex_trylock"]),
+    kretprobe("kr_acq_mutex_try", &["mutex_trylock"]),
+    kprobe("kp_acq_call", &["down_read_interruptible"]),
+    kretprobe("kr_acq_down_read_intr", &["down_read_interruptible"]),
+    kprobe("kp_acq_call", &["down_read_killable"]),
+    kretprobe("kr_acq_down_read_kill", &["down_read_killable"]),
+    kprobe("kp_acq_call", &["down_read_trylock"]),
+    kretprobe("kr_acq_down_read_try", &["down_read_trylock"]),
+    kprobe("kp_acq_call", &["down_write_killable"]),
+    kretprobe("kr_acq_down_write_kill", &["down_write_killable"]),
+    kprobe("kp_acq_call", &["down_write_trylock"]),
+    kretprobe("kr_acq_down_write_try", &["down_write_trylock"]),
+    kprobe("kp_rel_spinning", &["_raw_spin_unlock"]),
+    kprobe("kp_rel_spinning", &["_raw_spin_unlock_irqrestore"]),
+    kprobe("kp_rel_spinning", &["_raw_spin_unlock_irq"]),
+    kprobe("kp_rel_spinning", &["_raw_spin_unlock_bh"]),
+    kprobe("kp_rel_spinning", &["_raw_read_unlock"]),
+    kprobe("kp_rel_spinning", &["_raw_read_unlock_irqrestore"]),
+    kprobe("kp_rel_spinning", &["_raw_read_unlock_irq"]),
+    kprobe("kp_rel_spinning", &["_raw_read_unlock_bh"]),
+    kprobe("kp_rel_spinning", &["_raw_write_unlock"]),
+    kprobe("kp_rel_spinning", &["_raw_write_unlock_irqrestore"]),
+    kprobe("kp_rel_spinning", &["_raw_write_unlock_irq"]),
+    kprobe("kp_rel_spinning", &["_raw_write_unlock_bh"]),
+    kprobe("kp_rel_sleeping", &["mutex_unlock"]),
+    kprobe("kp_rel_sleeping", &["up_read"]),
+    kprobe("kp_rel_sleeping", &["up_write"]),
+];
+
+/// True for a release program (by trampoline or by kprobe).
+pub fn is_release(probe: &KernelProbe) -> bool {
+    probe.program.starts_with("rel_") || probe.program.starts_with("kp_rel_")
+}
+
+/// The family of kernel locks lock function `function` belongs to, from its name: a family's
+/// ordering is followed only when all its release functions are.
+pub fn family_of(function: &str) -> Option<&'static str> {
+    if function.starts_with("_raw_spin_") {
+        Some("spinlock")
+    } else if function.starts_with("_raw_read_") || function.starts_with("_raw_write_") {
+        Some("rwlock")
+    } else if function.starts_with("mutex_") {
+        Some("mutex")
+    } else if function.starts_with("down_") || function.starts_with("up_") {
+        Some("rwsem")
+    } else {
+        None
+    }
+}
+
+/// True for the programs that follow acquisitions (whichever way they attach): contention is
+/// then accounted where the lock is acquired.
+pub fn is_acquisition(program: &str) -> bool {
+    program.starts_with("acq_") || program.starts_with("kp_acq_") || program.starts_with("kr_acq_")
+}
+
 /// True when `function` is one the trampolines probe (a lock or release function, or the
 /// allocator's): a frame inside it is the probe's own, never the caller.
 pub fn is_probed_function(function: &str) -> bool {
     KERNEL_LOCKS
         .iter()
-        .chain(ALLOCATOR.iter().map(|(trampoline, _)| trampoline))
+        .chain(ALLOCATOR.iter().map(|seed| &seed.trampoline))
         .any(|probe| probe.targets.contains(&function))
 }
 
@@ -232,21 +362,48 @@ pub fn is_copied(program: &str) -> bool {
 /// before (`check` names the one this kernel has).
 pub const PCPU_ALLOC_NAMES: [&str; 2] = ["pcpu_alloc_noprof", "pcpu_alloc"];
 
-/// The seed's functions: a trampoline where the kernel allows it, else the tracepoint on the
-/// same path (klockstat's pattern: choose per kernel, say what was chosen).
-pub const ALLOCATOR: &[(KernelProbe, KernelProbe)] = &[
-    (
-        fentry("fn_pcpu_alloc", &PCPU_ALLOC_NAMES),
-        tp("tp_percpu_alloc", "percpu", &["percpu_alloc_percpu"]),
-    ),
-    (
-        fentry("fn_free_percpu", &["free_percpu"]),
-        tp("tp_percpu_free", "percpu", &["percpu_free_percpu"]),
-    ),
-    (
-        fentry("fn_vfree", &["vfree"]),
-        tp("tp_free_vmap_area", "vmalloc", &["free_vmap_area_noflush"]),
-    ),
+/// The probes of one of the seed's functions, one of which attaches.
+#[derive(Clone, Copy, Debug)]
+pub struct SeedProbes {
+    /// A trampoline at its entry: the first choice where the IRQ-state kfunc reads the state.
+    pub trampoline: KernelProbe,
+    /// A kprobe at its entry: the first choice where the kfunc is missing (the saved flags
+    /// say the state), the second otherwise.
+    pub kprobe: KernelProbe,
+    /// The tracepoint on the same path, where neither attaches: no IRQ state there without
+    /// the kfunc.
+    pub tracepoint: KernelProbe,
+}
+
+impl SeedProbes {
+    /// The probes in the order to try them: the first that attaches is used (klockstat's
+    /// pattern: choose per kernel, say what was chosen).
+    pub fn in_order(&self, irq_kfunc: bool) -> [&KernelProbe; 3] {
+        if irq_kfunc {
+            [&self.trampoline, &self.kprobe, &self.tracepoint]
+        } else {
+            [&self.kprobe, &self.trampoline, &self.tracepoint]
+        }
+    }
+}
+
+/// The seed's functions.
+pub const ALLOCATOR: &[SeedProbes] = &[
+    SeedProbes {
+        trampoline: fentry("fn_pcpu_alloc", &PCPU_ALLOC_NAMES),
+        kprobe: kprobe("kp_pcpu_alloc", &PCPU_ALLOC_NAMES),
+        tracepoint: tp("tp_percpu_alloc", "percpu", &["percpu_alloc_percpu"]),
+    },
+    SeedProbes {
+        trampoline: fentry("fn_free_percpu", &["free_percpu"]),
+        kprobe: kprobe("kp_free_percpu", &["free_percpu"]),
+        tracepoint: tp("tp_percpu_free", "percpu", &["percpu_free_percpu"]),
+    },
+    SeedProbes {
+        trampoline: fentry("fn_vfree", &["vfree"]),
+        kprobe: kprobe("kp_vfree", &["vfree"]),
+        tracepoint: tp("tp_free_vmap_area", "vmalloc", &["free_vmap_area_noflush"]),
+    },
 ];
 
 /// Interrupt-handler brackets (they place events where `preempt_count` cannot be read), lock

@@ -134,9 +134,12 @@ pub fn run() -> CheckReport {
     }
     let counts = AttachCounts::of(&probes);
     features.extend(counts.features(&probes));
+    let irqs = IrqStateSource::of(facts.as_ref(), &probes);
+    features.push(irqs.feature());
     let detects = detects(
         facts.as_ref(),
         &counts,
+        irqs,
         traces_pcpu_alloc(&probes),
         kallsyms.has_data_symbols(),
     );
@@ -256,6 +259,7 @@ fn attach_everything() -> Result<Vec<Attachment>, super::ProbeError> {
         user: Some(UserTarget::ProbeOnly),
         empty_user_programs: false,
         floor: false,
+        attach: super::AttachMode::Auto,
     };
     let (probes, _maps) = Probes::load(&options)?;
     Ok(probes.attachments().to_vec())
@@ -266,18 +270,99 @@ fn attach_everything() -> Result<Vec<Attachment>, super::ProbeError> {
 fn traces_pcpu_alloc(probes: &[Attachment]) -> bool {
     let programs: Vec<&str> = catalog::ALLOCATOR
         .iter()
-        .filter(|(first, _)| first.targets.contains(&"pcpu_alloc"))
-        .flat_map(|(first, fallback)| [first.program, fallback.program])
+        .filter(|seed| seed.trampoline.targets.contains(&"pcpu_alloc"))
+        .flat_map(|seed| seed.in_order(true).map(|probe| probe.program))
         .collect();
     probes
         .iter()
         .any(|p| p.is_attached() && programs.contains(&p.program))
 }
 
+/// Where the programs learn the hardware-interrupt state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum IrqStateSource {
+    /// The `bpf_local_irq_save` kfunc, at every probe.
+    Kfunc,
+    /// The flags register kprobes save: at the acquisitions that need it (`locks`) and at the
+    /// seed's functions (`allocator`).
+    Kprobes { locks: bool, allocator: bool },
+    /// Nowhere: known only after `_irq`/`_irqsave` locks (disabled).
+    Unknown,
+}
+
+impl IrqStateSource {
+    fn of(facts: Option<&KernelFacts>, probes: &[Attachment]) -> IrqStateSource {
+        if facts.is_some_and(|f| f.irq_kfunc) {
+            return IrqStateSource::Kfunc;
+        }
+        let attached = |programs: &mut dyn Iterator<Item = &str>| {
+            let programs: Vec<&str> = programs.collect();
+            probes
+                .iter()
+                .any(|p| p.is_attached() && programs.contains(&p.program))
+        };
+        let locks = attached(&mut catalog::ACQUIRE_AT_ENTRY.iter().map(|p| p.program));
+        let allocator = attached(&mut catalog::ALLOCATOR.iter().map(|seed| seed.kprobe.program));
+        if locks || allocator {
+            IrqStateSource::Kprobes { locks, allocator }
+        } else {
+            IrqStateSource::Unknown
+        }
+    }
+
+    /// True when acquisitions that leave the state as it was see it: irq lock inversions
+    /// and inconsistent lock state can be found.
+    fn at_acquisitions(self) -> bool {
+        matches!(
+            self,
+            IrqStateSource::Kfunc | IrqStateSource::Kprobes { locks: true, .. }
+        )
+    }
+
+    /// True when the seed's functions see it: `vfree()` and non-atomic per-CPU allocations
+    /// with IRQs disabled can be found.
+    fn at_allocator(self) -> bool {
+        matches!(
+            self,
+            IrqStateSource::Kfunc
+                | IrqStateSource::Kprobes {
+                    allocator: true,
+                    ..
+                }
+        )
+    }
+
+    fn feature(self) -> Feature {
+        let detail = match self {
+            IrqStateSource::Kfunc => {
+                "read through the bpf_local_irq_save kfunc at every probe".to_string()
+            }
+            IrqStateSource::Kprobes { locks, allocator } => {
+                let mut points = Vec::new();
+                if locks {
+                    points.push("acquisitions by _raw_{spin,read,write}_lock{,_bh}");
+                }
+                if allocator {
+                    points.push("the allocator's functions and vfree()");
+                }
+                format!(
+                    "read from the flags kprobes save, at {}; known disabled after _irq/_irqsave locks, unknown at trylocks and sleeping locks",
+                    points.join(" and ")
+                )
+            }
+            IrqStateSource::Unknown => {
+                "unknown, except after _irq/_irqsave locks (disabled): needs the bpf_local_irq_save kfunc (Linux 6.14+) or kprobes".to_string()
+            }
+        };
+        feature("irq state", self != IrqStateSource::Unknown, detail)
+    }
+}
+
 /// Attached and needed probes of each attach type.
 struct AttachCounts {
     fexit: (usize, usize),
     fentry: (usize, usize),
+    kprobe: (usize, usize),
     tp_btf: (usize, usize),
     /// uprobes and uretprobes together.
     user: (usize, usize),
@@ -297,13 +382,14 @@ impl AttachCounts {
         AttachCounts {
             fexit: count(&[AttachKind::Fexit]),
             fentry: count(&[AttachKind::Fentry]),
+            kprobe: count(&[AttachKind::Kprobe]),
             tp_btf: count(&[AttachKind::TpBtf]),
             user: count(&[AttachKind::Uprobe, AttachKind::Uretprobe]),
         }
     }
 
-    /// Whether trampolines, tracepoints and uprobes work here, from what attached.
-    fn features(&self, probes: &[Attachment]) -> [Feature; 3] {
+    /// Whether trampolines, kprobes, tracepoints and uprobes work here, from what attached.
+    fn features(&self, probes: &[Attachment]) -> [Feature; 4] {
         let trampolines = (self.fexit.0 + self.fentry.0, self.fexit.1 + self.fentry.1);
         let refusal = probes
             .iter()
@@ -311,6 +397,13 @@ impl AttachCounts {
             .find_map(|p| p.refusal().filter(|reason| !reason.is_empty()))
             .map(|reason| format!("; {reason}"))
             .unwrap_or_default();
+        let kprobe_refusal = probes
+            .iter()
+            .filter(|p| p.kind == AttachKind::Kprobe)
+            .find_map(|p| p.refusal().filter(|reason| !reason.is_empty()))
+            .map(|reason| format!("; {reason}"))
+            .unwrap_or_default();
+        let (kp_ok, kp_all) = self.kprobe;
         let (tp_ok, tp_all) = self.tp_btf;
         let (up_ok, up_all) = self.user;
         [
@@ -322,6 +415,19 @@ impl AttachCounts {
                     trampolines.0, trampolines.1
                 ),
             ),
+            if kp_all == 0 {
+                feature(
+                    "kprobes",
+                    true,
+                    "none needed: the IRQ-state kfunc reads the state at the trampolines",
+                )
+            } else {
+                feature(
+                    "kprobes",
+                    kp_ok > 0,
+                    format!("{kp_ok}/{kp_all} kprobes attached{kprobe_refusal}"),
+                )
+            },
             feature(
                 "tracepoints",
                 tp_ok > 0,
@@ -342,30 +448,35 @@ impl AttachCounts {
 fn detects(
     facts: Option<&KernelFacts>,
     counts: &AttachCounts,
+    irqs: IrqStateSource,
     alloc: bool,
     data_symbols: bool,
 ) -> Vec<Feature> {
-    let irq = facts.is_some_and(|f| f.irq_kfunc);
     let context = facts.is_some_and(|f| f.preempt_count.is_ok());
     let fexit = counts.fexit.0 > 0;
     let user = counts.user.0 > 0;
+    let irq_checks = irqs.at_allocator() && alloc;
     vec![
         feature(
             "kernel lock ordering",
             fexit,
-            if fexit {
-                "circular dependencies, recursive locking, irq lock inversions and inconsistent lock state between kernel locks"
-            } else {
-                "needs fentry/fexit on the lock functions, which this kernel refuses"
+            match (fexit, irqs.at_acquisitions()) {
+                (true, true) => {
+                    "circular dependencies, recursive locking, irq lock inversions and inconsistent lock state between kernel locks"
+                }
+                (true, false) => {
+                    "circular dependencies, recursive locking and softirq lock inversions between kernel locks; hardirq inversions need the IRQ state"
+                }
+                (false, _) => "needs fentry/fexit on the lock functions, which this kernel refuses",
             },
         ),
         feature(
             "irq-state checks",
-            irq && alloc,
-            if irq && alloc {
+            irq_checks,
+            if irq_checks {
                 "vfree() and non-atomic per-CPU allocations with IRQs disabled"
-            } else if !irq {
-                "needs the bpf_local_irq_save kfunc (Linux 6.14+)"
+            } else if !irqs.at_allocator() {
+                "needs the IRQ state at the allocator: the bpf_local_irq_save kfunc (Linux 6.14+) or kprobes"
             } else {
                 "needs the allocator probes"
             },
@@ -513,6 +624,37 @@ mod tests {
             probes: probes.iter().map(Attachment::status).collect(),
             detects: Vec::new(),
         }
+    }
+
+    /// Without the kfunc the IRQ state comes from whichever kprobes attached, and `check`
+    /// claims only what those give.
+    #[test]
+    fn the_irq_state_comes_from_the_kprobes_that_attached() {
+        let named = |program: &'static str, outcome: Outcome| Attachment {
+            program,
+            name: program.to_string(),
+            kind: AttachKind::Kprobe,
+            outcome,
+        };
+        let none = IrqStateSource::of(None, &[named("kp_acq_spin", refused("no kprobes"))]);
+        assert_eq!(none, IrqStateSource::Unknown);
+        assert!(!none.feature().ok);
+        assert!(!none.at_acquisitions() && !none.at_allocator());
+
+        let allocator_only = IrqStateSource::of(None, &[named("kp_vfree", Outcome::Attached)]);
+        assert!(allocator_only.at_allocator() && !allocator_only.at_acquisitions());
+
+        let both = IrqStateSource::of(
+            None,
+            &[
+                named("kp_acq_spin", Outcome::Attached),
+                named("kp_pcpu_alloc", Outcome::Attached),
+            ],
+        );
+        assert!(both.at_allocator() && both.at_acquisitions());
+        let feature = both.feature();
+        assert!(feature.ok);
+        assert!(feature.detail.contains("kprobes"), "{}", feature.detail);
     }
 
     /// A kfunc `check` reports is one the patcher knows: its version comes from there.

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, FEntry, FExit, ProgramError},
+    programs::{BtfTracePoint, FEntry, FExit, KProbe, ProgramError},
 };
 use thiserror::Error;
 use tracer_common::{COUNTERS, ContentionStat, Counter, ProbeConfig};
@@ -93,6 +93,21 @@ pub struct ProbeOptions {
     /// Attach every program with its body switched off (the eBPF object's `FLOOR`): the
     /// kernel overhead benchmark's floor, what the attachments alone cost.
     pub floor: bool,
+    /// How the kernel lock functions are probed.
+    pub attach: AttachMode,
+}
+
+/// How the kernel lock and allocator functions are probed (`--attach`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachMode {
+    /// Trampolines where the kernel allows them, kprobes where the IRQ state must be read
+    /// without the kfunc or where trampolines are refused; tracepoints for the allocator
+    /// where neither works.
+    #[default]
+    Auto,
+    /// kprobes and kretprobes only, no trampolines: the path of kernels that refuse
+    /// trampolines but allow kprobes (older arm64 kernels, some hardened configurations).
+    Kprobe,
 }
 
 /// Loaded and attached programs, and the maps user space reads.
@@ -251,7 +266,7 @@ impl Probes {
                 .and_then(|_| aya::sys::enable_stats(aya::sys::Stats::RunTime).ok()),
         };
         if options.kernel {
-            probes.attach_kernel(&kernel_btf);
+            probes.attach_kernel(&kernel_btf, options.attach, facts.irq_kfunc);
             probes.account_contention_where_acquisitions_are_followed()?;
         }
         if let Some(target) = options.user {
@@ -271,7 +286,7 @@ impl Probes {
         self.config.acquisitions_traced = self
             .attachments
             .iter()
-            .any(|a| a.is_attached() && a.kind == AttachKind::Fexit)
+            .any(|a| a.is_attached() && catalog::is_acquisition(a.program))
             .into();
         write_config(&mut self.ebpf, &self.config)
     }
@@ -299,7 +314,10 @@ impl Probes {
         });
     }
 
-    fn attach_kernel(&mut self, kernel_btf: &KernelBtf) {
+    /// Attaches the kernel programs the way `mode` says. In `Auto`, where the kernel lacks
+    /// the IRQ-state kfunc (`irq_kfunc`), kprobes, which see the flags register, come first at
+    /// the points that need the state.
+    fn attach_kernel(&mut self, kernel_btf: &KernelBtf, mode: AttachMode, irq_kfunc: bool) {
         let aya_btf = match aya::Btf::from_sys_fs() {
             Ok(btf) => btf,
             Err(err) => {
@@ -310,24 +328,127 @@ impl Probes {
                 return;
             }
         };
-        for probe in catalog::KERNEL_LOCKS.iter().chain(catalog::TRACEPOINTS) {
-            let attachment = attach_one(&mut self.ebpf, &aya_btf, kernel_btf, probe);
-            self.attachments.push(attachment);
-        }
-        for (trampoline, fallback) in catalog::ALLOCATOR {
-            let first = attach_one(&mut self.ebpf, &aya_btf, kernel_btf, trampoline);
-            let second = if first.is_attached() {
-                Attachment {
-                    outcome: Outcome::NotNeeded {
-                        instead: first.name.clone(),
-                    },
-                    ..refused(fallback, fallback.targets[0], String::new())
+        const BY_KPROBE: &str = "--attach kprobe";
+        let left_out = |probe: &KernelProbe| {
+            attachment(probe, probe.targets[0], Outcome::LeftOut { by: BY_KPROBE })
+        };
+        let mut releases: Vec<Vec<&KernelProbe>> = Vec::new();
+        let mut acquisitions: Vec<Vec<&KernelProbe>> = Vec::new();
+        if mode == AttachMode::Kprobe {
+            self.attachments
+                .extend(catalog::KERNEL_LOCKS.iter().map(left_out));
+            for probe in catalog::ACQUIRE_AT_ENTRY
+                .iter()
+                .chain(catalog::KPROBE_LOCKS)
+            {
+                if catalog::is_release(probe) {
+                    releases.push(vec![probe]);
+                } else {
+                    acquisitions.push(vec![probe]);
                 }
+            }
+        } else {
+            for probe in catalog::KERNEL_LOCKS {
+                if catalog::is_release(probe) {
+                    releases.push(vec![probe]);
+                    continue;
+                }
+                acquisitions.push(match catalog::at_entry_for(probe) {
+                    Some(kprobe) if irq_kfunc => vec![probe, kprobe],
+                    Some(kprobe) => vec![kprobe, probe],
+                    None => vec![probe],
+                });
+            }
+        }
+        self.attach_lock_functions(&aya_btf, kernel_btf, &releases, &acquisitions);
+        for probe in catalog::TRACEPOINTS {
+            self.attach_first(&aya_btf, kernel_btf, &[probe]);
+        }
+        for seed in catalog::ALLOCATOR {
+            if mode == AttachMode::Kprobe {
+                self.attach_first(&aya_btf, kernel_btf, &[&seed.kprobe, &seed.tracepoint]);
+                self.attachments.push(left_out(&seed.trampoline));
             } else {
-                attach_one(&mut self.ebpf, &aya_btf, kernel_btf, fallback)
+                self.attach_first(&aya_btf, kernel_btf, &seed.in_order(irq_kfunc));
+            }
+        }
+    }
+
+    /// Attaches the release programs, then the acquisitions of the lock families whose every
+    /// release function has a program attached. An acquisition whose release cannot be seen
+    /// would stay on its held stack until it goes stale and give dependencies that never
+    /// existed: that family's ordering checks are off instead, and its acquisitions say so
+    /// (with the release's own reason: one line wherever refusals are summarized).
+    fn attach_lock_functions(
+        &mut self,
+        aya_btf: &aya::Btf,
+        kernel_btf: &KernelBtf,
+        releases: &[Vec<&KernelProbe>],
+        acquisitions: &[Vec<&KernelProbe>],
+    ) {
+        // Each release function: whether a program on it attached, and why not.
+        let mut followed: Vec<(&str, bool, String)> = Vec::new();
+        for choices in releases {
+            let first = self.attachments.len();
+            self.attach_first(aya_btf, kernel_btf, choices);
+            let added = &self.attachments[first..];
+            let attached = added.iter().any(Attachment::is_attached);
+            let function = choices[0].targets[0];
+            match followed.iter_mut().find(|(seen, ..)| *seen == function) {
+                Some(entry) => entry.1 |= attached,
+                None => {
+                    let why = added
+                        .iter()
+                        .find_map(Attachment::refusal)
+                        .and_then(|reason| reason.lines().next())
+                        .unwrap_or_default();
+                    followed.push((function, attached, why.to_string()));
+                }
+            }
+        }
+        for choices in acquisitions {
+            let family = catalog::family_of(choices[0].targets[0]);
+            let blind: Vec<&(&str, bool, String)> = followed
+                .iter()
+                .filter(|(function, attached, _)| {
+                    !attached && catalog::family_of(function) == family
+                })
+                .collect();
+            let Some((_, _, why)) = blind.first() else {
+                self.attach_first(aya_btf, kernel_btf, choices);
+                continue;
             };
-            self.attachments.push(first);
-            self.attachments.push(second);
+            let reason = format!("ordering checks off, the releases cannot be traced: {why}");
+            for probe in choices {
+                self.attachments
+                    .push(refused(probe, probe.targets[0], reason.clone()));
+            }
+        }
+    }
+
+    /// Attaches the first of `choices` that this kernel allows; the ones after it are not
+    /// needed. Records an outcome for each.
+    fn attach_first(
+        &mut self,
+        aya_btf: &aya::Btf,
+        kernel_btf: &KernelBtf,
+        choices: &[&KernelProbe],
+    ) {
+        let mut chosen: Option<String> = None;
+        for &probe in choices {
+            let attachment = match &chosen {
+                Some(instead) => Attachment {
+                    outcome: Outcome::NotNeeded {
+                        instead: instead.clone(),
+                    },
+                    ..refused(probe, probe.targets[0], String::new())
+                },
+                None => attach_one(&mut self.ebpf, aya_btf, kernel_btf, probe),
+            };
+            if attachment.is_attached() {
+                chosen = Some(attachment.name.clone());
+            }
+            self.attachments.push(attachment);
         }
     }
 
@@ -541,7 +662,7 @@ fn attach_one(
     kernel_btf: &KernelBtf,
     probe: &KernelProbe,
 ) -> Attachment {
-    let target = if probe.hook.is_trampoline() {
+    let target = if !matches!(probe.hook, Hook::TpBtf { .. }) {
         match probe.targets.iter().find(|name| kernel_btf.has_func(name)) {
             Some(target) => *target,
             None => {
@@ -558,6 +679,10 @@ fn attach_one(
     } else {
         probe.targets[0]
     };
+    let kprobe = matches!(probe.hook, Hook::Kprobe | Hook::Kretprobe);
+    if kprobe && !kprobes_available() {
+        return refused(probe, target, NO_KPROBES.to_string());
+    }
     let program = ebpf
         .program_mut(probe.program)
         .unwrap_or_else(|| panic!("program {} missing from the eBPF object", probe.program));
@@ -569,6 +694,13 @@ fn attach_one(
         Hook::Fentry => <&mut FEntry>::try_from(program).and_then(|p| {
             p.load(target, aya_btf)?;
             p.attach().map(drop)
+        }),
+        // One kprobe program may attach to several functions: loaded once.
+        Hook::Kprobe | Hook::Kretprobe => <&mut KProbe>::try_from(program).and_then(|p| {
+            if p.fd().is_err() {
+                p.load()?;
+            }
+            p.attach(target, 0).map(drop)
         }),
         Hook::TpBtf { .. } => <&mut BtfTracePoint>::try_from(program).and_then(|p| {
             p.load(target, aya_btf)?;
@@ -582,6 +714,23 @@ fn attach_one(
             refused(probe, target, explain(&err, probe.hook.is_trampoline()))
         }
     }
+}
+
+/// Why no kprobe attaches on a kernel without them.
+const NO_KPROBES: &str =
+    "kprobes not available in this kernel (no kprobe event source: CONFIG_KPROBES=n)";
+
+/// True when the kernel can create kprobes: the `kprobe` perf event source (Linux 4.17+), or
+/// tracefs's `kprobe_events` before it. Checked before a kprobe program is loaded: verifying
+/// the programs costs seconds where they can never attach.
+fn kprobes_available() -> bool {
+    [
+        "/sys/bus/event_source/devices/kprobe/type",
+        "/sys/kernel/tracing/kprobe_events",
+        "/sys/kernel/debug/tracing/kprobe_events",
+    ]
+    .iter()
+    .any(|path| std::path::Path::new(path).exists())
 }
 
 /// With `LOCKTRACE_VERIFIER_LOG=DIR`, writes the whole verifier log of a program the kernel
@@ -685,6 +834,56 @@ mod tests {
         }
     }
 
+    /// `--attach kprobe` covers every lock function the trampolines probe, and only those;
+    /// an acquire function that may fail is followed on its return, after the shared entry
+    /// program. Where the kfunc is missing, exactly the acquisitions that leave the IRQ state
+    /// as it was are taken by kprobe.
+    #[test]
+    fn the_kprobe_path_covers_every_lock_function() {
+        use catalog::Hook;
+        let functions = |probes: &mut dyn Iterator<Item = &catalog::KernelProbe>| {
+            let mut names: Vec<&str> = probes.map(|probe| probe.targets[0]).collect();
+            names.sort_unstable();
+            names.dedup();
+            names
+        };
+        let by_trampoline = functions(&mut catalog::KERNEL_LOCKS.iter());
+        let by_kprobe = functions(
+            &mut catalog::ACQUIRE_AT_ENTRY
+                .iter()
+                .chain(catalog::KPROBE_LOCKS),
+        );
+        assert_eq!(by_trampoline, by_kprobe);
+        for kretprobe in catalog::KPROBE_LOCKS
+            .iter()
+            .filter(|probe| probe.hook == Hook::Kretprobe)
+        {
+            assert!(
+                catalog::KPROBE_LOCKS
+                    .iter()
+                    .any(|probe| probe.program == "kp_acq_call"
+                        && probe.targets == kretprobe.targets),
+                "{} has no entry half",
+                kretprobe.program
+            );
+        }
+        let replaced: Vec<&str> = catalog::KERNEL_LOCKS
+            .iter()
+            .filter_map(|probe| catalog::at_entry_for(probe).map(|_| probe.program))
+            .collect();
+        assert_eq!(
+            replaced,
+            [
+                "acq_spin",
+                "acq_spin_bh",
+                "acq_read",
+                "acq_read_bh",
+                "acq_write",
+                "acq_write_bh"
+            ]
+        );
+    }
+
     /// Every kernel program in the eBPF object is in the catalog and the other way round: a
     /// program the catalog forgets is never attached, and nothing says so. Each program's
     /// section (`fexit/_raw_spin_lock`: its `#[fexit(function = ...)]` in main.rs) names the
@@ -707,7 +906,7 @@ mod tests {
                 section
                     .and_then(|s| s.name().ok().map(str::to_owned))
                     .is_some_and(|name| {
-                        ["fentry/", "fexit/", "tp_btf/"]
+                        ["fentry/", "fexit/", "kprobe/", "kretprobe/", "tp_btf/"]
                             .iter()
                             .any(|prefix| name.starts_with(prefix))
                     })
@@ -721,10 +920,22 @@ mod tests {
                 format!("{} {section}", sym.name().expect("a symbol name"))
             })
             .collect();
-        let mut in_catalog: Vec<String> = catalog::KERNEL_LOCKS
+        let mut programs: Vec<&catalog::KernelProbe> = catalog::KERNEL_LOCKS
             .iter()
             .chain(catalog::TRACEPOINTS)
-            .chain(catalog::ALLOCATOR.iter().flat_map(|(a, b)| [a, b]))
+            .chain(catalog::ACQUIRE_AT_ENTRY)
+            .chain(catalog::KPROBE_LOCKS)
+            .chain(
+                catalog::ALLOCATOR
+                    .iter()
+                    .flat_map(|seed| [&seed.trampoline, &seed.kprobe, &seed.tracepoint]),
+            )
+            .collect();
+        // A kprobe program attached to several functions names the first in its section.
+        let mut seen = std::collections::HashSet::new();
+        programs.retain(|probe| seen.insert(probe.program));
+        let mut in_catalog: Vec<String> = programs
+            .into_iter()
             .map(|probe| {
                 format!(
                     "{} {}/{}",

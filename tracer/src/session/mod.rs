@@ -30,7 +30,7 @@ use tokio::{
 use crate::{
     fact::FactRecord,
     metrics::{EngineFigures, Metrics},
-    probes::{ProbeError, ProbeOptions, Probes, UserTarget},
+    probes::{AttachMode, ProbeError, ProbeOptions, Probes, UserTarget},
     symbols::{KernelSymbols, PinnedNames},
     tracefile::{ContentionSnapshot, DropCounts, ProbeStatus, TraceError},
 };
@@ -129,6 +129,8 @@ pub struct SessionOptions {
     pub empty_user_programs: bool,
     /// Attach every probe with its program switched off (the kernel benchmark's floor).
     pub floor: bool,
+    /// How the kernel lock functions are probed (`--attach`).
+    pub attach: AttachMode,
     /// Publish the session's figures here once a second (`--metrics`).
     pub metrics: Option<Metrics>,
 }
@@ -248,6 +250,7 @@ fn probe_options(options: &SessionOptions, child: Option<&GatedChild>) -> ProbeO
         user,
         empty_user_programs: options.empty_user_programs,
         floor: options.floor,
+        attach: options.attach,
     }
 }
 

@@ -453,7 +453,7 @@ fn put_held(buf: &mut impl BufMut, lock: &HeldLock) {
     buf.put_u32_le(lock.cpu);
     buf.put_u32_le(lock.kind);
     buf.put_u32_le(lock.variant);
-    buf.put_u32_le(lock.reserved);
+    buf.put_u32_le(lock.at_entry);
 }
 
 /// Encodes a stack key: space (0 kernel, 1 user), pid, id.
@@ -655,7 +655,7 @@ impl Decoder<'_> {
             cpu: self.u32()?,
             kind: self.u32()?,
             variant: self.u32()?,
-            reserved: self.u32()?,
+            at_entry: self.u32()?,
         })
     }
 

@@ -52,7 +52,7 @@
 //! where `frame` = addr u64, function `opt<str>`, offset u64, file `opt<str>`, line `opt<u32>`;
 //! `class` = a u64, b u64, tag u16, family u16, offset u32 ([`tracer_common::ClassDesc`]);
 //! `held` = addr u64, site u64, `class`, class key u64, chain key u64, acquired ns u64,
-//! stale ns u64, cpu u32, lock kind u32, variant u32, reserved u32
+//! stale ns u64, cpu u32, lock kind u32, variant u32, at entry u32
 //! ([`tracer_common::HeldLock`]);
 //! `stack key` = space u32 (0 kernel, 1 user), pid u32, id i32; and
 //! `fact` = timestamp ns u64, arg u64, arg2 u64, kind u32, news u32, cpu u32, pid u32, tid u32,

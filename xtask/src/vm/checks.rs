@@ -19,9 +19,6 @@ pub struct Expected {
     pub irq: Option<Option<&'static str>>,
     /// The alert's `classes`, in any order.
     pub classes: Option<&'static [&'static str]>,
-    /// Only expected where the IRQ state is readable (`Suite::irq_state_kfunc`): without it a
-    /// spinning lock is never known to be taken with IRQs on, nor `vfree` with them off.
-    pub needs_irq_state: bool,
 }
 
 /// The test module's patterns (tests/kmod/locktrace_test.c) and exactly the alerts each must
@@ -34,7 +31,6 @@ pub const PATTERNS: &[(&str, &[Expected])] = &[
             kind: "irq_lock_inversion",
             irq: Some(Some("hardirq")),
             classes: Some(&["lt_seed_outer_lock", "lt_seed_inner_lock"]),
-            needs_irq_state: true,
         }],
     ),
     (
@@ -43,7 +39,6 @@ pub const PATTERNS: &[(&str, &[Expected])] = &[
             kind: "circular_dependency",
             irq: None,
             classes: Some(&["lt_abba_a", "lt_abba_b"]),
-            needs_irq_state: false,
         }],
     ),
     // vfree() may sleep: called with IRQs disabled.
@@ -53,7 +48,6 @@ pub const PATTERNS: &[(&str, &[Expected])] = &[
             kind: "atomic_context",
             irq: None,
             classes: None,
-            needs_irq_state: true,
         }],
     ),
     // A sleeping allocation in softirq; inside it pcpu_alloc_mutex is taken there (a sleeping
@@ -66,19 +60,16 @@ pub const PATTERNS: &[(&str, &[Expected])] = &[
                 kind: "atomic_context",
                 irq: None,
                 classes: Some(&[]),
-                needs_irq_state: false,
             },
             Expected {
                 kind: "atomic_context",
                 irq: None,
                 classes: Some(&["pcpu_alloc_mutex"]),
-                needs_irq_state: false,
             },
             Expected {
                 kind: "inconsistent_lock_state",
                 irq: Some(Some("softirq")),
                 classes: Some(&["pcpu_alloc_mutex"]),
-                needs_irq_state: false,
             },
         ],
     ),
@@ -104,14 +95,22 @@ pub fn judge(
     let mut checks = vec![
         check("probes-attached", probes_attached(files)),
         check("irq-state-kfunc", irq_state_kfunc(suite, files)),
+        check("irq-state", irq_state(suite, files)),
         check("graph-pcpu", graph_pcpu(files)),
     ];
     for (pattern, expected) in PATTERNS {
-        let expected = expected_on(suite.irq_state_kfunc, expected);
+        let expected: Vec<&Expected> = expected.iter().collect();
         let result = shipped_alerts(files, &format!("watch-{pattern}.json"))
             .and_then(|alerts| compare(&alerts, &expected));
         checks.push(check(&format!("alerts-{pattern}"), result));
     }
+    let every_pattern: Vec<&Expected> = PATTERNS
+        .iter()
+        .flat_map(|(_, expected)| expected.iter())
+        .collect();
+    let result = shipped_alerts(files, "watch-kprobe.json")
+        .and_then(|alerts| compare(&alerts, &every_pattern));
+    checks.push(check("alerts-kprobe", result));
     checks.push(check("contention-figures", contention_figures(files)));
     checks.push(check("workload-clean", workload_clean(files)));
     checks.push(check(
@@ -151,35 +150,52 @@ fn shipped_alerts(files: &BTreeMap<String, Vec<u8>>, name: &str) -> anyhow::Resu
     alert_lines(shipped(files, name)?).with_context(|| format!("reading {name}"))
 }
 
-/// Every fentry/fexit probe attached (tracepoints may stand in where allowed, not here).
+/// Every kernel probe this kernel needs attached: a kprobe or a trampoline, where the other
+/// attached, is not needed (tracepoints may stand in for the allocator elsewhere, not here).
 fn probes_attached(files: &BTreeMap<String, Vec<u8>>) -> anyhow::Result<String> {
     let check = shipped_json(files, "check.json")?;
     let probes = check["probes"]
         .as_array()
         .context("check.json has no probes array")?;
-    let trampolines: Vec<_> = probes
+    let kernel: Vec<_> = probes
         .iter()
-        .filter(|probe| matches!(probe["kind"].as_str(), Some("fentry" | "fexit")))
+        .filter(|probe| {
+            matches!(
+                probe["kind"].as_str(),
+                Some("fentry" | "fexit" | "kprobe" | "tp_btf")
+            )
+        })
         .collect();
     ensure!(
-        !trampolines.is_empty(),
-        "check.json lists no fentry/fexit probe"
+        kernel.iter().any(|probe| probe["kind"] == "fexit"),
+        "check.json lists no fexit probe"
     );
-    let failed: Vec<String> = trampolines
+    // A probe whose alternative attached (a kprobe where the kfunc is missing, a trampoline
+    // where it is there) is not needed on this kernel; every other must attach.
+    let not_needed = |probe: &&&Value| {
+        probe["detail"]
+            .as_str()
+            .is_some_and(|detail| detail.starts_with("not needed"))
+    };
+    let failed: Vec<String> = kernel
         .iter()
-        .filter(|probe| probe["attached"] != Value::Bool(true))
+        .filter(|probe| probe["attached"] != Value::Bool(true) && !not_needed(probe))
         .map(|probe| format!("{} ({})", probe["name"], probe["detail"]))
         .collect();
     ensure!(
         failed.is_empty(),
-        "{} of {} fentry/fexit probes did not attach: {}",
+        "{} of {} kernel probes did not attach: {}",
         failed.len(),
-        trampolines.len(),
+        kernel.len(),
         failed.join(", ")
     );
+    let attached = kernel
+        .iter()
+        .filter(|probe| probe["attached"] == Value::Bool(true))
+        .count();
     Ok(format!(
-        "{} fentry/fexit probes attached",
-        trampolines.len()
+        "{attached} kernel probes attached, {} not needed here",
+        kernel.len() - attached
     ))
 }
 
@@ -200,6 +216,29 @@ fn irq_state_kfunc(suite: &Suite, files: &BTreeMap<String, Vec<u8>>) -> anyhow::
         feature["detail"]
     );
     Ok(format!("kfunc:bpf_local_irq_save ok={ok}, as expected"))
+}
+
+/// `check` says the IRQ state is known: through the kfunc where the kernel has it, from the
+/// flags kprobes save everywhere else (every guest kernel has kprobes).
+fn irq_state(suite: &Suite, files: &BTreeMap<String, Vec<u8>>) -> anyhow::Result<String> {
+    let check = shipped_json(files, "check.json")?;
+    let feature = check["features"]
+        .as_array()
+        .context("check.json has no features array")?
+        .iter()
+        .find(|feature| feature["name"] == "irq state")
+        .context("check.json has no irq state feature")?;
+    let detail = feature["detail"].as_str().unwrap_or_default();
+    let way = if suite.irq_state_kfunc {
+        "kfunc"
+    } else {
+        "kprobes"
+    };
+    ensure!(
+        feature["ok"] == Value::Bool(true) && detail.contains(way),
+        "irq state: expected from {way}, check says {detail:?}"
+    );
+    Ok(format!("irq state {detail}"))
 }
 
 /// Ordinary kernel activity (per-CPU BPF maps) gives pcpu_alloc_mutex -> pcpu_lock, both named
@@ -382,14 +421,6 @@ fn matches(expected: &Expected, alert: &Value) -> bool {
 }
 
 /// Exactly the expected alerts, each once: nothing missing, nothing more.
-/// The alerts of `expected` a kernel can give, with or without a readable IRQ state.
-fn expected_on(irq_state: bool, expected: &[Expected]) -> Vec<&Expected> {
-    expected
-        .iter()
-        .filter(|want| irq_state || !want.needs_irq_state)
-        .collect()
-}
-
 fn compare(alerts: &[Value], expected: &[&Expected]) -> anyhow::Result<String> {
     let mut unmatched: Vec<&Value> = alerts.iter().collect();
     let mut missing = Vec::new();
@@ -439,23 +470,24 @@ mod tests {
         alert_lines(text.as_bytes()).unwrap()
     }
 
+    /// The expected alerts of pattern `i`.
+    fn expected(i: usize) -> Vec<&'static Expected> {
+        PATTERNS[i].1.iter().collect()
+    }
+
     #[test]
     fn the_expected_alerts_pass_in_any_class_order() {
-        let seed = expected_on(true, PATTERNS[0].1);
+        let seed = expected(0);
         let found = alerts(
             r#"{"kind":"irq_lock_inversion","irq":"hardirq","classes":["lt_seed_inner_lock","lt_seed_outer_lock"],"chain":[],"tasks":[]}"#,
         );
         assert!(compare(&found, &seed).is_ok());
-        // Without the IRQ state nothing is known to be HARDIRQ-unsafe: the same alert would
-        // be a guess, and is not expected.
-        let seed_612 = expected_on(false, PATTERNS[0].1);
-        assert!(compare(&found, &seed_612).is_err());
-        assert!(compare(&[], &seed_612).is_ok());
+        assert!(compare(&[], &seed).is_err());
     }
 
     #[test]
     fn a_missing_or_an_extra_alert_fails() {
-        let abba = &expected_on(false, PATTERNS[1].1);
+        let abba = &expected(1);
         assert!(compare(&[], abba).is_err());
         let twice = alerts(
             "{\"kind\":\"circular_dependency\",\"irq\":null,\"classes\":[\"lt_abba_a\",\"lt_abba_b\"]}\n\
@@ -467,7 +499,7 @@ mod tests {
 
     #[test]
     fn the_wrong_irq_context_fails() {
-        let seed = &expected_on(true, PATTERNS[0].1);
+        let seed = &expected(0);
         let softirq = alerts(
             r#"{"kind":"irq_lock_inversion","irq":"softirq","classes":["lt_seed_outer_lock","lt_seed_inner_lock"]}"#,
         );
@@ -476,7 +508,7 @@ mod tests {
 
     #[test]
     fn the_clean_pattern_allows_nothing() {
-        let clean = &expected_on(true, PATTERNS[4].1);
+        let clean = &expected(4);
         assert!(compare(&[], clean).is_ok());
         let any = alerts(r#"{"kind":"atomic_context","irq":null,"classes":[]}"#);
         assert!(compare(&any, clean).is_err());

@@ -16,7 +16,8 @@ pub struct Suite {
     /// What this kernel is there to test.
     pub about: &'static str,
     /// Whether its kernel has the `bpf_local_irq_save` kfunc (6.14+): `locktrace check` must
-    /// report the feature as present exactly when this is true.
+    /// report the feature as present exactly when this is true, and read the IRQ state from
+    /// kprobes when it is false.
     pub irq_state_kfunc: bool,
 }
 
@@ -24,7 +25,7 @@ pub struct Suite {
 pub const SUITES: &[Suite] = &[
     Suite {
         name: "trixie",
-        about: "Debian 13's long-term 6.12 kernel, without the IRQ-state kfunc: the fallback path",
+        about: "Debian 13's long-term 6.12 kernel, without the IRQ-state kfunc: IRQ state from kprobes",
         irq_state_kfunc: false,
     },
     Suite {

@@ -4,6 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use tracer::probes::AttachMode;
 use tracer::report::{
     printer::AlertPrinter,
     suppress::{SuppressionError, Suppressions},
@@ -211,6 +212,12 @@ pub struct TraceArgs {
     /// Do not attach the kernel probes.
     #[arg(long)]
     pub no_kernel: bool,
+    /// How to probe the kernel's lock functions: `auto` uses trampolines (fentry/fexit)
+    /// where the kernel allows them and kprobes where the IRQ state must be read without the
+    /// kfunc (before Linux 6.14) or trampolines are refused; `kprobe` uses kprobes and
+    /// kretprobes only.
+    #[arg(long, value_enum, value_name = "HOW", default_value_t = AttachMode::Auto)]
+    pub attach: AttachMode,
     /// Name kernel addresses with this System.map or kallsyms copy instead of /proc/kallsyms.
     #[arg(long, value_name = "FILE")]
     pub symbols: Option<PathBuf>,

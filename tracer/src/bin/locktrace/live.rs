@@ -96,6 +96,7 @@ fn session_options(trace: &TraceArgs, json: bool, floor: bool) -> anyhow::Result
         symbols: trace.symbols.clone(),
         empty_user_programs: trace.empty_programs,
         floor,
+        attach: trace.attach,
         metrics: None,
         child_stdout: Some(if json {
             ChildStdout::ToStderr
