@@ -310,6 +310,54 @@ pub const KPROBE_LOCKS: &[KernelProbe] = &[
     kprobe("kp_rel_sleeping", &["up_write"]),
 ];
 
+/// One kernel lock function and the two ways to follow it.
+#[derive(Clone, Debug)]
+pub struct LockFunction {
+    /// The function.
+    pub name: &'static str,
+    /// Its trampoline programs ([`KERNEL_LOCKS`]: one fexit, or a release's copies).
+    pub trampolines: Vec<&'static KernelProbe>,
+    /// Its kprobe programs ([`ACQUIRE_AT_ENTRY`], [`KPROBE_LOCKS`]: one kprobe, or a
+    /// kprobe and a kretprobe).
+    pub kprobes: Vec<&'static KernelProbe>,
+}
+
+impl LockFunction {
+    /// True for a release function.
+    pub fn is_release(&self) -> bool {
+        self.trampolines.iter().any(|probe| is_release(probe))
+    }
+
+    /// True for an acquire function whose IRQ state only a kprobe (or the kfunc) can read:
+    /// its kprobe comes first where the kfunc is missing ([`at_entry_for`]).
+    pub fn reads_irq_state(&self) -> bool {
+        self.trampolines
+            .iter()
+            .any(|probe| at_entry_for(probe).is_some())
+    }
+}
+
+/// Every kernel lock function, in [`KERNEL_LOCKS`]' order, with its programs.
+pub fn lock_functions() -> Vec<LockFunction> {
+    let mut functions: Vec<LockFunction> = Vec::new();
+    for probe in KERNEL_LOCKS {
+        let name = probe.targets[0];
+        match functions.iter_mut().find(|function| function.name == name) {
+            Some(function) => function.trampolines.push(probe),
+            None => functions.push(LockFunction {
+                name,
+                trampolines: vec![probe],
+                kprobes: ACQUIRE_AT_ENTRY
+                    .iter()
+                    .chain(KPROBE_LOCKS)
+                    .filter(|kprobe| kprobe.targets[0] == name)
+                    .collect(),
+            }),
+        }
+    }
+    functions
+}
+
 /// True for a release program (by trampoline or by kprobe).
 pub fn is_release(probe: &KernelProbe) -> bool {
     probe.program.starts_with("rel_") || probe.program.starts_with("kp_rel_")

@@ -139,6 +139,10 @@ pub fn run() -> CheckReport {
     let detects = detects(
         facts.as_ref(),
         &counts,
+        probes
+            .iter()
+            .any(|p| p.is_attached() && catalog::is_acquisition(p.program)),
+        &families_off(&probes),
         irqs,
         traces_pcpu_alloc(&probes),
         kallsyms.has_data_symbols(),
@@ -358,6 +362,25 @@ impl IrqStateSource {
     }
 }
 
+/// The lock families whose ordering checks are off because their releases cannot be traced
+/// (their acquisitions say so).
+fn families_off(probes: &[Attachment]) -> Vec<&'static str> {
+    let mut off: Vec<&'static str> = probes
+        .iter()
+        .filter(|p| {
+            p.refusal()
+                .is_some_and(|reason| reason.starts_with("ordering checks off"))
+        })
+        .filter_map(|p| {
+            let function = p.name.split_once(':')?.1.split(' ').next()?;
+            catalog::family_of(function)
+        })
+        .collect();
+    off.sort_unstable();
+    off.dedup();
+    off
+}
+
 /// Attached and needed probes of each attach type.
 struct AttachCounts {
     fexit: (usize, usize),
@@ -448,28 +471,37 @@ impl AttachCounts {
 fn detects(
     facts: Option<&KernelFacts>,
     counts: &AttachCounts,
+    ordering: bool,
+    families_off: &[&str],
     irqs: IrqStateSource,
     alloc: bool,
     data_symbols: bool,
 ) -> Vec<Feature> {
     let context = facts.is_some_and(|f| f.preempt_count.is_ok());
-    let fexit = counts.fexit.0 > 0;
     let user = counts.user.0 > 0;
     let irq_checks = irqs.at_allocator() && alloc;
     vec![
-        feature(
-            "kernel lock ordering",
-            fexit,
-            match (fexit, irqs.at_acquisitions()) {
+        feature("kernel lock ordering", ordering, {
+            let what = match (ordering, irqs.at_acquisitions()) {
                 (true, true) => {
                     "circular dependencies, recursive locking, irq lock inversions and inconsistent lock state between kernel locks"
                 }
                 (true, false) => {
                     "circular dependencies, recursive locking and softirq lock inversions between kernel locks; hardirq inversions need the IRQ state"
                 }
-                (false, _) => "needs fentry/fexit on the lock functions, which this kernel refuses",
-            },
-        ),
+                (false, _) => {
+                    "needs fentry/fexit or kprobes on the lock functions, which this kernel refuses"
+                }
+            };
+            if ordering && !families_off.is_empty() {
+                format!(
+                    "{what}; off for {}: their releases cannot be traced",
+                    families_off.join(", ")
+                )
+            } else {
+                what.to_string()
+            }
+        }),
         feature(
             "irq-state checks",
             irq_checks,

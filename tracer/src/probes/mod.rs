@@ -314,9 +314,11 @@ impl Probes {
         });
     }
 
-    /// Attaches the kernel programs the way `mode` says. In `Auto`, where the kernel lacks
-    /// the IRQ-state kfunc (`irq_kfunc`), kprobes, which see the flags register, come first at
-    /// the points that need the state.
+    /// Attaches the kernel programs the way `mode` says. In `Auto` each lock function is
+    /// followed by trampolines where the kernel allows them and by kprobes where it does not
+    /// (klockstat's choice, made per function); where the kernel lacks the IRQ-state kfunc
+    /// (`irq_kfunc`), kprobes come first at the points that need the state, since they see
+    /// the flags register.
     fn attach_kernel(&mut self, kernel_btf: &KernelBtf, mode: AttachMode, irq_kfunc: bool) {
         let aya_btf = match aya::Btf::from_sys_fs() {
             Ok(btf) => btf,
@@ -332,124 +334,123 @@ impl Probes {
         let left_out = |probe: &KernelProbe| {
             attachment(probe, probe.targets[0], Outcome::LeftOut { by: BY_KPROBE })
         };
-        let mut releases: Vec<Vec<&KernelProbe>> = Vec::new();
-        let mut acquisitions: Vec<Vec<&KernelProbe>> = Vec::new();
-        if mode == AttachMode::Kprobe {
-            self.attachments
-                .extend(catalog::KERNEL_LOCKS.iter().map(left_out));
-            for probe in catalog::ACQUIRE_AT_ENTRY
-                .iter()
-                .chain(catalog::KPROBE_LOCKS)
-            {
-                if catalog::is_release(probe) {
-                    releases.push(vec![probe]);
-                } else {
-                    acquisitions.push(vec![probe]);
+        let functions = catalog::lock_functions();
+        let mut releases = Vec::new();
+        let mut acquisitions = Vec::new();
+        for function in &functions {
+            let alternatives = match mode {
+                AttachMode::Kprobe => {
+                    self.attachments
+                        .extend(function.trampolines.iter().copied().map(left_out));
+                    vec![function.kprobes.clone()]
                 }
-            }
-        } else {
-            for probe in catalog::KERNEL_LOCKS {
-                if catalog::is_release(probe) {
-                    releases.push(vec![probe]);
-                    continue;
+                AttachMode::Auto if !irq_kfunc && function.reads_irq_state() => {
+                    vec![function.kprobes.clone(), function.trampolines.clone()]
                 }
-                acquisitions.push(match catalog::at_entry_for(probe) {
-                    Some(kprobe) if irq_kfunc => vec![probe, kprobe],
-                    Some(kprobe) => vec![kprobe, probe],
-                    None => vec![probe],
-                });
+                AttachMode::Auto => {
+                    vec![function.trampolines.clone(), function.kprobes.clone()]
+                }
+            };
+            if function.is_release() {
+                releases.push((function.name, alternatives));
+            } else {
+                acquisitions.push((function.name, alternatives));
             }
         }
         self.attach_lock_functions(&aya_btf, kernel_btf, &releases, &acquisitions);
         for probe in catalog::TRACEPOINTS {
-            self.attach_first(&aya_btf, kernel_btf, &[probe]);
+            self.attach_alternatives(&aya_btf, kernel_btf, &[vec![probe]]);
         }
         for seed in catalog::ALLOCATOR {
             if mode == AttachMode::Kprobe {
-                self.attach_first(&aya_btf, kernel_btf, &[&seed.kprobe, &seed.tracepoint]);
+                let alternatives = [vec![&seed.kprobe], vec![&seed.tracepoint]];
+                self.attach_alternatives(&aya_btf, kernel_btf, &alternatives);
                 self.attachments.push(left_out(&seed.trampoline));
             } else {
-                self.attach_first(&aya_btf, kernel_btf, &seed.in_order(irq_kfunc));
+                let alternatives = seed.in_order(irq_kfunc).map(|probe| vec![probe]);
+                self.attach_alternatives(&aya_btf, kernel_btf, &alternatives);
             }
         }
     }
 
-    /// Attaches the release programs, then the acquisitions of the lock families whose every
-    /// release function has a program attached. An acquisition whose release cannot be seen
-    /// would stay on its held stack until it goes stale and give dependencies that never
-    /// existed: that family's ordering checks are off instead, and its acquisitions say so
-    /// (with the release's own reason: one line wherever refusals are summarized).
+    /// Attaches the release functions' programs, then the acquisitions of the lock families
+    /// whose every release function is followed (`alternatives` per function). An
+    /// acquisition whose release cannot be seen would stay on its held stack until it goes
+    /// stale and give dependencies that never existed: that family's ordering checks are off
+    /// instead, and its acquisitions say so (with the release's own reason: one line wherever
+    /// refusals are summarized).
     fn attach_lock_functions(
         &mut self,
         aya_btf: &aya::Btf,
         kernel_btf: &KernelBtf,
-        releases: &[Vec<&KernelProbe>],
-        acquisitions: &[Vec<&KernelProbe>],
+        releases: &[(&str, Vec<Vec<&KernelProbe>>)],
+        acquisitions: &[(&str, Vec<Vec<&KernelProbe>>)],
     ) {
-        // Each release function: whether a program on it attached, and why not.
+        // Each release function: whether it is followed, and why not.
         let mut followed: Vec<(&str, bool, String)> = Vec::new();
-        for choices in releases {
+        for (function, alternatives) in releases {
             let first = self.attachments.len();
-            self.attach_first(aya_btf, kernel_btf, choices);
-            let added = &self.attachments[first..];
-            let attached = added.iter().any(Attachment::is_attached);
-            let function = choices[0].targets[0];
-            match followed.iter_mut().find(|(seen, ..)| *seen == function) {
-                Some(entry) => entry.1 |= attached,
-                None => {
-                    let why = added
-                        .iter()
-                        .find_map(Attachment::refusal)
-                        .and_then(|reason| reason.lines().next())
-                        .unwrap_or_default();
-                    followed.push((function, attached, why.to_string()));
-                }
-            }
-        }
-        for choices in acquisitions {
-            let family = catalog::family_of(choices[0].targets[0]);
-            let blind: Vec<&(&str, bool, String)> = followed
+            let attached = self.attach_alternatives(aya_btf, kernel_btf, alternatives);
+            let why = self.attachments[first..]
                 .iter()
-                .filter(|(function, attached, _)| {
-                    !attached && catalog::family_of(function) == family
-                })
-                .collect();
-            let Some((_, _, why)) = blind.first() else {
-                self.attach_first(aya_btf, kernel_btf, choices);
+                .find_map(Attachment::refusal)
+                .and_then(|reason| reason.lines().next())
+                .unwrap_or_default();
+            followed.push((function, attached, why.to_string()));
+        }
+        for (function, alternatives) in acquisitions {
+            let Some(off) = ordering_off(function, &followed) else {
+                self.attach_alternatives(aya_btf, kernel_btf, alternatives);
                 continue;
             };
-            let reason = format!("ordering checks off, the releases cannot be traced: {why}");
-            for probe in choices {
+            for &probe in alternatives.iter().flatten() {
+                // A probe this kernel refuses whatever it follows says that, not more.
+                let reason = kind_refusal(probe.hook, &followed).unwrap_or(&off);
                 self.attachments
-                    .push(refused(probe, probe.targets[0], reason.clone()));
+                    .push(refused(probe, probe.targets[0], reason.to_string()));
             }
         }
     }
 
-    /// Attaches the first of `choices` that this kernel allows; the ones after it are not
-    /// needed. Records an outcome for each.
-    fn attach_first(
+    /// Attaches the first of `alternatives` (each a set of programs that work together) that
+    /// this kernel allows; the sets after it are not needed. Records an outcome for each
+    /// program, and returns whether one set attached. A set attaches when all its programs
+    /// do, extra copies of a release program aside (see `catalog::KERNEL_LOCKS`).
+    fn attach_alternatives(
         &mut self,
         aya_btf: &aya::Btf,
         kernel_btf: &KernelBtf,
-        choices: &[&KernelProbe],
-    ) {
+        alternatives: &[Vec<&KernelProbe>],
+    ) -> bool {
         let mut chosen: Option<String> = None;
-        for &probe in choices {
-            let attachment = match &chosen {
-                Some(instead) => Attachment {
-                    outcome: Outcome::NotNeeded {
-                        instead: instead.clone(),
-                    },
-                    ..refused(probe, probe.targets[0], String::new())
-                },
-                None => attach_one(&mut self.ebpf, aya_btf, kernel_btf, probe),
-            };
-            if attachment.is_attached() {
-                chosen = Some(attachment.name.clone());
+        for alternative in alternatives {
+            if let Some(instead) = &chosen {
+                for &probe in alternative {
+                    self.attachments.push(Attachment {
+                        outcome: Outcome::NotNeeded {
+                            instead: instead.clone(),
+                        },
+                        ..refused(probe, probe.targets[0], String::new())
+                    });
+                }
+                continue;
             }
-            self.attachments.push(attachment);
+            let mut whole = true;
+            let mut name = None;
+            for &probe in alternative {
+                let attachment = attach_one(&mut self.ebpf, aya_btf, kernel_btf, probe);
+                if attachment.is_attached() {
+                    name.get_or_insert_with(|| attachment.name.clone());
+                } else if probe.copy.is_none() {
+                    whole = false;
+                }
+                self.attachments.push(attachment);
+            }
+            if whole {
+                chosen = name;
+            }
         }
+        chosen.is_some()
     }
 
     /// Makes sure the pthread probes cover the C library process `pid` maps now: a command
@@ -716,6 +717,33 @@ fn attach_one(
     }
 }
 
+/// Why acquisitions by `function` must not be followed, when a release function of its lock
+/// family (in `followed`: function, attached, why not) has no program attached.
+fn ordering_off(function: &str, followed: &[(&str, bool, String)]) -> Option<String> {
+    let family = catalog::family_of(function);
+    followed
+        .iter()
+        .find(|(release, attached, _)| !attached && catalog::family_of(release) == family)
+        .map(|(_, _, why)| format!("ordering checks off, the releases cannot be traced: {why}"))
+}
+
+/// The reason every probe of `hook`'s kind is refused on this kernel, when there is one: no
+/// kprobes, or trampolines refused outright (as the release functions, `followed`: function,
+/// attached, why not, found).
+fn kind_refusal<'a>(hook: Hook, followed: &'a [(&str, bool, String)]) -> Option<&'a str> {
+    match hook {
+        Hook::Kprobe | Hook::Kretprobe => (!kprobes_available()).then_some(NO_KPROBES),
+        Hook::Fentry | Hook::Fexit => followed
+            .iter()
+            .map(|(_, _, why)| why.as_str())
+            .find(|why| why.starts_with(TRAMPOLINES_REFUSED)),
+        Hook::TpBtf { .. } => None,
+    }
+}
+
+/// How a refusal of trampolines by the kernel begins.
+const TRAMPOLINES_REFUSED: &str = "trampolines refused by this kernel";
+
 /// Why no kprobe attaches on a kernel without them.
 const NO_KPROBES: &str =
     "kprobes not available in this kernel (no kprobe event source: CONFIG_KPROBES=n)";
@@ -770,8 +798,7 @@ pub(crate) fn explain(err: &ProgramError, trampoline: bool) -> String {
             });
             match (io_error.raw_os_error(), last) {
                 (Some(libc::EPERM), None) if trampoline => {
-                    "trampolines refused by this kernel (EPERM at BPF_PROG_LOAD, empty verifier log)"
-                        .to_string()
+                    format!("{TRAMPOLINES_REFUSED} (EPERM at BPF_PROG_LOAD, empty verifier log)")
                 }
                 (_, Some(line)) => format!("verifier rejected it: {io_error}: {line}"),
                 (_, None) => format!("load failed: {io_error}"),
@@ -882,6 +909,21 @@ mod tests {
                 "acq_write_bh"
             ]
         );
+    }
+
+    /// A family with one release function that cannot be traced has its ordering off; the
+    /// others are followed.
+    #[test]
+    fn a_family_with_a_blind_release_has_its_ordering_off() {
+        let followed = vec![
+            ("_raw_spin_unlock", false, "not in this kernel".to_string()),
+            ("_raw_spin_unlock_irqrestore", true, String::new()),
+            ("mutex_unlock", true, String::new()),
+        ];
+        let off = super::ordering_off("_raw_spin_lock_irqsave", &followed).expect("off");
+        assert!(off.contains("not in this kernel"), "{off}");
+        assert_eq!(super::ordering_off("mutex_lock", &followed), None);
+        assert_eq!(super::ordering_off("down_read", &followed), None);
     }
 
     /// Every kernel program in the eBPF object is in the catalog and the other way round: a
