@@ -1154,3 +1154,46 @@ fn a_merge_of_one_recording_reports_as_the_recording() {
     assert!(!text.contains("from recording"), "{text}");
     assert!(!String::from_utf8_lossy(&via.stderr).contains("merged"));
 }
+
+/// A recording made where a lock family's releases could not be traced says, in one line,
+/// that its ordering checks were off; one without such a family says nothing of the kind.
+#[test]
+fn report_says_which_families_ordering_was_off() {
+    let dir = support::tempdir();
+    let blind = support::path_in(&dir, "blind.lttrace");
+    let refused = |name: &str, detail: &str| ProbeStatus {
+        name: name.into(),
+        kind: "fexit".into(),
+        attached: false,
+        detail: detail.into(),
+    };
+    let off = "ordering checks off, the releases cannot be traced: not in this kernel";
+    write_events(
+        &blind,
+        vec![
+            refused("fexit:_raw_spin_lock", off),
+            refused("fexit:_raw_spin_lock_irqsave", off),
+            refused("fexit:_raw_read_lock", off),
+            refused("fexit:mutex_lock", "verifier rejected it"),
+        ],
+        &abba_of(LOCK_A, LOCK_B, 1),
+        Vec::new(),
+    );
+    let output = run(&["report", blind.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("ordering checks were off"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].contains("rwlock, spinlock ordering"), "{stderr}");
+    assert!(!lines[0].contains("mutex"), "{stderr}");
+
+    let whole = support::path_in(&dir, "whole.lttrace");
+    write_events(&whole, Vec::new(), &abba_of(LOCK_A, LOCK_B, 1), Vec::new());
+    let output = run(&["report", whole.to_str().unwrap()]);
+    assert!(
+        !String::from_utf8_lossy(&output.stderr).contains("ordering checks"),
+        "{output:?}"
+    );
+}

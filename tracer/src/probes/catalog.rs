@@ -379,6 +379,23 @@ pub fn family_of(function: &str) -> Option<&'static str> {
     }
 }
 
+/// How the refusal of an acquisition whose family's releases cannot be traced begins.
+pub const ORDERING_OFF: &str = "ordering checks off";
+
+/// The lock families whose ordering checks are off, from probes' display names and refusal
+/// details (`(name, detail)`): their acquisitions were refused because their releases cannot
+/// be traced.
+pub fn families_off<'a>(probes: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<&'static str> {
+    let mut off: Vec<&'static str> = probes
+        .into_iter()
+        .filter(|(_, detail)| detail.starts_with(ORDERING_OFF))
+        .filter_map(|(name, _)| family_of(name.split_once(':')?.1.split(' ').next()?))
+        .collect();
+    off.sort_unstable();
+    off.dedup();
+    off
+}
+
 /// True for the programs that follow acquisitions (whichever way they attach): contention is
 /// then accounted where the lock is acquired.
 pub fn is_acquisition(program: &str) -> bool {

@@ -365,20 +365,11 @@ impl IrqStateSource {
 /// The lock families whose ordering checks are off because their releases cannot be traced
 /// (their acquisitions say so).
 fn families_off(probes: &[Attachment]) -> Vec<&'static str> {
-    let mut off: Vec<&'static str> = probes
-        .iter()
-        .filter(|p| {
-            p.refusal()
-                .is_some_and(|reason| reason.starts_with("ordering checks off"))
-        })
-        .filter_map(|p| {
-            let function = p.name.split_once(':')?.1.split(' ').next()?;
-            catalog::family_of(function)
-        })
-        .collect();
-    off.sort_unstable();
-    off.dedup();
-    off
+    catalog::families_off(
+        probes
+            .iter()
+            .filter_map(|p| Some((p.name.as_str(), p.refusal()?))),
+    )
 }
 
 /// Attached and needed probes of each attach type.

@@ -724,7 +724,12 @@ fn ordering_off(function: &str, followed: &[(&str, bool, String)]) -> Option<Str
     followed
         .iter()
         .find(|(release, attached, _)| !attached && catalog::family_of(release) == family)
-        .map(|(_, _, why)| format!("ordering checks off, the releases cannot be traced: {why}"))
+        .map(|(_, _, why)| {
+            format!(
+                "{}, the releases cannot be traced: {why}",
+                catalog::ORDERING_OFF
+            )
+        })
 }
 
 /// The reason every probe of `hook`'s kind is refused on this kernel, when there is one: no

@@ -42,7 +42,8 @@ pub struct Header {
 pub struct ProbeStatus {
     /// The probe's name (usually the kernel or library function it hooks).
     pub name: String,
-    /// The attach type: `fexit`, `fentry`, `tp_btf`, `uprobe` or `uretprobe`.
+    /// The attach type: `fexit`, `fentry`, `kprobe`, `kretprobe`, `tp_btf`, `uprobe` or
+    /// `uretprobe`.
     pub kind: String,
     /// True when it attached.
     pub attached: bool,

@@ -27,6 +27,25 @@ use crate::{
     live::accounting,
 };
 
+/// One line when the session could not follow some lock families' ordering (their releases
+/// could not be traced): no alert about them means nothing there.
+fn say_ordering_off(recording: &tracer::replay::Replay) {
+    let off = tracer::probes::catalog::families_off(
+        recording
+            .header
+            .probes
+            .iter()
+            .map(|p| (p.name.as_str(), p.detail.as_str())),
+    );
+    if !off.is_empty() {
+        eprintln!(
+            "locktrace: {}: {} ordering checks were off in this recording: their releases could not be traced",
+            recording.origin.file,
+            off.join(", ")
+        );
+    }
+}
+
 /// Replays `files` and prints their alerts through `printer`, in `order`, each with the whole
 /// session's contention figures: each recording's own alerts, then (several recordings)
 /// those that exist only across recordings.
@@ -36,6 +55,9 @@ pub fn report(
     order: AlertOrder,
 ) -> anyhow::Result<Outcome> {
     let replayed = replay(files)?;
+    for recording in &replayed.recordings {
+        say_ordering_off(recording);
+    }
     // Each alert with the engine that found it and that engine's contention figures.
     let mut contention: Vec<Contention> = replayed
         .recordings
