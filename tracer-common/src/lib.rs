@@ -565,8 +565,6 @@ pub struct ProbeConfig {
     pub irq_kfunc_valid: u32,
     /// Non-zero when `bpf_get_kmem_cache` was patched in.
     pub kmem_cache_kfunc_valid: u32,
-    /// Non-zero when `bpf_get_func_ip` may be called (Linux 5.15+).
-    pub func_ip_helper: u32,
     /// Non-zero when the acquire programs are attached: contention is then accounted when
     /// the lock is acquired, under its full class; otherwise when the wait ends.
     pub acquisitions_traced: u32,
@@ -604,7 +602,6 @@ impl Default for ProbeConfig {
             preempt_count_source: 0,
             irq_kfunc_valid: 0,
             kmem_cache_kfunc_valid: 0,
-            func_ip_helper: 0,
             acquisitions_traced: 0,
             self_pid: 0,
             tracing: 0,

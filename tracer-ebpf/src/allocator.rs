@@ -42,7 +42,7 @@ fn call<C: EbpfContext>(
         return;
     };
     let caller = if caller == 0 && extra & flags::FROM_TRAMPOLINE != 0 {
-        context::trampoline_caller(ctx, cfg, &here, None)
+        context::trampoline_caller(ctx, &here, None)
     } else {
         caller
     };

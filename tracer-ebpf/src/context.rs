@@ -636,6 +636,12 @@ fn is_kernel_text(addr: u64) -> bool {
     addr >= 0xffff_ffff_8000_0000
 }
 
+/// Non-zero when `bpf_get_func_ip` may be called from a trampoline (Linux 5.15+), as a
+/// read-only global set at load time: a constant to the verifier, which then never sees the
+/// call on a kernel whose verifier would refuse the whole program for it (5.10).
+#[unsafe(no_mangle)]
+static FUNC_IP_HELPER: u32 = 0;
+
 /// The vmlinux BTF id of a struct of plain 8-byte members (`pt_regs`), set at load time: what
 /// [`untrusted_words`] reads a trampoline's frame (and a stack slot) as. 0 when the kernel has
 /// none.
@@ -713,13 +719,10 @@ pub const FEXIT_ONE_ARG_RETURN_SLOT: usize = 2;
 /// walked instead (several times the cost of the whole rest of a lock program): the
 /// trampoline, possibly the return address into the probed function, then the caller.
 #[inline(always)]
-pub fn trampoline_caller<C: EbpfContext>(
-    ctx: &C,
-    cfg: &ProbeConfig,
-    here: &Here,
-    return_slot: Option<usize>,
-) -> u64 {
-    let func_ip = if cfg.func_ip_helper != 0 {
+pub fn trampoline_caller<C: EbpfContext>(ctx: &C, here: &Here, return_slot: Option<usize>) -> u64 {
+    // SAFETY: a plain read of a static; volatile so that the verifier sees the load of the
+    // frozen constant and prunes the call where the helper does not exist.
+    let func_ip = if unsafe { core::ptr::read_volatile(&raw const FUNC_IP_HELPER) } != 0 {
         // SAFETY: the helper reads the trampoline's saved function address.
         unsafe { bpf_get_func_ip(ctx.as_ptr()) }
     } else {

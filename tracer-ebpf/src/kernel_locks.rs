@@ -48,8 +48,7 @@ pub fn on_acquire(ctx: &FExitContext, lock_kind: LockKind, variant: u32, success
     // Every hooked acquire function takes exactly one argument: the lock. The typed pointer
     // becomes the plain number the kfunc wants.
     let addr: u64 = here.number(ctx.arg(0));
-    let site =
-        context::trampoline_caller(ctx, cfg, &here, Some(context::FEXIT_ONE_ARG_RETURN_SLOT));
+    let site = context::trampoline_caller(ctx, &here, Some(context::FEXIT_ONE_ARG_RETURN_SLOT));
     // An `_irq` or `_irqsave` function returns with interrupts disabled: no need to read
     // the state (and where the kfunc is missing, it is known all the same).
     let irqs = if variant & flags::IRQ_VARIANT != 0 {

@@ -244,7 +244,6 @@ impl KernelFacts {
             task_pid_offset: self.task_pid_offset,
             task_tgid_offset: self.task_tgid_offset,
             rq_lock_percpu_offset: self.rq_lock_percpu_offset,
-            func_ip_helper: self.func_ip_helper.into(),
             irq_kfunc_valid: self.irq_kfunc.into(),
             kmem_cache_kfunc_valid: self.kmem_cache_kfunc.into(),
             kmem_cache_name_offset: self.kmem_cache_name_offset,

@@ -214,6 +214,7 @@ fn load_object(
     );
     EbpfLoader::new()
         .override_global("FLOOR", &u32::from(floor), true)
+        .override_global("FUNC_IP_HELPER", &u32::from(facts.func_ip_helper), true)
         .override_global(
             "PREEMPT_COUNT_OFFSET",
             &facts.preempt_count_ksym_offset(),
