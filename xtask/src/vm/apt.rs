@@ -173,8 +173,12 @@ pub fn extract(deb: &Path, dest: &Path, patterns: &[&str]) -> anyhow::Result<()>
         .spawn()
         .context("running dpkg-deb")?;
     let tarball = dpkg.stdout.take().context("dpkg-deb's stdout")?;
+    // Older packages (bookworm's headers) ship ./lib/modules: the chroot's merged-/usr
+    // symbolic link /lib must stay one, not become a directory that hides /usr/lib.
     let mut tar = Command::new("tar");
-    tar.arg("-x").arg("-C").arg(dest).stdin(tarball);
+    tar.args(["-x", "--keep-directory-symlink", "-C"])
+        .arg(dest)
+        .stdin(tarball);
     if !patterns.is_empty() {
         tar.arg("--wildcards").args(patterns);
     }

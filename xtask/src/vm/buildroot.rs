@@ -1,8 +1,9 @@
-//! A Debian trixie chroot (debootstrap, minbase) that builds what runs in the guest: the test
-//! module against each guest kernel's headers, with trixie's compiler as Debian's kernels are,
-//! and the test programs. It also supplies the guest's busybox, dash and C library.
+//! Debian chroots (debootstrap, minbase) that build what runs in the guest: the test module
+//! against each guest kernel's headers, in a chroot of the kernel's own release so that its
+//! compiler is the one that built the kernel, and (in trixie's) the test programs. trixie's
+//! also supplies the guest's busybox, dash and C library.
 //!
-//! The chroot is made once and cached; a stamp names the package set it was made with, so a
+//! Each chroot is made once and cached; a stamp names the package set it was made with, so a
 //! change of that set rebuilds it. Kernel headers are unpacked into it per kernel ABI with
 //! `dpkg-deb` (not installed: the 6.12 headers package depends on the kernel image, and
 //! nothing here needs dpkg's bookkeeping).
@@ -19,22 +20,8 @@ use anyhow::{Context, ensure};
 use super::{
     apt::{self, Apt},
     run_command,
-    suites::{BUILD_SUITE, Kernel, MIRROR},
+    suites::{Kernel, MIRROR, RootSuite},
 };
-
-/// Packages added to the minbase chroot. `gcc-14-for-host` is what the 7.x headers ask for;
-/// `libelf1t64` is objtool's (in linux-kbuild) run-time library; `dwarves` is pahole, which
-/// module builds run (and whose version they compare with the kernel's); `libc6-dev` brings the
-/// static C library and the UAPI headers for the test programs.
-const PACKAGES: &[&str] = &[
-    "gcc-14",
-    "gcc-14-for-host",
-    "make",
-    "libc6-dev",
-    "libelf1t64",
-    "dwarves",
-    "busybox-static",
-];
 
 const STAMP: &str = ".locktrace-buildroot";
 
@@ -44,30 +31,24 @@ pub struct BuildRoot {
 }
 
 impl BuildRoot {
-    /// Returns the chroot under `cache`, making it first if it is missing or stale.
-    pub fn ensure(cache: &Path) -> anyhow::Result<Self> {
-        let root = cache.join(format!("buildroot-{BUILD_SUITE}"));
-        let stamp = PACKAGES.join(",");
+    /// Returns the chroot of `suite` under `cache`, making it first if it is missing or stale.
+    pub fn ensure(cache: &Path, suite: &RootSuite) -> anyhow::Result<Self> {
+        let name = suite.name;
+        let root = cache.join(format!("buildroot-{name}"));
+        let stamp = suite.packages.join(",");
         if fs::read_to_string(root.join(STAMP)).is_ok_and(|found| found == stamp) {
             return Ok(Self { root });
         }
-        let partial = cache.join(format!("buildroot-{BUILD_SUITE}.partial"));
+        let partial = cache.join(format!("buildroot-{name}.partial"));
         for dir in [&root, &partial] {
             if dir.exists() {
                 fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
             }
         }
-        println!(
-            "vm: debootstrap {BUILD_SUITE} into {} (once)",
-            root.display()
-        );
+        println!("vm: debootstrap {name} into {} (once)", root.display());
         let mut debootstrap = Command::new("debootstrap");
         debootstrap
-            .args([
-                "--variant=minbase",
-                &format!("--include={stamp}"),
-                BUILD_SUITE,
-            ])
+            .args(["--variant=minbase", &format!("--include={stamp}"), name])
             .arg(&partial)
             .arg(MIRROR)
             .stdout(Stdio::null());

@@ -3,7 +3,8 @@
 //! benchmark instead (see `bench.rs`).
 //!
 //! For each suite in [`suites::SUITES`]: resolve the suite's current kernel, fetch its image
-//! (cached), unpack its headers into the trixie build root, build the test module against them,
+//! (cached), unpack its headers into the build root of the kernel's own Debian release (its
+//! compiler built the kernel), build the test module against them,
 //! pack an initramfs with busybox, `locktrace`, the test module and programs, the scripts of
 //! tests/vm and trixie's C library, boot it, read the checks from the serial console, then judge
 //! on the host what the guest shipped back.
@@ -50,7 +51,7 @@ pub struct VmArgs {
     /// What the guests run instead of the in-guest tests.
     #[command(subcommand)]
     action: Option<VmAction>,
-    /// Debian suites whose kernels to boot (repeatable; default: trixie and trixie-backports).
+    /// Debian suites whose kernels to boot (repeatable; default: all of `suites.rs`).
     #[arg(long = "suite", value_name = "SUITE", global = true)]
     suites: Vec<String>,
     /// Hard time limit for one guest, in seconds: the guest is killed and the run fails. Each
@@ -59,7 +60,7 @@ pub struct VmArgs {
     /// 3600].
     #[arg(long, global = true)]
     timeout: Option<u64>,
-    /// Cache directory for downloads, kernels and the build root [default:
+    /// Cache directory for downloads, kernels and the build roots [default:
     /// $LOCKTRACE_VM_CACHE, else /var/cache/locktrace-vm].
     #[arg(long, value_name = "DIR", global = true)]
     cache_dir: Option<PathBuf>,
@@ -293,9 +294,11 @@ fn boot_suites(args: &VmArgs, script: GuestScript, timeout: Duration) -> anyhow:
     let out = repo.join("target/vm");
 
     let locktrace = step("build locktrace", || build_locktrace(&repo))?;
-    let root = step("build root", || BuildRoot::ensure(&cache))?;
+    let userland = step("build root", || {
+        BuildRoot::ensure(&cache, suites::USERLAND_ROOT)
+    })?;
     let programs = step("test programs", || {
-        cbuild::build_programs(&root, &repo, &out.join("programs"))
+        cbuild::build_programs(&userland, &repo, &out.join("programs"))
     })?;
 
     let mut failures = Vec::new();
@@ -305,7 +308,7 @@ fn boot_suites(args: &VmArgs, script: GuestScript, timeout: Duration) -> anyhow:
             repo: &repo,
             cache: &cache,
             out: out.join(suite.name),
-            root: &root,
+            userland: &userland,
             locktrace: &locktrace,
             programs: &programs,
         };
@@ -349,7 +352,8 @@ struct GuestParts<'a> {
     repo: &'a Path,
     cache: &'a Path,
     out: PathBuf,
-    root: &'a BuildRoot,
+    /// The chroot that built the programs: the guest's busybox, dash and C library.
+    userland: &'a BuildRoot,
     locktrace: &'a Path,
     programs: &'a [PathBuf],
 }
@@ -367,7 +371,7 @@ struct Prepared {
 /// failing the run, so the suite still guards everything that works. A known failure that
 /// passes is printed as XPASS: delete its line then. Entries are `("suite/check", reason)`,
 /// `("check", reason)` for every suite, or a name ending in `*` for every check it starts.
-/// Empty: every check passes on both kernels.
+/// Empty: every check passes on every kernel.
 const KNOWN_FAILURES: &[(&str, &str)] = &[];
 
 /// The reason check `name` of `suite` is a known failure. An entry `suite/check` is for that
@@ -435,7 +439,7 @@ impl Summary {
         }
         let known = self.failed_where(true);
         if !known.is_empty() {
-            println!("    known failures (issue 4): {}", known.join(" "));
+            println!("    known failures: {}", known.join(" "));
         }
     }
 }
@@ -459,11 +463,14 @@ fn prepare(suite: &'static Suite, parts: &GuestParts) -> anyhow::Result<Prepared
     let vmlinuz = step("kernel image", || {
         kernel_image(&kernel, &apt, parts.cache, &downloads)
     })?;
+    let module_root = step("module build root", || {
+        BuildRoot::ensure(parts.cache, suite.module_root)
+    })?;
     step("kernel headers", || {
-        parts.root.install_headers(&kernel, &apt, &downloads)
+        module_root.install_headers(&kernel, &apt, &downloads)
     })?;
     let module = step("test module", || {
-        cbuild::build_module(parts.root, &kernel, parts.repo, &parts.out)
+        cbuild::build_module(&module_root, &kernel, parts.repo, &parts.out)
     })?;
     let initramfs = parts.out.join("initramfs.cpio");
     step("initramfs", || pack_initramfs(parts, &module, &initramfs))?;
@@ -725,10 +732,14 @@ fn pack_initramfs(parts: &GuestParts, module: &Path, dest: &Path) -> anyhow::Res
         archive.dir(dir);
     }
     archive.char_device("/dev/console", 0o600, 5, 1);
-    archive.copy("/bin/busybox", 0o755, &parts.root.path("/usr/bin/busybox"))?;
+    archive.copy(
+        "/bin/busybox",
+        0o755,
+        &parts.userland.path("/usr/bin/busybox"),
+    )?;
     archive.symlink("/bin/sh", "busybox");
     // A dynamically linked shell, for the commands that `locktrace watch` spawns.
-    let dash = parts.root.path("/usr/bin/dash");
+    let dash = parts.userland.path("/usr/bin/dash");
     archive.copy("/usr/bin/dash", 0o755, &dash)?;
     for (script, path) in SCRIPTS {
         archive.copy(path, 0o755, &parts.repo.join("tests/vm").join(script))?;
@@ -750,12 +761,12 @@ fn pack_initramfs(parts: &GuestParts, module: &Path, dest: &Path) -> anyhow::Res
     archive.copy("/tests/locktrace_test.ko", 0o644, module)?;
     let mut dynamic = vec![dash, parts.locktrace.to_path_buf()];
     dynamic.extend_from_slice(parts.programs);
-    for library in parts.root.libraries(&dynamic)? {
+    for library in parts.userland.libraries(&dynamic)? {
         ensure!(
             library.starts_with("/lib/x86_64-linux-gnu/") || library.starts_with("/lib64/"),
             "unexpected library location {library}"
         );
-        archive.copy(&library, 0o755, &parts.root.path(&library))?;
+        archive.copy(&library, 0o755, &parts.userland.path(&library))?;
     }
     archive.write(dest)
 }

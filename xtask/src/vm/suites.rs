@@ -19,7 +19,43 @@ pub struct Suite {
     /// report the feature as present exactly when this is true, and read the IRQ state from
     /// kprobes when it is false.
     pub irq_state_kfunc: bool,
+    /// The chroot that builds the test module against this kernel's headers: Debian builds
+    /// each kernel with its own release's gcc, and kbuild passes that gcc's flags.
+    pub module_root: &'static RootSuite,
 }
+
+/// A Debian suite whose debootstrap chroot builds C code for the guests, and what it needs
+/// beyond minbase.
+pub struct RootSuite {
+    /// The suite's name in the archive; the chroot is `buildroot-<name>` in the cache.
+    pub name: &'static str,
+    /// Packages added to the minbase chroot.
+    pub packages: &'static [&'static str],
+}
+
+/// trixie's chroot: builds the test programs and the modules of trixie's kernels, and supplies
+/// the guest's busybox, dash and C library. `gcc-14-for-host` is what the 7.x headers ask for;
+/// `libelf1t64` is objtool's (in linux-kbuild) run-time library; `dwarves` is pahole, which
+/// module builds run (and whose version they compare with the kernel's); `libc6-dev` brings
+/// the static C library and the UAPI headers for the test programs.
+pub const TRIXIE_ROOT: RootSuite = RootSuite {
+    name: "trixie",
+    packages: &[
+        "gcc-14",
+        "gcc-14-for-host",
+        "make",
+        "libc6-dev",
+        "libelf1t64",
+        "dwarves",
+        "busybox-static",
+    ],
+};
+
+/// bookworm's chroot: gcc-12, which built Debian 12's 6.1 kernel (trixie has no gcc-12).
+pub const BOOKWORM_ROOT: RootSuite = RootSuite {
+    name: "bookworm",
+    packages: &["gcc-12", "make", "libelf1", "dwarves"],
+};
 
 /// The guest kernels, in the order they run.
 pub const SUITES: &[Suite] = &[
@@ -27,16 +63,25 @@ pub const SUITES: &[Suite] = &[
         name: "trixie",
         about: "Debian 13's long-term 6.12 kernel, without the IRQ-state kfunc: IRQ state from kprobes",
         irq_state_kfunc: false,
+        module_root: &TRIXIE_ROOT,
     },
     Suite {
         name: "trixie-backports",
         about: "the 7.x backports kernel, with the IRQ-state and slab-cache kfuncs",
         irq_state_kfunc: true,
+        module_root: &TRIXIE_ROOT,
+    },
+    Suite {
+        name: "bookworm",
+        about: "Debian 12's long-term 6.1 kernel: trampolines, neither kfunc, `pcpu_alloc`",
+        irq_state_kfunc: false,
+        module_root: &BOOKWORM_ROOT,
     },
 ];
 
-/// The suite whose compiler and C library build the test module and programs.
-pub const BUILD_SUITE: &str = "trixie";
+/// The chroot whose compiler and C library build the guest's programs, and which supplies
+/// its userland.
+pub const USERLAND_ROOT: &RootSuite = &TRIXIE_ROOT;
 
 /// Where packages come from.
 pub const MIRROR: &str = "http://deb.debian.org/debian";
@@ -94,9 +139,7 @@ pub fn resolve(suite: &'static Suite, apt: &Apt) -> anyhow::Result<Kernel> {
     let headers = format!("linux-headers-{release}");
     let mut header_packages = vec![headers.clone()];
     for dep in apt.depends(&headers)? {
-        let headers_or_kbuild =
-            dep.starts_with("linux-headers-") || dep.starts_with("linux-kbuild-");
-        if headers_or_kbuild && dep.contains(&image) && !header_packages.contains(&dep) {
+        if is_headers_part(&dep, &image) && !header_packages.contains(&dep) {
             header_packages.push(dep);
         }
     }
@@ -106,6 +149,15 @@ pub fn resolve(suite: &'static Suite, apt: &Apt) -> anyhow::Result<Kernel> {
         image_package,
         header_packages,
     })
+}
+
+/// Whether a dependency of the headers package is part of the module build: the common
+/// headers of the same ABI (`linux-headers-<abi>-common`), and kbuild, which is named by ABI
+/// from trixie on (`linux-kbuild-6.12.117+deb13`) and by kernel series before
+/// (`linux-kbuild-6.1`). Not the image, the compiler or `linux-base`.
+fn is_headers_part(dependency: &str, abi: &str) -> bool {
+    dependency.starts_with("linux-kbuild-")
+        || (dependency.starts_with("linux-headers-") && dependency.contains(abi))
 }
 
 /// The ABI of a `linux-image-<abi>-amd64` package name, for a versioned image only.
@@ -119,7 +171,28 @@ fn image_abi(package: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::image_abi;
+    use super::{image_abi, is_headers_part};
+
+    #[test]
+    fn headers_parts_are_common_headers_and_kbuild_of_any_naming() {
+        let trixie = "6.12.117+deb13";
+        assert!(is_headers_part(
+            "linux-headers-6.12.117+deb13-common",
+            trixie
+        ));
+        assert!(is_headers_part("linux-kbuild-6.12.117+deb13", trixie));
+        assert!(!is_headers_part(
+            "linux-image-6.12.117+deb13-amd64-unsigned",
+            trixie
+        ));
+        assert!(!is_headers_part("linux-base", trixie));
+        assert!(!is_headers_part("gcc-14", trixie));
+        let bookworm = "6.1.0-50";
+        assert!(is_headers_part("linux-headers-6.1.0-50-common", bookworm));
+        assert!(is_headers_part("linux-kbuild-6.1", bookworm));
+        assert!(!is_headers_part("linux-compiler-gcc-12-x86", bookworm));
+        assert!(!is_headers_part("linux-headers-6.1.0-49-common", bookworm));
+    }
 
     #[test]
     fn image_abi_takes_versioned_images_only() {
@@ -130,6 +203,10 @@ mod tests {
         assert_eq!(
             image_abi("linux-image-7.3.4+deb13-amd64").as_deref(),
             Some("7.3.4+deb13")
+        );
+        assert_eq!(
+            image_abi("linux-image-5.10.0-32-amd64").as_deref(),
+            Some("5.10.0-32")
         );
         assert_eq!(image_abi("linux-image-amd64"), None);
         assert_eq!(image_abi("linux-base-amd64"), None);
