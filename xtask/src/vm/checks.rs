@@ -19,7 +19,20 @@ pub struct Expected {
     pub irq: Option<Option<&'static str>>,
     /// The alert's `classes`, in any order.
     pub classes: Option<&'static [&'static str]>,
+    /// What `locktrace check` must say it detects (names of its `detects` entries) for the
+    /// alert to be expected. On a kernel that may lack one (`Suite::may_lack`), `check`
+    /// saying it is off excuses the alert's absence, and nothing may stand in its place.
+    pub needs: &'static [&'static str],
+    /// The lock family whose ordering the alert is built from (`spinlock`, `mutex` ...): on a
+    /// kernel that may lack kernel lock ordering, `check` naming the family off (its releases
+    /// cannot be traced) excuses it in the same way.
+    pub family: Option<&'static str>,
 }
+
+/// `locktrace check`'s line for ordering checks between kernel locks.
+pub const LOCK_ORDERING: &str = "kernel lock ordering";
+/// `locktrace check`'s line for checks that need the execution context (`preempt_count`).
+pub const CONTEXT_CHECKS: &str = "context checks";
 
 /// The test module's patterns (tests/kmod/locktrace_test.c) and exactly the alerts each must
 /// give, as lockdep would report them.
@@ -31,6 +44,8 @@ pub const PATTERNS: &[(&str, &[Expected])] = &[
             kind: "irq_lock_inversion",
             irq: Some(Some("hardirq")),
             classes: Some(&["lt_seed_outer_lock", "lt_seed_inner_lock"]),
+            needs: &[LOCK_ORDERING],
+            family: Some("spinlock"),
         }],
     ),
     (
@@ -39,6 +54,8 @@ pub const PATTERNS: &[(&str, &[Expected])] = &[
             kind: "circular_dependency",
             irq: None,
             classes: Some(&["lt_abba_a", "lt_abba_b"]),
+            needs: &[LOCK_ORDERING],
+            family: Some("mutex"),
         }],
     ),
     // vfree() may sleep: called with IRQs disabled.
@@ -48,6 +65,8 @@ pub const PATTERNS: &[(&str, &[Expected])] = &[
             kind: "atomic_context",
             irq: None,
             classes: None,
+            needs: &[],
+            family: None,
         }],
     ),
     // A sleeping allocation in softirq; inside it pcpu_alloc_mutex is taken there (a sleeping
@@ -60,16 +79,22 @@ pub const PATTERNS: &[(&str, &[Expected])] = &[
                 kind: "atomic_context",
                 irq: None,
                 classes: Some(&[]),
+                needs: &[CONTEXT_CHECKS],
+                family: None,
             },
             Expected {
                 kind: "atomic_context",
                 irq: None,
                 classes: Some(&["pcpu_alloc_mutex"]),
+                needs: &[CONTEXT_CHECKS, LOCK_ORDERING],
+                family: Some("mutex"),
             },
             Expected {
                 kind: "inconsistent_lock_state",
                 irq: Some(Some("softirq")),
                 classes: Some(&["pcpu_alloc_mutex"]),
+                needs: &[CONTEXT_CHECKS, LOCK_ORDERING],
+                family: Some("mutex"),
             },
         ],
     ),
@@ -92,32 +117,110 @@ pub fn judge(
     locktrace: &Path,
     work: &Path,
 ) -> Vec<Check> {
+    let off = shipped_json(files, "check.json")
+        .map(|check| Lacking::from_check(suite.may_lack, &check))
+        .unwrap_or_default();
     let mut checks = vec![
-        check("probes-attached", probes_attached(files)),
+        check("probes-attached", probes_attached(suite, files, &off)),
         check("irq-state-kfunc", irq_state_kfunc(suite, files)),
         check("irq-state", irq_state(suite, files)),
-        check("graph-pcpu", graph_pcpu(files)),
+        check("graph-pcpu", graph_pcpu(files, &off)),
     ];
     for (pattern, expected) in PATTERNS {
-        let expected: Vec<&Expected> = expected.iter().collect();
+        let (expected, excused) = expected_on(&off, expected.iter());
         let result = shipped_alerts(files, &format!("watch-{pattern}.json"))
-            .and_then(|alerts| compare(&alerts, &expected));
+            .and_then(|alerts| compare(&alerts, &expected))
+            .map(|detail| with_excused(detail, &excused));
         checks.push(check(&format!("alerts-{pattern}"), result));
     }
-    let every_pattern: Vec<&Expected> = PATTERNS
-        .iter()
-        .flat_map(|(_, expected)| expected.iter())
-        .collect();
+    let (every_pattern, excused) = expected_on(
+        &off,
+        PATTERNS.iter().flat_map(|(_, expected)| expected.iter()),
+    );
     let result = shipped_alerts(files, "watch-kprobe.json")
-        .and_then(|alerts| compare(&alerts, &every_pattern));
+        .and_then(|alerts| compare(&alerts, &every_pattern))
+        .map(|detail| with_excused(detail, &excused));
     checks.push(check("alerts-kprobe", result));
-    checks.push(check("contention-figures", contention_figures(files)));
+    checks.push(check(
+        "contention-figures",
+        contention_figures(suite, files, &off),
+    ));
     checks.push(check("workload-clean", workload_clean(files)));
     checks.push(check(
         "replay-on-host",
         replay_on_host(files, locktrace, work),
     ));
     checks
+}
+
+/// What `locktrace check` said the guest's kernel cannot detect, among what its suite may
+/// lack (`Suite::may_lack`): whole lines (name and detail) it reports off, and the lock
+/// families its kernel lock ordering line names off ("off for spinlock, rwlock: their
+/// releases cannot be traced"). Anything else `check` calls off is not excused here, and
+/// its checks fail as they would without the line.
+#[derive(Default)]
+struct Lacking {
+    lines: Vec<(String, String)>,
+    families: Vec<String>,
+    /// The kernel lock ordering line, when it names families off.
+    families_line: String,
+}
+
+impl Lacking {
+    fn from_check(may_lack: &[&str], check: &Value) -> Lacking {
+        let mut lacking = Lacking::default();
+        let entries = check["detects"].as_array().into_iter().flatten();
+        for entry in entries {
+            let (Some(name), Some(ok)) = (entry["name"].as_str(), entry["ok"].as_bool()) else {
+                continue;
+            };
+            if !may_lack.contains(&name) {
+                continue;
+            }
+            let detail = entry["detail"].as_str().unwrap_or_default();
+            if !ok {
+                lacking.lines.push((name.to_owned(), detail.to_owned()));
+            } else if name == LOCK_ORDERING
+                && let Some(families) = families_off(detail)
+            {
+                lacking.families = families;
+                lacking.families_line = format!("check says \"{name}: yes ({detail})\"");
+            }
+        }
+        lacking
+    }
+
+    /// `check`'s line for the first of `needs` that it says is off, or for `family` when it
+    /// names it off; `None` when the alert is expected.
+    fn any_of(&self, needs: &[&str], family: Option<&str>) -> Option<String> {
+        let line = self
+            .lines
+            .iter()
+            .find(|(name, _)| needs.contains(&name.as_str()))
+            .map(|(name, detail)| format!("check says \"{name}: no ({detail})\""));
+        line.or_else(|| {
+            family
+                .filter(|family| self.families.iter().any(|off| off == family))
+                .map(|_| self.families_line.clone())
+        })
+    }
+}
+
+/// The families a kernel lock ordering detail names off: "...; off for spinlock, rwlock:
+/// their releases cannot be traced".
+fn families_off(detail: &str) -> Option<Vec<String>> {
+    let (_, rest) = detail.split_once("off for ")?;
+    let (list, _) = rest.split_once(':')?;
+    Some(list.split(", ").map(str::to_owned).collect())
+}
+
+/// Adds what was not expected, and why, to a passing check's detail.
+fn with_excused(detail: String, excused: &[String]) -> String {
+    if excused.is_empty() {
+        detail
+    } else {
+        format!("{detail}; not expected: {}", excused.join("; "))
+    }
 }
 
 fn check(name: &str, result: anyhow::Result<String>) -> Check {
@@ -152,7 +255,12 @@ fn shipped_alerts(files: &BTreeMap<String, Vec<u8>>, name: &str) -> anyhow::Resu
 
 /// Every kernel probe this kernel needs attached: a kprobe or a trampoline, where the other
 /// attached, is not needed (tracepoints may stand in for the allocator elsewhere, not here).
-fn probes_attached(files: &BTreeMap<String, Vec<u8>>) -> anyhow::Result<String> {
+/// Some may be missing where the kernel has no such thing ([`absent_here`]).
+fn probes_attached(
+    suite: &Suite,
+    files: &BTreeMap<String, Vec<u8>>,
+    off: &Lacking,
+) -> anyhow::Result<String> {
     let check = shipped_json(files, "check.json")?;
     let probes = check["probes"]
         .as_array()
@@ -177,11 +285,17 @@ fn probes_attached(files: &BTreeMap<String, Vec<u8>>) -> anyhow::Result<String> 
             .as_str()
             .is_some_and(|detail| detail.starts_with("not needed"))
     };
-    let failed: Vec<String> = kernel
+    let mut absent: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut failed = Vec::new();
+    for probe in kernel
         .iter()
         .filter(|probe| probe["attached"] != Value::Bool(true) && !not_needed(probe))
-        .map(|probe| format!("{} ({})", probe["name"], probe["detail"]))
-        .collect();
+    {
+        match absent_here(suite, off, probe) {
+            Some(why) => *absent.entry(why).or_default() += 1,
+            None => failed.push(format!("{} ({})", probe["name"], probe["detail"])),
+        }
+    }
     ensure!(
         failed.is_empty(),
         "{} of {} kernel probes did not attach: {}",
@@ -193,10 +307,59 @@ fn probes_attached(files: &BTreeMap<String, Vec<u8>>) -> anyhow::Result<String> 
         .iter()
         .filter(|probe| probe["attached"] == Value::Bool(true))
         .count();
+    let absent_count: usize = absent.values().sum();
+    let absent: Vec<String> = absent
+        .iter()
+        .map(|(why, count)| format!(", {count} {why}"))
+        .collect();
     Ok(format!(
-        "{attached} kernel probes attached, {} not needed here",
-        kernel.len() - attached
+        "{attached} kernel probes attached, {} not needed here{}",
+        kernel.len() - attached - absent_count,
+        absent.concat()
     ))
+}
+
+/// Why `probe`, which `check` reports not attached, may be missing on this kernel, or `None`:
+/// the probe of a plain or `_irq` spin, read or write unlock the kernel inlines
+/// (`Suite::unlocks_inlined`), where `check` says it is not in the kernel; an acquisition
+/// probe of a lock family `check` names off (left out on purpose: its releases cannot be
+/// traced); a contention tracepoint on a kernel without them
+/// (`Suite::contention_tracepoints`).
+fn absent_here(suite: &Suite, off: &Lacking, probe: &Value) -> Option<&'static str> {
+    let name = probe["name"].as_str().unwrap_or_default();
+    let detail = probe["detail"].as_str().unwrap_or_default();
+    let function = name.split_once(':').map_or("", |(_, function)| function);
+    let function = function.split(' ').next().unwrap_or_default();
+    let unlock = function.starts_with("_raw_")
+        && (function.ends_with("_unlock") || function.ends_with("_unlock_irq"));
+    if suite.unlocks_inlined && unlock && detail.starts_with("not in this kernel") {
+        return Some("unlock probes not in this kernel (inlined)");
+    }
+    let family_off =
+        lock_family(function).is_some_and(|family| off.any_of(&[], Some(family)).is_some());
+    if family_off && detail.starts_with("ordering checks off") {
+        return Some("acquisition probes of a family check says is off");
+    }
+    if !suite.contention_tracepoints && name.starts_with("tp:lock:contention_") {
+        return Some("contention tracepoints not in this kernel");
+    }
+    None
+}
+
+/// The family of kernel locks a lock function belongs to, by its name, as `locktrace check`
+/// names families.
+fn lock_family(function: &str) -> Option<&'static str> {
+    if function.starts_with("_raw_spin_") {
+        Some("spinlock")
+    } else if function.starts_with("_raw_read_") || function.starts_with("_raw_write_") {
+        Some("rwlock")
+    } else if function.starts_with("mutex_") {
+        Some("mutex")
+    } else if function.starts_with("down_") || function.starts_with("up_") {
+        Some("rwsem")
+    } else {
+        None
+    }
 }
 
 /// `check` sees the IRQ-state kfunc exactly on the kernels that have it.
@@ -242,21 +405,51 @@ fn irq_state(suite: &Suite, files: &BTreeMap<String, Vec<u8>>) -> anyhow::Result
 }
 
 /// Ordinary kernel activity (per-CPU BPF maps) gives pcpu_alloc_mutex -> pcpu_lock, both named
-/// from kallsyms.
-fn graph_pcpu(files: &BTreeMap<String, Vec<u8>>) -> anyhow::Result<String> {
+/// from kallsyms. Where `check` says kernel lock ordering is off, no dependency that involves
+/// a kernel lock; where it names the spinlock family off, not that one (pcpu_lock is a
+/// spinlock).
+fn graph_pcpu(files: &BTreeMap<String, Vec<u8>>, off: &Lacking) -> anyhow::Result<String> {
     let graph = shipped_json(files, "graph.json")?;
     let dependencies = graph["dependencies"]
         .as_array()
         .context("graph.json has no dependencies")?;
+    if let Some(line) = off.any_of(&[LOCK_ORDERING], None) {
+        let user = user_classes(&graph);
+        let kernel: Vec<String> = dependencies
+            .iter()
+            .filter(|dep| !(user.contains(&&dep["from"]) && user.contains(&&dep["to"])))
+            .map(|dep| format!("{} -> {}", dep["from"], dep["to"]))
+            .collect();
+        ensure!(
+            kernel.is_empty(),
+            "{line}, yet the graph has {} dependencies of kernel locks: {}",
+            kernel.len(),
+            sample(&kernel)
+        );
+        return Ok(format!(
+            "no dependency of kernel locks ({} between user-space locks), as {line}",
+            dependencies.len()
+        ));
+    }
     let found = dependencies
         .iter()
-        .find(|dep| dep["from"] == "pcpu_alloc_mutex" && dep["to"] == "pcpu_lock")
-        .with_context(|| {
-            format!(
-                "no pcpu_alloc_mutex -> pcpu_lock among {} dependencies",
-                dependencies.len()
-            )
-        })?;
+        .find(|dep| dep["from"] == "pcpu_alloc_mutex" && dep["to"] == "pcpu_lock");
+    if let Some(line) = off.any_of(&[], Some("spinlock")) {
+        ensure!(
+            found.is_none(),
+            "{line}, yet the graph has pcpu_alloc_mutex -> pcpu_lock"
+        );
+        return Ok(format!(
+            "no pcpu_alloc_mutex -> pcpu_lock among {} dependencies, as {line}",
+            dependencies.len()
+        ));
+    }
+    let found = found.with_context(|| {
+        format!(
+            "no pcpu_alloc_mutex -> pcpu_lock among {} dependencies",
+            dependencies.len()
+        )
+    })?;
     Ok(format!(
         "pcpu_alloc_mutex -> pcpu_lock (count {}) among {} dependencies",
         found["count"],
@@ -264,10 +457,34 @@ fn graph_pcpu(files: &BTreeMap<String, Vec<u8>>) -> anyhow::Result<String> {
     ))
 }
 
-/// The AB-BA alert `watch` printed in the guest carries each lock's contention figures: the
-/// contention tracepoints attach on every suite's kernel, so a null (not traced) means the
-/// live path lost them.
-fn contention_figures(files: &BTreeMap<String, Vec<u8>>) -> anyhow::Result<String> {
+/// The names of a graph's user-space classes (`identified_by` says so), as JSON strings.
+fn user_classes(graph: &Value) -> Vec<&Value> {
+    graph["classes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|class| {
+            class["identified_by"]
+                .as_str()
+                .is_some_and(|how| how.starts_with("user-space"))
+        })
+        .map(|class| &class["name"])
+        .collect()
+}
+
+/// The AB-BA alert `watch` printed in the guest carries each lock's contention figures on
+/// kernels with the contention tracepoints (`Suite::contention_tracepoints`): a null (not
+/// traced) there means the live path lost them; elsewhere it says "not traced" (null) rather
+/// than a zero. Nothing to judge where `check` says the alert cannot be built (mutex
+/// ordering off).
+fn contention_figures(
+    suite: &Suite,
+    files: &BTreeMap<String, Vec<u8>>,
+    off: &Lacking,
+) -> anyhow::Result<String> {
+    if let Some(line) = off.any_of(&[LOCK_ORDERING], Some("mutex")) {
+        return Ok(format!("no AB-BA alert to carry figures: {line}"));
+    }
     let alerts = shipped_alerts(files, "watch-abba.json")?;
     let alert = alerts
         .iter()
@@ -286,14 +503,26 @@ fn contention_figures(files: &BTreeMap<String, Vec<u8>>) -> anyhow::Result<Strin
             )
         })
         .collect();
-    ensure!(
-        classes
-            .iter()
-            .all(|class| class["contended"].is_u64() && class["wait_ns"].is_u64()),
-        "not every lock has figures: {}",
-        figures.join("; ")
-    );
-    Ok(figures.join("; "))
+    let traced = suite.contention_tracepoints;
+    if traced {
+        ensure!(
+            classes
+                .iter()
+                .all(|class| class["contended"].is_u64() && class["wait_ns"].is_u64()),
+            "not every lock has figures: {}",
+            figures.join("; ")
+        );
+    } else {
+        ensure!(
+            classes
+                .iter()
+                .all(|class| class["contended"].is_null() && class["wait_ns"].is_null()),
+            "figures on a kernel without the contention tracepoints: {}",
+            figures.join("; ")
+        );
+    }
+    let traced = if traced { "traced" } else { "not traced" };
+    Ok(format!("{traced}: {}", figures.join("; ")))
 }
 
 fn workload_clean(files: &BTreeMap<String, Vec<u8>>) -> anyhow::Result<String> {
@@ -420,6 +649,23 @@ fn matches(expected: &Expected, alert: &Value) -> bool {
     found == wanted
 }
 
+/// The alerts of `expected` this kernel can give, without what `check` says is `off`; and,
+/// for those left out, why.
+fn expected_on<'a>(
+    off: &Lacking,
+    expected: impl Iterator<Item = &'a Expected>,
+) -> (Vec<&'a Expected>, Vec<String>) {
+    let mut kept = Vec::new();
+    let mut excused = Vec::new();
+    for want in expected {
+        match off.any_of(want.needs, want.family) {
+            Some(line) => excused.push(format!("{} ({line})", want.kind)),
+            None => kept.push(want),
+        }
+    }
+    (kept, excused)
+}
+
 /// Exactly the expected alerts, each once: nothing missing, nothing more.
 fn compare(alerts: &[Value], expected: &[&Expected]) -> anyhow::Result<String> {
     let mut unmatched: Vec<&Value> = alerts.iter().collect();
@@ -465,6 +711,7 @@ fn sample(items: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vm::suites::find;
 
     fn alerts(text: &str) -> Vec<Value> {
         alert_lines(text.as_bytes()).unwrap()
@@ -512,5 +759,146 @@ mod tests {
         assert!(compare(&[], clean).is_ok());
         let any = alerts(r#"{"kind":"atomic_context","irq":null,"classes":[]}"#);
         assert!(compare(&any, clean).is_err());
+    }
+
+    /// `check.json` with the given `detects` entries (name, ok, detail).
+    fn check_json(detects: &[(&str, bool, &str)]) -> Value {
+        let detects: Vec<Value> = detects
+            .iter()
+            .map(|(name, ok, detail)| serde_json::json!({"name": name, "ok": ok, "detail": detail}))
+            .collect();
+        serde_json::json!({ "detects": detects })
+    }
+
+    fn files(name: &str, json: Value) -> BTreeMap<String, Vec<u8>> {
+        BTreeMap::from([(name.to_owned(), json.to_string().into_bytes())])
+    }
+
+    const ABBA: &str =
+        r#"{"kind":"circular_dependency","irq":null,"classes":["lt_abba_a","lt_abba_b"]}"#;
+    const SPIN_OFF: &str = "circular dependencies ...; off for spinlock, rwlock: their releases \
+                            cannot be traced";
+
+    #[test]
+    fn check_saying_ordering_is_off_excuses_its_alerts_and_allows_no_false_one() {
+        let check = check_json(&[(LOCK_ORDERING, false, "why")]);
+        let off = Lacking::from_check(&[LOCK_ORDERING], &check);
+        let (abba, excused) = expected_on(&off, PATTERNS[1].1.iter());
+        assert!(compare(&[], &abba).is_ok());
+        assert_eq!(excused.len(), 1);
+        assert!(excused[0].contains("kernel lock ordering: no (why)"));
+        // An alert built from the untraced locks is a false one.
+        assert!(compare(&alerts(ABBA), &abba).is_err());
+        // The per-CPU pattern keeps what needs the context only.
+        let (percpu, excused) = expected_on(&off, PATTERNS[3].1.iter());
+        assert_eq!(percpu.len(), 1);
+        assert_eq!(percpu[0].classes, Some(&[][..]));
+        assert_eq!(excused.len(), 2);
+    }
+
+    #[test]
+    fn a_family_named_off_excuses_its_alerts_only() {
+        let check = check_json(&[(LOCK_ORDERING, true, SPIN_OFF)]);
+        let off = Lacking::from_check(&[LOCK_ORDERING], &check);
+        let (seed, excused) = expected_on(&off, PATTERNS[0].1.iter());
+        assert!(seed.is_empty());
+        assert!(excused[0].contains("off for spinlock, rwlock"));
+        // Mutexes are still traced: the AB-BA between two of them is expected.
+        let (abba, excused) = expected_on(&off, PATTERNS[1].1.iter());
+        assert!(excused.is_empty());
+        assert!(compare(&[], &abba).is_err());
+        assert!(compare(&alerts(ABBA), &abba).is_ok());
+    }
+
+    #[test]
+    fn check_saying_off_excuses_nothing_on_a_kernel_that_must_have_it() {
+        let check = check_json(&[
+            (LOCK_ORDERING, false, "why"),
+            (CONTEXT_CHECKS, false, "why"),
+        ]);
+        let off = Lacking::from_check(&[], &check);
+        let (abba, excused) = expected_on(&off, PATTERNS[1].1.iter());
+        assert!(excused.is_empty());
+        assert!(compare(&[], &abba).is_err());
+        let check = check_json(&[(LOCK_ORDERING, true, SPIN_OFF)]);
+        let off = Lacking::from_check(&[CONTEXT_CHECKS], &check);
+        let (seed, _) = expected_on(&off, PATTERNS[0].1.iter());
+        assert_eq!(seed.len(), 1);
+    }
+
+    #[test]
+    fn with_ordering_off_the_graph_may_hold_user_space_dependencies_only() {
+        let check = check_json(&[(LOCK_ORDERING, false, "why")]);
+        let off = Lacking::from_check(&[LOCK_ORDERING], &check);
+        let user = serde_json::json!({
+            "classes": [
+                {"name": "a", "identified_by": "user-space lock (pid + address)"},
+                {"name": "b", "identified_by": "user-space static lock (binary + symbol)"},
+                {"name": "pcpu_lock", "identified_by": "static lock"},
+            ],
+            "dependencies": [{"from": "a", "to": "b", "count": 1}],
+        });
+        assert!(graph_pcpu(&files("graph.json", user.clone()), &off).is_ok());
+        let mut kernel = user;
+        kernel["dependencies"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"from": "pcpu_alloc_mutex", "to": "pcpu_lock", "count": 1}));
+        assert!(graph_pcpu(&files("graph.json", kernel.clone()), &off).is_err());
+        // With spinlocks off, that very dependency is one built from them.
+        let check = check_json(&[(LOCK_ORDERING, true, SPIN_OFF)]);
+        let spin_off = Lacking::from_check(&[LOCK_ORDERING], &check);
+        assert!(graph_pcpu(&files("graph.json", kernel.clone()), &spin_off).is_err());
+        // Where ordering works, it must be there.
+        assert!(graph_pcpu(&files("graph.json", kernel), &Lacking::default()).is_ok());
+    }
+
+    #[test]
+    fn only_what_the_kernel_lacks_may_be_missing() {
+        let probe = |name: &str, kind: &str, attached: bool, detail: &str| serde_json::json!({"name": name, "kind": kind, "attached": attached, "detail": detail});
+        let blind = "ordering checks off, the releases cannot be traced: not in this kernel";
+        let mut check = check_json(&[(LOCK_ORDERING, true, SPIN_OFF)]);
+        check["probes"] = serde_json::json!([
+            probe("fexit:mutex_lock", "fexit", true, ""),
+            probe(
+                "fentry:_raw_spin_unlock [copy 2]",
+                "fentry",
+                false,
+                "not in this kernel (BTF has no _raw_spin_unlock)",
+            ),
+            probe("fexit:_raw_spin_lock", "fexit", false, blind),
+            probe(
+                "tp:lock:contention_begin",
+                "tp_btf",
+                false,
+                "unknown BTF type"
+            ),
+        ]);
+        let bullseye = find("bullseye").unwrap();
+        let trixie = find("trixie").unwrap();
+        let shipped = files("check.json", check.clone());
+        let off = Lacking::from_check(bullseye.may_lack, &check);
+        assert!(probes_attached(bullseye, &shipped, &off).is_ok());
+        assert!(probes_attached(trixie, &shipped, &Lacking::default()).is_err());
+        // A family check does not name off must attach.
+        let mut blind_mutex = check.clone();
+        blind_mutex["probes"].as_array_mut().unwrap().push(probe(
+            "fexit:mutex_trylock",
+            "fexit",
+            false,
+            blind,
+        ));
+        let shipped = files("check.json", blind_mutex);
+        assert!(probes_attached(bullseye, &shipped, &off).is_err());
+        // So must a release that exists.
+        let mut refused = check;
+        refused["probes"].as_array_mut().unwrap().push(probe(
+            "fentry:mutex_unlock",
+            "fentry",
+            false,
+            "verifier rejected it",
+        ));
+        let shipped = files("check.json", refused);
+        assert!(probes_attached(bullseye, &shipped, &off).is_err());
     }
 }

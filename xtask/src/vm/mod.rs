@@ -371,8 +371,32 @@ struct Prepared {
 /// failing the run, so the suite still guards everything that works. A known failure that
 /// passes is printed as XPASS: delete its line then. Entries are `("suite/check", reason)`,
 /// `("check", reason)` for every suite, or a name ending in `*` for every check it starts.
-/// Empty: every check passes on every kernel.
-const KNOWN_FAILURES: &[(&str, &str)] = &[];
+const KNOWN_FAILURES: &[(&str, &str)] = &[
+    (
+        "bullseye/alerts-percpu_softirq",
+        "check says context checks are off on 5.10 (no per-CPU __preempt_count in BTF: \
+         context comes from irq tracepoints only), yet watch builds the pattern's two \
+         atomic_context alerts (non-atomic pcpu_alloc, pcpu_alloc_mutex in softirq) from the \
+         softirq context the irq tracepoints give: check's line and the engine disagree on \
+         whether that context is enough (the alerts are right; the \
+         inconsistent_lock_state is not given)",
+    ),
+    (
+        "bullseye/alerts-kprobe",
+        "the same two atomic_context alerts under --attach kprobe while check says context \
+         checks are off (see bullseye/alerts-percpu_softirq)",
+    ),
+    (
+        "bullseye/workload-clean",
+        "a false circular_dependency between \"rwsem (taken in bpf_trampoline_16394_0)\" and \
+         \"rwsem (taken in bpf_trampoline_16389_0)\" (down_read from begin_new_exec, \
+         down_write_killable from __create_xol_area): without bpf_get_func_ip (5.15+) \
+         context::trampoline_caller's stack walk takes the BPF trampoline itself (trigger at \
+         bpf_trampoline_16389_0+0x3f) for the acquiring function, so a lock with no static \
+         address or slab cache name (no bpf_get_kmem_cache) is classed once per probed \
+         function",
+    ),
+];
 
 /// The reason check `name` of `suite` is a known failure. An entry `suite/check` is for that
 /// suite only; an entry ending in `*` covers every name it starts.

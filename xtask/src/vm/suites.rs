@@ -7,7 +7,10 @@
 
 use anyhow::{Context, bail};
 
-use super::apt::Apt;
+use super::{
+    apt::Apt,
+    checks::{CONTEXT_CHECKS, LOCK_ORDERING},
+};
 
 /// One guest kernel, named by the Debian suite it comes from.
 pub struct Suite {
@@ -19,6 +22,17 @@ pub struct Suite {
     /// report the feature as present exactly when this is true, and read the IRQ state from
     /// kprobes when it is false.
     pub irq_state_kfunc: bool,
+    /// Whether its kernel has the `lock:contention_begin`/`_end` tracepoints (5.19+): alerts
+    /// carry contention figures exactly when this is true.
+    pub contention_tracepoints: bool,
+    /// Whether its kernel inlines the plain and `_irq` spin, read and write unlocks (built
+    /// without PREEMPTION: no `_raw_*_unlock{,_irq}` functions in its BTF), so that their
+    /// probes cannot attach.
+    pub unlocks_inlined: bool,
+    /// What `locktrace check` may say this kernel cannot detect (names of its `detects`
+    /// entries, see `checks.rs`): where it says so, the alerts that need it are not expected,
+    /// and none may appear. Empty for kernels where everything must work.
+    pub may_lack: &'static [&'static str],
     /// The chroot that builds the test module against this kernel's headers: Debian builds
     /// each kernel with its own release's gcc, and kbuild passes that gcc's flags.
     pub module_root: &'static RootSuite,
@@ -57,25 +71,50 @@ pub const BOOKWORM_ROOT: RootSuite = RootSuite {
     packages: &["gcc-12", "make", "libelf1", "dwarves"],
 };
 
+/// bullseye's chroot: gcc-10, which built Debian 11's 5.10 kernel.
+pub const BULLSEYE_ROOT: RootSuite = RootSuite {
+    name: "bullseye",
+    packages: &["gcc-10", "make", "libelf1", "dwarves"],
+};
+
 /// The guest kernels, in the order they run.
 pub const SUITES: &[Suite] = &[
     Suite {
         name: "trixie",
         about: "Debian 13's long-term 6.12 kernel, without the IRQ-state kfunc: IRQ state from kprobes",
         irq_state_kfunc: false,
+        contention_tracepoints: true,
+        unlocks_inlined: false,
+        may_lack: &[],
         module_root: &TRIXIE_ROOT,
     },
     Suite {
         name: "trixie-backports",
         about: "the 7.x backports kernel, with the IRQ-state and slab-cache kfuncs",
         irq_state_kfunc: true,
+        contention_tracepoints: true,
+        unlocks_inlined: false,
+        may_lack: &[],
         module_root: &TRIXIE_ROOT,
     },
     Suite {
         name: "bookworm",
         about: "Debian 12's long-term 6.1 kernel: trampolines, neither kfunc, `pcpu_alloc`",
         irq_state_kfunc: false,
+        contention_tracepoints: true,
+        unlocks_inlined: false,
+        may_lack: &[],
         module_root: &BOOKWORM_ROOT,
+    },
+    Suite {
+        name: "bullseye",
+        about: "Debian 11's long-term 5.10 kernel: BTF, but an older verifier and fewer \
+                functions in BTF",
+        irq_state_kfunc: false,
+        contention_tracepoints: false,
+        unlocks_inlined: true,
+        may_lack: &[LOCK_ORDERING, CONTEXT_CHECKS],
+        module_root: &BULLSEYE_ROOT,
     },
 ];
 
