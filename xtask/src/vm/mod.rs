@@ -28,8 +28,13 @@ mod suites;
 
 use std::{
     env, fs,
+    panic::{self, AssertUnwindSafe},
     path::{Path, PathBuf},
     process::{Command, Stdio},
+    sync::{
+        Mutex, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -51,7 +56,8 @@ pub struct VmArgs {
     /// What the guests run instead of the in-guest tests.
     #[command(subcommand)]
     action: Option<VmAction>,
-    /// Debian suites whose kernels to boot (repeatable; default: all of `suites.rs`).
+    /// Debian suites whose kernels to boot (repeatable; default: all of `suites.rs`, for
+    /// bench trixie and trixie-backports).
     #[arg(long = "suite", value_name = "SUITE", global = true)]
     suites: Vec<String>,
     /// Hard time limit for one guest, in seconds: the guest is killed and the run fails. Each
@@ -60,6 +66,11 @@ pub struct VmArgs {
     /// 3600].
     #[arg(long, global = true)]
     timeout: Option<u64>,
+    /// How many guests run at once [default: the host's cores]. Each guest is one
+    /// single-threaded TCG process: more guests than cores only slow each one down, until
+    /// their timers lag enough for the kernel to see RCU stalls.
+    #[arg(long, value_name = "N", global = true)]
+    parallel: Option<usize>,
     /// Cache directory for downloads, kernels and the build roots [default:
     /// $LOCKTRACE_VM_CACHE, else /var/cache/locktrace-vm].
     #[arg(long, value_name = "DIR", global = true)]
@@ -277,7 +288,11 @@ struct Booted {
 /// running `script`.
 fn boot_suites(args: &VmArgs, script: GuestScript, timeout: Duration) -> anyhow::Result<Booted> {
     let selected: Vec<&'static Suite> = if args.suites.is_empty() {
-        suites::SUITES.iter().collect()
+        let benching = !matches!(script, GuestScript::Tests);
+        suites::SUITES
+            .iter()
+            .filter(|suite| suite.benched || !benching)
+            .collect()
     } else {
         args.suites
             .iter()
@@ -318,26 +333,21 @@ fn boot_suites(args: &VmArgs, script: GuestScript, timeout: Duration) -> anyhow:
         }
     }
 
-    // Each guest is one single-threaded TCG process: the guests boot side by side.
+    let parallel = args
+        .parallel
+        .unwrap_or_else(|| thread::available_parallelism().map_or(1, |cores| cores.get()))
+        .max(1);
     let names: Vec<&str> = prepared.iter().map(|guest| guest.suite.name).collect();
     println!(
-        "\nvm: booting {} (timeout {timeout:?} each)",
+        "\nvm: booting {} ({parallel} at a time, timeout {timeout:?} each)",
         names.join(", ")
     );
     let booted = Instant::now();
-    let runs: Vec<anyhow::Result<(Transcript, Ending)>> = thread::scope(|scope| {
-        let handles: Vec<_> = prepared
-            .iter()
-            .map(|guest| scope.spawn(move || guest.boot(timeout, script)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|handle| {
-                handle
-                    .join()
-                    .unwrap_or_else(|_| Err(anyhow!("the guest's thread panicked")))
-            })
-            .collect()
+    let runs = side_by_side(&prepared, parallel, |guest| {
+        let started = Instant::now();
+        let run = guest.boot(timeout, script);
+        println!("vm: {} ran in {:.1?}", guest.suite.name, started.elapsed());
+        run
     });
     println!("vm: guests ran in {:.1?}", booted.elapsed());
     Ok(Booted {
@@ -345,6 +355,36 @@ fn boot_suites(args: &VmArgs, script: GuestScript, timeout: Duration) -> anyhow:
         runs: prepared.into_iter().zip(runs).collect(),
         failures,
     })
+}
+
+/// Runs `run` on every item, at most `parallel` at a time, in their order (the next one
+/// starts when one finishes); returns the results in the same order. A run that panics gives
+/// an error.
+fn side_by_side<T: Sync, R: Send>(
+    items: &[T],
+    parallel: usize,
+    run: impl Fn(&T) -> anyhow::Result<R> + Sync,
+) -> Vec<anyhow::Result<R>> {
+    let next = AtomicUsize::new(0);
+    let done = Mutex::new(Vec::with_capacity(items.len()));
+    thread::scope(|scope| {
+        for _ in 0..parallel.min(items.len()) {
+            scope.spawn(|| {
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(item) = items.get(index) else { break };
+                    let result = panic::catch_unwind(AssertUnwindSafe(|| run(item)))
+                        .unwrap_or_else(|_| Err(anyhow!("the guest's thread panicked")));
+                    done.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push((index, result));
+                }
+            });
+        }
+    });
+    let mut done = done.into_inner().unwrap_or_else(PoisonError::into_inner);
+    done.sort_by_key(|(index, _)| *index);
+    done.into_iter().map(|(_, result)| result).collect()
 }
 
 /// What every guest is made of, besides its kernel.
@@ -852,4 +892,38 @@ fn run_command(command: &mut Command) -> anyhow::Result<()> {
         command.get_program()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn side_by_side_runs_at_most_n_at_once_and_keeps_the_order() {
+        let running = AtomicUsize::new(0);
+        let most = AtomicUsize::new(0);
+        let items: Vec<u64> = vec![30, 5, 20, 1, 10];
+        let results = side_by_side(&items, 2, |&ms| {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            thread::sleep(Duration::from_millis(ms));
+            running.fetch_sub(1, Ordering::SeqCst);
+            Ok(ms * 2)
+        });
+        let results: Vec<u64> = results.into_iter().map(Result::unwrap).collect();
+        assert_eq!(results, vec![60, 10, 40, 2, 20]);
+        assert_eq!(most.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_panicking_run_is_an_error_and_the_others_still_run() {
+        let results = side_by_side(&[1, 2, 3], 1, |&n| {
+            assert_ne!(n, 2, "guest 2 breaks");
+            Ok(n)
+        });
+        assert_eq!(results.len(), 3);
+        assert_eq!(*results[0].as_ref().unwrap(), 1);
+        assert!(results[1].is_err());
+        assert_eq!(*results[2].as_ref().unwrap(), 3);
+    }
 }

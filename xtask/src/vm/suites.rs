@@ -33,6 +33,9 @@ pub struct Suite {
     /// entries, see `checks.rs`): where it says so, the alerts that need it are not expected,
     /// and none may appear. Empty for kernels where everything must work.
     pub may_lack: &'static [&'static str],
+    /// Whether `cargo xtask vm bench` boots it when no suite is named: the kernels whose
+    /// figures the README keeps.
+    pub benched: bool,
     /// The chroot that builds the test module against this kernel's headers: Debian builds
     /// each kernel with its own release's gcc, and kbuild passes that gcc's flags.
     pub module_root: &'static RootSuite,
@@ -86,6 +89,7 @@ pub const SUITES: &[Suite] = &[
         contention_tracepoints: true,
         unlocks_inlined: false,
         may_lack: &[],
+        benched: true,
         module_root: &TRIXIE_ROOT,
     },
     Suite {
@@ -95,6 +99,7 @@ pub const SUITES: &[Suite] = &[
         contention_tracepoints: true,
         unlocks_inlined: false,
         may_lack: &[],
+        benched: true,
         module_root: &TRIXIE_ROOT,
     },
     Suite {
@@ -104,6 +109,7 @@ pub const SUITES: &[Suite] = &[
         contention_tracepoints: true,
         unlocks_inlined: false,
         may_lack: &[],
+        benched: false,
         module_root: &BOOKWORM_ROOT,
     },
     Suite {
@@ -114,6 +120,7 @@ pub const SUITES: &[Suite] = &[
         contention_tracepoints: false,
         unlocks_inlined: true,
         may_lack: &[LOCK_ORDERING, CONTEXT_CHECKS],
+        benched: false,
         module_root: &BULLSEYE_ROOT,
     },
 ];
