@@ -14,7 +14,8 @@ use aya::{
 use super::{
     AttachKind, Attachment, Outcome, ProbeError, UserTarget,
     catalog::{self, UserProbe},
-    explain, proc_path,
+    kernel::{self, explain},
+    proc_path,
 };
 
 /// True for a mapped file that is the C library (`libc.so.6`, `libc-2.31.so`, musl's
@@ -194,7 +195,7 @@ fn attach_program(
     if let Err(e) = uprobe.load()
         && !matches!(e, ProgramError::AlreadyLoaded)
     {
-        super::save_verifier_log(probe.program, &e);
+        kernel::save_verifier_log(probe.program, &e);
         let why = explain(&e, false);
         return probe
             .functions
