@@ -543,7 +543,7 @@ pub struct ProbeConfig {
     /// Size of the static per-CPU area (`.data..percpu`), or 0 when unknown: then no lock is
     /// classed as a per-CPU variable.
     pub percpu_size: u64,
-    /// Offset of `name` in `struct kmem_cache` (BTF), used with `kmem_cache_kfunc_valid`.
+    /// Offset of `name` in `struct kmem_cache` (BTF), used where `bpf_get_kmem_cache` exists.
     pub kmem_cache_name_offset: u64,
     /// Offset of `size` (object size with metadata) in `struct kmem_cache`, or 0 when BTF
     /// lacks it: then slab offsets are not computed.
@@ -559,12 +559,6 @@ pub struct ProbeConfig {
     pub limits: Limits,
     /// How this kernel's `preempt_count` reads as a context.
     pub preempt_layout: PreemptLayout,
-    /// [`PreemptCountSource`] discriminant.
-    pub preempt_count_source: u32,
-    /// Non-zero when the kfunc call sites were patched (irq state is readable).
-    pub irq_kfunc_valid: u32,
-    /// Non-zero when `bpf_get_kmem_cache` was patched in.
-    pub kmem_cache_kfunc_valid: u32,
     /// Non-zero when the acquire programs are attached: contention is then accounted when
     /// the lock is acquired, under its full class; otherwise when the wait ends.
     pub acquisitions_traced: u32,
@@ -580,7 +574,7 @@ pub struct ProbeConfig {
     pub task_tgid_offset: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 160);
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 144);
 
 impl Default for ProbeConfig {
     fn default() -> ProbeConfig {
@@ -599,9 +593,6 @@ impl Default for ProbeConfig {
             rq_lock_percpu_offset: 0,
             limits: Limits::DEFAULT,
             preempt_layout: PreemptLayout::CLASSIC,
-            preempt_count_source: 0,
-            irq_kfunc_valid: 0,
-            kmem_cache_kfunc_valid: 0,
             acquisitions_traced: 0,
             self_pid: 0,
             tracing: 0,
@@ -613,6 +604,7 @@ impl Default for ProbeConfig {
 /// How the programs find this CPU's `preempt_count`.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// The programs' read-only global `PREEMPT_COUNT_SOURCE` holds its discriminant.
 pub enum PreemptCountSource {
     /// Not readable: contexts are reported unknown.
     #[default]

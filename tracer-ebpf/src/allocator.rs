@@ -38,7 +38,7 @@ fn call<C: EbpfContext>(
     extra: u32,
     irqs: Option<IrqState>,
 ) {
-    let Some((cfg, here)) = context::begin() else {
+    let Some((_, here)) = context::begin() else {
         return;
     };
     let caller = if caller == 0 && extra & flags::FROM_TRAMPOLINE != 0 {
@@ -53,7 +53,7 @@ fn call<C: EbpfContext>(
     };
     let irqs = match irqs {
         Some(irqs) => IrqState::from_u32(here.launder(irqs as u64) as u32),
-        None => context::irq_state(cfg, &here),
+        None => context::irq_state(&here),
     };
     let info = FactInfo {
         kind: FactKind::Call,

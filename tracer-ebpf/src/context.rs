@@ -108,19 +108,19 @@ pub fn cpu() -> u32 {
 ///
 /// The two calls are raw instructions whose `imm` holds a marker; user space replaces the
 /// marker with the kfunc's BTF id, or the whole call with `r0 = 0` when the kernel lacks the
-/// kfunc (then `cfg.irq_kfunc_valid` is 0 and the state is reported as unknown). aya-ebpf has
+/// kfunc (then `IRQ_KFUNC` is 0 and the state is reported as unknown). aya-ebpf has
 /// no way to declare a kfunc, and an `extern "C"` declaration loses the argument register in
 /// bpf-linker. The verifier refuses a direct read of the saved slot, so it is loaded through
 /// an untrusted pointer ([`untrusted_words`]), or copied out with `bpf_probe_read_kernel`.
 #[inline(always)]
-pub fn irq_state(cfg: &ProbeConfig, here: &Here) -> IrqState {
-    IrqState::from_u32(launder(here.noise, irq_state_raw(cfg) as u64) as u32)
+pub fn irq_state(here: &Here) -> IrqState {
+    IrqState::from_u32(launder(here.noise, irq_state_raw() as u64) as u32)
 }
 
 /// [`irq_state`] before laundering.
 #[inline(always)]
-fn irq_state_raw(cfg: &ProbeConfig) -> IrqState {
-    if cfg.irq_kfunc_valid == 0 {
+fn irq_state_raw() -> IrqState {
+    if global(&raw const IRQ_KFUNC) == 0 {
         return IrqState::Unknown;
     }
     let mut saved: u64 = 0;
@@ -157,9 +157,10 @@ fn irq_state_raw(cfg: &ProbeConfig) -> IrqState {
 /// [`RawBase`]: it becomes a number only once the program has claimed its scratch memory.
 #[inline(always)]
 fn cpu_view(cfg: &ProbeConfig) -> Option<(u32, RawBase)> {
-    if cfg.preempt_count_source == PreemptCountSource::ThisCpuPtr as u32 {
+    let source = global(&raw const PREEMPT_COUNT_SOURCE);
+    if source == PreemptCountSource::ThisCpuPtr as u32 {
         cpu_view_this_cpu(cfg)
-    } else if cfg.preempt_count_source == PreemptCountSource::Runqueue as u32 {
+    } else if source == PreemptCountSource::Runqueue as u32 {
         cpu_view_runqueue(cfg).map(|(count, base)| {
             (
                 count,
@@ -518,7 +519,7 @@ pub fn instance(
 /// `SLAB_NAMES` and its geometry into `SLAB_GEOMETRY`.
 #[inline(always)]
 fn slab_cache(addr: u64, cfg: &ProbeConfig, here: &Here) -> (u64, u32, bool) {
-    if cfg.kmem_cache_kfunc_valid == 0 {
+    if global(&raw const KMEM_CACHE_KFUNC) == 0 {
         return (0, 0, false);
     }
     let typed: u64;
@@ -636,6 +637,30 @@ fn is_kernel_text(addr: u64) -> bool {
     addr >= 0xffff_ffff_8000_0000
 }
 
+/// A read-only global set at load time, read so that the verifier sees the load of a frozen
+/// constant: it then walks only the branch the value takes, so code for what this kernel lacks
+/// (a helper or kfunc it would refuse, another way to read `preempt_count`) is never walked.
+#[inline(always)]
+fn global(var: *const u32) -> u32 {
+    // SAFETY: a plain read of one of our statics.
+    unsafe { core::ptr::read_volatile(var) }
+}
+
+/// Non-zero where the `bpf_local_irq_save` kfunc exists (its calls were patched in): a
+/// read-only global set at load time (see [`global`]).
+#[unsafe(no_mangle)]
+static IRQ_KFUNC: u32 = 0;
+
+/// Non-zero where the `bpf_get_kmem_cache` kfunc exists (its call was patched in): a
+/// read-only global set at load time (see [`global`]).
+#[unsafe(no_mangle)]
+static KMEM_CACHE_KFUNC: u32 = 0;
+
+/// How this kernel's `preempt_count` is read ([`PreemptCountSource`]): a read-only global set
+/// at load time (see [`global`]).
+#[unsafe(no_mangle)]
+static PREEMPT_COUNT_SOURCE: u32 = 0;
+
 /// Non-zero when `bpf_get_func_ip` may be called from a trampoline (Linux 5.15+), as a
 /// read-only global set at load time: a constant to the verifier, which then never sees the
 /// call on a kernel whose verifier would refuse the whole program for it (5.10).
@@ -720,9 +745,7 @@ pub const FEXIT_ONE_ARG_RETURN_SLOT: usize = 2;
 /// trampoline, possibly the return address into the probed function, then the caller.
 #[inline(always)]
 pub fn trampoline_caller<C: EbpfContext>(ctx: &C, here: &Here, return_slot: Option<usize>) -> u64 {
-    // SAFETY: a plain read of a static; volatile so that the verifier sees the load of the
-    // frozen constant and prunes the call where the helper does not exist.
-    let func_ip = if unsafe { core::ptr::read_volatile(&raw const FUNC_IP_HELPER) } != 0 {
+    let func_ip = if global(&raw const FUNC_IP_HELPER) != 0 {
         // SAFETY: the helper reads the trampoline's saved function address.
         unsafe { bpf_get_func_ip(ctx.as_ptr()) }
     } else {

@@ -54,7 +54,7 @@ pub fn on_acquire(ctx: &FExitContext, lock_kind: LockKind, variant: u32, success
     let irqs = if variant & flags::IRQ_VARIANT != 0 {
         IrqState::Disabled
     } else {
-        context::irq_state(cfg, &here)
+        context::irq_state(&here)
     };
     let taken = Taken {
         addr,

@@ -280,7 +280,7 @@ pub fn contention<C: EbpfContext>(
         news: news::RECURSIVE,
         arg: 0,
         arg2: 0,
-        irqs: context::irq_state(cfg, here),
+        irqs: context::irq_state(here),
         flags: 0,
         user_stack: false,
     };

@@ -236,6 +236,22 @@ impl KernelFacts {
         }
     }
 
+    /// How the programs read `preempt_count`: their read-only global `PREEMPT_COUNT_SOURCE`,
+    /// a constant to the verifier, which then walks only that way of reading it.
+    pub fn preempt_count_source(&self) -> PreemptCountSource {
+        match self.preempt_count {
+            Ok(PreemptCount {
+                access: PreemptCountAccess::ThisCpuPtr { .. },
+                ..
+            }) => PreemptCountSource::ThisCpuPtr,
+            Ok(PreemptCount {
+                access: PreemptCountAccess::Runqueue(_),
+                ..
+            }) => PreemptCountSource::Runqueue,
+            Err(_) => PreemptCountSource::None,
+        }
+    }
+
     /// The configuration the programs read, when locktrace runs as process `self_pid`
     /// (with tracing off: [`crate::probes::Probes::start_tracing`] turns it on).
     pub fn probe_config(&self, self_pid: u32) -> ProbeConfig {
@@ -244,8 +260,6 @@ impl KernelFacts {
             task_pid_offset: self.task_pid_offset,
             task_tgid_offset: self.task_tgid_offset,
             rq_lock_percpu_offset: self.rq_lock_percpu_offset,
-            irq_kfunc_valid: self.irq_kfunc.into(),
-            kmem_cache_kfunc_valid: self.kmem_cache_kfunc.into(),
             kmem_cache_name_offset: self.kmem_cache_name_offset,
             kmem_cache_size_offset: self.kmem_cache_geometry.map_or(0, |(size, _)| size),
             kmem_cache_oo_offset: self.kmem_cache_geometry.map_or(0, |(_, oo)| oo),
@@ -258,12 +272,10 @@ impl KernelFacts {
                 PreemptCountAccess::ThisCpuPtr {
                     offset, var_offset, ..
                 } => {
-                    cfg.preempt_count_source = PreemptCountSource::ThisCpuPtr as u32;
                     cfg.preempt_count_offset = offset;
                     cfg.this_cpu_var_percpu_offset = var_offset;
                 }
                 PreemptCountAccess::Runqueue(off) => {
-                    cfg.preempt_count_source = PreemptCountSource::Runqueue as u32;
                     cfg.preempt_count_offset = off.preempt_count;
                     cfg.task_cfs_rq_offset = off.task_cfs_rq;
                     cfg.cfs_rq_rq_offset = off.cfs_rq_rq;

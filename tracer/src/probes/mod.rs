@@ -214,6 +214,13 @@ fn load_object(
     EbpfLoader::new()
         .override_global("FLOOR", &u32::from(floor), true)
         .override_global("FUNC_IP_HELPER", &u32::from(facts.func_ip_helper), true)
+        .override_global("IRQ_KFUNC", &u32::from(facts.irq_kfunc), true)
+        .override_global("KMEM_CACHE_KFUNC", &u32::from(facts.kmem_cache_kfunc), true)
+        .override_global(
+            "PREEMPT_COUNT_SOURCE",
+            &(facts.preempt_count_source() as u32),
+            true,
+        )
         .override_global(
             "PREEMPT_COUNT_OFFSET",
             &facts.preempt_count_ksym_offset(),
