@@ -413,6 +413,15 @@ struct Prepared {
 /// `("check", reason)` for every suite, or a name ending in `*` for every check it starts.
 const KNOWN_FAILURES: &[(&str, &str)] = &[
     (
+        "bookworm/workload-clean",
+        "sometimes (1 run in 3) a false inconsistent_lock_state (softirq) and \
+         irq_lock_inversion on \"spinlock (taken in inet_unhash)\": without \
+         bpf_get_kmem_cache (6.13+) the engine classes the two locks inet_unhash takes by \
+         that one function, the ehash bucket lock (spin_lock_bh at inet_unhash+0x3f, in \
+         softirq from tcp_v4_rcv) and a listening socket's ilb2->lock (plain spin_lock at \
+         inet_unhash+0xb0, task context, softirqs on, from __tcp_close)",
+    ),
+    (
         "bullseye/alerts-percpu_softirq",
         "check says context checks are off on 5.10 (no per-CPU __preempt_count in BTF: \
          context comes from irq tracepoints only), yet watch builds the pattern's two \
