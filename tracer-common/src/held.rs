@@ -518,13 +518,14 @@ pub const fn task_key(tid: u32, cpu: u32, user: bool) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::vec::Vec;
 
     use super::*;
     use crate::class::ClassTag;
 
-    fn lock(addr: u64, kind: LockKind, ns: u64) -> HeldLock {
+    /// A held lock of `kind` at `addr`, acquired at `ns`, in a static class of its own.
+    pub(crate) fn lock(addr: u64, kind: LockKind, ns: u64) -> HeldLock {
         let class = ClassDesc {
             a: addr,
             tag: ClassTag::Static as u16,

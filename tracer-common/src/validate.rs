@@ -215,23 +215,14 @@ pub fn waiting_acquisition(stack: &mut HeldStack, addr: u64) -> Option<HeldLock>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{LockKind, class::ClassTag};
+    use crate::LockKind;
 
     const LIMITS: Limits = Limits::DEFAULT;
 
     fn spinlock(addr: u64, at_entry: bool) -> HeldLock {
-        let class = ClassDesc {
-            a: addr,
-            tag: ClassTag::Static as u16,
-            ..ClassDesc::default()
-        };
         HeldLock {
-            addr,
-            class,
-            class_key: class.key(),
-            kind: LockKind::Spin as u32,
             at_entry: at_entry.into(),
-            ..HeldLock::default()
+            ..crate::held::tests::lock(addr, LockKind::Spin, 0)
         }
     }
 
