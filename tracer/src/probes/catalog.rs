@@ -433,7 +433,8 @@ pub struct SeedProbes {
     /// A trampoline at its entry: the first choice where the IRQ-state kfunc reads the state.
     pub trampoline: KernelProbe,
     /// A kprobe at its entry: the first choice where the kfunc is missing (the saved flags
-    /// say the state), the second otherwise.
+    /// say the state) or `bpf_get_func_ip` is (the stack pointer says the caller), the
+    /// second otherwise.
     pub kprobe: KernelProbe,
     /// The tracepoint on the same path, where neither attaches: no IRQ state there without
     /// the kfunc.
@@ -443,8 +444,8 @@ pub struct SeedProbes {
 impl SeedProbes {
     /// The probes in the order to try them: the first that attaches is used (klockstat's
     /// pattern: choose per kernel, say what was chosen).
-    pub fn in_order(&self, irq_kfunc: bool) -> [&KernelProbe; 3] {
-        if irq_kfunc {
+    pub fn in_order(&self, trampoline_first: bool) -> [&KernelProbe; 3] {
+        if trampoline_first {
             [&self.trampoline, &self.kprobe, &self.tracepoint]
         } else {
             [&self.kprobe, &self.trampoline, &self.tracepoint]

@@ -18,15 +18,14 @@ use super::{
 
 /// Attaches the kernel programs of `ebpf` the way `mode` says, recording each outcome in
 /// `attachments`. In `Auto` each lock function is followed by trampolines where the kernel
-/// allows them and by kprobes where it does not (klockstat's choice, made per function);
-/// where the kernel lacks the IRQ-state kfunc (`irq_kfunc`), kprobes come first at the
-/// points that need the state, since they see the flags register.
+/// allows them and by kprobes where it does not (klockstat's choice, made per function).
+/// kprobes come first where they see what a trampoline program cannot ([`Preference`]).
 pub(super) fn attach(
     ebpf: &mut Ebpf,
     attachments: &mut Vec<Attachment>,
     kernel_btf: &KernelBtf,
     mode: AttachMode,
-    irq_kfunc: bool,
+    prefer: Preference,
 ) {
     let aya_btf = match aya::Btf::from_sys_fs() {
         Ok(btf) => btf,
@@ -43,7 +42,33 @@ pub(super) fn attach(
         aya_btf,
         kernel_btf,
     };
-    attacher.attach_kernel(mode, irq_kfunc);
+    attacher.attach_kernel(mode, prefer);
+}
+
+/// Where this kernel's trampoline programs see less than kprobes, which come first there.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Preference {
+    /// The kernel lacks the IRQ-state kfunc (before 6.14): kprobes at the points that need
+    /// the state, since they see the flags register.
+    pub no_irq_kfunc: bool,
+    /// The kernel lacks `bpf_get_func_ip` for trampolines (before 5.15): kprobes for every
+    /// acquisition and the seed's functions, since a trampoline program then cannot tell
+    /// the acquiring function from the trampoline in the stack, and a kprobe reads it from
+    /// the stack pointer.
+    pub no_func_ip: bool,
+}
+
+impl Preference {
+    /// True when `function`'s kprobes come before its trampoline programs.
+    fn kprobes_first(self, function: &catalog::LockFunction) -> bool {
+        (self.no_irq_kfunc && function.reads_irq_state())
+            || (self.no_func_ip && !function.is_release())
+    }
+
+    /// True when the seed's functions are probed by trampoline first.
+    fn trampolines_first_for_calls(self) -> bool {
+        !self.no_irq_kfunc && !self.no_func_ip
+    }
 }
 
 /// What attaching needs: the object, where outcomes go, and both views of the kernel's BTF.
@@ -56,7 +81,7 @@ struct Attacher<'a> {
 
 impl Attacher<'_> {
     /// See [`attach`].
-    fn attach_kernel(&mut self, mode: AttachMode, irq_kfunc: bool) {
+    fn attach_kernel(&mut self, mode: AttachMode, prefer: Preference) {
         const BY_KPROBE: &str = "--attach kprobe";
         let left_out = |probe: &KernelProbe| {
             attachment(probe, probe.targets[0], Outcome::LeftOut { by: BY_KPROBE })
@@ -71,7 +96,7 @@ impl Attacher<'_> {
                         .extend(function.trampolines.iter().copied().map(left_out));
                     vec![function.kprobes.clone()]
                 }
-                AttachMode::Auto if !irq_kfunc && function.reads_irq_state() => {
+                AttachMode::Auto if prefer.kprobes_first(function) => {
                     vec![function.kprobes.clone(), function.trampolines.clone()]
                 }
                 AttachMode::Auto => {
@@ -94,7 +119,9 @@ impl Attacher<'_> {
                 self.attach_alternatives(&alternatives);
                 self.attachments.push(left_out(&seed.trampoline));
             } else {
-                let alternatives = seed.in_order(irq_kfunc).map(|probe| vec![probe]);
+                let alternatives = seed
+                    .in_order(prefer.trampolines_first_for_calls())
+                    .map(|probe| vec![probe]);
                 self.attach_alternatives(&alternatives);
             }
         }

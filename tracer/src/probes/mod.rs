@@ -278,7 +278,10 @@ impl Probes {
                 &mut probes.attachments,
                 &kernel_btf,
                 options.attach,
-                facts.irq_kfunc,
+                kernel::Preference {
+                    no_irq_kfunc: !facts.irq_kfunc,
+                    no_func_ip: !facts.func_ip_helper,
+                },
             );
             probes.account_contention_where_acquisitions_are_followed()?;
         }
