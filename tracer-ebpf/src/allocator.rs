@@ -138,7 +138,8 @@ pub fn vfree_entry(ctx: &FEntryContext) {
     );
 }
 
-/// The seed's functions by kprobe at their entry, where the kernel lacks the IRQ-state kfunc:
+/// The seed's functions by kprobe at their entry, where the kernel lacks the IRQ-state kfunc
+/// or `bpf_get_func_ip` (or refuses trampolines):
 /// the saved registers hold the arguments, the flags (the interrupt state of the call) and
 /// the stack pointer, whose top word is the caller.
 #[inline(always)]

@@ -1,9 +1,10 @@
 //! Kernel lock primitives through BPF trampolines: fexit on the acquire functions (the lock is
 //! held when they return; trylocks report only success) and fentry on the release functions,
 //! plus the scheduler's hand-over of the run-queue lock and task exit. Needs a kernel that
-//! allows trampolines (Linux 5.5+, not locked down against them). Where the kernel lacks the
-//! IRQ-state kfunc, the acquire functions whose IRQ state is not implied by their name are
-//! followed by kprobes at their entry instead, which see the flags register.
+//! allows trampolines (Linux 5.5+, not locked down against them). The same by kprobes (the
+//! kprobe path): where the kernel refuses trampolines, where a kprobe sees more (the flags
+//! register, where the IRQ-state kfunc is missing; the caller, where `bpf_get_func_ip` is), and
+//! under `--attach kprobe`.
 
 use aya_ebpf::{
     EbpfContext,
@@ -67,8 +68,8 @@ pub fn on_acquire(ctx: &FExitContext, lock_kind: LockKind, variant: u32, success
     take(ctx, cfg, &here, taken, flags::FROM_TRAMPOLINE);
 }
 
-/// Follows an acquisition at the acquire function's entry, by kprobe, where the kernel lacks
-/// the IRQ-state kfunc: the registers the probe saved hold the flags the lock is taken with.
+/// Follows an acquisition at the acquire function's entry, by kprobe (the kprobe path): the
+/// registers the probe saved hold the flags the lock is taken with and the caller.
 /// Only for functions that cannot fail; the lock is not held yet, as in lockdep's own
 /// `lock_acquire`, which runs before the lock is taken (see `HeldLock::at_entry`).
 #[inline(always)]
@@ -95,7 +96,7 @@ pub fn on_acquire_entry(ctx: &ProbeContext, lock_kind: LockKind, variant: u32) {
     take(ctx, cfg, &here, taken, 0);
 }
 
-/// The entry half of an acquisition that may fail, by kprobe (`--attach kprobe`): remembers
+/// The entry half of an acquisition that may fail, by kprobe (the kprobe path): remembers
 /// the lock, the caller and the flags for [`on_acquire_return`], which sees the result but no
 /// longer the arguments.
 #[inline(always)]
@@ -239,7 +240,7 @@ pub fn on_release(ctx: &FEntryContext, preemptible: bool, copies: u64) {
     release(ctx.arg(0), preemptible, copies);
 }
 
-/// [`on_release`] by kprobe (`--attach kprobe`): one program per kind of lock, attached to
+/// [`on_release`] by kprobe (the kprobe path): one program per kind of lock, attached to
 /// every release function of that kind. The kernel runs no kprobe program inside another on
 /// the same CPU, so copies would not help.
 #[inline(always)]

@@ -48,7 +48,8 @@ macro_rules! acquire {
 
 /// kprobe programs at the entry of kernel acquire functions that cannot fail: (program,
 /// function, lock kind, variant flags). They replace the fexit programs of the same functions
-/// where the kernel lacks the IRQ-state kfunc.
+/// where kprobes see more (see `tracer::probes::kernel::Preference`), where trampolines are
+/// refused, and under `--attach kprobe`.
 macro_rules! acquire_at_entry {
     ($($prog:ident => $func:literal, $kind:ident, $variant:expr;)+) => {$(
         #[kprobe(function = $func)]
@@ -115,7 +116,8 @@ acquire! {
 }
 
 // The first six leave the interrupt state as it was: where the kfunc that reads it is
-// missing, the flags a kprobe saves say it. The rest are for `--attach kprobe`.
+// missing, the flags a kprobe saves say it. The rest follow the other functions that cannot
+// fail where trampolines are refused or see less, and under `--attach kprobe`.
 acquire_at_entry! {
     kp_acq_spin => "_raw_spin_lock", Spin, NONE;
     kp_acq_spin_bh => "_raw_spin_lock_bh", Spin, BH;
@@ -135,7 +137,7 @@ acquire_at_entry! {
     kp_acq_down_write => "down_write", RwsemWrite, NONE;
 }
 
-/// kretprobe programs on kernel acquire functions that may fail (`--attach kprobe`):
+/// kretprobe programs on kernel acquire functions that may fail (the kprobe path):
 /// (program, function, lock kind, variant flags, how success is reported). Their entry half
 /// is one program, [`kp_acq_call`], attached to each of the functions.
 macro_rules! acquire_on_return {
@@ -148,7 +150,7 @@ macro_rules! acquire_on_return {
     )+};
 }
 
-/// kprobe at the entry of every kernel acquire function that may fail (`--attach kprobe`):
+/// kprobe at the entry of every kernel acquire function that may fail (the kprobe path):
 /// remembers the call for its kretprobe.
 #[kprobe(function = "_raw_spin_trylock")]
 pub fn kp_acq_call(ctx: ProbeContext) -> u32 {
@@ -171,14 +173,14 @@ acquire_on_return! {
     kr_acq_down_write_try => "down_write_trylock", RwsemWrite, TRY, NonZero;
 }
 
-/// kprobe on every spinning lock's release function (`--attach kprobe`).
+/// kprobe on every spinning lock's release function (the kprobe path).
 #[kprobe(function = "_raw_spin_unlock")]
 pub fn kp_rel_spinning(ctx: ProbeContext) -> u32 {
     kernel_locks::on_release_kprobe(&ctx, false);
     0
 }
 
-/// kprobe on every sleeping lock's release function (`--attach kprobe`).
+/// kprobe on every sleeping lock's release function (the kprobe path).
 #[kprobe(function = "mutex_unlock")]
 pub fn kp_rel_sleeping(ctx: ProbeContext) -> u32 {
     kernel_locks::on_release_kprobe(&ctx, true);
@@ -238,21 +240,21 @@ pub fn fn_vfree(ctx: FEntryContext) -> i32 {
 }
 
 /// kprobe on the per-CPU allocator (`pcpu_alloc_noprof` or `pcpu_alloc`), where the kernel
-/// lacks the IRQ-state kfunc.
+/// lacks the IRQ-state kfunc or `bpf_get_func_ip`, or refuses trampolines.
 #[kprobe(function = "pcpu_alloc_noprof")]
 pub fn kp_pcpu_alloc(ctx: ProbeContext) -> u32 {
     allocator::kprobe_entry(&ctx, EventKind::PcpuAlloc);
     0
 }
 
-/// kprobe on `free_percpu`, where the kernel lacks the IRQ-state kfunc.
+/// kprobe on `free_percpu` (see [`kp_pcpu_alloc`]).
 #[kprobe(function = "free_percpu")]
 pub fn kp_free_percpu(ctx: ProbeContext) -> u32 {
     allocator::kprobe_entry(&ctx, EventKind::PcpuFree);
     0
 }
 
-/// kprobe on `vfree`, where the kernel lacks the IRQ-state kfunc.
+/// kprobe on `vfree` (see [`kp_pcpu_alloc`]).
 #[kprobe(function = "vfree")]
 pub fn kp_vfree(ctx: ProbeContext) -> u32 {
     allocator::kprobe_entry(&ctx, EventKind::Vfree);

@@ -92,7 +92,7 @@ pub struct PendingLock {
 #[map]
 pub static PENDING: HashMap<u64, PendingLock> = HashMap::with_max_entries(16 * 1024, 0);
 
-/// Kernel acquire calls in flight that may fail (`--attach kprobe`), by thread and context
+/// Kernel acquire calls in flight that may fail (the kprobe path), by thread and context
 /// level (see `kernel_locks::call_key`): the lock, the caller and the flags their kprobe saw,
 /// for the kretprobe that sees the result. One slot per thread blocked in such a call
 /// (`mutex_lock_interruptible`, `down_read_killable` ...) or between a trylock's entry and

@@ -11,7 +11,7 @@ pub enum Hook {
     /// kprobe at the function's entry: its program sees the saved registers, the flags
     /// register among them (needs `CONFIG_KPROBES`).
     Kprobe,
-    /// kretprobe at the function's return (`--attach kprobe`).
+    /// kretprobe at the function's return (the kprobe path).
     Kretprobe,
     /// BTF-typed raw tracepoint (Linux 5.5+), in `category`.
     TpBtf {
@@ -252,8 +252,9 @@ pub fn at_entry_for(probe: &KernelProbe) -> Option<&'static KernelProbe> {
         .find(|kprobe| probe.hook == Hook::Fexit && kprobe.targets == probe.targets)
 }
 
-/// The rest of the kernel lock functions by kprobe, for `--attach kprobe` (with
-/// [`ACQUIRE_AT_ENTRY`]), the path of kernels that refuse trampolines but allow kprobes.
+/// The rest of the kernel lock functions by kprobe (with [`ACQUIRE_AT_ENTRY`]): the kprobe
+/// path, for kernels that refuse trampolines but allow kprobes, for acquisitions where
+/// `bpf_get_func_ip` is missing, and for `--attach kprobe`.
 /// Acquisitions that cannot fail are followed at their entry; the others by a kretprobe,
 /// which sees the result, after one shared kprobe program (`kp_acq_call`) remembered the
 /// call; releases by one program per kind of lock. The kernel runs no kprobe program nested
