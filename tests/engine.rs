@@ -455,6 +455,25 @@ fn replay(f: &Fixture) -> (serde_json::Value, Engine, Vec<String>, Vec<String>) 
         for info in json["class_info"].as_array().unwrap() {
             assert!(info["identified_by"].is_string() && info["usage"].is_array());
         }
+        // An irq inversion or inconsistent state says where each bit in question was
+        // registered, as the text report does: both bits, among the alert's classes.
+        if let Some((a, b)) = finding.usage() {
+            let registered: Vec<&str> = json["class_info"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|info| info["registered"].as_object().unwrap().keys())
+                .map(String::as_str)
+                .collect();
+            for bit in [a, b] {
+                assert!(registered.contains(&bit.name()), "{bit:?} in {json}");
+            }
+            for info in json["class_info"].as_array().unwrap() {
+                for trace in info["registered"].as_object().unwrap().values() {
+                    assert!(trace["stack"].is_array() && trace["task"]["tid"].is_u64());
+                }
+            }
+        }
         described.push(d);
         texts.push(report::text::render(
             alert,

@@ -13,7 +13,9 @@ use crate::engine::{Alert, ClassId, Engine};
 /// `rule` text. Each of `class_info` has `contended`, `wait_ns` and `max_wait_ns`, null when
 /// not traced (a user-space lock, no contention tracepoints, no figures given). Each edge of
 /// `chain`, and `trigger`, has `origin`: the recording it came from (`file`, `hostname`,
-/// `start_unix_ns`, `kernel_release`) when several were read, null for one.
+/// `start_unix_ns`, `kernel_release`) when several were read, null for one. For an irq
+/// inversion or an inconsistent lock state, each of `class_info` has `registered`: where the
+/// class first got each of the two usage bits in question, as lockdep's report shows it.
 pub fn render(alert: &Alert, engine: &Engine, symbols: &dyn Sources, notes: &AlertNotes) -> Value {
     let name = |c: ClassId| class_name(engine, symbols, c);
     let frames = |recording, stack| stack_frames(symbols, recording, stack).unwrap_or_default();
@@ -36,6 +38,29 @@ pub fn render(alert: &Alert, engine: &Engine, symbols: &dyn Sources, notes: &Ale
             })
         })
         .collect();
+    // Where each class first got the usage bits the finding is about (lockdep's "state was
+    // registered at"): the bit's name, the task, the call site and the stack.
+    let registered = |c: ClassId| -> Value {
+        let usage = &engine.class(c).usage;
+        let traces: serde_json::Map<String, Value> = finding
+            .usage()
+            .into_iter()
+            .flat_map(|(a, b)| [a, b])
+            .filter_map(|bit| {
+                let t = usage.trace(bit)?;
+                let user = engine.class(c).kind.is_user();
+                Some((
+                    bit.name().to_string(),
+                    json!({
+                        "task": t.task,
+                        "at": call_site(symbols, &t.task, t.caller, user),
+                        "stack": frames(t.task.recording, t.stack),
+                    }),
+                ))
+            })
+            .collect();
+        Value::Object(traces)
+    };
     let class_info: Vec<Value> = alert
         .classes()
         .iter()
@@ -46,6 +71,7 @@ pub fn render(alert: &Alert, engine: &Engine, symbols: &dyn Sources, notes: &Ale
                 "name": name(c),
                 "identified_by": engine.class(c).source.describe(),
                 "usage": usage_names(engine, c),
+                "registered": registered(c),
                 "contended": waits.map(|w| w.contended),
                 "wait_ns": waits.map(|w| w.wait_ns),
                 "max_wait_ns": waits.map(|w| w.max_ns),
