@@ -435,16 +435,6 @@ const KNOWN_FAILURES: &[(&str, &str)] = &[
         "the same two atomic_context alerts under --attach kprobe while check says context \
          checks are off (see bullseye/alerts-percpu_softirq)",
     ),
-    (
-        "bullseye/workload-clean",
-        "a false circular_dependency between \"rwsem (taken in bpf_trampoline_16394_0)\" and \
-         \"rwsem (taken in bpf_trampoline_16389_0)\" (down_read from begin_new_exec, \
-         down_write_killable from __create_xol_area): without bpf_get_func_ip (5.15+) \
-         context::trampoline_caller's stack walk takes the BPF trampoline itself (trigger at \
-         bpf_trampoline_16389_0+0x3f) for the acquiring function, so a lock with no static \
-         address or slab cache name (no bpf_get_kmem_cache) is classed once per probed \
-         function",
-    ),
 ];
 
 /// The reason check `name` of `suite` is a known failure. An entry `suite/check` is for that
