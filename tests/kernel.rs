@@ -131,6 +131,7 @@ fn our_programs_loaded() -> Vec<String> {
 
 #[test]
 fn per_cpu_allocations_are_recorded_with_irq_state_and_context() {
+    let _one_session = support::one_session_at_a_time();
     if !support::bpf_available("per_cpu_allocations_are_recorded_with_irq_state_and_context") {
         return;
     }
@@ -195,6 +196,7 @@ fn per_cpu_allocations_are_recorded_with_irq_state_and_context() {
 
 #[test]
 fn sigterm_and_sigkill_leave_a_readable_file_and_nothing_attached() {
+    let _one_session = support::one_session_at_a_time();
     // SIGTERM finishes the recording and renames it into place; SIGKILL leaves its partial
     // file, readable up to the last complete chunk.
     if !support::bpf_available("sigterm_and_sigkill_leave_a_readable_file_and_nothing_attached") {
@@ -265,6 +267,7 @@ fn sigterm_and_sigkill_leave_a_readable_file_and_nothing_attached() {
 
 #[test]
 fn non_root_gets_one_clear_error() {
+    let _one_session = support::one_session_at_a_time();
     if !support::bpf_available("non_root_gets_one_clear_error") {
         return;
     }
@@ -284,6 +287,7 @@ fn non_root_gets_one_clear_error() {
 
 #[test]
 fn a_non_root_record_leaves_the_existing_file_alone() {
+    let _one_session = support::one_session_at_a_time();
     if !support::bpf_available("a_non_root_record_leaves_the_existing_file_alone") {
         return;
     }
@@ -310,6 +314,7 @@ fn a_non_root_record_leaves_the_existing_file_alone() {
 
 #[test]
 fn a_second_record_to_the_same_file_fails_and_the_first_keeps_its_facts() {
+    let _one_session = support::one_session_at_a_time();
     if !support::bpf_available(
         "a_second_record_to_the_same_file_fails_and_the_first_keeps_its_facts",
     ) {
@@ -342,6 +347,7 @@ fn a_second_record_to_the_same_file_fails_and_the_first_keeps_its_facts() {
 
 #[test]
 fn check_reports_what_this_kernel_allows() {
+    let _one_session = support::one_session_at_a_time();
     if !support::bpf_available("check_reports_what_this_kernel_allows") {
         return;
     }
@@ -389,6 +395,7 @@ fn check_reports_what_this_kernel_allows() {
 /// attached; where it has them, they attach and no trampoline is tried.
 #[test]
 fn attach_kprobe_uses_kprobes_alone_or_says_in_one_line_why_not() {
+    let _one_session = support::one_session_at_a_time();
     if !support::bpf_available("attach_kprobe_uses_kprobes_alone_or_says_in_one_line_why_not") {
         return;
     }
@@ -425,6 +432,7 @@ fn attach_kprobe_uses_kprobes_alone_or_says_in_one_line_why_not() {
 
 #[test]
 fn check_prints_a_line_per_attach_type_and_every_probe_when_verbose() {
+    let _one_session = support::one_session_at_a_time();
     if !support::bpf_available("check_prints_a_line_per_attach_type_and_every_probe_when_verbose") {
         return;
     }
@@ -478,6 +486,7 @@ fn contend_on_mmap_lock(duration: Duration) {
 
 #[test]
 fn contended_locks_are_classed_by_their_slab_cache() {
+    let _one_session = support::one_session_at_a_time();
     if !support::bpf_available("contended_locks_are_classed_by_their_slab_cache") {
         return;
     }
@@ -526,6 +535,7 @@ fn contended_locks_are_classed_by_their_slab_cache() {
 
 #[test]
 fn a_missing_symbols_file_fails_before_attaching() {
+    let _one_session = support::one_session_at_a_time();
     if !support::bpf_available("a_missing_symbols_file_fails_before_attaching") {
         return;
     }
@@ -573,6 +583,7 @@ impl Drop for SmallDisk {
 
 #[test]
 fn a_full_disk_stops_the_recording_and_its_command() {
+    let _one_session = support::one_session_at_a_time();
     if !support::bpf_available("a_full_disk_stops_the_recording_and_its_command") {
         return;
     }

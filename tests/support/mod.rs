@@ -2,7 +2,11 @@
 //! `locktrace` binary, the pthread test program, and temporary directories.
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::{path::PathBuf, process::Command, sync::OnceLock};
+use std::{
+    path::PathBuf,
+    process::Command,
+    sync::{Mutex, MutexGuard, OnceLock},
+};
 
 /// Returns `true` when the test can use BPF here. Otherwise prints why and returns `false`
 /// (the caller returns early: a visible skip) — unless `LOCKTRACE_REQUIRE_BPF=1`, where a
@@ -63,4 +67,15 @@ pub fn lockpatterns() -> PathBuf {
             out
         })
         .clone()
+}
+
+/// Holds off every other test of this binary that runs a locktrace session until the guard
+/// is dropped. A session sees all kernel activity, another test's locktrace included: its
+/// object's per-CPU maps are allocations a session counts, and a repeated call is sent once,
+/// by whichever process made it first.
+pub fn one_session_at_a_time() -> MutexGuard<'static, ()> {
+    static SESSIONS: Mutex<()> = Mutex::new(());
+    SESSIONS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
