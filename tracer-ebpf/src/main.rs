@@ -3,9 +3,9 @@
 //! with user space); only what is new crosses the ring buffer, as a `Fact`. Each entry point
 //! is a thin wrapper generated below; the logic lives in one module per concern:
 //! - `kernel_locks`: spin/rw locks, mutexes and rwsems by fexit (acquire) and fentry (release),
-//!   or by kprobe at the entry of the acquire functions whose IRQ state must be read where the
-//!   kfunc is missing; the scheduler's run-queue lock hand-over, task exit and the contention
-//!   tracepoints;
+//!   or by kprobes (the kprobe path: where they see more than a trampoline, where trampolines
+//!   are refused, under `--attach kprobe`); the scheduler's run-queue lock hand-over, task exit
+//!   and the contention tracepoints;
 //! - `allocator`: `pcpu_alloc`, `free_percpu`, `vfree` by fentry, kprobe or tracepoint, and
 //!   the interrupt brackets;
 //! - `user_locks`: pthread mutexes and rwlocks by uprobes;
