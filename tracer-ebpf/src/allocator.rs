@@ -26,6 +26,16 @@ use crate::{
 /// reclaim directly, exactly as `pcpu_alloc` computes `is_atomic`.
 const GFP_DIRECT_RECLAIM: u64 = 0x400;
 
+/// [`flags::ATOMIC`] for an allocation with `gfp` flags that may not reclaim directly.
+#[inline(always)]
+fn atomic_flag(gfp: u64) -> u32 {
+    if gfp & GFP_DIRECT_RECLAIM == 0 {
+        flags::ATOMIC
+    } else {
+        0
+    }
+}
+
 /// Sends a call fact: `kind` with two arguments, its caller (0: from the trampoline's frame)
 /// and the locks held in its context, with the interrupt state `irqs` (`None`: read it here,
 /// through the kfunc where the kernel has it).
@@ -94,11 +104,7 @@ fn call<C: EbpfContext>(
 pub fn pcpu_alloc_entry(ctx: &FEntryContext) {
     let size: u64 = ctx.arg(0);
     let gfp: u32 = ctx.arg(3);
-    let atomic = if gfp as u64 & GFP_DIRECT_RECLAIM == 0 {
-        flags::ATOMIC
-    } else {
-        0
-    };
+    let atomic = atomic_flag(u64::from(gfp));
     call(
         ctx,
         EventKind::PcpuAlloc,
@@ -154,12 +160,7 @@ pub fn kprobe_entry(ctx: &ProbeContext, kind: EventKind) {
         // pcpu_alloc(size, align, reserved, gfp)
         EventKind::PcpuAlloc => {
             let gfp = fourth & 0xffff_ffff;
-            let atomic = if gfp & GFP_DIRECT_RECLAIM == 0 {
-                flags::ATOMIC
-            } else {
-                0
-            };
-            call(ctx, kind, caller, (first, gfp), atomic, irqs);
+            call(ctx, kind, caller, (first, gfp), atomic_flag(gfp), irqs);
         }
         // free_percpu(ptr), vfree(addr)
         _ => call(ctx, kind, caller, (first, 0), 0, irqs),

@@ -80,11 +80,7 @@ pub fn on_acquire_entry(ctx: &ProbeContext, lock_kind: LockKind, variant: u32) {
     let regs = ctx.regs;
     // SAFETY: a kprobe's context is the saved registers, read with plain loads.
     let (lock, sp, eflags) = unsafe { ((*regs).rdi, (*regs).rsp, (*regs).eflags) };
-    let irqs = if variant & flags::IRQ_VARIANT != 0 {
-        IrqState::Disabled
-    } else {
-        IrqState::from_u32(here.launder(IrqState::from_x86_flags(eflags) as u64) as u32)
-    };
+    let irqs = state_with_flags(&here, variant, eflags);
     let taken = Taken {
         addr: here.number(lock),
         site: context::return_address(sp),
@@ -149,11 +145,7 @@ pub fn on_acquire_return(
     let Some((cfg, here)) = context::enter(located) else {
         return;
     };
-    let irqs = if variant & flags::IRQ_VARIANT != 0 {
-        IrqState::Disabled
-    } else {
-        IrqState::from_u32(here.launder(IrqState::from_x86_flags(eflags) as u64) as u32)
-    };
+    let irqs = state_with_flags(&here, variant, eflags);
     let taken = Taken {
         addr: lock,
         site,
@@ -177,6 +169,18 @@ fn call_key(pid_tgid: u64, level: u32) -> u64 {
         0
     };
     tid | u64::from(level) << 32 | cpu << 34
+}
+
+/// The interrupt state an acquisition of `variant` holds its lock with, from the flags a
+/// kprobe saved at the acquire function's entry: an `_irq`/`_irqsave` function disables
+/// interrupts whatever they were. Laundered (see `context::launder`).
+#[inline(always)]
+fn state_with_flags(here: &Here, variant: u32, eflags: u64) -> IrqState {
+    if variant & flags::IRQ_VARIANT != 0 {
+        IrqState::Disabled
+    } else {
+        IrqState::from_u32(here.launder(IrqState::from_x86_flags(eflags) as u64) as u32)
+    }
 }
 
 /// An acquisition to follow.
