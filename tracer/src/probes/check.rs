@@ -405,18 +405,17 @@ impl AttachCounts {
     /// Whether trampolines, kprobes, tracepoints and uprobes work here, from what attached.
     fn features(&self, probes: &[Attachment]) -> [Feature; 4] {
         let trampolines = (self.fexit.0 + self.fentry.0, self.fexit.1 + self.fentry.1);
-        let refusal = probes
-            .iter()
-            .filter(|p| p.kind.is_trampoline())
-            .find_map(|p| p.refusal().filter(|reason| !reason.is_empty()))
-            .map(|reason| format!("; {reason}"))
-            .unwrap_or_default();
-        let kprobe_refusal = probes
-            .iter()
-            .filter(|p| p.kind == AttachKind::Kprobe)
-            .find_map(|p| p.refusal().filter(|reason| !reason.is_empty()))
-            .map(|reason| format!("; {reason}"))
-            .unwrap_or_default();
+        // "; <the first refusal>" among the probes of the kinds `of`, or nothing.
+        let first_refusal = |of: fn(AttachKind) -> bool| {
+            probes
+                .iter()
+                .filter(|p| of(p.kind))
+                .find_map(|p| p.refusal().filter(|reason| !reason.is_empty()))
+                .map(|reason| format!("; {reason}"))
+                .unwrap_or_default()
+        };
+        let refusal = first_refusal(AttachKind::is_trampoline);
+        let kprobe_refusal = first_refusal(|kind| kind == AttachKind::Kprobe);
         let (kp_ok, kp_all) = self.kprobe;
         let (tp_ok, tp_all) = self.tp_btf;
         let (up_ok, up_all) = self.user;

@@ -41,6 +41,7 @@ pub(super) fn attach(
         attachments,
         aya_btf,
         kernel_btf,
+        kprobes: kprobes_available(),
     };
     attacher.attach_kernel(mode, prefer);
 }
@@ -77,6 +78,8 @@ struct Attacher<'a> {
     attachments: &'a mut Vec<Attachment>,
     aya_btf: aya::Btf,
     kernel_btf: &'a KernelBtf,
+    /// Whether the kernel can create kprobes at all (looked up once).
+    kprobes: bool,
 }
 
 impl Attacher<'_> {
@@ -157,7 +160,7 @@ impl Attacher<'_> {
             };
             for &probe in alternatives.iter().flatten() {
                 // A probe this kernel refuses whatever it follows says that, not more.
-                let reason = kind_refusal(probe.hook, &followed).unwrap_or(&off);
+                let reason = kind_refusal(probe.hook, self.kprobes, &followed).unwrap_or(&off);
                 self.attachments
                     .push(refused(probe, probe.targets[0], reason.to_string()));
             }
@@ -185,7 +188,11 @@ impl Attacher<'_> {
             let mut whole = true;
             let mut name = None;
             for &probe in alternative {
-                let attachment = attach_one(self.ebpf, &self.aya_btf, self.kernel_btf, probe);
+                let attachment = if is_kprobe(probe.hook) && !self.kprobes {
+                    refused(probe, probe.targets[0], NO_KPROBES.to_string())
+                } else {
+                    attach_one(self.ebpf, &self.aya_btf, self.kernel_btf, probe)
+                };
                 if attachment.is_attached() {
                     name.get_or_insert_with(|| attachment.name.clone());
                 } else if probe.copy.is_none() {
@@ -240,10 +247,6 @@ fn attach_one(
     } else {
         probe.targets[0]
     };
-    let kprobe = matches!(probe.hook, Hook::Kprobe | Hook::Kretprobe);
-    if kprobe && !kprobes_available() {
-        return refused(probe, target, NO_KPROBES.to_string());
-    }
     let program = ebpf
         .program_mut(probe.program)
         .unwrap_or_else(|| panic!("program {} missing from the eBPF object", probe.program));
@@ -293,11 +296,15 @@ fn ordering_off(function: &str, followed: &[(&str, bool, String)]) -> Option<Str
 }
 
 /// The reason every probe of `hook`'s kind is refused on this kernel, when there is one: no
-/// kprobes, or trampolines refused outright (as the release functions, `followed`: function,
-/// attached, why not, found).
-fn kind_refusal<'a>(hook: Hook, followed: &'a [(&str, bool, String)]) -> Option<&'a str> {
+/// kprobes (`kprobes` false), or trampolines refused outright (as the release functions,
+/// `followed`: function, attached, why not, found).
+fn kind_refusal<'a>(
+    hook: Hook,
+    kprobes: bool,
+    followed: &'a [(&str, bool, String)],
+) -> Option<&'a str> {
     match hook {
-        Hook::Kprobe | Hook::Kretprobe => (!kprobes_available()).then_some(NO_KPROBES),
+        Hook::Kprobe | Hook::Kretprobe => (!kprobes).then_some(NO_KPROBES),
         Hook::Fentry | Hook::Fexit => followed
             .iter()
             .map(|(_, _, why)| why.as_str())
@@ -313,9 +320,14 @@ const TRAMPOLINES_REFUSED: &str = "trampolines refused by this kernel";
 const NO_KPROBES: &str =
     "kprobes not available in this kernel (no kprobe event source: CONFIG_KPROBES=n)";
 
+/// True for a kprobe or kretprobe.
+fn is_kprobe(hook: Hook) -> bool {
+    matches!(hook, Hook::Kprobe | Hook::Kretprobe)
+}
+
 /// True when the kernel can create kprobes: the `kprobe` perf event source (Linux 4.17+), or
-/// tracefs's `kprobe_events` before it. Checked before a kprobe program is loaded: verifying
-/// the programs costs seconds where they can never attach.
+/// tracefs's `kprobe_events` before it. Looked up once, before any kprobe program is loaded:
+/// verifying the programs costs seconds where they can never attach.
 fn kprobes_available() -> bool {
     [
         "/sys/bus/event_source/devices/kprobe/type",
